@@ -1,0 +1,52 @@
+//! The admin API under `/admin`, with v1's paths and JSON shapes. Every handler here runs
+//! behind `AdminAuth`. Writes go to the store first, then the in-memory snapshot is rebuilt.
+
+pub mod accounts;
+pub mod fields;
+pub mod keys;
+
+use salvo::prelude::*;
+
+use crate::auth::admin::AdminAuth;
+
+pub fn router() -> Router {
+    Router::with_path("admin")
+        .hoop(AdminAuth)
+        .push(
+            Router::with_path("api-keys")
+                .get(keys::list)
+                .post(keys::create)
+                .push(Router::with_path("deleted").get(keys::list_deleted))
+                .push(
+                    Router::with_path("{id}")
+                        .get(keys::get)
+                        .put(keys::update)
+                        .delete(keys::delete)
+                        .push(Router::with_path("restore").post(keys::restore)),
+                ),
+        )
+        .push(
+            Router::with_path("claude-console-accounts")
+                .get(accounts::list)
+                .post(accounts::create)
+                .push(
+                    Router::with_path("{id}")
+                        .get(accounts::get)
+                        .put(accounts::update)
+                        .delete(accounts::delete)
+                        .push(
+                            Router::with_path("toggle-schedulable")
+                                .put(accounts::toggle_schedulable),
+                        ),
+                ),
+        )
+}
+
+/// Run a blocking store operation off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("store task failed: {e}"))?
+}

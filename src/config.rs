@@ -1,0 +1,291 @@
+//! Runtime configuration: defaults, an optional TOML file, then environment, then CLI flags.
+//!
+//! Environment names follow v1 where v1 had one (`HOST`, `PORT`, `TIMEZONE_OFFSET`,
+//! `ENCRYPTION_KEY`, `ADMIN_USERNAME`, `ADMIN_PASSWORD`, `API_KEY_PREFIX`); crs-only settings
+//! use a `CRS_` prefix.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Settings as they can appear in `config.toml`. Every field is optional; env and flags win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FileConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub timezone_offset: Option<f64>,
+    pub encryption_key: Option<String>,
+    pub admin_username: Option<String>,
+    pub admin_password: Option<String>,
+    pub api_key_prefix: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub upstream_timeout_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub admin_session_hours: Option<u64>,
+    pub ledger_flush_ms: Option<u64>,
+    pub max_body_mb: Option<usize>,
+}
+
+/// Values given on the command line (already merged with their env fallbacks by clap).
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// Offset of the accounting time zone from UTC, in minutes (v1's TIMEZONE_OFFSET is hours).
+    pub tz_offset_minutes: i32,
+    /// v1's ENCRYPTION_KEY: the secret appended to a key before hashing. When unset, crs
+    /// generates one into the data directory on first start.
+    pub encryption_key: Option<String>,
+    pub admin_username: Option<String>,
+    pub admin_password: Option<String>,
+    pub api_key_prefix: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// Total time allowed for an upstream response to start (headers received).
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub admin_session: Duration,
+    pub ledger_flush: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Defaults suitable for tests: loopback, ephemeral port, the given data dir.
+    pub fn for_data_dir(dir: impl Into<PathBuf>) -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            data_dir: dir.into(),
+            tz_offset_minutes: 8 * 60,
+            encryption_key: None,
+            admin_username: None,
+            admin_password: None,
+            api_key_prefix: "cr_".into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            upstream_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            admin_session: Duration::from_secs(24 * 3600),
+            ledger_flush: Duration::from_millis(100),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Build the configuration from flags, the process environment and an optional file.
+    pub fn load(cli: &CliOverrides) -> Result<Self> {
+        Self::load_with_env(cli, &|k| std::env::var(k).ok())
+    }
+
+    pub fn load_with_env(cli: &CliOverrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let env_nonempty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let data_dir_hint = cli
+            .data_dir
+            .clone()
+            .or_else(|| env_nonempty("CRS_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let config_path = cli
+            .config
+            .clone()
+            .or_else(|| env_nonempty("CRS_CONFIG").map(PathBuf::from));
+        let file = match &config_path {
+            Some(p) => read_file_config(p)?,
+            None => {
+                let default = data_dir_hint.join("config.toml");
+                if default.exists() {
+                    read_file_config(&default)?
+                } else {
+                    FileConfig::default()
+                }
+            }
+        };
+
+        let mut c = Config::for_data_dir(
+            cli.data_dir
+                .clone()
+                .or_else(|| env_nonempty("CRS_DATA_DIR").map(PathBuf::from))
+                .or(file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from("./data")),
+        );
+        c.host = cli
+            .host
+            .clone()
+            .or_else(|| env_nonempty("HOST"))
+            .or(file.host.clone())
+            .unwrap_or(c.host);
+        c.port = match cli.port {
+            Some(p) => p,
+            None => match env_nonempty("PORT") {
+                Some(p) => p
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("PORT={p:?} is not a port number"))?,
+                None => file.port.unwrap_or(3000),
+            },
+        };
+        let tz_hours = match env_nonempty("TIMEZONE_OFFSET") {
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .with_context(|| format!("TIMEZONE_OFFSET={v:?} is not a number of hours"))?,
+            None => file.timezone_offset.unwrap_or(8.0),
+        };
+        if !(-14.0..=14.0).contains(&tz_hours) {
+            bail!("TIMEZONE_OFFSET={tz_hours} is outside -14..=14 hours");
+        }
+        c.tz_offset_minutes = (tz_hours * 60.0).round() as i32;
+        c.encryption_key = env_nonempty("ENCRYPTION_KEY").or(file.encryption_key);
+        c.admin_username = env_nonempty("ADMIN_USERNAME").or(file.admin_username);
+        c.admin_password = env_nonempty("ADMIN_PASSWORD").or(file.admin_password);
+        c.api_key_prefix = env_nonempty("API_KEY_PREFIX")
+            .or(file.api_key_prefix)
+            .unwrap_or(c.api_key_prefix);
+        c.log_level = env_nonempty("LOG_LEVEL")
+            .or(file.log_level)
+            .unwrap_or(c.log_level);
+        c.log_format = match env_nonempty("CRS_LOG_FORMAT")
+            .or(file.log_format)
+            .as_deref()
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log format {other:?} is not one of text, json"),
+        };
+        let secs = |env_name: &str, file_val: Option<u64>, default: Duration| -> Result<Duration> {
+            Ok(match env_nonempty(env_name) {
+                Some(v) => Duration::from_secs(
+                    v.trim()
+                        .parse()
+                        .with_context(|| format!("{env_name}={v:?} is not a number of seconds"))?,
+                ),
+                None => file_val.map(Duration::from_secs).unwrap_or(default),
+            })
+        };
+        c.upstream_timeout = secs(
+            "CRS_UPSTREAM_TIMEOUT_SECS",
+            file.upstream_timeout_secs,
+            c.upstream_timeout,
+        )?;
+        c.connect_timeout = secs(
+            "CRS_CONNECT_TIMEOUT_SECS",
+            file.connect_timeout_secs,
+            c.connect_timeout,
+        )?;
+        c.admin_session = match file.admin_session_hours {
+            Some(h) => Duration::from_secs(h * 3600),
+            None => c.admin_session,
+        };
+        if let Some(ms) = file.ledger_flush_ms {
+            c.ledger_flush = Duration::from_millis(ms.max(1));
+        }
+        if let Some(mb) = file.max_body_mb {
+            c.max_body_bytes = mb.max(1) * 1024 * 1024;
+        }
+        Ok(c)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("crs.redb")
+    }
+
+    pub fn secrets_path(&self) -> PathBuf {
+        self.data_dir.join("secrets.json")
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], cli: CliOverrides) -> Result<Config> {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with_env(&cli, &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_v1() {
+        let c = load(&[], CliOverrides::default()).unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.tz_offset_minutes, 480);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.api_key_prefix, "cr_");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "port = 4000\nhost = \"0.0.0.0\"\ntimezone_offset = -5\n",
+        )
+        .unwrap();
+        let cli = CliOverrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = load(&[("PORT", "5000")], cli.clone()).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.tz_offset_minutes, -300);
+        let c = load(
+            &[("PORT", "5000")],
+            CliOverrides {
+                port: Some(6000),
+                ..cli
+            },
+        )
+        .unwrap();
+        assert_eq!(c.port, 6000);
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let e = load(&[("PORT", "abc")], CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("PORT"), "{e}");
+        let e = load(&[("TIMEZONE_OFFSET", "99")], CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("TIMEZONE_OFFSET"), "{e}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "prot = 1\n").unwrap();
+        let cli = CliOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(load(&[], cli).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! Durable records: what the store keeps and what loads into memory at start.
+//!
+//! Records are JSON with `#[serde(default)]` on every struct: a field added later reads as its
+//! default from an older record, and a field unknown to this version is ignored rather than
+//! failing the load. Money is integer micro-dollars; times are UTC.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub type Micros = i64;
+
+pub fn dollars_to_micros(d: f64) -> Micros {
+    if !d.is_finite() || d <= 0.0 {
+        return 0;
+    }
+    (d * 1_000_000.0).round() as Micros
+}
+
+pub fn micros_to_dollars(m: Micros) -> f64 {
+    m as f64 / 1_000_000.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Lowercase hex sha256(key + key-hash secret), as v1.
+    pub key_hash: String,
+    /// First characters of the plaintext key, kept to help people recognise their keys.
+    pub key_preview: String,
+    pub is_active: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub created_by: String,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// "fixed" or "activation".
+    pub expiration_mode: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub is_activated: bool,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub activation_days: u32,
+    /// "days" or "hours".
+    pub activation_unit: String,
+    pub token_limit: u64,
+    pub concurrency_limit: u32,
+    pub concurrency_queue_enabled: bool,
+    pub concurrency_queue_max: u32,
+    pub concurrency_queue_timeout_ms: u64,
+    /// Minutes.
+    pub rate_limit_window: u32,
+    pub rate_limit_requests: u32,
+    pub rate_limit_cost_micros: Micros,
+    pub daily_cost_limit_micros: Micros,
+    pub total_cost_limit_micros: Micros,
+    pub weekly_opus_cost_limit_micros: Micros,
+    pub five_hour_cost_limit_micros: Micros,
+    /// 1 = Monday .. 7 = Sunday.
+    pub weekly_reset_day: u8,
+    pub weekly_reset_hour: u8,
+    /// Empty = all services.
+    pub permissions: Vec<String>,
+    pub enable_model_restriction: bool,
+    pub restricted_models: Vec<String>,
+    /// "deny" (v1's behaviour) or "allow".
+    pub model_restriction_mode: String,
+    pub enable_client_restriction: bool,
+    pub allowed_clients: Vec<String>,
+    pub tags: Vec<String>,
+    pub service_rates: BTreeMap<String, f64>,
+    pub claude_account_id: String,
+    pub claude_console_account_id: String,
+    pub gemini_account_id: String,
+    pub openai_account_id: String,
+    pub azure_openai_account_id: String,
+    pub bedrock_account_id: String,
+    pub droid_account_id: String,
+    pub is_deleted: bool,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub deleted_by: String,
+}
+
+impl ApiKey {
+    pub fn new(id: String) -> Self {
+        ApiKey {
+            id,
+            is_active: true,
+            expiration_mode: "fixed".into(),
+            activation_unit: "days".into(),
+            model_restriction_mode: "deny".into(),
+            weekly_reset_day: 1,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    #[default]
+    ClaudeConsole,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::ClaudeConsole => "claude-console",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// "http", "https" or "socks5".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    /// Encrypted at rest.
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Account {
+    pub id: String,
+    pub platform: Platform,
+    pub name: String,
+    pub description: String,
+    /// Base URL, or the full `/v1/messages` endpoint.
+    pub api_url: String,
+    /// Upstream credential, encrypted at rest.
+    pub api_key: String,
+    /// Lower is preferred.
+    pub priority: u32,
+    pub schedulable: bool,
+    pub is_active: bool,
+    /// "shared", "dedicated" or "group".
+    pub account_type: String,
+    /// Requested model -> upstream model. Empty = every model, unmapped.
+    pub supported_models: BTreeMap<String, String>,
+    pub user_agent: String,
+    pub proxy: Option<ProxyConfig>,
+    pub daily_quota_micros: Micros,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// "active", "error", "unauthorized", ...
+    pub status: String,
+    pub error_message: String,
+}
+
+impl Account {
+    pub fn new(id: String, platform: Platform) -> Self {
+        Account {
+            id,
+            platform,
+            priority: 50,
+            schedulable: true,
+            is_active: true,
+            account_type: "shared".into(),
+            status: "active".into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Admin {
+    pub username: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// Bumped on password change: sessions issued under an older version stop working.
+    pub token_version: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_records_gain_defaults_and_unknown_fields_are_kept_out() {
+        // A record written before most fields existed, plus a field from a future version.
+        let k: ApiKey =
+            serde_json::from_str(r#"{"id":"a","keyHash":"h","isActive":true,"futureField":7}"#)
+                .unwrap();
+        assert_eq!(k.id, "a");
+        assert!(k.is_active);
+        assert_eq!(k.concurrency_limit, 0);
+        assert!(k.tags.is_empty());
+    }
+
+    #[test]
+    fn money_conversions() {
+        assert_eq!(dollars_to_micros(0.05), 50_000);
+        assert_eq!(dollars_to_micros(1.234_567_4), 1_234_567);
+        assert_eq!(dollars_to_micros(-1.0), 0);
+        assert_eq!(dollars_to_micros(f64::NAN), 0);
+        assert_eq!(micros_to_dollars(5_143_900), 5.1439);
+    }
+}

@@ -1,0 +1,296 @@
+//! Anthropic Messages wire format: endpoint URLs, usage extraction from JSON bodies and SSE
+//! streams, and the error body shape.
+
+use memchr::memmem;
+use serde::Deserialize;
+
+use crate::usage::TokenUsage;
+
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+
+/// The messages endpoint for an account's `apiUrl`, which may be a base URL
+/// (`https://api.anthropic.com`, with or without `/v1`) or the full `/v1/messages` endpoint.
+pub fn messages_url(api_url: &str) -> String {
+    let base = api_url.trim().trim_end_matches('/');
+    if base.ends_with("/v1/messages") {
+        base.to_owned()
+    } else if base.ends_with("/v1") {
+        format!("{base}/messages")
+    } else {
+        format!("{base}/v1/messages")
+    }
+}
+
+/// An Anthropic error body: `{"type":"error","error":{"type":..,"message":..}}`.
+pub fn error_body(kind: &str, message: &str) -> String {
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: Option<u64>,
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+/// Usage as Anthropic reports it. Fields are optional: `message_delta` repeats only some.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation: Option<CacheCreation>,
+}
+
+impl WireUsage {
+    /// Fold reported fields into `u`; later reports are cumulative and replace earlier ones.
+    fn apply(&self, u: &mut TokenUsage) {
+        if let Some(v) = self.input_tokens {
+            u.input_tokens = v;
+        }
+        if let Some(v) = self.output_tokens {
+            u.output_tokens = v;
+        }
+        if let Some(v) = self.cache_creation_input_tokens {
+            u.cache_create_tokens = v;
+        }
+        if let Some(v) = self.cache_read_input_tokens {
+            u.cache_read_tokens = v;
+        }
+        if let Some(cc) = &self.cache_creation {
+            if let Some(v) = cc.ephemeral_5m_input_tokens {
+                u.ephemeral_5m_tokens = v;
+            }
+            if let Some(v) = cc.ephemeral_1h_input_tokens {
+                u.ephemeral_1h_tokens = v;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Usage and model from a non-stream Messages response body.
+pub fn usage_from_body(body: &[u8]) -> Option<(TokenUsage, Option<String>)> {
+    let msg: WireMessage = serde_json::from_slice(body).ok()?;
+    let wu = msg.usage?;
+    let mut u = TokenUsage::default();
+    wu.apply(&mut u);
+    Some((u, msg.model))
+}
+
+/// Watches an SSE byte stream go by and keeps the usage it reports. It never changes bytes.
+#[derive(Default)]
+pub struct SseTap {
+    /// An incomplete line carried over from the previous chunk.
+    partial: Vec<u8>,
+    pub usage: TokenUsage,
+    pub model: Option<String>,
+    /// `message_start` seen: the upstream began answering (input tokens are billed).
+    pub started: bool,
+    /// `message_stop` seen: the answer is complete.
+    pub finished: bool,
+    /// An `error` event came through the stream.
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl SseTap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when the bytes seen so far end in the middle of a line.
+    pub fn mid_line(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..nl];
+            if self.partial.is_empty() {
+                self.line(line);
+            } else {
+                let mut joined = std::mem::take(&mut self.partial);
+                joined.extend_from_slice(line);
+                self.line(&joined);
+            }
+            rest = &rest[nl + 1..];
+        }
+        if !rest.is_empty() {
+            self.partial.extend_from_slice(rest);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        // Only the few event types that carry usage or errors are parsed; content deltas,
+        // the bulk of a stream, are skipped by a substring check.
+        let interesting = memmem::find(data, b"\"message_").is_some()
+            || memmem::find(data, b"\"error\"").is_some();
+        if !interesting {
+            return;
+        }
+        let Ok(ev) = serde_json::from_slice::<Event>(data.trim_ascii_start()) else {
+            return;
+        };
+        match ev.kind.as_ref() {
+            "message_start" => {
+                self.started = true;
+                if let Some(m) = ev.message {
+                    if let Some(u) = m.usage {
+                        u.apply(&mut self.usage);
+                    }
+                    if m.model.is_some() {
+                        self.model = m.model;
+                    }
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = ev.usage {
+                    u.apply(&mut self.usage);
+                }
+            }
+            "message_stop" => self.finished = true,
+            "error" => {
+                self.error = Some(
+                    ev.error
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "error".into()),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_forms() {
+        assert_eq!(
+            messages_url("https://api.anthropic.com"),
+            "https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(
+            messages_url("http://127.0.0.1:18080/"),
+            "http://127.0.0.1:18080/v1/messages"
+        );
+        assert_eq!(messages_url("http://h/v1"), "http://h/v1/messages");
+        assert_eq!(messages_url("http://h/v1/messages"), "http://h/v1/messages");
+        assert_eq!(
+            messages_url("http://h/proxy/v1/messages/"),
+            "http://h/proxy/v1/messages"
+        );
+    }
+
+    const STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":110,\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":10,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\n",
+        "data: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"say \\\"message_delta\\\" here\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":21}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    fn check(tap: &SseTap) {
+        assert!(tap.started && tap.finished);
+        assert_eq!(tap.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+        assert_eq!(
+            tap.usage,
+            TokenUsage {
+                input_tokens: 110,
+                output_tokens: 21,
+                cache_create_tokens: 10,
+                cache_read_tokens: 0,
+                ephemeral_5m_tokens: 10,
+                ephemeral_1h_tokens: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn tap_whole_stream() {
+        let mut tap = SseTap::new();
+        tap.feed(STREAM.as_bytes());
+        check(&tap);
+        assert!(!tap.mid_line());
+    }
+
+    #[test]
+    fn tap_any_chunking() {
+        let bytes = STREAM.as_bytes();
+        for size in [1, 2, 3, 7, 64, 333] {
+            let mut tap = SseTap::new();
+            for c in bytes.chunks(size) {
+                tap.feed(c);
+            }
+            check(&tap);
+        }
+        // CRLF line endings.
+        let crlf = STREAM.replace('\n', "\r\n");
+        let mut tap = SseTap::new();
+        for c in crlf.as_bytes().chunks(5) {
+            tap.feed(c);
+        }
+        check(&tap);
+    }
+
+    #[test]
+    fn tap_error_event_and_cumulative_delta() {
+        let mut tap = SseTap::new();
+        tap.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n");
+        tap.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":7,\"cache_read_input_tokens\":3,\"output_tokens\":9}}\n\n");
+        tap.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        assert_eq!(tap.usage.input_tokens, 7);
+        assert_eq!(tap.usage.cache_read_tokens, 3);
+        assert_eq!(tap.usage.output_tokens, 9);
+        assert!(tap.error.as_deref().unwrap().contains("overloaded_error"));
+        assert!(!tap.finished);
+    }
+
+    #[test]
+    fn body_usage() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-haiku-20241022","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":120,"cache_creation_input_tokens":0,"cache_read_input_tokens":30,"output_tokens":22}}"#;
+        let (u, model) = usage_from_body(body).unwrap();
+        assert_eq!(model.as_deref(), Some("claude-3-5-haiku-20241022"));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cache_read_tokens),
+            (120, 22, 30)
+        );
+        assert!(usage_from_body(b"not json").is_none());
+    }
+}

@@ -1,0 +1,181 @@
+//! Informational client routes: health, models, key info, usage, me.
+
+use chrono::Utc;
+use salvo::http::StatusCode;
+use salvo::prelude::*;
+use serde_json::json;
+
+use crate::admin::blocking;
+use crate::auth::authenticate;
+use crate::usage::query::key_usage;
+use crate::web::{json, state};
+
+/// Models listed to clients. The shape satisfies both the Anthropic SDK (`type`,
+/// `display_name`, `created_at`, `has_more`) and OpenAI-style readers (`object`, `owned_by`).
+const MODELS: &[(&str, &str, &str)] = &[
+    (
+        "claude-opus-4-1-20250805",
+        "Claude Opus 4.1",
+        "2025-08-05T00:00:00Z",
+    ),
+    (
+        "claude-opus-4-20250514",
+        "Claude Opus 4",
+        "2025-05-14T00:00:00Z",
+    ),
+    (
+        "claude-sonnet-4-5-20250929",
+        "Claude Sonnet 4.5",
+        "2025-09-29T00:00:00Z",
+    ),
+    (
+        "claude-sonnet-4-20250514",
+        "Claude Sonnet 4",
+        "2025-05-14T00:00:00Z",
+    ),
+    (
+        "claude-haiku-4-5-20251001",
+        "Claude Haiku 4.5",
+        "2025-10-01T00:00:00Z",
+    ),
+    (
+        "claude-3-5-haiku-20241022",
+        "Claude Haiku 3.5",
+        "2024-10-22T00:00:00Z",
+    ),
+];
+
+#[handler]
+pub async fn health(depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let st2 = st.clone();
+    let store_ok = blocking(move || Ok(st2.store.ping()))
+        .await
+        .unwrap_or(false);
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        res,
+        status,
+        &json!({
+            "status": if store_ok { "healthy" } else { "unhealthy" },
+            "service": "crs",
+            "version": env!("CARGO_PKG_VERSION"),
+            "timestamp": Utc::now(),
+            "uptime": st.started_at.elapsed().as_secs_f64(),
+            "components": {
+                "store": {"status": if store_ok { "healthy" } else { "unhealthy" }},
+                "accounts": {"total": st.accounts.load().accounts.len()},
+            }
+        }),
+    );
+}
+
+/// Claude Code posts telemetry here; accept and drop it.
+#[handler]
+pub async fn event_logging(res: &mut Response) {
+    json(res, StatusCode::OK, &json!({"success": true}));
+}
+
+#[handler]
+pub async fn models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    if let Err(e) = authenticate(&st, req) {
+        return e.write(res);
+    }
+    let data: Vec<_> = MODELS
+        .iter()
+        .map(|(id, name, created)| {
+            let ts = chrono::DateTime::parse_from_rfc3339(created).map(|d| d.timestamp()).unwrap_or(0);
+            json!({"id": id, "type": "model", "object": "model", "display_name": name, "created_at": created, "created": ts, "owned_by": "anthropic"})
+        })
+        .collect();
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"object": "list", "data": data, "has_more": false, "first_id": MODELS[0].0, "last_id": MODELS[MODELS.len() - 1].0}),
+    );
+}
+
+#[handler]
+pub async fn key_info(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let key = match authenticate(&st, req) {
+        Ok(k) => k,
+        Err(e) => return e.write(res),
+    };
+    st.ledger.flush().await;
+    let st2 = st.clone();
+    let id = key.id.clone();
+    match blocking(move || key_usage(&st2, &id)).await {
+        Ok(u) => json(
+            res,
+            StatusCode::OK,
+            &json!({
+                "keyInfo": {"id": key.id, "name": key.name, "tokenLimit": key.token_limit, "usage": u.to_json()},
+                "timestamp": Utc::now(),
+            }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "reading key usage failed");
+            json(
+                res,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "Failed to get key info", "message": "Internal server error"}),
+            );
+        }
+    }
+}
+
+#[handler]
+pub async fn usage(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let key = match authenticate(&st, req) {
+        Ok(k) => k,
+        Err(e) => return e.write(res),
+    };
+    st.ledger.flush().await;
+    let st2 = st.clone();
+    let id = key.id.clone();
+    match blocking(move || key_usage(&st2, &id)).await {
+        Ok(u) => json(
+            res,
+            StatusCode::OK,
+            &json!({
+                "usage": u.to_json(),
+                "limits": {"tokens": key.token_limit, "requests": key.rate_limit_requests},
+                "timestamp": Utc::now(),
+            }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "reading key usage failed");
+            json(
+                res,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "Failed to get usage stats", "message": "Internal server error"}),
+            );
+        }
+    }
+}
+
+#[handler]
+pub async fn me(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let key = match authenticate(&st, req) {
+        Ok(k) => k,
+        Err(e) => return e.write(res),
+    };
+    let name = if key.name.is_empty() {
+        "API User".to_owned()
+    } else {
+        key.name.clone()
+    };
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"id": format!("user_{}", key.id), "type": "user", "display_name": name, "created_at": key.created_at}),
+    );
+}

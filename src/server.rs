@@ -1,0 +1,171 @@
+//! Server assembly: data directory, secrets, store, state, routes, listener, shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use salvo::conn::{Acceptor, TcpListener};
+use salvo::http::StatusCode;
+use salvo::prelude::*;
+use salvo::server::ServerHandle;
+
+use crate::auth::admin::{change_password, current_user, ensure_admin, login};
+use crate::config::Config;
+use crate::crypto::Secrets;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::web::{StateHoop, json};
+
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    handle: ServerHandle,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, let in-flight requests finish (up to `grace`), then commit all usage.
+    pub async fn shutdown(self, grace: Duration) {
+        self.handle.stop_graceful(Some(grace));
+        let _ = self.join.await;
+        self.state.ledger.shutdown().await;
+    }
+
+    /// Resolves when the server stops by itself (it only does on a fatal error).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.join).await;
+    }
+}
+
+/// Open (or create) the data directory and build the shared state.
+pub fn open_state(config: Config) -> Result<Arc<AppState>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (secrets, created) =
+        Secrets::load_or_create(&config.secrets_path(), config.encryption_key.as_deref())?;
+    if created {
+        tracing::info!(path = %config.secrets_path().display(), "generated secrets for a new data directory");
+    }
+    let store = Store::open(&config.db_path())?;
+    let state = AppState::new(config, secrets, store)?;
+    if let Some((user, password)) = ensure_admin(&state)? {
+        // Shown once, on the terminal only: never through the log pipeline.
+        eprintln!();
+        eprintln!("  Admin account created. Save this password now; it is not shown again.");
+        eprintln!("    username: {user}");
+        eprintln!("    password: {password}");
+        eprintln!();
+    }
+    Ok(state)
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .hoop(StateHoop(state))
+        .push(Router::with_path("web/auth/login").post(login))
+        .push(Router::with_path("web/auth/change-password").post(change_password))
+        .push(Router::with_path("web/auth/user").get(current_user))
+        .push(crate::admin::router())
+        .push(crate::relay::router())
+}
+
+/// JSON bodies for requests no route answered (v1's 404 shape) and other bare errors.
+#[handler]
+async fn catcher(req: &mut Request, res: &mut Response, ctrl: &mut FlowCtrl) {
+    let status = res.status_code.unwrap_or(StatusCode::NOT_FOUND);
+    let (title, message) = match status {
+        StatusCode::NOT_FOUND => ("Not Found", format!("Route {} not found", req.uri().path())),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "Method Not Allowed",
+            format!(
+                "Method {} is not allowed on {}",
+                req.method(),
+                req.uri().path()
+            ),
+        ),
+        s if s.is_client_error() => (
+            "Bad Request",
+            s.canonical_reason().unwrap_or("Bad request").to_owned(),
+        ),
+        s => (
+            "Internal Server Error",
+            s.canonical_reason().unwrap_or("Error").to_owned(),
+        ),
+    };
+    json(
+        res,
+        status,
+        &serde_json::json!({"error": title, "message": message, "timestamp": chrono::Utc::now()}),
+    );
+    ctrl.skip_rest();
+}
+
+pub async fn start(config: Config) -> Result<Running> {
+    let (host, port) = (config.host.clone(), config.port);
+    let state = open_state(config)?;
+    let acceptor = TcpListener::new((host.clone(), port))
+        .try_bind()
+        .await
+        .with_context(|| format!("listening on {host}:{port}"))?;
+    let addr = acceptor
+        .holdings()
+        .first()
+        .and_then(|h| h.local_addr.clone().into_std())
+        .context("listener has no local address")?;
+    let server = Server::new(acceptor);
+    let handle = server.handle();
+    let service =
+        Service::new(router(state.clone())).catcher(salvo::catcher::Catcher::new(catcher));
+    let join = tokio::spawn(server.serve(service));
+    tracing::info!(
+        url = %format!("http://{addr}"),
+        admin = %format!("http://{addr}/admin-next/"),
+        data_dir = %state.config.data_dir.display(),
+        "crs is listening"
+    );
+    Ok(Running {
+        addr,
+        state,
+        handle,
+        join,
+    })
+}
+
+/// `crs serve`: run until SIGINT or SIGTERM, then stop gracefully and flush usage.
+pub async fn serve(config: Config) -> Result<()> {
+    let mut running = start(config).await?;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested; finishing in-flight requests");
+            running.shutdown(Duration::from_secs(30)).await;
+            tracing::info!("usage flushed; bye");
+        }
+        _ = running.wait() => {
+            running.state.ledger.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,290 @@
+//! Shared server state. Everything the request path reads lives here, in memory; keys and
+//! accounts are immutable snapshots swapped atomically (`ArcSwap`) when an admin changes them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::crypto::Secrets;
+use crate::model::{Account, ApiKey, ProxyConfig};
+use crate::providers::anthropic;
+use crate::store::{Store, Table};
+use crate::usage::{Clock, Ledger};
+
+/// A decrypted secret held in memory. Its Debug output is masked.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({})", crate::crypto::mask(&self.0))
+    }
+}
+
+/// API keys by hash. Deleted keys are kept out of `by_hash`, so they never authenticate.
+#[derive(Default)]
+pub struct KeyIndex {
+    pub by_hash: HashMap<[u8; 32], Arc<ApiKey>>,
+    pub by_id: HashMap<String, Arc<ApiKey>>,
+}
+
+impl KeyIndex {
+    pub fn build(keys: Vec<ApiKey>) -> Self {
+        let mut idx = KeyIndex::default();
+        for k in keys {
+            let k = Arc::new(k);
+            if !k.is_deleted {
+                let mut h = [0u8; 32];
+                if hex::decode_to_slice(&k.key_hash, &mut h).is_ok() {
+                    idx.by_hash.insert(h, k.clone());
+                } else {
+                    tracing::warn!(key_id = %k.id, "stored key hash is not 64 hex digits; key cannot authenticate");
+                }
+            }
+            idx.by_id.insert(k.id.clone(), k);
+        }
+        idx
+    }
+}
+
+/// An account ready for the request path: decrypted credential, resolved endpoint, HTTP client.
+pub struct AccountRt {
+    pub rec: Account,
+    pub secret: Secret,
+    pub messages_url: String,
+    pub client: reqwest::Client,
+}
+
+impl std::fmt::Debug for AccountRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRt")
+            .field("id", &self.rec.id)
+            .field("name", &self.rec.name)
+            .finish()
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct AccountPool {
+    /// Sorted by (priority, name) so scheduling walks them in preference order.
+    pub accounts: Vec<Arc<AccountRt>>,
+    pub by_id: HashMap<String, Arc<AccountRt>>,
+}
+
+/// One pooled HTTP client per distinct proxy (and one without a proxy).
+pub struct HttpClients {
+    config: Config,
+    by_proxy: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl HttpClients {
+    pub fn new(config: &Config) -> Self {
+        HttpClients {
+            config: config.clone(),
+            by_proxy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for a proxy URL ("" = direct). Built once, reused for every account using it.
+    pub fn get(&self, proxy_url: &str) -> Result<reqwest::Client> {
+        let mut map = self.by_proxy.lock();
+        if let Some(c) = map.get(proxy_url) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(self.config.connect_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none());
+        if !proxy_url.is_empty() {
+            b = b.proxy(reqwest::Proxy::all(proxy_url).context("invalid proxy")?);
+        } else {
+            b = b.no_proxy();
+        }
+        let c = b.build().context("building HTTP client")?;
+        map.insert(proxy_url.to_owned(), c.clone());
+        Ok(c)
+    }
+}
+
+pub fn proxy_url(p: &ProxyConfig, password: &str) -> String {
+    let scheme = match p.kind.as_str() {
+        // socks5h: let the proxy resolve names (hickory may hand back ::1 first for localhost).
+        "socks5" | "socks5h" | "socks" => "socks5h",
+        "https" => "https",
+        _ => "http",
+    };
+    if p.username.is_empty() {
+        format!("{scheme}://{}:{}", p.host, p.port)
+    } else {
+        format!(
+            "{scheme}://{}:{}@{}:{}",
+            urlencode(&p.username),
+            urlencode(password),
+            p.host,
+            p.port
+        )
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub struct AppState {
+    pub config: Config,
+    pub secrets: Secrets,
+    pub store: Arc<Store>,
+    pub ledger: Ledger,
+    pub clock: Clock,
+    pub keys: ArcSwap<KeyIndex>,
+    pub accounts: ArcSwap<AccountPool>,
+    pub http: HttpClients,
+    pub started_at: Instant,
+    /// Serialises admin read-modify-write cycles.
+    pub admin_lock: tokio::sync::Mutex<()>,
+    /// Round-robin cursor among accounts of equal priority.
+    pub rr: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, secrets: Secrets, store: Arc<Store>) -> Result<Arc<Self>> {
+        let clock = Clock::new(config.tz_offset_minutes);
+        let ledger = Ledger::start(store.clone(), clock, config.ledger_flush);
+        let state = Arc::new(AppState {
+            http: HttpClients::new(&config),
+            config,
+            secrets,
+            store,
+            ledger,
+            clock,
+            keys: ArcSwap::from_pointee(KeyIndex::default()),
+            accounts: ArcSwap::from_pointee(AccountPool::default()),
+            started_at: Instant::now(),
+            admin_lock: tokio::sync::Mutex::new(()),
+            rr: Default::default(),
+        });
+        state.reload_keys()?;
+        state.reload_accounts()?;
+        Ok(state)
+    }
+
+    pub fn reload_keys(&self) -> Result<()> {
+        let keys: Vec<ApiKey> = self.store.load_all(Table::ApiKeys)?;
+        self.keys.store(Arc::new(KeyIndex::build(keys)));
+        Ok(())
+    }
+
+    pub fn reload_accounts(&self) -> Result<()> {
+        let recs: Vec<Account> = self.store.load_all(Table::Accounts)?;
+        let mut pool = AccountPool::default();
+        for rec in recs {
+            match self.account_runtime(rec) {
+                Ok(rt) => {
+                    let rt = Arc::new(rt);
+                    pool.by_id.insert(rt.rec.id.clone(), rt.clone());
+                    pool.accounts.push(rt);
+                }
+                Err((id, e)) => {
+                    tracing::error!(account_id = %id, error = %e, "account cannot be used; left out of scheduling")
+                }
+            }
+        }
+        pool.accounts.sort_by(|a, b| {
+            (a.rec.priority, &a.rec.name, &a.rec.id).cmp(&(b.rec.priority, &b.rec.name, &b.rec.id))
+        });
+        self.accounts.store(Arc::new(pool));
+        Ok(())
+    }
+
+    fn account_runtime(
+        &self,
+        rec: Account,
+    ) -> std::result::Result<AccountRt, (String, anyhow::Error)> {
+        let id = rec.id.clone();
+        let build = || -> Result<AccountRt> {
+            let secret = Secret(
+                self.secrets
+                    .decrypt(&rec.api_key)
+                    .context("decrypting apiKey")?,
+            );
+            let proxy = match &rec.proxy {
+                Some(p) if !p.host.is_empty() => {
+                    let pw = if p.password.is_empty() {
+                        String::new()
+                    } else {
+                        self.secrets
+                            .decrypt(&p.password)
+                            .context("decrypting proxy password")?
+                    };
+                    proxy_url(p, &pw)
+                }
+                _ => String::new(),
+            };
+            let client = self.http.get(&proxy)?;
+            Ok(AccountRt {
+                messages_url: anthropic::messages_url(&rec.api_url),
+                secret,
+                client,
+                rec,
+            })
+        };
+        build().map_err(|e| (id, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_urls() {
+        let p = ProxyConfig {
+            kind: "socks5".into(),
+            host: "127.0.0.1".into(),
+            port: 1080,
+            username: "u@x".into(),
+            password: String::new(),
+        };
+        assert_eq!(proxy_url(&p, "p:w"), "socks5h://u%40x:p%3Aw@127.0.0.1:1080");
+        let p = ProxyConfig {
+            kind: "http".into(),
+            host: "proxy".into(),
+            port: 3128,
+            ..Default::default()
+        };
+        assert_eq!(proxy_url(&p, ""), "http://proxy:3128");
+    }
+
+    #[test]
+    fn deleted_keys_do_not_authenticate() {
+        let mut a = ApiKey::new("a".into());
+        a.key_hash = "11".repeat(32);
+        let mut b = ApiKey::new("b".into());
+        b.key_hash = "22".repeat(32);
+        b.is_deleted = true;
+        let idx = KeyIndex::build(vec![a, b]);
+        assert_eq!(idx.by_hash.len(), 1);
+        assert_eq!(idx.by_id.len(), 2);
+    }
+}

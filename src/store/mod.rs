@@ -1,0 +1,324 @@
+//! The embedded store: one redb file in the data directory.
+//!
+//! Tables hold JSON records (keys, accounts, admins) keyed by id, and usage counters keyed by
+//! bucket (see `usage::bucket`). The store is only touched off the request path: at start
+//! (load everything), by admin writes, and by the ledger's group commits.
+//!
+//! Invariant: a schema version lives in `meta`; opening a file written by a newer schema fails
+//! instead of guessing, and a migration to a newer schema copies the file to a backup first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::usage::Counters;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    ApiKeys,
+    Accounts,
+    Admins,
+}
+
+impl Table {
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Table::ApiKeys => API_KEYS,
+            Table::Accounts => ACCOUNTS,
+            Table::Admins => ADMINS,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::ApiKeys => "api_keys",
+            Table::Accounts => "accounts",
+            Table::Admins => "admins",
+        }
+    }
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Arc<Self>> {
+        let db =
+            Database::create(path).with_context(|| format!("opening store {}", path.display()))?;
+        let store = Store {
+            db,
+            path: path.to_owned(),
+        };
+        store.init_schema()?;
+        Ok(Arc::new(store))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init_schema(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let found = {
+            let mut meta = txn.open_table(META)?;
+            // Create every table so readers never see "table does not exist".
+            txn.open_table(API_KEYS)?;
+            txn.open_table(ACCOUNTS)?;
+            txn.open_table(ADMINS)?;
+            txn.open_table(USAGE)?;
+            let found = meta
+                .get("schema_version")?
+                .map(|v| u32::from_le_bytes(v.value().try_into().unwrap_or([0; 4])));
+            if found.is_none() {
+                meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            }
+            found
+        };
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                txn.abort()?;
+                bail!(
+                    "{} uses store schema {v}, newer than this crs understands ({SCHEMA_VERSION}); upgrade crs",
+                    self.path.display()
+                );
+            }
+            // Older schemas migrate here (after `backup_before_migration`); there are none yet.
+            _ => txn.commit()?,
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let v = meta
+            .get("schema_version")?
+            .map(|v| u32::from_le_bytes(v.value().try_into().unwrap_or([0; 4])))
+            .unwrap_or(0);
+        Ok(v)
+    }
+
+    /// A cheap read that proves the file answers (for /health).
+    pub fn ping(&self) -> bool {
+        self.schema_version()
+            .map(|v| v == SCHEMA_VERSION)
+            .unwrap_or(false)
+    }
+
+    /// Load every record of a table. A record that no longer parses is reported and skipped,
+    /// never deleted: the bytes stay in the file for a later version or a manual fix.
+    pub fn load_all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            match serde_json::from_slice(v.value()) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::error!(
+                    table = table.name(),
+                    id = k.value(),
+                    error = %e,
+                    "record does not parse; skipped and left in the store"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        match t.get(id)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put<T: Serialize>(&self, table: Table, id: &str, record: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(record)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(table.def())?.insert(id, bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn delete(&self, table: Table, id: &str) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(table.def())?.remove(id)?.is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    pub fn count(&self, table: Table) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(table.def())?.len()?)
+    }
+
+    /// Add counter deltas to their buckets, all in one durable transaction.
+    pub fn apply_usage<'a>(
+        &self,
+        deltas: impl IntoIterator<Item = (&'a str, &'a Counters)>,
+    ) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut t = txn.open_table(USAGE)?;
+            for (key, delta) in deltas {
+                let mut cur = match t.get(key)? {
+                    Some(v) => Counters::decode(v.value())?,
+                    None => Counters::default(),
+                };
+                cur.add(delta);
+                t.insert(key, cur.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn usage_get(&self, key: &str) -> Result<Option<Counters>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(USAGE)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(Counters::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Many point reads in one snapshot.
+    pub fn usage_get_many(&self, keys: &[String]) -> Result<Vec<Option<Counters>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(USAGE)?;
+        keys.iter()
+            .map(|k| match t.get(k.as_str())? {
+                Some(v) => Ok(Some(Counters::decode(v.value())?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Every bucket whose key starts with `prefix`, in key order.
+    pub fn usage_scan(&self, prefix: &str) -> Result<Vec<(String, Counters)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(USAGE)?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..)? {
+            let (k, v) = row?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_owned(), Counters::decode(v.value())?));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ApiKey;
+
+    #[test]
+    fn records_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("crs.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let mut k = ApiKey::new("k1".into());
+            k.name = "alice".into();
+            s.put(Table::ApiKeys, "k1", &k).unwrap();
+            let d = Counters {
+                requests: 1,
+                input_tokens: 10,
+                ..Default::default()
+            };
+            s.apply_usage([("t|k|k1", &d)]).unwrap();
+            s.apply_usage([("t|k|k1", &d)]).unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let keys: Vec<ApiKey> = s.load_all(Table::ApiKeys).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].name, "alice");
+        let c = s.usage_get("t|k|k1").unwrap().unwrap();
+        assert_eq!((c.requests, c.input_tokens), (2, 20));
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert!(s.ping());
+    }
+
+    #[test]
+    fn unparsable_records_are_skipped_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("crs.redb");
+        let s = Store::open(&p).unwrap();
+        s.put(Table::ApiKeys, "good", &ApiKey::new("good".into()))
+            .unwrap();
+        s.put(
+            Table::ApiKeys,
+            "bad",
+            &serde_json::json!({"isActive": "not a bool"}),
+        )
+        .unwrap();
+        let keys: Vec<ApiKey> = s.load_all(Table::ApiKeys).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(s.count(Table::ApiKeys).unwrap(), 2);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("crs.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = s.db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 99u32.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = Store::open(&p).unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn scan_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("crs.redb")).unwrap();
+        let one = Counters {
+            requests: 1,
+            ..Default::default()
+        };
+        s.apply_usage([
+            ("d:2026-11-21|k|a", &one),
+            ("d:2026-11-22|k|a", &one),
+            ("d:2026-11-22|k|b", &one),
+        ])
+        .unwrap();
+        let rows = s.usage_scan("d:2026-11-22|k|").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, "d:2026-11-22|k|a");
+    }
+}

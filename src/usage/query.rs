@@ -1,0 +1,72 @@
+//! Reads of the usage buckets for APIs (not on the relay path).
+
+use anyhow::Result;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::{Counters, bucket};
+use crate::model::micros_to_dollars;
+use crate::state::AppState;
+
+/// All-time, today and this month, in the accounting time zone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageTotals {
+    pub total: Counters,
+    pub daily: Counters,
+    pub monthly: Counters,
+}
+
+/// v1's per-period object: `tokens` is input+output+cache (v1's getUsageStats), and the cost
+/// fields are crs additions.
+pub fn counters_json(c: &Counters) -> Value {
+    json!({
+        "requests": c.requests,
+        "tokens": c.all_tokens(),
+        "inputTokens": c.input_tokens,
+        "outputTokens": c.output_tokens,
+        "cacheCreateTokens": c.cache_create_tokens,
+        "cacheReadTokens": c.cache_read_tokens,
+        "ephemeral5mTokens": c.ephemeral_5m_tokens,
+        "ephemeral1hTokens": c.ephemeral_1h_tokens,
+        "allTokens": c.all_tokens(),
+        "cost": micros_to_dollars(c.rated_cost_micros),
+        "realCost": micros_to_dollars(c.real_cost_micros),
+    })
+}
+
+impl UsageTotals {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "total": counters_json(&self.total),
+            "daily": counters_json(&self.daily),
+            "monthly": counters_json(&self.monthly),
+        })
+    }
+}
+
+fn totals(st: &AppState, dim: impl Fn(&str) -> String) -> Result<UsageTotals> {
+    let p = st.clock.periods(Utc::now());
+    let keys = vec![
+        dim(bucket::TOTAL),
+        dim(&bucket::day(&p.day)),
+        dim(&bucket::month(&p.month)),
+    ];
+    let got = st.store.usage_get_many(&keys)?;
+    Ok(UsageTotals {
+        total: got[0].unwrap_or_default(),
+        daily: got[1].unwrap_or_default(),
+        monthly: got[2].unwrap_or_default(),
+    })
+}
+
+pub fn key_usage(st: &AppState, key_id: &str) -> Result<UsageTotals> {
+    totals(st, |period| bucket::key(period, key_id))
+}
+
+pub fn account_usage(st: &AppState, account_id: &str) -> Result<UsageTotals> {
+    totals(st, |period| bucket::account(period, account_id))
+}
+
+pub fn global_usage(st: &AppState) -> Result<UsageTotals> {
+    totals(st, bucket::global)
+}
