@@ -51,6 +51,8 @@ pub struct MockState {
     pub streams_completed: AtomicU64,
     /// Streams whose receiver went away before the end.
     pub streams_dropped: AtomicU64,
+    /// The exact bytes of every stream sent to the end, in completion order.
+    pub sent_streams: Mutex<Vec<Bytes>>,
     /// Keep a copy of each request (off for benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     counter: AtomicU64,
@@ -383,6 +385,7 @@ impl Handler for Messages {
         let guard = StreamGuard {
             state: state.clone(),
             done: false,
+            sent: state.record.load(Ordering::Relaxed).then(Vec::new),
         };
         let cut_at = if d.cut { Some(events.len() / 2) } else { None };
         let delay = Duration::from_millis(d.delay_ms);
@@ -406,6 +409,9 @@ impl Handler for Messages {
                 if i > 0 && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
+                if let Some(sent) = guard.sent.as_mut() {
+                    sent.extend_from_slice(&e);
+                }
                 Some((Ok::<_, std::io::Error>(e), (it, guard)))
             },
         );
@@ -416,6 +422,8 @@ impl Handler for Messages {
 struct StreamGuard {
     state: Arc<MockState>,
     done: bool,
+    /// Bytes sent so far (kept only when recording).
+    sent: Option<Vec<u8>>,
 }
 
 impl StreamGuard {
@@ -427,6 +435,9 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         if self.done {
+            if let Some(sent) = self.sent.take() {
+                self.state.sent_streams.lock().push(Bytes::from(sent));
+            }
             self.state.streams_completed.fetch_add(1, Ordering::Relaxed);
         } else {
             self.state.streams_dropped.fetch_add(1, Ordering::Relaxed);

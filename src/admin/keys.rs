@@ -162,7 +162,9 @@ pub fn apply_fields(k: &mut ApiKey, b: &Body, creating: bool) -> Result<(), Stri
                             rates.insert(svc.clone(), x);
                         }
                         _ => {
-                            return Err(format!("serviceRates.{svc} must be a number of 0 or more"));
+                            return Err(format!(
+                                "serviceRates.{svc} must be a number of 0 or more"
+                            ));
                         }
                     }
                 }

@@ -1,0 +1,205 @@
+//! Shared integration-test harness: a mock upstream, crs running in-process on a fresh data
+//! directory, and an HTTP client with admin helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crs::config::Config;
+use crs::mock::MockUpstream;
+use crs::server::Running;
+use serde_json::{Value, json};
+
+pub const ADMIN_USER: &str = "root";
+pub const ADMIN_PASS: &str = "correct-horse-battery";
+pub const UPSTREAM_KEY: &str = "sk-ant-api03-upstream-secret-0001";
+
+pub fn client() -> reqwest::Client {
+    crs::init_tls();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::for_data_dir(dir);
+    c.admin_username = Some(ADMIN_USER.into());
+    c.admin_password = Some(ADMIN_PASS.into());
+    c
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub mock: MockUpstream,
+    pub crs: Option<Running>,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Env {
+        crs::init_tls();
+        let dir = tempfile::tempdir().unwrap();
+        let mock = MockUpstream::start().await.unwrap();
+        mock.state.accepted_keys.lock().push(UPSTREAM_KEY.into());
+        let mut cfg = test_config(dir.path());
+        tweak(&mut cfg);
+        let crs = crs::server::start(cfg).await.unwrap();
+        let http = client();
+        let mut env = Env {
+            dir,
+            mock,
+            crs: Some(crs),
+            http,
+            token: String::new(),
+        };
+        env.token = env
+            .login(ADMIN_USER, ADMIN_PASS)
+            .await
+            .expect("admin login");
+        env
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.crs.as_ref().unwrap().url(), path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub async fn login(&self, user: &str, pass: &str) -> Option<String> {
+        let r = self
+            .http
+            .post(self.url("/web/auth/login"))
+            .json(&json!({"username": user, "password": pass}))
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_success() {
+            return None;
+        }
+        let v: Value = r.json().await.unwrap();
+        v["token"].as_str().map(str::to_owned)
+    }
+
+    /// An admin call; returns (status, body).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn create_account(&self, extra: Value) -> String {
+        let mut body = json!({
+            "name": "console-1",
+            "apiUrl": self.mock.url(),
+            "apiKey": UPSTREAM_KEY,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, v) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/claude-console-accounts",
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Create a key; returns (id, plaintext).
+    pub async fn create_key(&self, body: Value) -> (String, String) {
+        let (s, v) = self
+            .admin(reqwest::Method::POST, "/admin/api-keys", Some(body))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        (
+            v["data"]["id"].as_str().unwrap().to_owned(),
+            v["data"]["apiKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn messages(&self, key: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.url("/api/v1/messages"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+    }
+
+    pub async fn usage(&self, key: &str) -> Value {
+        let r = self
+            .http
+            .get(self.url("/api/v1/usage"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Stop crs gracefully (flushing usage) and start it again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.crs
+            .take()
+            .unwrap()
+            .shutdown(Duration::from_secs(5))
+            .await;
+        let cfg = test_config(self.dir.path());
+        self.crs = Some(crs::server::start(cfg).await.unwrap());
+        self.token = self
+            .login(ADMIN_USER, ADMIN_PASS)
+            .await
+            .expect("admin login after restart");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(c) = self.crs.take() {
+            c.shutdown(Duration::from_secs(5)).await;
+        }
+        self.mock.stop();
+    }
+}
+
+pub fn msg_body(model: &str, stream: bool, text: &str) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": text}],
+    })
+}
+
+/// Wait until `f` holds, polling.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
