@@ -40,8 +40,10 @@ fn internal(res: &mut Response, what: &str, e: anyhow::Error) {
 }
 
 fn parse_url(u: &str) -> Result<(), String> {
-    let ok = (u.starts_with("http://") || u.starts_with("https://"))
-        && u.len() > "https://".len()
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
+    let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
         && !u.contains(char::is_whitespace);
     if ok {
         Ok(())

@@ -346,7 +346,7 @@ async fn list_impl(req: &mut Request, depot: &mut Depot, res: &mut Response, del
     tags.dedup();
     all.retain(|k| matches_search(k, &search));
     if !tag.is_empty() {
-        all.retain(|k| k.tags.iter().any(|t| *t == tag));
+        all.retain(|k| k.tags.contains(&tag));
     }
     match active.as_str() {
         "true" => all.retain(|k| k.is_active),

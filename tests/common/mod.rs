@@ -175,11 +175,13 @@ impl Env {
             .expect("admin login after restart");
     }
 
-    pub async fn stop(mut self) {
+    /// Stop crs and the mock; the data directory lives as long as the returned guard.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(c) = self.crs.take() {
             c.shutdown(Duration::from_secs(5)).await;
         }
         self.mock.stop();
+        self.dir
     }
 }
 

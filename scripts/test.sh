@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need, then runs them.
+#   scripts/test.sh            # everything
+#   scripts/test.sh relay      # extra args go to cargo test (e.g. a test-name filter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Real client CLIs for end-to-end tests (pinned in e2e/package-lock.json).
+if [ ! -x e2e/node_modules/.bin/claude ] || [ ! -x e2e/node_modules/.bin/codex ] \
+   || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
+  command -v npm >/dev/null || { echo "npm is required for the end-to-end tests" >&2; exit 1; }
+  log "installing client CLIs into e2e/node_modules"
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+export CRS_E2E_REQUIRED=1
+log "cargo test"
+cargo test --all-targets --locked "$@"

@@ -1,0 +1,106 @@
+//! The real Claude Code CLI (`claude -p`) through crs to the mock upstream.
+//!
+//! The test suite command (scripts/test.sh) installs the CLI into e2e/node_modules and sets
+//! CRS_E2E_REQUIRED=1, so a missing CLI fails there; a bare `cargo test` skips it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+pub fn cli_path(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("e2e/node_modules/.bin")
+        .join(name);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CRS_E2E_REQUIRED").as_deref() == Ok("1") {
+        panic!(
+            "{} is missing: run scripts/test.sh, which installs it",
+            p.display()
+        );
+    }
+    eprintln!(
+        "skipping: {} is not installed (scripts/test.sh installs it)",
+        p.display()
+    );
+    None
+}
+
+#[tokio::test]
+async fn claude_code_print_mode_works_through_crs() {
+    let Some(claude) = cli_path("claude") else {
+        return;
+    };
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (_, key) = env.create_key(json!({"name": "claude-code-user"})).await;
+    let home = tempfile::tempdir().unwrap();
+    let base = env.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(claude)
+            .args(["-p", "Say hello to the relay"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("ANTHROPIC_BASE_URL", base)
+            .env("ANTHROPIC_API_KEY", key)
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("Hello from the mock upstream."),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+
+    // The upstream saw Claude Code's own request, with the account key instead of the cr_ key.
+    let seen = env.mock.state.seen.lock().clone();
+    let msgs: Vec<_> = seen.iter().filter(|s| s.path == "/v1/messages").collect();
+    assert!(!msgs.is_empty());
+    for s in &msgs {
+        assert_eq!(s.header("x-api-key"), Some(UPSTREAM_KEY));
+        assert!(
+            s.header("user-agent").unwrap_or("").contains("claude-cli"),
+            "{:?}",
+            s.header("user-agent")
+        );
+    }
+    // What crs recorded equals what the upstream served.
+    let served = env.mock.state.served_total();
+    let key = env
+        .crs
+        .as_ref()
+        .unwrap()
+        .state
+        .keys
+        .load()
+        .by_id
+        .values()
+        .next()
+        .unwrap()
+        .id
+        .clone();
+    let st = env.crs.as_ref().unwrap().state.clone();
+    st.ledger.flush().await;
+    let t = st.store.usage_get(&format!("t|k|{key}")).unwrap().unwrap();
+    assert_eq!(t.requests as usize, env.mock.state.served_count());
+    assert_eq!(t.input_tokens, served.input_tokens);
+    assert_eq!(t.output_tokens, served.output_tokens);
+    env.stop().await;
+}
