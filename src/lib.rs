@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod crypto;
+pub mod limits;
 pub mod mock;
 pub mod model;
 pub mod providers;

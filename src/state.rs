@@ -11,9 +11,11 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::crypto::Secrets;
+use crate::limits::{KeyEntry, KeyRuntime};
 use crate::model::{Account, ApiKey, ProxyConfig};
 use crate::providers::anthropic;
 use crate::store::{Store, Table};
+use crate::usage::pricing::Pricing;
 use crate::usage::{Clock, Ledger};
 
 /// A decrypted secret held in memory. Its Debug output is masked.
@@ -29,24 +31,32 @@ impl std::fmt::Debug for Secret {
 /// API keys by hash. Deleted keys are kept out of `by_hash`, so they never authenticate.
 #[derive(Default)]
 pub struct KeyIndex {
-    pub by_hash: HashMap<[u8; 32], Arc<ApiKey>>,
-    pub by_id: HashMap<String, Arc<ApiKey>>,
+    pub by_hash: HashMap<[u8; 32], Arc<KeyEntry>>,
+    pub by_id: HashMap<String, Arc<KeyEntry>>,
 }
 
 impl KeyIndex {
-    pub fn build(keys: Vec<ApiKey>) -> Self {
+    /// Index `keys`, carrying each key's runtime state (slots, meters) over from `old`.
+    pub fn build(keys: Vec<ApiKey>, old: &KeyIndex) -> Self {
         let mut idx = KeyIndex::default();
         for k in keys {
-            let k = Arc::new(k);
-            if !k.is_deleted {
+            let rt = match old.by_id.get(&k.id) {
+                Some(prev) => {
+                    prev.rt.update(&k);
+                    prev.rt.clone()
+                }
+                None => Arc::new(KeyRuntime::new(&k)),
+            };
+            let e = Arc::new(KeyEntry { rec: k, rt });
+            if !e.rec.is_deleted {
                 let mut h = [0u8; 32];
-                if hex::decode_to_slice(&k.key_hash, &mut h).is_ok() {
-                    idx.by_hash.insert(h, k.clone());
+                if hex::decode_to_slice(&e.rec.key_hash, &mut h).is_ok() {
+                    idx.by_hash.insert(h, e.clone());
                 } else {
-                    tracing::warn!(key_id = %k.id, "stored key hash is not 64 hex digits; key cannot authenticate");
+                    tracing::warn!(key_id = %e.rec.id, "stored key hash is not 64 hex digits; key cannot authenticate");
                 }
             }
-            idx.by_id.insert(k.id.clone(), k);
+            idx.by_id.insert(e.rec.id.clone(), e);
         }
         idx
     }
@@ -151,6 +161,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub ledger: Ledger,
     pub clock: Clock,
+    pub pricing: Pricing,
     pub keys: ArcSwap<KeyIndex>,
     pub accounts: ArcSwap<AccountPool>,
     pub http: HttpClients,
@@ -171,7 +182,10 @@ impl AppState {
     pub fn new(config: Config, secrets: Secrets, store: Arc<Store>) -> Result<Arc<Self>> {
         let clock = Clock::new(config.tz_offset_minutes);
         let ledger = Ledger::start(store.clone(), clock, config.ledger_flush);
+        let pricing = Pricing::load(&config.data_dir)?;
+        tracing::info!(models = pricing.model_count(), "pricing table loaded");
         let state = Arc::new(AppState {
+            pricing,
             http: HttpClients::new(&config),
             config,
             secrets,
@@ -189,9 +203,27 @@ impl AppState {
         Ok(state)
     }
 
+    /// Rebuild the key snapshot from the store and swap it in. Keys that have cost limits get
+    /// their meters rebuilt from the usage history the first time they need it.
     pub fn reload_keys(&self) -> Result<()> {
         let keys: Vec<ApiKey> = self.store.load_all(Table::ApiKeys)?;
-        self.keys.store(Arc::new(KeyIndex::build(keys)));
+        let idx = KeyIndex::build(keys, &self.keys.load());
+        let now = chrono::Utc::now();
+        for e in idx.by_id.values() {
+            if e.needs_cost_history() && !e.rt.restored.load(std::sync::atomic::Ordering::Acquire) {
+                match crate::limits::restore_meter(self, &e.rec, now) {
+                    Ok(m) => {
+                        *e.rt.meter.lock() = m;
+                        e.rt.restored
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    Err(err) => {
+                        tracing::error!(key_id = %e.rec.id, error = %err, "rebuilding cost meter failed")
+                    }
+                }
+            }
+        }
+        self.keys.store(Arc::new(idx));
         Ok(())
     }
 
@@ -283,7 +315,7 @@ mod tests {
         let mut b = ApiKey::new("b".into());
         b.key_hash = "22".repeat(32);
         b.is_deleted = true;
-        let idx = KeyIndex::build(vec![a, b]);
+        let idx = KeyIndex::build(vec![a, b], &KeyIndex::default());
         assert_eq!(idx.by_hash.len(), 1);
         assert_eq!(idx.by_id.len(), 2);
     }

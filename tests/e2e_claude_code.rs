@@ -38,7 +38,21 @@ async fn claude_code_print_mode_works_through_crs() {
     };
     let env = Env::start().await;
     env.create_account(json!({})).await;
-    let (_, key) = env.create_key(json!({"name": "claude-code-user"})).await;
+    // A key that only Claude Code may use.
+    let (key_id, key) = env
+        .create_key(json!({"name": "claude-code-user", "enableClientRestriction": true, "allowedClients": ["claude_code"]}))
+        .await;
+    let r = env
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
+        .header("user-agent", "curl/8.5.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "curl is refused");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "Client not allowed"
+    );
     let home = tempfile::tempdir().unwrap();
     let base = env.url("");
     let out = tokio::task::spawn_blocking(move || {
@@ -48,7 +62,7 @@ async fn claude_code_print_mode_works_through_crs() {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", home.path())
             .env("ANTHROPIC_BASE_URL", base)
-            .env("ANTHROPIC_API_KEY", key)
+            .env("ANTHROPIC_API_KEY", &key)
             .env("DISABLE_TELEMETRY", "1")
             .env("DISABLE_AUTOUPDATER", "1")
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
@@ -83,22 +97,13 @@ async fn claude_code_print_mode_works_through_crs() {
     }
     // What crs recorded equals what the upstream served.
     let served = env.mock.state.served_total();
-    let key = env
-        .crs
-        .as_ref()
-        .unwrap()
-        .state
-        .keys
-        .load()
-        .by_id
-        .values()
-        .next()
-        .unwrap()
-        .id
-        .clone();
     let st = env.crs.as_ref().unwrap().state.clone();
     st.ledger.flush().await;
-    let t = st.store.usage_get(&format!("t|k|{key}")).unwrap().unwrap();
+    let t = st
+        .store
+        .usage_get(&format!("t|k|{key_id}"))
+        .unwrap()
+        .unwrap();
     assert_eq!(t.requests as usize, env.mock.state.served_count());
     assert_eq!(t.input_tokens, served.input_tokens);
     assert_eq!(t.output_tokens, served.output_tokens);

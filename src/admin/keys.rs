@@ -12,6 +12,7 @@ use super::blocking;
 use super::fields::{self, Body};
 use crate::auth::admin::AdminUser;
 use crate::auth::generate_key;
+use crate::limits::{KeyEntry, KeyRuntime};
 use crate::model::{ApiKey, micros_to_dollars};
 use crate::state::AppState;
 use crate::store::Table;
@@ -212,7 +213,11 @@ pub fn apply_fields(k: &mut ApiKey, b: &Body, creating: bool) -> Result<(), Stri
 }
 
 /// The admin view of a key: v1 field names, dollars as numbers, never the hash.
-pub fn view(k: &ApiKey, usage: Option<&UsageTotals>) -> Value {
+pub fn view(
+    k: &ApiKey,
+    rt: Option<(&KeyRuntime, chrono::FixedOffset)>,
+    usage: Option<&UsageTotals>,
+) -> Value {
     let mut v = json!({
         "id": k.id,
         "name": k.name,
@@ -265,6 +270,31 @@ pub fn view(k: &ApiKey, usage: Option<&UsageTotals>) -> Value {
     if let Some(u) = usage {
         v["usage"] = u.to_json();
     }
+    if let Some((rt, off)) = rt {
+        let last = rt.last_used_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 {
+            v["lastUsedAt"] = json!(chrono::DateTime::from_timestamp_millis(last));
+        }
+        let gate = rt.gate.load();
+        v["currentConcurrency"] = json!(gate.in_use());
+        v["queuedRequests"] = json!(gate.waiting());
+        let mut m = rt.meter.lock();
+        m.roll(k, Utc::now(), off);
+        v["dailyCost"] = json!(micros_to_dollars(m.daily));
+        v["totalCost"] = json!(micros_to_dollars(m.total));
+        v["weeklyOpusCost"] = json!(micros_to_dollars(m.weekly_claude));
+        v["fiveHourCost"] = json!(micros_to_dollars(m.five_hour_cost()));
+        v["currentWindowRequests"] = json!(m.win_requests);
+        v["currentWindowTokens"] = json!(m.win_tokens);
+        v["currentWindowCost"] = json!(micros_to_dollars(m.win_cost));
+        if let Some(start) = m.win_start_ms {
+            let end = start + k.rate_limit_window as i64 * 60_000;
+            v["windowStartTime"] = json!(start);
+            v["windowEndTime"] = json!(end);
+            v["windowRemainingSeconds"] =
+                json!(((end - Utc::now().timestamp_millis()) / 1000).max(0));
+        }
+    }
     v
 }
 
@@ -306,7 +336,7 @@ pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         return internal(res, "Failed to create API key", e);
     }
     tracing::info!(key_id = %k.id, name = %k.name, "api key created");
-    let mut data = view(&k, None);
+    let mut data = view(&k, None, None);
     data["apiKey"] = Value::String(plaintext);
     json(res, StatusCode::OK, &json!({"success": true, "data": data}));
 }
@@ -336,9 +366,10 @@ async fn list_impl(req: &mut Request, depot: &mut Depot, res: &mut Response, del
     let active = req.query::<String>("isActive").unwrap_or_default();
     let (page, size) = page_params(req);
     let idx = st.keys.load();
-    let mut all: Vec<&Arc<ApiKey>> = idx
+    let mut all: Vec<&ApiKey> = idx
         .by_id
         .values()
+        .map(|e| &e.rec)
         .filter(|k| k.is_deleted == deleted)
         .collect();
     let mut tags: Vec<String> = all.iter().flat_map(|k| k.tags.iter().cloned()).collect();
@@ -360,15 +391,15 @@ async fn list_impl(req: &mut Request, depot: &mut Depot, res: &mut Response, del
             .then_with(|| a.name.cmp(&b.name))
     });
     let total = all.len();
-    let items: Vec<ApiKey> = all
+    let items: Vec<Arc<KeyEntry>> = all
         .into_iter()
         .skip((page - 1) * size)
         .take(size)
-        .map(|k| (**k).clone())
+        .filter_map(|k| idx.by_id.get(&k.id).cloned())
         .collect();
     st.ledger.flush().await;
     let st2 = st.clone();
-    let ids: Vec<String> = items.iter().map(|k| k.id.clone()).collect();
+    let ids: Vec<String> = items.iter().map(|k| k.rec.id.clone()).collect();
     let usages = match blocking(move || {
         ids.iter()
             .map(|id| key_usage(&st2, id))
@@ -382,7 +413,7 @@ async fn list_impl(req: &mut Request, depot: &mut Depot, res: &mut Response, del
     let items: Vec<Value> = items
         .iter()
         .zip(usages.iter())
-        .map(|(k, u)| view(k, Some(u)))
+        .map(|(k, u)| view(&k.rec, Some((&k.rt, st.clock.offset())), Some(u)))
         .collect();
     if deleted {
         return json(
@@ -428,7 +459,7 @@ pub async fn get(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         Ok(u) => json(
             res,
             StatusCode::OK,
-            &json!({"success": true, "data": view(&k, Some(&u))}),
+            &json!({"success": true, "data": view(&k.rec, Some((&k.rt, st.clock.offset())), Some(&u))}),
         ),
         Err(e) => internal(res, "Failed to get API key", e),
     }
@@ -445,7 +476,7 @@ pub async fn update(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let Some(cur) = st.keys.load().by_id.get(&id).cloned() else {
         return not_found(res);
     };
-    let mut k = (*cur).clone();
+    let mut k = cur.rec.clone();
     // v1: setting expiresAt re-derives isActive unless isActive is given too.
     if let Ok(Some(exp)) = fields::instant(&body, "expiresAt")
         && !body.contains_key("isActive")
@@ -464,7 +495,7 @@ pub async fn update(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     json(
         res,
         StatusCode::OK,
-        &json!({"success": true, "message": "API key updated successfully", "data": view(&k, None)}),
+        &json!({"success": true, "message": "API key updated successfully", "data": view(&k, None, None)}),
     );
 }
 
@@ -480,14 +511,14 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let Some(cur) = st.keys.load().by_id.get(&id).cloned() else {
         return not_found(res);
     };
-    if cur.is_deleted {
+    if cur.rec.is_deleted {
         return json(
             res,
             StatusCode::OK,
             &json!({"success": true, "message": "API key deleted successfully"}),
         );
     }
-    let mut k = (*cur).clone();
+    let mut k = cur.rec.clone();
     k.is_deleted = true;
     k.is_active = false;
     k.deleted_at = Some(Utc::now());
@@ -516,14 +547,14 @@ pub async fn restore(req: &mut Request, depot: &mut Depot, res: &mut Response) {
             &json!({"success": false, "error": "API key not found"}),
         );
     };
-    if !cur.is_deleted {
+    if !cur.rec.is_deleted {
         return json(
             res,
             StatusCode::BAD_REQUEST,
             &json!({"success": false, "error": "API key is not deleted; nothing to restore"}),
         );
     }
-    let mut k = (*cur).clone();
+    let mut k = cur.rec.clone();
     k.is_deleted = false;
     k.is_active = true;
     k.deleted_at = None;
@@ -536,6 +567,6 @@ pub async fn restore(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     json(
         res,
         StatusCode::OK,
-        &json!({"success": true, "message": "API key restored", "apiKey": view(&k, None)}),
+        &json!({"success": true, "message": "API key restored", "apiKey": view(&k, None, None)}),
     );
 }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use salvo::http::StatusCode;
 use salvo::prelude::*;
 
-use crate::model::ApiKey;
+use crate::limits::KeyEntry;
 use crate::state::AppState;
 use crate::web::v1_error;
 
@@ -54,61 +54,45 @@ impl AuthError {
         StatusCode::UNAUTHORIZED
     }
 
-    /// v1's bodies, byte for byte in meaning.
-    pub fn write(&self, res: &mut Response) {
+    /// v1's (error, message) pair.
+    pub fn v1_parts(&self) -> (&'static str, &'static str) {
         match self {
-            AuthError::Missing => v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
+            AuthError::Missing => (
                 "Missing API key",
                 "Please provide an API key in the x-api-key, x-goog-api-key, or Authorization header",
             ),
-            AuthError::BadFormat => v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key",
-                "Invalid API key format",
-            ),
-            AuthError::NotFound => v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key",
-                "API key not found",
-            ),
-            AuthError::Disabled => v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key",
-                "API key is disabled",
-            ),
-            AuthError::Expired => v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
-                "Invalid API key",
-                "API key has expired",
-            ),
+            AuthError::BadFormat => ("Invalid API key", "Invalid API key format"),
+            AuthError::NotFound => ("Invalid API key", "API key not found"),
+            AuthError::Disabled => ("Invalid API key", "API key is disabled"),
+            AuthError::Expired => ("Invalid API key", "API key has expired"),
         }
+    }
+
+    /// v1's bodies, byte for byte in meaning.
+    pub fn write(&self, res: &mut Response) {
+        let (title, message) = self.v1_parts();
+        v1_error(res, self.status(), title, message);
     }
 }
 
 /// Find the key a request carries. In memory: one sha256 and one hash-map lookup.
-pub fn authenticate(state: &AppState, req: &Request) -> Result<Arc<ApiKey>, AuthError> {
+pub fn authenticate(state: &AppState, req: &Request) -> Result<Arc<KeyEntry>, AuthError> {
     let key = extract_key(req).ok_or(AuthError::Missing)?;
     if !key.starts_with(state.config.api_key_prefix.as_str()) || key.len() < 10 || key.len() > 512 {
         return Err(AuthError::BadFormat);
     }
     let hash = state.secrets.hash_api_key_raw(key);
     let keys = state.keys.load();
-    let k = keys.by_hash.get(&hash).ok_or(AuthError::NotFound)?;
-    if !k.is_active {
+    let e = keys.by_hash.get(&hash).ok_or(AuthError::NotFound)?;
+    if !e.rec.is_active {
         return Err(AuthError::Disabled);
     }
-    if let Some(exp) = k.expires_at
+    if let Some(exp) = e.expires_at()
         && exp <= Utc::now()
     {
         return Err(AuthError::Expired);
     }
-    Ok(k.clone())
+    Ok(e.clone())
 }
 
 /// A new plaintext key: prefix + 64 lowercase hex (32 random bytes), as v1.

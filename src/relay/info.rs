@@ -109,13 +109,13 @@ pub async fn key_info(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     };
     st.ledger.flush().await;
     let st2 = st.clone();
-    let id = key.id.clone();
+    let id = key.rec.id.clone();
     match blocking(move || key_usage(&st2, &id)).await {
         Ok(u) => json(
             res,
             StatusCode::OK,
             &json!({
-                "keyInfo": {"id": key.id, "name": key.name, "tokenLimit": key.token_limit, "usage": u.to_json()},
+                "keyInfo": {"id": key.rec.id, "name": key.rec.name, "tokenLimit": key.rec.token_limit, "usage": u.to_json()},
                 "timestamp": Utc::now(),
             }),
         ),
@@ -139,14 +139,14 @@ pub async fn usage(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     };
     st.ledger.flush().await;
     let st2 = st.clone();
-    let id = key.id.clone();
+    let id = key.rec.id.clone();
     match blocking(move || key_usage(&st2, &id)).await {
         Ok(u) => json(
             res,
             StatusCode::OK,
             &json!({
                 "usage": u.to_json(),
-                "limits": {"tokens": key.token_limit, "requests": key.rate_limit_requests},
+                "limits": {"tokens": key.rec.token_limit, "requests": key.rec.rate_limit_requests},
                 "timestamp": Utc::now(),
             }),
         ),
@@ -168,14 +168,14 @@ pub async fn me(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         Ok(k) => k,
         Err(e) => return e.write(res),
     };
-    let name = if key.name.is_empty() {
+    let name = if key.rec.name.is_empty() {
         "API User".to_owned()
     } else {
-        key.name.clone()
+        key.rec.name.clone()
     };
     json(
         res,
         StatusCode::OK,
-        &json!({"id": format!("user_{}", key.id), "type": "user", "display_name": name, "created_at": key.created_at}),
+        &json!({"id": format!("user_{}", key.rec.id), "type": "user", "display_name": name, "created_at": key.rec.created_at}),
     );
 }

@@ -4,19 +4,18 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 use salvo::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use salvo::prelude::*;
 use serde::Deserialize;
 
+use super::record_usage;
 use super::stream::{StreamOutcome, pump};
 use crate::auth::{AuthError, authenticate};
-use crate::model::ApiKey;
+use crate::limits::{Admission, Ask, ClientFormat, Rejection, Service, admit_key};
 use crate::providers::anthropic;
 use crate::scheduler::{self, Pick};
 use crate::state::AppState;
-use crate::usage::UsageEvent;
-use crate::web::{BodyError, json, raw_json, read_body, state};
+use crate::web::{BodyError, raw_json, read_body, state};
 
 /// Client headers that belong upstream. Everything else (cookies, forwarding headers, the
 /// client's own key, accept-encoding) stays here.
@@ -50,30 +49,25 @@ fn anthropic_error(res: &mut Response, status: StatusCode, kind: &str, message: 
     raw_json(res, status, anthropic::error_body(kind, message));
 }
 
-/// Authorize and read the request: key, body, model. Writes the error response on failure.
+/// Authorize and read the request: key, body, model, then the key's rules. Writes the error
+/// response on failure.
 async fn ingress(
-    st: &AppState,
+    st: &Arc<AppState>,
     req: &mut Request,
     res: &mut Response,
-) -> Option<(Arc<ApiKey>, Bytes, String)> {
-    let key = match authenticate(st, req) {
+    metered: bool,
+) -> Option<(Admission, Bytes, String)> {
+    // 401 before anything else, so unauthenticated callers learn nothing about bodies.
+    let entry = match authenticate(st, req) {
         Ok(k) => k,
         Err(e) => {
             if e != AuthError::Missing {
                 tracing::debug!(reason = ?e, "client key rejected");
             }
-            e.write(res);
+            Rejection::Auth(e).write(ClientFormat::Anthropic, res);
             return None;
         }
     };
-    if !key.permissions.is_empty() && !key.permissions.iter().any(|p| p == "claude") {
-        json(
-            res,
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({"error": {"type": "permission_error", "message": "This API key does not have permission to access Claude"}}),
-        );
-        return None;
-    }
     let body = match read_body(req, st.config.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -114,7 +108,22 @@ async fn ingress(
             return None;
         }
     };
-    Some((key, body, model))
+    let ask = Ask {
+        service: Service::Claude,
+        model: Some(&model),
+        metered,
+    };
+    match admit_key(st, entry, req, ask).await {
+        Ok(adm) => Some((adm, body, model)),
+        Err(r) => {
+            tracing::info!(
+                status = r.status().as_u16(),
+                "request refused by key policy"
+            );
+            r.write(ClientFormat::Anthropic, res);
+            None
+        }
+    }
 }
 
 /// Replace the body's model when the account maps it to another name. Only then is the body
@@ -278,10 +287,11 @@ async fn relay_error(up: reqwest::Response, res: &mut Response) {
 #[handler]
 pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some((key, body, model)) = ingress(&st, req, res).await else {
+    let Some((adm, body, model)) = ingress(&st, req, res, true).await else {
         return;
     };
-    let pick = match scheduler::pick(&st, &key, &model, &[]) {
+    let key = adm.key.clone();
+    let pick = match scheduler::pick(&st, &key.rec, &model, &[]) {
         Ok(p) => p,
         Err(e) => return no_account(res, e),
     };
@@ -298,7 +308,7 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     };
     let status = up.status();
     tracing::debug!(
-        key_id = %key.id,
+        key_id = %key.rec.id,
         account_id = %pick.account.rec.id,
         model = %pick.upstream_model,
         status = status.as_u16(),
@@ -306,19 +316,12 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
         "upstream answered"
     );
     if !status.is_success() {
-        tracing::info!(key_id = %key.id, account_id = %pick.account.rec.id, status = status.as_u16(), "upstream error relayed");
+        tracing::info!(key_id = %key.rec.id, account_id = %pick.account.rec.id, status = status.as_u16(), "upstream error relayed");
         return relay_error(up, res).await;
     }
 
-    let event_base = UsageEvent {
-        key_id: key.id.clone(),
-        account_id: pick.account.rec.id.clone(),
-        model: pick.upstream_model.clone(),
-        at: Utc::now(),
-        usage: Default::default(),
-        real_cost_micros: 0,
-        rated_cost_micros: 0,
-    };
+    let account_id = pick.account.rec.id.clone();
+    let upstream_model = pick.upstream_model.clone();
     let is_sse = up
         .headers()
         .get(header::CONTENT_TYPE)
@@ -333,8 +336,9 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
         res.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
         let st2 = st.clone();
+        // The admission (and its concurrency slot) lives until the stream is over.
         let stream = pump(up, st.config.upstream_timeout, move |out: StreamOutcome| {
-            record_stream(&st2, event_base, out);
+            record_stream(&st2, &adm, account_id, upstream_model, out);
         });
         res.stream(stream);
     } else {
@@ -353,13 +357,8 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
         };
         match anthropic::usage_from_body(&body) {
             Some((usage, model)) => {
-                let mut ev = event_base;
-                ev.usage = usage;
-                if let Some(m) = model.filter(|m| !m.is_empty()) {
-                    ev.model = m;
-                }
-                ev.at = Utc::now();
-                st.ledger.record(ev);
+                let model = model.filter(|m| !m.is_empty()).unwrap_or(upstream_model);
+                record_usage(&st, &adm.key, Service::Claude, &account_id, model, usage);
             }
             None => {
                 tracing::warn!(account_id = %pick.account.rec.id, "upstream success body carried no usage")
@@ -369,31 +368,41 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     }
 }
 
-fn record_stream(st: &AppState, mut ev: UsageEvent, out: StreamOutcome) {
+fn record_stream(
+    st: &AppState,
+    adm: &Admission,
+    account_id: String,
+    model: String,
+    out: StreamOutcome,
+) {
+    let key_id = &adm.key.rec.id;
     if let Some(e) = &out.upstream_error {
-        tracing::warn!(key_id = %ev.key_id, account_id = %ev.account_id, error = %e, "upstream stream ended early");
+        tracing::warn!(key_id = %key_id, account_id = %account_id, error = %e, "upstream stream ended early");
     }
     if out.client_gone && !out.tap.finished {
-        tracing::info!(key_id = %ev.key_id, account_id = %ev.account_id, "client disconnected mid-stream; upstream cancelled");
+        tracing::info!(key_id = %key_id, account_id = %account_id, "client disconnected mid-stream; upstream cancelled");
     }
     if !out.tap.started {
         return;
     }
-    ev.usage = out.tap.usage;
-    if let Some(m) = out.tap.model.filter(|m| !m.is_empty()) {
-        ev.model = m;
-    }
-    ev.at = Utc::now();
-    st.ledger.record(ev);
+    let model = out.tap.model.filter(|m| !m.is_empty()).unwrap_or(model);
+    record_usage(
+        st,
+        &adm.key,
+        Service::Claude,
+        &account_id,
+        model,
+        out.tap.usage,
+    );
 }
 
 #[handler]
 pub async fn count_tokens(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some((key, body, model)) = ingress(&st, req, res).await else {
+    let Some((adm, body, model)) = ingress(&st, req, res, false).await else {
         return;
     };
-    let pick = match scheduler::pick(&st, &key, &model, &[]) {
+    let pick = match scheduler::pick(&st, &adm.key.rec, &model, &[]) {
         Ok(p) => p,
         Err(e) => return no_account(res, e),
     };

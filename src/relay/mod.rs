@@ -6,7 +6,12 @@ pub mod info;
 pub mod messages;
 mod stream;
 
+use chrono::Utc;
 use salvo::prelude::*;
+
+use crate::limits::{KeyEntry, Service, models};
+use crate::state::AppState;
+use crate::usage::{TokenUsage, UsageEvent};
 
 /// `/api`, `/claude` and the bare host all serve the Anthropic routes.
 pub fn router() -> Router {
@@ -25,4 +30,49 @@ pub fn router() -> Router {
         );
     }
     r
+}
+
+/// Account one answered request: price it, send it to the ledger, count it in the key's
+/// meters. `model` is the model the upstream answered with.
+pub fn record_usage(
+    st: &AppState,
+    key: &KeyEntry,
+    service: Service,
+    account_id: &str,
+    model: String,
+    usage: TokenUsage,
+) {
+    let cost = st.pricing.cost(&model, &usage);
+    if matches!(cost.matched, crate::usage::pricing::PriceMatch::Unknown) {
+        tracing::warn!(model = %model, "no price known for model; recorded at zero cost");
+    }
+    let rate = key
+        .rec
+        .service_rates
+        .get(service.as_str())
+        .copied()
+        .unwrap_or(1.0);
+    let rated = if rate == 1.0 {
+        cost.micros
+    } else {
+        (cost.micros as f64 * rate).round() as i64
+    };
+    let now = Utc::now();
+    key.rt.meter.lock().on_usage(
+        &key.rec,
+        now,
+        st.clock.offset(),
+        usage.all_tokens(),
+        rated,
+        models::is_claude(&model),
+    );
+    st.ledger.record(UsageEvent {
+        key_id: key.rec.id.clone(),
+        account_id: account_id.to_owned(),
+        model,
+        at: now,
+        usage,
+        real_cost_micros: cost.micros,
+        rated_cost_micros: rated,
+    });
 }

@@ -2,6 +2,7 @@
 
 mod counters;
 pub mod ledger;
+pub mod pricing;
 pub mod query;
 
 pub use counters::{Counters, TokenUsage};

@@ -1,0 +1,570 @@
+//! Key policy and limits, enforced the same way on every client route, in memory.
+//!
+//! `admit` runs the checks in one order everywhere: authenticate (active, not expired) ->
+//! service permission -> client restriction -> model restriction -> cost limits (402) ->
+//! concurrency slot (429, may queue) -> rate window (429; the request is counted only here,
+//! once admitted) -> activation on first admitted use. Rejections are written in the route's
+//! client format (`ClientFormat`).
+
+pub mod clients;
+pub mod gate;
+pub mod meter;
+pub mod models;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Duration, Utc};
+use parking_lot::Mutex;
+use salvo::http::{HeaderValue, StatusCode};
+use salvo::prelude::*;
+use serde_json::{Value, json};
+
+use crate::auth::{AuthError, authenticate};
+use crate::model::{ApiKey, micros_to_dollars};
+use crate::state::AppState;
+use crate::web::json;
+pub use gate::{Gate, GateError, Slot};
+pub use meter::{Meter, RateKind};
+
+/// Services a key can be permitted to use (v1's `permissions` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Claude,
+    Gemini,
+    OpenAI,
+    Droid,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Claude => "claude",
+            Service::Gemini => "gemini",
+            Service::OpenAI => "openai",
+            Service::Droid => "droid",
+        }
+    }
+    fn display(self) -> &'static str {
+        match self {
+            Service::Claude => "Claude",
+            Service::Gemini => "Gemini",
+            Service::OpenAI => "OpenAI",
+            Service::Droid => "Droid",
+        }
+    }
+}
+
+/// The error schema of the API a route speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    /// Claude routes answer with v1's bodies, which scripts written for v1 parse.
+    Anthropic,
+    OpenAI,
+    Gemini,
+}
+
+/// In-memory state of one key that outlives admin edits of its record.
+#[derive(Debug)]
+pub struct KeyRuntime {
+    pub gate: ArcSwap<Gate>,
+    pub meter: Mutex<Meter>,
+    /// Set on the first admitted request of an activation-mode key.
+    pub activated_at: OnceLock<DateTime<Utc>>,
+    pub last_used_ms: AtomicI64,
+    /// The meter holds history from the store (not only what this process saw).
+    pub restored: AtomicBool,
+}
+
+impl KeyRuntime {
+    pub fn new(k: &ApiKey) -> Self {
+        KeyRuntime {
+            gate: ArcSwap::from_pointee(gate_for(k)),
+            meter: Mutex::new(Meter::default()),
+            activated_at: OnceLock::new(),
+            last_used_ms: AtomicI64::new(k.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
+            restored: AtomicBool::new(false),
+        }
+    }
+
+    /// Adopt a changed record: a new gate only when the concurrency settings changed.
+    pub fn update(&self, k: &ApiKey) {
+        let g = gate_for(k);
+        if !self.gate.load().same_settings(&g) {
+            self.gate.store(Arc::new(g));
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.gate.load().in_use()
+    }
+}
+
+fn gate_for(k: &ApiKey) -> Gate {
+    Gate::new(
+        k.concurrency_limit,
+        k.concurrency_queue_enabled,
+        k.concurrency_queue_max,
+        k.concurrency_queue_timeout_ms,
+    )
+}
+
+/// A key record and its runtime state.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub rec: ApiKey,
+    pub rt: Arc<KeyRuntime>,
+}
+
+impl KeyEntry {
+    /// When the key stops working: the fixed date, or activation + duration.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        let k = &self.rec;
+        if k.expiration_mode == "activation" {
+            let start = k
+                .activated_at
+                .or_else(|| self.rt.activated_at.get().copied())?;
+            let d = if k.activation_unit == "hours" {
+                Duration::hours(k.activation_days as i64)
+            } else {
+                Duration::days(k.activation_days as i64)
+            };
+            return Some(k.expires_at.unwrap_or(start + d).min(start + d));
+        }
+        k.expires_at
+    }
+
+    pub fn needs_cost_history(&self) -> bool {
+        let k = &self.rec;
+        k.daily_cost_limit_micros > 0
+            || k.total_cost_limit_micros > 0
+            || k.weekly_opus_cost_limit_micros > 0
+            || k.five_hour_cost_limit_micros > 0
+            || k.rate_limit_cost_micros > 0
+    }
+}
+
+/// Why a request was refused. `write` renders it in the client's format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    Auth(AuthError),
+    Permission(Service),
+    ModelForbidden(String),
+    ClientNotAllowed {
+        allowed: Vec<String>,
+        user_agent: String,
+    },
+    RateLimit {
+        message: String,
+        kind: RateKind,
+        reset_at: DateTime<Utc>,
+        remaining_minutes: i64,
+    },
+    Concurrency(GateErrorInfo),
+    Cost {
+        code: &'static str,
+        message: String,
+        current: i64,
+        limit: i64,
+        reset_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// `GateError` with the figures the bodies show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateErrorInfo(pub GateErrorKind, pub u32, pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GateErrorKind {
+    Full,
+    QueueFull,
+    QueueTimeout,
+}
+
+impl From<GateError> for Rejection {
+    fn from(e: GateError) -> Self {
+        Rejection::Concurrency(match e {
+            GateError::Full { current, limit } => {
+                GateErrorInfo(GateErrorKind::Full, current, limit)
+            }
+            GateError::QueueFull { limit, queue_max } => {
+                GateErrorInfo(GateErrorKind::QueueFull, queue_max, limit)
+            }
+            GateError::QueueTimeout { limit, .. } => {
+                GateErrorInfo(GateErrorKind::QueueTimeout, limit, limit)
+            }
+        })
+    }
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::Auth(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Permission(_)
+            | Rejection::ModelForbidden(_)
+            | Rejection::ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Rejection::RateLimit { .. } | Rejection::Concurrency(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Rejection::Cost { .. } => StatusCode::PAYMENT_REQUIRED,
+        }
+    }
+
+    fn retry_after(&self) -> Option<i64> {
+        match self {
+            Rejection::Concurrency(_) => Some(1),
+            Rejection::RateLimit { reset_at, .. } => {
+                Some((*reset_at - Utc::now()).num_seconds().max(1))
+            }
+            _ => None,
+        }
+    }
+
+    /// v1's body for this rejection (used as is on Claude routes).
+    pub fn v1_body(&self) -> Value {
+        match self {
+            Rejection::Auth(e) => {
+                let (title, message) = e.v1_parts();
+                json!({"error": title, "message": message})
+            }
+            Rejection::Permission(s) => json!({"error": {"type": "permission_error",
+                "message": format!("This API key does not have permission to access {}", s.display())}}),
+            Rejection::ModelForbidden(m) => json!({"error": {"type": "forbidden",
+                "message": format!("This API key is not allowed to use the model {m}")}}),
+            Rejection::ClientNotAllowed {
+                allowed,
+                user_agent,
+            } => json!({
+                "error": "Client not allowed",
+                "message": "Your client is not authorized to use this API key",
+                "allowedClients": allowed,
+                "userAgent": user_agent,
+            }),
+            Rejection::RateLimit {
+                message,
+                kind,
+                reset_at,
+                remaining_minutes,
+            } => {
+                let mut v = json!({"error": "Rate limit exceeded", "message": message});
+                match kind {
+                    RateKind::Requests { current, limit } => {
+                        v["currentRequests"] = json!(current);
+                        v["requestLimit"] = json!(limit);
+                    }
+                    RateKind::Tokens { current, limit } => {
+                        v["currentTokens"] = json!(current);
+                        v["tokenLimit"] = json!(limit);
+                    }
+                    RateKind::Cost { current, limit } => {
+                        v["currentCost"] = json!(micros_to_dollars(*current));
+                        v["costLimit"] = json!(micros_to_dollars(*limit));
+                    }
+                }
+                v["resetAt"] = json!(reset_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                v["remainingMinutes"] = json!(remaining_minutes);
+                v
+            }
+            Rejection::Concurrency(GateErrorInfo(kind, a, limit)) => match kind {
+                GateErrorKind::Full => json!({
+                    "error": "Concurrency limit exceeded",
+                    "message": format!("Too many concurrent requests. Limit: {limit} concurrent requests"),
+                    "currentConcurrency": a,
+                    "concurrencyLimit": limit,
+                }),
+                GateErrorKind::QueueFull => json!({
+                    "error": "Concurrency queue full",
+                    "message": format!("Too many requests are already waiting for this key (queue length {a})"),
+                    "concurrencyLimit": limit,
+                    "queueMax": a,
+                }),
+                GateErrorKind::QueueTimeout => json!({
+                    "error": "Queue timeout",
+                    "message": "Waited too long for a free concurrency slot",
+                    "concurrencyLimit": limit,
+                }),
+            },
+            Rejection::Cost {
+                code,
+                message,
+                current,
+                limit,
+                reset_at,
+            } => {
+                let mut v = json!({
+                    "error": {"type": "insufficient_quota", "message": message, "code": code},
+                    "currentCost": micros_to_dollars(*current),
+                    "costLimit": micros_to_dollars(*limit),
+                });
+                if let Some(r) = reset_at {
+                    v["resetAt"] = json!(r.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                }
+                v
+            }
+        }
+    }
+
+    fn message(&self) -> String {
+        let b = self.v1_body();
+        b["message"]
+            .as_str()
+            .or_else(|| b["error"]["message"].as_str())
+            .unwrap_or("Request refused")
+            .to_owned()
+    }
+
+    /// Extra numeric fields of the v1 body, kept beside the error on OpenAI/Gemini routes.
+    fn details(&self) -> serde_json::Map<String, Value> {
+        let mut b = self.v1_body();
+        let mut m = b.as_object_mut().map(std::mem::take).unwrap_or_default();
+        m.remove("error");
+        m.remove("message");
+        m
+    }
+
+    fn openai_type_code(&self) -> (&'static str, String) {
+        match self {
+            Rejection::Auth(AuthError::Missing) => {
+                ("invalid_request_error", "missing_api_key".into())
+            }
+            Rejection::Auth(_) => ("invalid_request_error", "invalid_api_key".into()),
+            Rejection::Permission(_) => ("permission_denied", "permission_denied".into()),
+            Rejection::ModelForbidden(_) => ("permission_denied", "model_not_allowed".into()),
+            Rejection::ClientNotAllowed { .. } => {
+                ("permission_denied", "client_not_allowed".into())
+            }
+            Rejection::RateLimit { .. } => ("rate_limit_error", "rate_limit_exceeded".into()),
+            Rejection::Concurrency(_) => ("rate_limit_error", "concurrency_limit_exceeded".into()),
+            Rejection::Cost { code, .. } => ("insufficient_quota", (*code).to_owned()),
+        }
+    }
+
+    pub fn body(&self, fmt: ClientFormat) -> Value {
+        match fmt {
+            ClientFormat::Anthropic => self.v1_body(),
+            ClientFormat::OpenAI => {
+                let (t, code) = self.openai_type_code();
+                let mut v = json!({"error": {"message": self.message(), "type": t, "code": code}});
+                for (k, x) in self.details() {
+                    v[k] = x;
+                }
+                v
+            }
+            ClientFormat::Gemini => {
+                let status = match self.status().as_u16() {
+                    401 => "UNAUTHENTICATED",
+                    403 => "PERMISSION_DENIED",
+                    _ => "RESOURCE_EXHAUSTED",
+                };
+                let mut v = json!({"error": {"code": self.status().as_u16(), "message": self.message(), "status": status}});
+                for (k, x) in self.details() {
+                    v[k] = x;
+                }
+                v
+            }
+        }
+    }
+
+    pub fn write(&self, fmt: ClientFormat, res: &mut Response) {
+        if let Some(s) = self.retry_after()
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            res.headers_mut().insert("retry-after", v);
+        }
+        json(res, self.status(), &self.body(fmt));
+    }
+}
+
+/// An admitted request: the key, and its concurrency slot (released on drop).
+#[derive(Debug)]
+pub struct Admission {
+    pub key: Arc<KeyEntry>,
+    pub slot: Option<Slot>,
+}
+
+fn permits(k: &ApiKey, s: Service) -> bool {
+    k.permissions.is_empty() || k.permissions.iter().any(|p| p == "all" || p == s.as_str())
+}
+
+/// What a route asks of `admit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub service: Service,
+    pub model: Option<&'a str>,
+    /// Take a concurrency slot and count the request in the rate window (false for
+    /// token counting and other calls that do not reach a model).
+    pub metered: bool,
+}
+
+/// Authenticate, then apply every rule of the key (see the module docs for the order).
+pub async fn admit(
+    st: &Arc<AppState>,
+    req: &Request,
+    ask: Ask<'_>,
+) -> Result<Admission, Rejection> {
+    let entry = authenticate(st, req).map_err(Rejection::Auth)?;
+    admit_key(st, entry, req, ask).await
+}
+
+/// The rules after authentication, for routes that authenticate first and read the body
+/// before they know the model.
+pub async fn admit_key(
+    st: &Arc<AppState>,
+    entry: Arc<KeyEntry>,
+    req: &Request,
+    ask: Ask<'_>,
+) -> Result<Admission, Rejection> {
+    let k = &entry.rec;
+    if !permits(k, ask.service) {
+        return Err(Rejection::Permission(ask.service));
+    }
+    if k.enable_client_restriction
+        && !k.allowed_clients.is_empty()
+        && !clients::allowed(&k.allowed_clients, req.headers())
+    {
+        let ua = req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        return Err(Rejection::ClientNotAllowed {
+            allowed: k.allowed_clients.clone(),
+            user_agent: ua,
+        });
+    }
+    if let Some(model) = ask.model
+        && k.enable_model_restriction
+        && models::refused(model, &k.restricted_models, &k.model_restriction_mode)
+    {
+        return Err(Rejection::ModelForbidden(model.to_owned()));
+    }
+    let off = st.clock.offset();
+    let claude = ask.service == Service::Claude || ask.model.is_some_and(models::is_claude);
+    entry
+        .rt
+        .meter
+        .lock()
+        .check_costs(k, Utc::now(), off, claude)?;
+    let slot = if ask.metered {
+        let gate = entry.rt.gate.load_full();
+        let slot = gate.acquire().await?;
+        entry.rt.meter.lock().admit_window(k, Utc::now())?;
+        slot
+    } else {
+        None
+    };
+    let now = Utc::now();
+    entry
+        .rt
+        .last_used_ms
+        .store(now.timestamp_millis(), Ordering::Relaxed);
+    if ask.metered
+        && k.expiration_mode == "activation"
+        && !k.is_activated
+        && entry.rt.activated_at.set(now).is_ok()
+    {
+        persist_activation(st.clone(), k.id.clone(), now);
+    }
+    Ok(Admission { key: entry, slot })
+}
+
+/// Write the activation of a key to the store, off the request path.
+fn persist_activation(st: Arc<AppState>, id: String, at: DateTime<Utc>) {
+    tokio::spawn(async move {
+        let _g = st.admin_lock.lock().await;
+        let st2 = st.clone();
+        let r = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let Some(mut k) = st2.store.get::<ApiKey>(crate::store::Table::ApiKeys, &id)? else {
+                return Ok(());
+            };
+            if k.is_activated {
+                return Ok(());
+            }
+            let d = if k.activation_unit == "hours" {
+                Duration::hours(k.activation_days as i64)
+            } else {
+                Duration::days(k.activation_days as i64)
+            };
+            k.is_activated = true;
+            k.activated_at = Some(at);
+            k.expires_at = Some(at + d);
+            k.updated_at = Some(Utc::now());
+            st2.store.put(crate::store::Table::ApiKeys, &id, &k)?;
+            tracing::info!(key_id = %id, expires_at = %(at + d), "activation-mode key activated");
+            st2.reload_keys()
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = r.map_err(anyhow::Error::from) {
+            tracing::error!(error = %e, "persisting key activation failed");
+        }
+    });
+}
+
+/// Rebuild a key's cost meter from the usage buckets (at start, or when a cost limit is
+/// added). The rate window is transient and starts empty.
+pub fn restore_meter(st: &AppState, k: &ApiKey, now: DateTime<Utc>) -> anyhow::Result<Meter> {
+    use crate::usage::bucket;
+    let off = st.clock.offset();
+    let store = &st.store;
+    let mut m = Meter::default();
+    m.roll(k, now, off);
+    let p = st.clock.periods(now);
+    let rated = |key: String| -> anyhow::Result<i64> {
+        Ok(store
+            .usage_get(&key)?
+            .map(|c| c.rated_cost_micros)
+            .unwrap_or(0))
+    };
+    m.total = rated(bucket::key(bucket::TOTAL, &k.id))?;
+    m.daily = rated(bucket::key(&bucket::day(&p.day), &k.id))?;
+
+    // Claude-family cost since the weekly reset: whole days from the day buckets, the part of
+    // the first day after the reset hour from the hour buckets.
+    let ws = DateTime::from_timestamp_millis(m.week_start_ms).unwrap_or(now);
+    let claude_sum = |prefix: String| -> anyhow::Result<i64> {
+        Ok(store
+            .usage_scan(&prefix)?
+            .into_iter()
+            .filter(|(key, _)| models::is_claude(key.rsplit('|').next().unwrap_or("")))
+            .map(|(_, c)| c.rated_cost_micros)
+            .sum())
+    };
+    let mut weekly = 0;
+    let first = st.clock.periods(ws);
+    let mut t = ws;
+    // The hours of the first (partial) local day.
+    loop {
+        let pp = st.clock.periods(t);
+        if pp.day != first.day || t > now {
+            break;
+        }
+        weekly += claude_sum(format!("{}|km|{}|", bucket::hour(&pp.hour), k.id))?;
+        t += Duration::hours(1);
+    }
+    // Whole days after it, up to today.
+    while t <= now {
+        let pp = st.clock.periods(t);
+        weekly += claude_sum(format!("{}|km|{}|", bucket::day(&pp.day), k.id))?;
+        t += Duration::days(1);
+    }
+    m.weekly_claude = weekly;
+
+    // Rolling five hours from the hour buckets. Each hour's cost is placed at the end of its
+    // hour (or now), so it leaves the window no earlier than it should.
+    for h in (0..=5).rev() {
+        let hour_start = now - Duration::hours(h);
+        let pp = st.clock.periods(hour_start);
+        let cost = rated(bucket::key(&bucket::hour(&pp.hour), &k.id))?;
+        if cost != 0 {
+            let start_ms = hour_start.timestamp_millis() / 3_600_000 * 3_600_000;
+            let end_ms = (start_ms + 3_600_000 - 60_000).min(now.timestamp_millis());
+            if end_ms > now.timestamp_millis() - 5 * 3_600_000 {
+                m.five_hour.push_back((end_ms / 60_000, cost));
+            }
+        }
+    }
+    Ok(m)
+}
