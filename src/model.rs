@@ -78,9 +78,18 @@ pub struct ApiKey {
     pub azure_openai_account_id: String,
     pub bedrock_account_id: String,
     pub droid_account_id: String,
+    /// Owner (v1's user feature): id and display name.
+    pub user_id: String,
+    pub user_username: String,
+    /// A small image (data URL or base64) shown next to the key.
+    pub icon: String,
+    /// v1's allow1mContext flag, kept for compatibility.
+    pub allow_1m_context: bool,
     pub is_deleted: bool,
     pub deleted_at: Option<DateTime<Utc>>,
     pub deleted_by: String,
+    /// "admin" or "user".
+    pub deleted_by_type: String,
 }
 
 impl ApiKey {

@@ -187,6 +187,18 @@ pub fn apply_fields(k: &mut ApiKey, b: &Body, creating: bool) -> Result<(), Stri
             *slot = v;
         }
     }
+    if let Some(v) = fields::string(b, "icon", 200_000)? {
+        k.icon = v;
+    }
+    if let Some(v) = fields::boolean(b, "allow1mContext")? {
+        k.allow_1m_context = v;
+    }
+    if let Some(v) = fields::string(b, "userId", 200)? {
+        k.user_id = v;
+    }
+    if let Some(v) = fields::string(b, "userUsername", 200)? {
+        k.user_username = v;
+    }
     if let Some(v) = fields::choice(b, "expirationMode", &["fixed", "activation"])? {
         k.expiration_mode = v;
     }
@@ -263,9 +275,14 @@ pub fn view(
         "azureOpenaiAccountId": k.azure_openai_account_id,
         "bedrockAccountId": k.bedrock_account_id,
         "droidAccountId": k.droid_account_id,
+        "icon": k.icon,
+        "allow1mContext": k.allow_1m_context,
+        "userId": k.user_id,
+        "userUsername": k.user_username,
         "isDeleted": k.is_deleted,
         "deletedAt": k.deleted_at,
         "deletedBy": k.deleted_by,
+        "deletedByType": k.deleted_by_type,
     });
     if let Some(u) = usage {
         v["usage"] = u.to_json();
@@ -523,6 +540,7 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     k.is_active = false;
     k.deleted_at = Some(Utc::now());
     k.deleted_by = admin;
+    k.deleted_by_type = "admin".into();
     k.updated_at = k.deleted_at;
     if let Err(e) = save(&st, k).await {
         return internal(res, "Failed to delete API key", e);
@@ -559,6 +577,7 @@ pub async fn restore(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     k.is_active = true;
     k.deleted_at = None;
     k.deleted_by.clear();
+    k.deleted_by_type.clear();
     k.updated_at = Some(Utc::now());
     if let Err(e) = save(&st, k.clone()).await {
         return internal(res, "Failed to restore API key", e);

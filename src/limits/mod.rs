@@ -568,3 +568,51 @@ pub fn restore_meter(st: &AppState, k: &ApiKey, now: DateTime<Utc>) -> anyhow::R
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_and_gemini_routes_get_their_own_schemas() {
+        let r = Rejection::Permission(Service::OpenAI);
+        assert_eq!(
+            r.body(ClientFormat::OpenAI),
+            json!({"error": {"message": "This API key does not have permission to access OpenAI", "type": "permission_denied", "code": "permission_denied"}})
+        );
+        let r = Rejection::Concurrency(GateErrorInfo(GateErrorKind::Full, 1, 1));
+        let g = r.body(ClientFormat::Gemini);
+        assert_eq!(g["error"]["code"], 429);
+        assert_eq!(g["error"]["status"], "RESOURCE_EXHAUSTED");
+        assert_eq!(
+            g["error"]["message"],
+            "Too many concurrent requests. Limit: 1 concurrent requests"
+        );
+        assert_eq!(g["concurrencyLimit"], 1);
+        let r = Rejection::Cost {
+            code: "daily_cost_limit_exceeded",
+            message: "Daily cost limit reached ($5)".into(),
+            current: 5_100_000,
+            limit: 5_000_000,
+            reset_at: None,
+        };
+        let o = r.body(ClientFormat::OpenAI);
+        assert_eq!(r.status(), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(o["error"]["type"], "insufficient_quota");
+        assert_eq!(o["error"]["code"], "daily_cost_limit_exceeded");
+        assert_eq!(o["currentCost"], 5.1);
+        let a = Rejection::Auth(AuthError::NotFound);
+        assert_eq!(
+            a.body(ClientFormat::Anthropic),
+            json!({"error": "Invalid API key", "message": "API key not found"})
+        );
+        assert_eq!(
+            a.body(ClientFormat::OpenAI)["error"]["code"],
+            "invalid_api_key"
+        );
+        assert_eq!(
+            a.body(ClientFormat::Gemini)["error"]["status"],
+            "UNAUTHENTICATED"
+        );
+    }
+}
