@@ -162,6 +162,7 @@ pub struct AppState {
     pub ledger: Ledger,
     pub clock: Clock,
     pub pricing: Pricing,
+    pub realtime: crate::usage::realtime::Realtime,
     pub keys: ArcSwap<KeyIndex>,
     pub accounts: ArcSwap<AccountPool>,
     pub http: HttpClients,
@@ -186,6 +187,7 @@ impl AppState {
         tracing::info!(models = pricing.model_count(), "pricing table loaded");
         let state = Arc::new(AppState {
             pricing,
+            realtime: Default::default(),
             http: HttpClients::new(&config),
             config,
             secrets,

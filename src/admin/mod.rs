@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod fields;
 pub mod keys;
+pub mod stats;
 
 use salvo::prelude::*;
 
@@ -22,9 +23,14 @@ pub fn router() -> Router {
                         .get(keys::get)
                         .put(keys::update)
                         .delete(keys::delete)
-                        .push(Router::with_path("restore").post(keys::restore)),
+                        .push(Router::with_path("restore").post(keys::restore))
+                        .push(Router::with_path("records").get(stats::key_records)),
                 ),
         )
+        .push(Router::with_path("dashboard").get(stats::dashboard))
+        .push(Router::with_path("usage-trend").get(stats::usage_trend))
+        .push(Router::with_path("usage-breakdown").get(stats::usage_breakdown))
+        .push(Router::with_path("usage-records").get(stats::usage_records))
         .push(
             Router::with_path("claude-console-accounts")
                 .get(accounts::list)

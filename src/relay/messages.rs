@@ -8,8 +8,8 @@ use salvo::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use salvo::prelude::*;
 use serde::Deserialize;
 
-use super::record_usage;
 use super::stream::{StreamOutcome, pump};
+use super::{Outcome, record_failure, record_usage};
 use crate::auth::{AuthError, authenticate};
 use crate::limits::{Admission, Ask, ClientFormat, Rejection, Service, admit_key};
 use crate::providers::anthropic;
@@ -43,6 +43,16 @@ const DEFAULT_USER_AGENT: &str = concat!("crs/", env!("CARGO_PKG_VERSION"));
 struct Peek<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: bool,
+}
+
+/// An admitted request, its body and what was peeked from it.
+struct Ingress {
+    adm: Admission,
+    body: Bytes,
+    model: String,
+    stream: bool,
 }
 
 fn anthropic_error(res: &mut Response, status: StatusCode, kind: &str, message: &str) {
@@ -56,7 +66,7 @@ async fn ingress(
     req: &mut Request,
     res: &mut Response,
     metered: bool,
-) -> Option<(Admission, Bytes, String)> {
+) -> Option<Ingress> {
     // 401 before anything else, so unauthenticated callers learn nothing about bodies.
     let entry = match authenticate(st, req) {
         Ok(k) => k,
@@ -87,8 +97,11 @@ async fn ingress(
             return None;
         }
     };
-    let model = match serde_json::from_slice::<Peek>(&body) {
-        Ok(Peek { model: Some(m) }) if !m.trim().is_empty() => m.into_owned(),
+    let (model, stream) = match serde_json::from_slice::<Peek>(&body) {
+        Ok(Peek {
+            model: Some(m),
+            stream,
+        }) if !m.trim().is_empty() => (m.into_owned(), stream),
         Ok(_) => {
             anthropic_error(
                 res,
@@ -114,7 +127,12 @@ async fn ingress(
         metered,
     };
     match admit_key(st, entry, req, ask).await {
-        Ok(adm) => Some((adm, body, model)),
+        Ok(adm) => Some(Ingress {
+            adm,
+            body,
+            model,
+            stream,
+        }),
         Err(r) => {
             tracing::info!(
                 status = r.status().as_u16(),
@@ -287,7 +305,14 @@ async fn relay_error(up: reqwest::Response, res: &mut Response) {
 #[handler]
 pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some((adm, body, model)) = ingress(&st, req, res, true).await else {
+    let started = std::time::Instant::now();
+    let Some(Ingress {
+        adm,
+        body,
+        model,
+        stream: wants_stream,
+    }) = ingress(&st, req, res, true).await
+    else {
         return;
     };
     let key = adm.key.clone();
@@ -302,8 +327,20 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
         url.push_str(q);
     }
     let headers = upstream_headers(req, &pick);
-    let started = std::time::Instant::now();
+    let outcome = |status: u16| Outcome {
+        status,
+        started,
+        stream: wants_stream,
+    };
     let Some(up) = send(&st, &pick, url, headers, body, res).await else {
+        let status = res.status_code.map(|s| s.as_u16()).unwrap_or(502);
+        record_failure(
+            &st,
+            &key,
+            &pick.account.rec.id,
+            pick.upstream_model.clone(),
+            outcome(status),
+        );
         return;
     };
     let status = up.status();
@@ -317,6 +354,13 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     );
     if !status.is_success() {
         tracing::info!(key_id = %key.rec.id, account_id = %pick.account.rec.id, status = status.as_u16(), "upstream error relayed");
+        record_failure(
+            &st,
+            &key,
+            &pick.account.rec.id,
+            pick.upstream_model.clone(),
+            outcome(status.as_u16()),
+        );
         return relay_error(up, res).await;
     }
 
@@ -337,8 +381,9 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
         let st2 = st.clone();
         // The admission (and its concurrency slot) lives until the stream is over.
+        let oc = outcome(status.as_u16());
         let stream = pump(up, st.config.upstream_timeout, move |out: StreamOutcome| {
-            record_stream(&st2, &adm, account_id, upstream_model, out);
+            record_stream(&st2, &adm, account_id, upstream_model, out, oc);
         });
         res.stream(stream);
     } else {
@@ -346,6 +391,7 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
             Ok(Ok(b)) => b,
             _ => {
                 tracing::warn!(account_id = %pick.account.rec.id, "upstream body failed after headers");
+                record_failure(&st, &key, &account_id, upstream_model, outcome(502));
                 res.headers_mut().clear();
                 return anthropic_error(
                     res,
@@ -358,7 +404,19 @@ pub async fn messages(req: &mut Request, depot: &mut Depot, res: &mut Response) 
         match anthropic::usage_from_body(&body) {
             Some((usage, model)) => {
                 let model = model.filter(|m| !m.is_empty()).unwrap_or(upstream_model);
-                record_usage(&st, &adm.key, Service::Claude, &account_id, model, usage);
+                let oc = Outcome {
+                    stream: false,
+                    ..outcome(status.as_u16())
+                };
+                record_usage(
+                    &st,
+                    &adm.key,
+                    Service::Claude,
+                    &account_id,
+                    model,
+                    usage,
+                    oc,
+                );
             }
             None => {
                 tracing::warn!(account_id = %pick.account.rec.id, "upstream success body carried no usage")
@@ -374,6 +432,7 @@ fn record_stream(
     account_id: String,
     model: String,
     out: StreamOutcome,
+    outcome: Outcome,
 ) {
     let key_id = &adm.key.rec.id;
     if let Some(e) = &out.upstream_error {
@@ -382,7 +441,21 @@ fn record_stream(
     if out.client_gone && !out.tap.finished {
         tracing::info!(key_id = %key_id, account_id = %account_id, "client disconnected mid-stream; upstream cancelled");
     }
+    let outcome = Outcome {
+        stream: true,
+        ..outcome
+    };
     if !out.tap.started {
+        record_failure(
+            st,
+            &adm.key,
+            &account_id,
+            model,
+            Outcome {
+                status: 502,
+                ..outcome
+            },
+        );
         return;
     }
     let model = out.tap.model.filter(|m| !m.is_empty()).unwrap_or(model);
@@ -393,13 +466,17 @@ fn record_stream(
         &account_id,
         model,
         out.tap.usage,
+        outcome,
     );
 }
 
 #[handler]
 pub async fn count_tokens(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some((adm, body, model)) = ingress(&st, req, res, false).await else {
+    let Some(Ingress {
+        adm, body, model, ..
+    }) = ingress(&st, req, res, false).await
+    else {
         return;
     };
     let pick = match scheduler::pick(&st, &adm.key.rec, &model, &[]) {

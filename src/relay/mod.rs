@@ -32,6 +32,14 @@ pub fn router() -> Router {
     r
 }
 
+/// What the relay knows about a request when it is over.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub status: u16,
+    pub started: std::time::Instant,
+    pub stream: bool,
+}
+
 /// Account one answered request: price it, send it to the ledger, count it in the key's
 /// meters. `model` is the model the upstream answered with.
 pub fn record_usage(
@@ -41,6 +49,7 @@ pub fn record_usage(
     account_id: &str,
     model: String,
     usage: TokenUsage,
+    outcome: Outcome,
 ) {
     let cost = st.pricing.cost(&model, &usage);
     if matches!(cost.matched, crate::usage::pricing::PriceMatch::Unknown) {
@@ -66,6 +75,8 @@ pub fn record_usage(
         rated,
         models::is_claude(&model),
     );
+    st.realtime
+        .add(now.timestamp_millis(), usage.all_tokens(), true);
     st.ledger.record(UsageEvent {
         key_id: key.rec.id.clone(),
         account_id: account_id.to_owned(),
@@ -74,5 +85,37 @@ pub fn record_usage(
         usage,
         real_cost_micros: cost.micros,
         rated_cost_micros: rated,
+        status: outcome.status,
+        latency_ms: outcome.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+        stream: outcome.stream,
+    });
+}
+
+/// Account a request the upstream answered with an error: a request record and the error
+/// counters, no tokens.
+pub fn record_failure(
+    st: &AppState,
+    key: &KeyEntry,
+    account_id: &str,
+    model: String,
+    outcome: Outcome,
+) {
+    let now = Utc::now();
+    st.realtime.add(now.timestamp_millis(), 0, false);
+    st.ledger.record(UsageEvent {
+        key_id: key.rec.id.clone(),
+        account_id: account_id.to_owned(),
+        model,
+        at: now,
+        usage: TokenUsage::default(),
+        real_cost_micros: 0,
+        rated_cost_micros: 0,
+        status: if (200..300).contains(&outcome.status) {
+            502
+        } else {
+            outcome.status
+        },
+        latency_ms: outcome.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+        stream: outcome.stream,
     });
 }

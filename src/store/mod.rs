@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::usage::Counters;
+use crate::usage::ledger::RequestRecord;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -24,6 +25,10 @@ const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Request records per key: `{key_id}|{newest-first order}` -> JSON.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Recent request records of all keys: `{newest-first order}|{key_id}` -> JSON.
+const RECENT: TableDefinition<&str, &[u8]> = TableDefinition::new("recent_records");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -53,6 +58,8 @@ impl Table {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Orders records written in the same millisecond.
+    record_seq: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
@@ -68,6 +75,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            record_seq: std::sync::atomic::AtomicU32::new(0),
         };
         store.init_schema()?;
         Ok(Arc::new(store))
@@ -86,6 +94,8 @@ impl Store {
             txn.open_table(ACCOUNTS)?;
             txn.open_table(ADMINS)?;
             txn.open_table(USAGE)?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(RECENT)?;
             let found = meta
                 .get("schema_version")?
                 .map(|v| u32::from_le_bytes(v.value().try_into().unwrap_or([0; 4])));
@@ -196,6 +206,124 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// One ledger commit: counter deltas plus request records, with the record lists trimmed
+    /// to their caps, in one durable transaction.
+    pub fn commit_usage<'a>(
+        &self,
+        deltas: impl IntoIterator<Item = (&'a str, &'a Counters)>,
+        records: &[RequestRecord],
+        per_key_cap: usize,
+        global_cap: usize,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut t = txn.open_table(USAGE)?;
+            for (key, delta) in deltas {
+                let mut cur = match t.get(key)? {
+                    Some(v) => Counters::decode(v.value())?,
+                    None => Counters::default(),
+                };
+                cur.add(delta);
+                t.insert(key, cur.encode().as_slice())?;
+            }
+        }
+        if !records.is_empty() {
+            let mut per_key = txn.open_table(RECORDS)?;
+            let mut recent = txn.open_table(RECENT)?;
+            let mut touched: Vec<&str> = Vec::new();
+            for r in records {
+                let ts = r
+                    .timestamp
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(0)
+                    .max(0) as u64;
+                let seq = self.record_seq.fetch_add(1, Ordering::Relaxed);
+                let order = format!("{:016x}{:08x}", u64::MAX - ts, u32::MAX - seq);
+                let bytes = serde_json::to_vec(r)?;
+                per_key.insert(format!("{}|{order}", r.key_id).as_str(), bytes.as_slice())?;
+                recent.insert(format!("{order}|{}", r.key_id).as_str(), bytes.as_slice())?;
+                if !touched.contains(&r.key_id.as_str()) {
+                    touched.push(&r.key_id);
+                }
+            }
+            for key_id in touched {
+                let prefix = format!("{key_id}|");
+                let mut stale = Vec::new();
+                for row in per_key.range(prefix.as_str()..)? {
+                    let (k, _) = row?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    stale.push(k.value().to_owned());
+                }
+                for k in stale.iter().skip(per_key_cap) {
+                    per_key.remove(k.as_str())?;
+                }
+            }
+            use redb::ReadableTableMetadata;
+            while recent.len()? > global_cap as u64 {
+                if recent.pop_last()?.is_none() {
+                    break;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A key's request records, newest first.
+    pub fn records_for_key(&self, key_id: &str, limit: usize) -> Result<Vec<RequestRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECORDS)?;
+        let prefix = format!("{key_id}|");
+        let mut out = Vec::new();
+        for row in t.range(prefix.as_str()..)? {
+            let (k, v) = row?;
+            if !k.value().starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if let Ok(r) = serde_json::from_slice(v.value()) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recent request records of all keys, newest first.
+    pub fn recent_records(&self, limit: usize) -> Result<Vec<RequestRecord>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECENT)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            if out.len() >= limit {
+                break;
+            }
+            if let Ok(r) = serde_json::from_slice(v.value()) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete usage buckets whose key sorts between `h:` and `before` (old hourly buckets).
+    pub fn prune_usage_before(&self, before: &str) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let n = {
+            let mut t = txn.open_table(USAGE)?;
+            let mut n = 0u64;
+            for row in t.extract_from_if("h:"..before, |_, _| true)? {
+                row?;
+                n += 1;
+            }
+            n
+        };
+        txn.commit()?;
+        Ok(n)
     }
 
     pub fn usage_get(&self, key: &str) -> Result<Option<Counters>> {
@@ -320,5 +448,33 @@ mod tests {
         let rows = s.usage_scan("d:2026-11-22|k|").unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, "d:2026-11-22|k|a");
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[test]
+    fn pruning_drops_only_old_hourly_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("crs.redb")).unwrap();
+        let one = Counters {
+            requests: 1,
+            ..Default::default()
+        };
+        s.apply_usage([
+            ("h:2026-10-01T05|g", &one),
+            ("h:2026-10-20T23|k|a", &one),
+            ("h:2026-11-22T11|g", &one),
+            ("d:2026-10-01|g", &one),
+            ("t|g", &one),
+        ])
+        .unwrap();
+        assert_eq!(s.prune_usage_before("h:2026-10-22T00").unwrap(), 2);
+        assert!(s.usage_get("h:2026-11-22T11|g").unwrap().is_some());
+        assert!(s.usage_get("d:2026-10-01|g").unwrap().is_some());
+        assert!(s.usage_get("t|g").unwrap().is_some());
+        assert!(s.usage_get("h:2026-10-01T05|g").unwrap().is_none());
     }
 }

@@ -34,6 +34,8 @@ pub struct Counters {
     pub ephemeral_1h_tokens: u64,
     pub real_cost_micros: i64,
     pub rated_cost_micros: i64,
+    /// Requests that reached an upstream and failed (not counted in `requests`).
+    pub errors: u64,
 }
 
 /// The stored form carries its version in the enum tag, so a later layout can decode V1.
@@ -54,6 +56,14 @@ impl Counters {
             ephemeral_1h_tokens: u.ephemeral_1h_tokens,
             real_cost_micros,
             rated_cost_micros,
+            errors: 0,
+        }
+    }
+
+    pub fn error() -> Self {
+        Counters {
+            errors: 1,
+            ..Default::default()
         }
     }
 
@@ -67,6 +77,7 @@ impl Counters {
         self.ephemeral_1h_tokens += o.ephemeral_1h_tokens;
         self.real_cost_micros += o.real_cost_micros;
         self.rated_cost_micros += o.rated_cost_micros;
+        self.errors += o.errors;
     }
 
     /// input + output (v1's `tokens`).
@@ -109,6 +120,7 @@ mod tests {
             ephemeral_1h_tokens: 4,
             real_cost_micros: 123_456,
             rated_cost_micros: 246_912,
+            errors: 2,
         };
         let b = c.encode();
         assert_eq!(b[0], 0, "version tag V1 leads the record");

@@ -1,6 +1,6 @@
-//! The usage ledger: request handlers send one event per answered request; a dedicated thread
-//! folds events into bucket deltas and commits them to the store in one transaction every
-//! flush interval (or sooner under load).
+//! The usage ledger: request handlers send one event per request that reached an upstream; a
+//! dedicated thread folds events into bucket deltas and request records and commits them to
+//! the store in one transaction every flush interval (or sooner under load).
 //!
 //! Guarantees: the hot path never waits for the store (sending is a channel push); a clean
 //! shutdown commits everything; a crash loses at most one flush interval of events.
@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{Clock, Counters, TokenUsage, bucket};
@@ -18,6 +19,8 @@ use crate::store::Store;
 
 /// Commit early once this many events are pending.
 const MAX_PENDING_EVENTS: usize = 2048;
+/// Prune old hourly buckets at most this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct UsageEvent {
@@ -29,6 +32,61 @@ pub struct UsageEvent {
     pub usage: TokenUsage,
     pub real_cost_micros: i64,
     pub rated_cost_micros: i64,
+    /// HTTP status the upstream answered with; not 2xx = a failed request (counted in
+    /// `errors`, not in `requests`).
+    pub status: u16,
+    /// Request start to last byte.
+    pub latency_ms: u32,
+    pub stream: bool,
+}
+
+impl UsageEvent {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// One stored request record (the last N per key, and a global recent list).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RequestRecord {
+    pub timestamp: Option<DateTime<Utc>>,
+    pub key_id: String,
+    pub account_id: String,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_create_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub ephemeral_5m_tokens: u64,
+    pub ephemeral_1h_tokens: u64,
+    pub real_cost_micros: i64,
+    pub rated_cost_micros: i64,
+    pub latency_ms: u32,
+    pub status: u16,
+    pub stream: bool,
+}
+
+impl From<&UsageEvent> for RequestRecord {
+    fn from(e: &UsageEvent) -> Self {
+        RequestRecord {
+            timestamp: Some(e.at),
+            key_id: e.key_id.clone(),
+            account_id: e.account_id.clone(),
+            model: e.model.clone(),
+            input_tokens: e.usage.input_tokens,
+            output_tokens: e.usage.output_tokens,
+            cache_create_tokens: e.usage.cache_create_tokens,
+            cache_read_tokens: e.usage.cache_read_tokens,
+            ephemeral_5m_tokens: e.usage.ephemeral_5m_tokens,
+            ephemeral_1h_tokens: e.usage.ephemeral_1h_tokens,
+            real_cost_micros: e.real_cost_micros,
+            rated_cost_micros: e.rated_cost_micros,
+            latency_ms: e.latency_ms,
+            status: e.status,
+            stream: e.stream,
+        }
+    }
 }
 
 enum Msg {
@@ -48,17 +106,47 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// How long data is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Hourly buckets older than this are deleted (day and month buckets are kept).
+    pub hourly_days: u32,
+    /// Request records kept per key.
+    pub records_per_key: usize,
+    /// Request records kept in the global recent list.
+    pub records_global: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            hourly_days: 31,
+            records_per_key: 200,
+            records_global: 2000,
+        }
+    }
+}
+
 impl Ledger {
     pub fn start(store: Arc<Store>, clock: Clock, flush_every: Duration) -> Self {
+        Self::start_with(store, clock, flush_every, Retention::default())
+    }
+
+    pub fn start_with(
+        store: Arc<Store>,
+        clock: Clock,
+        flush_every: Duration,
+        retention: Retention,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("crs-ledger".into())
-            .spawn(move || run(store, clock, flush_every, rx))
+            .spawn(move || Worker::new(store, clock, retention).run(flush_every, rx))
             .expect("spawning the ledger thread");
         Ledger { tx }
     }
 
-    /// Record one answered request. Never blocks.
+    /// Record one request. Never blocks.
     pub fn record(&self, ev: UsageEvent) {
         if self.tx.send(Msg::Event(Box::new(ev))).is_err() {
             tracing::error!("usage ledger is stopped; a usage event was dropped");
@@ -82,7 +170,7 @@ impl Ledger {
     }
 }
 
-/// Every bucket one event lands in: 6 dimensions x 4 periods.
+/// Every bucket one event lands in: 6 dimensions x 4 periods (accounts only when known).
 pub fn bucket_keys(clock: &Clock, ev: &UsageEvent) -> Vec<String> {
     let p = clock.periods(ev.at);
     let periods = [
@@ -105,93 +193,130 @@ pub fn bucket_keys(clock: &Clock, ev: &UsageEvent) -> Vec<String> {
     keys
 }
 
-fn run(store: Arc<Store>, clock: Clock, flush_every: Duration, rx: mpsc::Receiver<Msg>) {
-    let mut pending: HashMap<String, Counters> = HashMap::new();
-    let mut pending_events = 0usize;
-    let mut first_pending: Option<Instant> = None;
+struct Worker {
+    store: Arc<Store>,
+    clock: Clock,
+    retention: Retention,
+    pending: HashMap<String, Counters>,
+    records: Vec<RequestRecord>,
+    events: usize,
+    last_prune: Option<Instant>,
+}
 
-    let commit = |pending: &mut HashMap<String, Counters>, pending_events: &mut usize| {
-        if pending.is_empty() {
+impl Worker {
+    fn new(store: Arc<Store>, clock: Clock, retention: Retention) -> Self {
+        Worker {
+            store,
+            clock,
+            retention,
+            pending: HashMap::new(),
+            records: Vec::new(),
+            events: 0,
+            last_prune: None,
+        }
+    }
+
+    fn add(&mut self, ev: &UsageEvent) {
+        let delta = if ev.ok() {
+            Counters::from_usage(&ev.usage, ev.real_cost_micros, ev.rated_cost_micros)
+        } else {
+            Counters::error()
+        };
+        for k in bucket_keys(&self.clock, ev) {
+            self.pending.entry(k).or_default().add(&delta);
+        }
+        self.records.push(RequestRecord::from(ev));
+        self.events += 1;
+    }
+
+    fn commit(&mut self) {
+        if self.events == 0 {
             return;
         }
-        match store.apply_usage(pending.iter().map(|(k, v)| (k.as_str(), v))) {
+        let r = self.store.commit_usage(
+            self.pending.iter().map(|(k, v)| (k.as_str(), v)),
+            &self.records,
+            self.retention.records_per_key,
+            self.retention.records_global,
+        );
+        match r {
             Ok(()) => {
                 tracing::debug!(
-                    events = *pending_events,
-                    buckets = pending.len(),
+                    events = self.events,
+                    buckets = self.pending.len(),
                     "usage committed"
                 );
-                pending.clear();
-                *pending_events = 0;
+                self.pending.clear();
+                self.records.clear();
+                self.events = 0;
             }
             // Keep the deltas and try again at the next commit: nothing is dropped.
             Err(e) => {
-                tracing::error!(error = %e, events = *pending_events, "usage commit failed; will retry")
-            }
-        }
-    };
-
-    loop {
-        let wait = match first_pending {
-            Some(t) => flush_every.saturating_sub(t.elapsed()),
-            None => Duration::from_secs(3600),
-        };
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Event(ev)) => {
-                let delta =
-                    Counters::from_usage(&ev.usage, ev.real_cost_micros, ev.rated_cost_micros);
-                for k in bucket_keys(&clock, &ev) {
-                    pending.entry(k).or_default().add(&delta);
-                }
-                pending_events += 1;
-                first_pending.get_or_insert_with(Instant::now);
-                if pending_events >= MAX_PENDING_EVENTS {
-                    commit(&mut pending, &mut pending_events);
-                    first_pending = (!pending.is_empty()).then(Instant::now);
-                }
-            }
-            Ok(Msg::Flush(done)) => {
-                commit(&mut pending, &mut pending_events);
-                first_pending = (!pending.is_empty()).then(Instant::now);
-                let _ = done.send(());
-            }
-            Ok(Msg::Shutdown(done)) => {
-                drain(&rx, &clock, &mut pending, &mut pending_events);
-                commit(&mut pending, &mut pending_events);
-                let _ = done.send(());
-                return;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                commit(&mut pending, &mut pending_events);
-                first_pending = (!pending.is_empty()).then(Instant::now);
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                commit(&mut pending, &mut pending_events);
-                return;
+                tracing::error!(error = %e, events = self.events, "usage commit failed; will retry")
             }
         }
     }
-}
 
-/// Take events already queued behind a shutdown request.
-fn drain(
-    rx: &mpsc::Receiver<Msg>,
-    clock: &Clock,
-    pending: &mut HashMap<String, Counters>,
-    n: &mut usize,
-) {
-    while let Ok(msg) = rx.try_recv() {
-        match msg {
-            Msg::Event(ev) => {
-                let delta =
-                    Counters::from_usage(&ev.usage, ev.real_cost_micros, ev.rated_cost_micros);
-                for k in bucket_keys(clock, &ev) {
-                    pending.entry(k).or_default().add(&delta);
-                }
-                *n += 1;
+    fn maybe_prune(&mut self) {
+        if self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let cutoff = Utc::now() - chrono::Duration::days(self.retention.hourly_days as i64);
+        let before = bucket::hour(&self.clock.periods(cutoff).hour);
+        match self.store.prune_usage_before(&before) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(buckets = n, before = %before, "pruned old hourly usage buckets")
             }
-            Msg::Flush(done) | Msg::Shutdown(done) => {
-                let _ = done.send(());
+            Err(e) => tracing::warn!(error = %e, "pruning hourly usage failed"),
+        }
+    }
+
+    fn run(mut self, flush_every: Duration, rx: mpsc::Receiver<Msg>) {
+        let mut first_pending: Option<Instant> = None;
+        loop {
+            let wait = match first_pending {
+                Some(t) => flush_every.saturating_sub(t.elapsed()),
+                None => PRUNE_EVERY,
+            };
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Event(ev)) => {
+                    self.add(&ev);
+                    first_pending.get_or_insert_with(Instant::now);
+                    if self.events >= MAX_PENDING_EVENTS {
+                        self.commit();
+                        first_pending = (self.events > 0).then(Instant::now);
+                    }
+                }
+                Ok(Msg::Flush(done)) => {
+                    self.commit();
+                    first_pending = (self.events > 0).then(Instant::now);
+                    let _ = done.send(());
+                }
+                Ok(Msg::Shutdown(done)) => {
+                    // Take events already queued behind the shutdown request.
+                    while let Ok(msg) = rx.try_recv() {
+                        match msg {
+                            Msg::Event(ev) => self.add(&ev),
+                            Msg::Flush(d) | Msg::Shutdown(d) => {
+                                let _ = d.send(());
+                            }
+                        }
+                    }
+                    self.commit();
+                    let _ = done.send(());
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.commit();
+                    first_pending = (self.events > 0).then(Instant::now);
+                    self.maybe_prune();
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.commit();
+                    return;
+                }
             }
         }
     }
@@ -215,6 +340,9 @@ mod tests {
             },
             real_cost_micros: 5,
             rated_cost_micros: 5,
+            status: 200,
+            latency_ms: 10,
+            stream: false,
         }
     }
 
@@ -227,13 +355,17 @@ mod tests {
         for i in 0..100 {
             ledger.record(ev(if i % 2 == 0 { "k1" } else { "k2" }, 10));
         }
+        let mut failed = ev("k1", 0);
+        failed.status = 529;
+        ledger.record(failed);
         ledger.shutdown().await;
         let g = store.usage_get("t|g").unwrap().unwrap();
         assert_eq!(g.requests, 100);
+        assert_eq!(g.errors, 1);
         assert_eq!(g.input_tokens, 1000);
         assert_eq!(g.real_cost_micros, 500);
         let k1 = store.usage_get("d:2026-11-22|k|k1").unwrap().unwrap();
-        assert_eq!(k1.requests, 50);
+        assert_eq!((k1.requests, k1.errors), (50, 1));
         assert_eq!(
             store
                 .usage_get("h:2026-11-22T11|am|acc|claude-sonnet-4-5")
@@ -250,6 +382,38 @@ mod tests {
                 .output_tokens,
             100
         );
+        let recs = store.records_for_key("k1", 1000).unwrap();
+        assert_eq!(recs.len(), 51);
+        assert_eq!(recs[0].status, 529, "newest first");
+    }
+
+    #[tokio::test]
+    async fn records_are_capped_per_key_and_globally() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("crs.redb")).unwrap();
+        let ret = Retention {
+            hourly_days: 31,
+            records_per_key: 5,
+            records_global: 7,
+        };
+        let ledger =
+            Ledger::start_with(store.clone(), Clock::new(0), Duration::from_secs(3600), ret);
+        for i in 0..12u64 {
+            let mut e = ev(if i < 6 { "a" } else { "b" }, i);
+            e.at += chrono::Duration::seconds(i as i64);
+            ledger.record(e);
+            if i % 4 == 0 {
+                ledger.flush().await;
+            }
+        }
+        ledger.shutdown().await;
+        let a = store.records_for_key("a", 100).unwrap();
+        assert_eq!(a.len(), 5);
+        assert_eq!(a[0].input_tokens, 5, "newest kept");
+        assert_eq!(a[4].input_tokens, 1);
+        let all = store.recent_records(100).unwrap();
+        assert_eq!(all.len(), 7);
+        assert_eq!(all[0].input_tokens, 11);
     }
 
     #[tokio::test]

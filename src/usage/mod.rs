@@ -4,6 +4,7 @@ mod counters;
 pub mod ledger;
 pub mod pricing;
 pub mod query;
+pub mod realtime;
 
 pub use counters::{Counters, TokenUsage};
 pub use ledger::{Ledger, UsageEvent};

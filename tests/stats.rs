@@ -1,0 +1,250 @@
+//! Usage, pricing and statistics: exact to the token and the micro-dollar.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use crs::usage::TokenUsage;
+use crs::usage::pricing::Pricing;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const MODELS: [&str; 3] = [
+    "claude-sonnet-4-5-20250929",
+    "claude-3-5-haiku-20241022",
+    "claude-opus-4-1-20250805",
+];
+
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+struct Sum {
+    requests: u64,
+    input: u64,
+    output: u64,
+    cc: u64,
+    cr: u64,
+    cost: i64,
+}
+
+impl Sum {
+    fn add(&mut self, u: &TokenUsage, cost: i64) {
+        self.requests += 1;
+        self.input += u.input_tokens;
+        self.output += u.output_tokens;
+        self.cc += u.cache_create_tokens;
+        self.cr += u.cache_read_tokens;
+        self.cost += cost;
+    }
+    fn check(&self, v: &Value, what: &str) {
+        assert_eq!(v["requests"], self.requests, "{what} requests");
+        assert_eq!(v["inputTokens"], self.input, "{what} input");
+        assert_eq!(v["outputTokens"], self.output, "{what} output");
+        assert_eq!(v["cacheCreateTokens"], self.cc, "{what} cache create");
+        assert_eq!(v["cacheReadTokens"], self.cr, "{what} cache read");
+        let micros = (v["cost"].as_f64().unwrap() * 1e6).round() as i64;
+        assert_eq!(micros, self.cost, "{what} cost in micro-dollars");
+    }
+}
+
+/// 240 concurrent stream and non-stream requests over 4 keys and 3 models, with cache writes
+/// (5m and 1h) and reads: usage equals what the mock served, cost equals the price table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mixed_requests_are_exact_to_the_token_and_micro_dollar() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        keys.push(env.create_key(json!({"name": format!("k{i}")})).await);
+    }
+    let pricing = Pricing::embedded();
+    let mut per_key: HashMap<String, Sum> = HashMap::new();
+    let mut per_model: HashMap<&str, Sum> = HashMap::new();
+    let mut global = Sum::default();
+    let mut tasks = Vec::new();
+    for i in 0..240u64 {
+        let (id, key) = &keys[(i % 4) as usize];
+        let model = MODELS[(i % 3) as usize];
+        let (input, output, cc, cr, cc1h) = (
+            100 + i * 7,
+            10 + i % 50,
+            (i % 5) * 300,
+            (i % 4) * 1000,
+            (i % 5) * 100,
+        );
+        let usage = TokenUsage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_create_tokens: cc,
+            cache_read_tokens: cr,
+            ephemeral_5m_tokens: cc - cc1h.min(cc),
+            ephemeral_1h_tokens: cc1h.min(cc),
+        };
+        let cost = pricing.cost(model, &usage).micros;
+        assert!(cost > 0);
+        per_key.entry(id.clone()).or_default().add(&usage, cost);
+        per_model.entry(model).or_default().add(&usage, cost);
+        global.add(&usage, cost);
+        let req = env.messages(
+            key,
+            msg_body(
+                model,
+                i % 2 == 0,
+                &format!("mock:usage={input},{output},{cc},{cr},{cc1h} mock:chunks=5"),
+            ),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let served = env.mock.state.served_total();
+    assert_eq!(served.input_tokens, global.input);
+    assert_eq!(served.cache_read_tokens, global.cr);
+
+    for (id, key) in &keys {
+        let u = env.usage(key).await;
+        per_key[id].check(&u["usage"]["total"], "key total");
+        per_key[id].check(&u["usage"]["daily"], "key daily");
+    }
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            "/admin/usage-breakdown?by=model&period=today",
+            None,
+        )
+        .await;
+    let rows = v["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let m = row["id"].as_str().unwrap();
+        per_model[m].check(row, m);
+    }
+    let (_, d) = env.admin(Method::GET, "/admin/dashboard", None).await;
+    global.check(&d["data"]["today"], "global today");
+    global.check(&d["data"]["total"], "global total");
+    // The cost ranking is ordered by cost.
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            "/admin/usage-breakdown?by=key&period=all",
+            None,
+        )
+        .await;
+    let costs: Vec<f64> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cost"].as_f64().unwrap())
+        .collect();
+    assert_eq!(costs.len(), 4);
+    assert!(costs.windows(2).all(|w| w[0] >= w[1]), "{costs:?}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn dashboard_trends_errors_and_records() {
+    let env = Env::start().await;
+    let acc = env.create_account(json!({"name": "main"})).await;
+    let (id, key) = env.create_key(json!({"name": "rec"})).await;
+    for i in 0..3 {
+        let r = env
+            .messages(
+                &key,
+                msg_body(
+                    "claude-3-5-haiku-20241022",
+                    i == 1,
+                    "mock:usage=1000,100,0,0",
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let r = env
+        .messages(
+            &key,
+            msg_body("claude-3-5-haiku-20241022", false, "mock:status=529"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 529);
+
+    let (s, d) = env.admin(Method::GET, "/admin/dashboard", None).await;
+    assert_eq!(s, 200);
+    let d = &d["data"];
+    assert_eq!(d["today"]["requests"], 3);
+    assert_eq!(d["today"]["errors"], 1);
+    assert_eq!(d["errorRate"], 0.25);
+    assert_eq!(d["overview"]["totalApiKeys"], 1);
+    assert_eq!(d["overview"]["activeAccounts"], 1);
+    assert_eq!(d["topKeys"][0]["keyId"], id.as_str());
+    assert_eq!(d["topKeys"][0]["name"], "rec");
+    assert_eq!(d["models"][0]["model"], "claude-3-5-haiku-20241022");
+    assert_eq!(d["accounts"][0]["id"], acc.as_str());
+    assert_eq!(d["accounts"][0]["errors"], 1);
+    assert!(d["realtime"]["rpm"].as_f64().unwrap() > 0.0);
+    // Haiku 3.5: 1000 in x $0.8/M + 100 out x $4/M = $0.0012 per request.
+    assert_eq!(d["today"]["cost"], 0.0036);
+
+    for (q, n) in [
+        ("granularity=day&days=7", 7),
+        ("granularity=hour&days=1", 24),
+    ] {
+        let (_, v) = env
+            .admin(Method::GET, &format!("/admin/usage-trend?{q}"), None)
+            .await;
+        let rows = v["data"].as_array().unwrap();
+        assert_eq!(rows.len(), n, "{q}");
+        assert_eq!(
+            rows.last().unwrap()["requests"],
+            3,
+            "{q}: the newest period holds today's requests"
+        );
+        assert_eq!(rows[0]["requests"], 0);
+    }
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/usage-trend?days=3&keyId={id}"),
+            None,
+        )
+        .await;
+    assert_eq!(v["data"][2]["outputTokens"], 300);
+    let (s, _) = env
+        .admin(Method::GET, "/admin/usage-trend?granularity=week", None)
+        .await;
+    assert_eq!(s, 400);
+
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/api-keys/{id}/records?limit=10"),
+            None,
+        )
+        .await;
+    let recs = v["data"].as_array().unwrap();
+    assert_eq!(recs.len(), 4);
+    assert_eq!(recs[0]["status"], 529, "newest first");
+    assert_eq!(recs[1]["model"], "claude-3-5-haiku-20241022");
+    assert_eq!(recs[1]["accountName"], "main");
+    assert_eq!(recs[1]["inputTokens"], 1000);
+    assert_eq!(recs[1]["cost"], 0.0012);
+    assert!(recs[1]["latencyMs"].is_u64());
+    assert_eq!(recs[2]["stream"], true);
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/usage-records?accountId={acc}"),
+            None,
+        )
+        .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 4);
+    env.stop().await;
+}
