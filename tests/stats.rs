@@ -248,3 +248,130 @@ async fn dashboard_trends_errors_and_records() {
     assert_eq!(v["data"].as_array().unwrap().len(), 4);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn self_service_stats_need_the_key_not_just_its_id() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (id, key) = env
+        .create_key(json!({"name": "self", "dailyCostLimit": 10, "rateLimitWindow": 60, "rateLimitRequests": 100}))
+        .await;
+    let (id2, key2) = env.create_key(json!({"name": "other"})).await;
+    for (k, model) in [
+        (&key, "claude-3-5-haiku-20241022"),
+        (&key, "claude-sonnet-4-5-20250929"),
+        (&key2, "claude-3-5-haiku-20241022"),
+    ] {
+        let r = env
+            .messages(k, msg_body(model, false, "mock:usage=1000,100,0,0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let post = |path: &str, body: Value| {
+        env.http
+            .post(env.url(&format!("/apiStats/api/{path}")))
+            .json(&body)
+            .send()
+    };
+
+    let r = post("get-key-id", json!({"apiKey": key})).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["data"]["id"], id.as_str());
+    let r = post(
+        "get-key-id",
+        json!({"apiKey": format!("cr_{}", "1".repeat(64))}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The key id alone reads nothing.
+    for path in ["user-stats", "user-model-stats"] {
+        let r = post(path, json!({"apiId": id})).await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v.to_string().find("requests").is_none(),
+            "{path} leaked usage: {v}"
+        );
+    }
+    let r = post("batch-stats", json!({"apiIds": [id, id2]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = post("user-stats", json!({"apiKey": key})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let d = r.json::<Value>().await.unwrap()["data"].clone();
+    assert_eq!(d["id"], id.as_str());
+    assert_eq!(d["usage"]["total"]["requests"], 2);
+    assert_eq!(d["usage"]["total"]["allTokens"], 2200);
+    // Haiku 3.5 $0.0012 + Sonnet 4.5 (1000 x $3 + 100 x $15)/M = $0.0045.
+    assert_eq!(d["usage"]["total"]["cost"], 0.0057);
+    assert_eq!(d["usage"]["total"]["formattedCost"], "$0.0057");
+    assert_eq!(d["limits"]["dailyCostLimit"], 10.0);
+    assert_eq!(d["limits"]["currentDailyCost"], 0.0057);
+    assert_eq!(d["limits"]["currentWindowRequests"], 2);
+    assert_eq!(d["limits"]["rateLimitRequests"], 100);
+    assert!(d["limits"]["windowRemainingSeconds"].as_i64().unwrap() > 3500);
+
+    // The key in a header works too, and so does an id with an admin session.
+    let r = env
+        .http
+        .post(env.url("/apiStats/api/user-stats"))
+        .header("x-api-key", &key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = env
+        .http
+        .post(env.url("/apiStats/api/user-stats"))
+        .bearer_auth(&env.token)
+        .json(&json!({"apiId": id2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["data"]["name"], "other");
+
+    for period in ["daily", "monthly", "alltime"] {
+        let r = post("user-model-stats", json!({"apiKey": key, "period": period}))
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["period"], period);
+        let rows = v["data"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{period}");
+        let haiku = rows
+            .iter()
+            .find(|r| r["model"] == "claude-3-5-haiku-20241022")
+            .unwrap();
+        assert_eq!(haiku["requests"], 1);
+        assert_eq!(haiku["costs"]["total"], 0.0012);
+        assert_eq!(haiku["costs"]["input"], 0.0008);
+        assert_eq!(haiku["costs"]["output"], 0.0004);
+        assert_eq!(haiku["pricing"]["input"], 0.8);
+    }
+
+    let r = post("batch-stats", json!({"apiKeys": [key, key2]}))
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["aggregated"]["usage"]["requests"], 3);
+    assert_eq!(v["data"]["individual"].as_array().unwrap().len(), 2);
+    let r = post("batch-stats", json!({"apiKeys": vec![key.clone(); 31]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = post("user-trend", json!({"apiKey": key, "days": 7}))
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 7);
+    assert_eq!(v["data"][6]["requests"], 2);
+    env.stop().await;
+}

@@ -78,7 +78,7 @@ fn scan_dim(
 }
 
 /// Bucket periods covering a named range ending now.
-fn periods_for(st: &AppState, range: &str) -> Option<Vec<String>> {
+pub fn periods_for(st: &AppState, range: &str) -> Option<Vec<String>> {
     let now = Utc::now();
     let p = st.clock.periods(now);
     Some(match range {
@@ -113,7 +113,7 @@ fn account_name(st: &AppState, id: &str) -> String {
         .unwrap_or_default()
 }
 
-fn dashboard_data(st: &AppState) -> anyhow::Result<Value> {
+pub fn dashboard_data(st: &AppState) -> anyhow::Result<Value> {
     let now = Utc::now();
     let p = st.clock.periods(now);
     let day = bucket::day(&p.day);

@@ -86,7 +86,13 @@ fn verify_token(state: &AppState, token: &str) -> Option<Admin> {
     (admin.token_version == data.claims.ver).then_some(admin)
 }
 
-fn admin_token(req: &Request) -> Option<String> {
+/// The admin a request's session token belongs to, if any (reads the store: call off the
+/// async workers).
+pub fn admin_from_request(state: &AppState, req_token: Option<String>) -> Option<Admin> {
+    verify_token(state, &req_token?)
+}
+
+pub fn admin_token(req: &Request) -> Option<String> {
     if let Some(a) = req
         .headers()
         .get("authorization")

@@ -2,6 +2,7 @@
 //! ingress (peek model/stream) -> authorize -> schedule -> forward -> respond (tap usage) ->
 //! account (one ledger event).
 
+pub mod apistats;
 pub mod info;
 pub mod messages;
 mod stream;
@@ -17,6 +18,7 @@ use crate::usage::{TokenUsage, UsageEvent};
 pub fn router() -> Router {
     let mut r = Router::new()
         .push(Router::with_path("health").get(info::health))
+        .push(apistats::router())
         .push(Router::with_path("api/event_logging/batch").post(info::event_logging));
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
