@@ -119,6 +119,10 @@ async fn concurrent_mixed_requests_are_exact_to_the_token_and_micro_dollar() {
         .await;
     let rows = v["data"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r["priceSource"] == "exact" || r["priceSource"] == "normalized")
+    );
     for row in rows {
         let m = row["id"].as_str().unwrap();
         per_model[m].check(row, m);
@@ -354,6 +358,7 @@ async fn self_service_stats_need_the_key_not_just_its_id() {
         assert_eq!(haiku["costs"]["input"], 0.0008);
         assert_eq!(haiku["costs"]["output"], 0.0004);
         assert_eq!(haiku["pricing"]["input"], 0.8);
+        assert_ne!(haiku["priceSource"], "unknown");
     }
 
     let r = post("batch-stats", json!({"apiKeys": [key, key2]}))
@@ -373,5 +378,42 @@ async fn self_service_stats_need_the_key_not_just_its_id() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 7);
     assert_eq!(v["data"][6]["requests"], 2);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_models_are_priced_by_family_and_flagged() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (_, key) = env.create_key(json!({"name": "future"})).await;
+    for m in ["claude-sonnet-9-20300101", "totally-new-model"] {
+        let r = env
+            .messages(&key, msg_body(m, false, "mock:usage=1000000,0,0,0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            "/admin/usage-breakdown?by=model&period=today",
+            None,
+        )
+        .await;
+    let rows = v["data"].as_array().unwrap();
+    let sonnet = rows
+        .iter()
+        .find(|r| r["id"] == "claude-sonnet-9-20300101")
+        .unwrap();
+    assert_eq!(sonnet["priceSource"], "family");
+    assert!(sonnet["pricedAs"].as_str().unwrap().contains("sonnet"));
+    assert!(sonnet["cost"].as_f64().unwrap() > 0.0);
+    let unknown = rows
+        .iter()
+        .find(|r| r["id"] == "totally-new-model")
+        .unwrap();
+    assert_eq!(unknown["priceSource"], "unknown");
+    assert_eq!(unknown["cost"], 0.0);
     env.stop().await;
 }

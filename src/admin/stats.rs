@@ -177,7 +177,7 @@ pub fn dashboard_data(st: &AppState) -> anyhow::Result<Value> {
         "total": Value::Object(figures(&total)),
         "errorRate": if attempts == 0 { 0.0 } else { today.errors as f64 / attempts as f64 },
         "realtime": {"rpm": rates.rpm, "tpm": rates.tpm, "errorsPerMinute": rates.errors_per_minute, "windowMinutes": rates.window_minutes},
-        "models": models.iter().map(|(m, c)| with(figures(c), json!({"model": m}))).collect::<Vec<_>>(),
+        "models": models.iter().map(|(m, c)| with(figures(c), json!({"model": m, "priceSource": st.pricing.lookup(m).1.kind()}))).collect::<Vec<_>>(),
         "topKeys": keys.iter().map(|(id, c)| with(figures(c), json!({"keyId": id, "name": key_name(st, id)}))).collect::<Vec<_>>(),
         "accounts": accounts,
         "date": p.day,
@@ -306,7 +306,14 @@ pub fn breakdown(st: &AppState, by: &str, periods: &[String]) -> anyhow::Result<
                 "account" => account_name(st, id),
                 _ => id.clone(),
             };
-            with(figures(c), json!({"id": id, "name": name}))
+            let mut extra = json!({"id": id, "name": name});
+            if by == "model" {
+                // "family" and "unknown": the cost is an estimate or missing.
+                let m = st.pricing.lookup(id).1;
+                extra["priceSource"] = json!(m.kind());
+                extra["pricedAs"] = json!(m.key());
+            }
+            with(figures(c), extra)
         })
         .collect())
 }

@@ -350,6 +350,9 @@ fn model_stat(st: &AppState, model: &str, c: &Counters) -> Value {
         "formatted": {"input": format_cost(input), "output": format_cost(output), "cacheWrite": format_cost(cache_write),
                       "cacheRead": format_cost(cache_read), "total": format_cost(total)},
         "pricing": pricing,
+        // How the price was found; "family" and "unknown" mean the cost is an estimate.
+        "priceSource": st.pricing.lookup(model).1.kind(),
+        "pricedAs": st.pricing.lookup(model).1.key(),
     })
 }
 

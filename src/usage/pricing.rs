@@ -124,6 +124,16 @@ impl PriceMatch {
         matches!(self, PriceMatch::Unknown)
     }
 
+    /// "exact", "normalized", "family" (estimated from a similar model) or "unknown".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PriceMatch::Exact(_) => "exact",
+            PriceMatch::Normalized(_) => "normalized",
+            PriceMatch::Family(_) => "family",
+            PriceMatch::Unknown => "unknown",
+        }
+    }
+
     /// The table key used, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
