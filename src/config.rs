@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub connect_timeout_secs: Option<u64>,
     pub admin_session_hours: Option<u64>,
     pub ledger_flush_ms: Option<u64>,
+    pub sticky_session_ttl_hours: Option<f64>,
     pub max_body_mb: Option<usize>,
 }
 
@@ -61,6 +62,13 @@ pub struct Config {
     pub admin_session: Duration,
     pub ledger_flush: Duration,
     pub max_body_bytes: usize,
+    /// How long a session keeps its account (v1's STICKY_SESSION_TTL_HOURS).
+    pub sticky_ttl: Duration,
+    /// Attempts per request across accounts before the error reaches the client.
+    pub max_attempts: u32,
+    /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
+    pub claude_oauth_token_url: String,
+    pub claude_oauth_authorize_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +96,10 @@ impl Config {
             admin_session: Duration::from_secs(24 * 3600),
             ledger_flush: Duration::from_millis(100),
             max_body_bytes: 64 * 1024 * 1024,
+            sticky_ttl: Duration::from_secs(3600),
+            max_attempts: 3,
+            claude_oauth_token_url: crate::accounts::oauth::TOKEN_URL.into(),
+            claude_oauth_authorize_url: crate::accounts::oauth::AUTHORIZE_URL.into(),
         }
     }
 
@@ -196,6 +208,29 @@ impl Config {
         };
         if let Some(ms) = file.ledger_flush_ms {
             c.ledger_flush = Duration::from_millis(ms.max(1));
+        }
+        let sticky_hours = match env_nonempty("STICKY_SESSION_TTL_HOURS") {
+            Some(v) => Some(
+                v.trim()
+                    .parse::<f64>()
+                    .with_context(|| format!("STICKY_SESSION_TTL_HOURS={v:?} is not a number of hours"))?,
+            ),
+            None => file.sticky_session_ttl_hours,
+        };
+        if let Some(h) = sticky_hours {
+            if !(h > 0.0 && h <= 24.0 * 365.0) {
+                bail!("STICKY_SESSION_TTL_HOURS must be between 0 and 8760 hours");
+            }
+            c.sticky_ttl = Duration::from_secs_f64(h * 3600.0);
+        }
+        if let Some(u) = env_nonempty("CRS_CLAUDE_OAUTH_TOKEN_URL") {
+            c.claude_oauth_token_url = u;
+        }
+        if let Some(u) = env_nonempty("CRS_CLAUDE_OAUTH_AUTHORIZE_URL") {
+            c.claude_oauth_authorize_url = u;
+        }
+        if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
+            c.max_attempts = n.trim().parse().with_context(|| format!("CRS_MAX_ATTEMPTS={n:?} is not a number"))?;
         }
         if let Some(mb) = file.max_body_mb {
             c.max_body_bytes = mb.max(1) * 1024 * 1024;

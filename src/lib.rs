@@ -1,6 +1,7 @@
 #![recursion_limit = "256"]
 //! crs: Claude Relay Service in one binary. See ARCHITECTURE.md for the map.
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod config;

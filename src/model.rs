@@ -106,17 +106,85 @@ impl ApiKey {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "kebab-case")]
+/// Upstream account types, named as v1's `platform` field.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub enum Platform {
+    /// Claude subscription (Max/Pro) through OAuth tokens.
+    #[serde(rename = "claude")]
+    Claude,
+    /// Anthropic-compatible API key upstream.
     #[default]
+    #[serde(rename = "claude-console")]
     ClaudeConsole,
+    /// OpenAI Responses API key upstream (Codex).
+    #[serde(rename = "openai-responses")]
+    OpenAIResponses,
+    /// Gemini API key upstream.
+    #[serde(rename = "gemini-api")]
+    GeminiApi,
+    #[serde(rename = "azure-openai")]
+    AzureOpenAI,
+    /// AWS Bedrock (Claude models), signed with SigV4.
+    #[serde(rename = "bedrock")]
+    Bedrock,
+    /// Factory.ai Droid.
+    #[serde(rename = "droid")]
+    Droid,
+    /// Claude Code Router (an Anthropic-compatible endpoint).
+    #[serde(rename = "ccr")]
+    Ccr,
 }
 
 impl Platform {
+    pub const ALL: [Platform; 8] = [
+        Platform::Claude,
+        Platform::ClaudeConsole,
+        Platform::OpenAIResponses,
+        Platform::GeminiApi,
+        Platform::AzureOpenAI,
+        Platform::Bedrock,
+        Platform::Droid,
+        Platform::Ccr,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Platform::Claude => "claude",
             Platform::ClaudeConsole => "claude-console",
+            Platform::OpenAIResponses => "openai-responses",
+            Platform::GeminiApi => "gemini-api",
+            Platform::AzureOpenAI => "azure-openai",
+            Platform::Bedrock => "bedrock",
+            Platform::Droid => "droid",
+            Platform::Ccr => "ccr",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The admin path segment (`/admin/<this>`), as v1.
+    pub fn admin_path(self) -> &'static str {
+        match self {
+            Platform::Claude => "claude-accounts",
+            Platform::ClaudeConsole => "claude-console-accounts",
+            Platform::OpenAIResponses => "openai-responses-accounts",
+            Platform::GeminiApi => "gemini-api-accounts",
+            Platform::AzureOpenAI => "azure-openai-accounts",
+            Platform::Bedrock => "bedrock-accounts",
+            Platform::Droid => "droid-accounts",
+            Platform::Ccr => "ccr-accounts",
+        }
+    }
+
+    /// Group platform names (v1's account_group.platform): claude, openai, gemini, droid.
+    pub fn group_family(self) -> &'static str {
+        match self {
+            Platform::Claude | Platform::ClaudeConsole | Platform::Bedrock | Platform::Ccr => "claude",
+            Platform::OpenAIResponses | Platform::AzureOpenAI => "openai",
+            Platform::GeminiApi => "gemini",
+            Platform::Droid => "droid",
         }
     }
 }
@@ -134,6 +202,9 @@ pub struct ProxyConfig {
     pub password: String,
 }
 
+/// An upstream account of any platform. Fields a platform does not use stay empty. Secrets
+/// (`api_key`, OAuth tokens, `email`, `password`, AWS secrets, proxy password) are encrypted at
+/// rest. `extra` keeps fields this version does not model (from an import), so nothing is lost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Account {
@@ -141,9 +212,10 @@ pub struct Account {
     pub platform: Platform,
     pub name: String,
     pub description: String,
-    /// Base URL, or the full `/v1/messages` endpoint.
+    /// Upstream base URL (console/ccr `apiUrl`, responses `baseApi`, gemini `baseUrl`, azure
+    /// `azureEndpoint`, droid `baseUrl`). A full endpoint is accepted where v1 accepted one.
     pub api_url: String,
-    /// Upstream credential, encrypted at rest.
+    /// Upstream API key, encrypted.
     pub api_key: String,
     /// Lower is preferred.
     pub priority: u32,
@@ -155,12 +227,47 @@ pub struct Account {
     pub supported_models: BTreeMap<String, String>,
     pub user_agent: String,
     pub proxy: Option<ProxyConfig>,
+    /// Daily spending cap in micro-dollars (0 = none), reset at `quota_reset_time` local.
     pub daily_quota_micros: Micros,
+    /// "HH:MM" local.
+    pub quota_reset_time: String,
+    /// Concurrent requests this account takes (0 = unlimited).
+    pub max_concurrency: u32,
+    /// Minutes out of rotation after a 429 that gives no reset time (v1's rateLimitDuration).
+    pub rate_limit_duration: u32,
+    /// Never put out of rotation automatically.
+    pub disable_auto_protection: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
-    /// "active", "error", "unauthorized", ...
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub subscription_expires_at: Option<DateTime<Utc>>,
+    /// "active", "unauthorized", "error", "refresh_failed", ...
     pub status: String,
     pub error_message: String,
+    // Claude official OAuth.
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Access-token expiry, unix ms.
+    pub expires_at: i64,
+    pub scopes: String,
+    pub email: String,
+    pub password: String,
+    pub subscription_info: String,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    // Azure OpenAI.
+    pub api_version: String,
+    pub deployment_name: String,
+    // Bedrock.
+    pub region: String,
+    pub aws_access_key_id: String,
+    pub aws_secret_access_key: String,
+    pub aws_session_token: String,
+    pub default_model: String,
+    pub small_fast_model: String,
+    // OpenAI Responses ("responses"), Droid ("anthropic" | "openai").
+    pub provider_endpoint: String,
+    pub endpoint_type: String,
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl Account {
@@ -173,9 +280,25 @@ impl Account {
             is_active: true,
             account_type: "shared".into(),
             status: "active".into(),
+            rate_limit_duration: 60,
+            quota_reset_time: "00:00".into(),
             ..Default::default()
         }
     }
+}
+
+/// An account group (v1's `account_group`): keys bound to `group:{id}` use its members.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AccountGroup {
+    pub id: String,
+    pub name: String,
+    /// "claude", "openai", "gemini" or "droid".
+    pub platform: String,
+    pub description: String,
+    pub members: Vec<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -1,39 +1,62 @@
-//! Account selection. Pure and in memory: reads the account snapshot, never the store.
+//! Account selection. Pure and in memory: reads the account snapshot and sticky sessions,
+//! never the store.
+//!
+//! Order: the key's binding (an account, or `group:{id}`), else the shared pool of the route's
+//! platforms. Filters: active, schedulable, not needing attention, not cooling down (account or
+//! model), serves the model, under its concurrency cap and daily quota, not already tried for
+//! this request. Then: the session's sticky account if it passes; else the lowest priority
+//! number, round robin among equals.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::model::ApiKey;
-use crate::state::{AccountRt, AppState};
+use chrono::Utc;
+
+use crate::accounts::AccountRt;
+use crate::limits::Slot;
+use crate::model::Platform;
+use crate::state::AppState;
 
 #[derive(Debug)]
 pub struct Pick {
     pub account: Arc<AccountRt>,
     /// The model name to send upstream (after the account's mapping).
     pub upstream_model: String,
+    /// The account's concurrency slot, held until the request is over.
+    pub slot: Option<Slot>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoAccount {
-    /// The key is bound to an account that cannot serve right now.
+    /// The key is bound to an account (or group) that cannot serve right now.
     BoundUnavailable(String),
-    /// No shared account is active, schedulable and supports the model.
+    /// No account is available for the model.
     NoneForModel(String),
 }
 
 impl NoAccount {
     pub fn message(&self) -> String {
         match self {
-            NoAccount::BoundUnavailable(id) => {
-                format!(
-                    "The account bound to this API key ({id}) is unavailable or does not support the requested model"
-                )
-            }
-            NoAccount::NoneForModel(m) => {
-                format!("No available Claude accounts support the requested model: {m}")
-            }
+            NoAccount::BoundUnavailable(id) => format!(
+                "The account bound to this API key ({id}) is unavailable or does not support the requested model"
+            ),
+            NoAccount::NoneForModel(m) => format!("No available accounts support the requested model: {m}"),
         }
     }
+}
+
+/// What a request needs from the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    pub platforms: &'a [Platform],
+    pub model: &'a str,
+    /// The key's binding for this service: `""`, an account id (v1 prefixes `responses:` and
+    /// `api:` allowed) or `group:{id}`.
+    pub binding: &'a str,
+    /// Sticky-session key, if the request has one.
+    pub session: Option<&'a str>,
+    /// Accounts that already failed this request.
+    pub exclude: &'a [String],
 }
 
 /// The upstream model for `model` on `acc`, or None if the account does not serve it.
@@ -51,58 +74,126 @@ pub fn map_model(acc: &AccountRt, model: &str) -> Option<String> {
         .map(|(_, to)| to.clone())
 }
 
-fn usable(acc: &AccountRt) -> bool {
-    acc.rec.is_active && acc.rec.schedulable
+/// Can `a` take a request for `model` now? Returns the upstream model name.
+fn eligible(st: &AppState, a: &AccountRt, model: &str, now_ms: i64) -> Option<String> {
+    let r = &a.rec;
+    if !r.is_active || !r.schedulable || a.needs_attention() || a.rt.cooling(now_ms) {
+        return None;
+    }
+    if r.subscription_expires_at.is_some_and(|t| t.timestamp_millis() <= now_ms) {
+        return None;
+    }
+    if r.daily_quota_micros > 0 {
+        let day = crate::limits::meter::local_day(Utc::now(), st.clock.offset());
+        if a.rt.cost_today(day) >= r.daily_quota_micros {
+            return None;
+        }
+    }
+    let upstream = map_model(a, model)?;
+    if a.rt.model_cooling(&upstream, now_ms) {
+        return None;
+    }
+    Some(upstream)
 }
 
-/// Pick an account for `key` and `model`: the key's binding if it has one, else the shared
-/// pool by priority (lower first), round robin among equals. `exclude` lists accounts that
-/// already failed this request.
-pub fn pick(
-    st: &AppState,
-    key: &ApiKey,
-    model: &str,
-    exclude: &[String],
-) -> Result<Pick, NoAccount> {
+fn try_take(a: &Arc<AccountRt>, upstream: String) -> Option<Pick> {
+    let gate = a.rt.gate.load();
+    let slot = if gate.limit == 0 {
+        None
+    } else {
+        // Non-blocking: a full account is skipped, not waited for.
+        match gate.try_acquire() {
+            Some(s) => Some(s),
+            None => return None,
+        }
+    };
+    Some(Pick {
+        account: a.clone(),
+        upstream_model: upstream,
+        slot,
+    })
+}
+
+pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
     let pool = st.accounts.load();
-    if !key.claude_console_account_id.is_empty() {
-        let id = &key.claude_console_account_id;
+    let now_ms = Utc::now().timestamp_millis();
+    let usable = |a: &Arc<AccountRt>| !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform);
+
+    // 1. A binding to one account.
+    let binding = want.binding.trim();
+    if !binding.is_empty() && !binding.starts_with("group:") {
+        let id = binding
+            .strip_prefix("responses:")
+            .or_else(|| binding.strip_prefix("api:"))
+            .unwrap_or(binding);
         return pool
             .by_id
             .get(id)
-            .filter(|a| usable(a) && !exclude.contains(&a.rec.id))
-            .and_then(|a| {
-                map_model(a, model).map(|m| Pick {
-                    account: a.clone(),
-                    upstream_model: m,
-                })
-            })
-            .ok_or_else(|| NoAccount::BoundUnavailable(id.clone()));
+            .filter(|a| !want.exclude.contains(&a.rec.id))
+            .and_then(|a| eligible(st, a, want.model, now_ms).and_then(|m| try_take(a, m)))
+            .ok_or_else(|| NoAccount::BoundUnavailable(binding.to_owned()));
     }
-    let mut best: Option<u32> = None;
-    let mut candidates: Vec<(&Arc<AccountRt>, String)> = Vec::new();
-    // `accounts` is sorted by priority: collect the first priority level that has candidates.
-    for a in &pool.accounts {
-        if let Some(p) = best
-            && a.rec.priority != p
-        {
-            break;
+
+    // 2. The candidate set: a group's members, or the shared pool.
+    let group = binding.strip_prefix("group:");
+    let members: Option<&Vec<String>> = match group {
+        Some(gid) => match pool.groups.get(gid) {
+            Some(g) => Some(&g.members),
+            None => return Err(NoAccount::BoundUnavailable(binding.to_owned())),
+        },
+        None => None,
+    };
+    let in_set = |a: &Arc<AccountRt>| match members {
+        Some(m) => m.contains(&a.rec.id),
+        None => a.rec.account_type.is_empty() || a.rec.account_type == "shared",
+    };
+
+    // 3. The session's account, if it can still serve.
+    if let Some(session) = want.session
+        && let Some(id) = st.sticky.get(session, now_ms)
+        && let Some(a) = pool.by_id.get(&id)
+        && usable(a)
+        && in_set(a)
+        && let Some(m) = eligible(st, a, want.model, now_ms)
+        && let Some(p) = try_take(a, m)
+    {
+        st.sticky.set(session, &a.rec.id, now_ms);
+        return Ok(p);
+    }
+
+    // 4. Lowest priority number first; round robin within a priority.
+    let mut level: Vec<(&Arc<AccountRt>, String)> = Vec::new();
+    let mut i = 0;
+    let accounts = &pool.accounts;
+    while i < accounts.len() {
+        let prio = accounts[i].rec.priority;
+        level.clear();
+        while i < accounts.len() && accounts[i].rec.priority == prio {
+            let a = &accounts[i];
+            if usable(a)
+                && in_set(a)
+                && let Some(m) = eligible(st, a, want.model, now_ms)
+            {
+                level.push((a, m));
+            }
+            i += 1;
         }
-        if a.rec.account_type != "shared" || !usable(a) || exclude.contains(&a.rec.id) {
+        if level.is_empty() {
             continue;
         }
-        if let Some(m) = map_model(a, model) {
-            best = Some(a.rec.priority);
-            candidates.push((a, m));
+        let start = st.rr.fetch_add(1, Ordering::Relaxed);
+        for k in 0..level.len() {
+            let (a, m) = &level[(start + k) % level.len()];
+            if let Some(p) = try_take(a, m.clone()) {
+                if let Some(session) = want.session {
+                    st.sticky.set(session, &a.rec.id, now_ms);
+                }
+                return Ok(p);
+            }
         }
     }
-    if candidates.is_empty() {
-        return Err(NoAccount::NoneForModel(model.to_owned()));
-    }
-    let i = st.rr.fetch_add(1, Ordering::Relaxed) % candidates.len();
-    let (a, m) = candidates.swap_remove(i);
-    Ok(Pick {
-        account: a.clone(),
-        upstream_model: m,
+    Err(match group {
+        Some(_) => NoAccount::BoundUnavailable(binding.to_owned()),
+        None => NoAccount::NoneForModel(want.model.to_owned()),
     })
 }

@@ -35,6 +35,12 @@ impl Running {
         self.handle.stop_graceful(Some(grace));
         let _ = self.join.await;
         self.state.ledger.shutdown().await;
+        // Let background tasks that still hold the state finish, so the store file is closed
+        // when this returns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.state) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Resolves when the server stops by itself (it only does on a fatal error).
@@ -123,6 +129,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let service =
         Service::new(router(state.clone())).catcher(salvo::catcher::Catcher::new(catcher));
     let join = tokio::spawn(server.serve(service));
+    crate::accounts::oauth::spawn_refresher(&state);
     tracing::info!(
         url = %format!("http://{addr}"),
         admin = %format!("http://{addr}/admin-next/"),

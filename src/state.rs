@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use crate::config::Config;
 use crate::crypto::Secrets;
 use crate::limits::{KeyEntry, KeyRuntime};
-use crate::model::{Account, ApiKey, ProxyConfig};
-use crate::providers::anthropic;
+use crate::accounts::{AccountPool, AccountRt, AccountRuntime, decrypt_credentials};
+use crate::model::{Account, AccountGroup, ApiKey, ProxyConfig};
 use crate::store::{Store, Table};
 use crate::usage::pricing::Pricing;
 use crate::usage::{Clock, Ledger};
@@ -60,30 +60,6 @@ impl KeyIndex {
         }
         idx
     }
-}
-
-/// An account ready for the request path: decrypted credential, resolved endpoint, HTTP client.
-pub struct AccountRt {
-    pub rec: Account,
-    pub secret: Secret,
-    pub messages_url: String,
-    pub client: reqwest::Client,
-}
-
-impl std::fmt::Debug for AccountRt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountRt")
-            .field("id", &self.rec.id)
-            .field("name", &self.rec.name)
-            .finish()
-    }
-}
-
-#[derive(Default, Debug)]
-pub struct AccountPool {
-    /// Sorted by (priority, name) so scheduling walks them in preference order.
-    pub accounts: Vec<Arc<AccountRt>>,
-    pub by_id: HashMap<String, Arc<AccountRt>>,
 }
 
 /// One pooled HTTP client per distinct proxy (and one without a proxy).
@@ -165,6 +141,10 @@ pub struct AppState {
     pub realtime: crate::usage::realtime::Realtime,
     pub keys: ArcSwap<KeyIndex>,
     pub accounts: ArcSwap<AccountPool>,
+    pub sticky: crate::accounts::sticky::Sticky,
+    pub oauth: crate::accounts::oauth::OAuthState,
+    /// A weak handle on this state, for code that holds `&AppState` but must spawn tasks.
+    me: std::sync::OnceLock<std::sync::Weak<AppState>>,
     pub http: HttpClients,
     pub started_at: Instant,
     /// Serialises admin read-modify-write cycles.
@@ -183,6 +163,7 @@ impl AppState {
     pub fn new(config: Config, secrets: Secrets, store: Arc<Store>) -> Result<Arc<Self>> {
         let clock = Clock::new(config.tz_offset_minutes);
         let ledger = Ledger::start(store.clone(), clock, config.ledger_flush);
+        let sticky = crate::accounts::sticky::Sticky::new(config.sticky_ttl.as_millis() as i64, ledger.clone());
         let pricing = Pricing::load(&config.data_dir)?;
         tracing::info!(models = pricing.model_count(), "pricing table loaded");
         let state = Arc::new(AppState {
@@ -196,12 +177,27 @@ impl AppState {
             clock,
             keys: ArcSwap::from_pointee(KeyIndex::default()),
             accounts: ArcSwap::from_pointee(AccountPool::default()),
+            sticky,
+            oauth: Default::default(),
+            me: Default::default(),
             started_at: Instant::now(),
             admin_lock: tokio::sync::Mutex::new(()),
             rr: Default::default(),
         });
+        let _ = state.me.set(Arc::downgrade(&state));
         state.reload_keys()?;
         state.reload_accounts()?;
+        state.load_settings()?;
+        let sticky: Vec<(String, crate::accounts::sticky::StickyEntry)> = state
+            .store
+            .load_raw(Table::Sticky)?
+            .into_iter()
+            .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|e| (k, e)))
+            .collect();
+        let n = state.sticky.restore(sticky, chrono::Utc::now().timestamp_millis());
+        if n > 0 {
+            tracing::info!(sessions = n, "sticky sessions restored");
+        }
         Ok(state)
     }
 
@@ -229,19 +225,56 @@ impl AppState {
         Ok(())
     }
 
+    pub fn self_arc(&self) -> Option<Arc<AppState>> {
+        self.me.get().and_then(|w| w.upgrade())
+    }
+
+    /// Apply settings stored by the admin (they override the configuration).
+    pub fn load_settings(&self) -> Result<()> {
+        if let Some(h) = self.store.get::<f64>(Table::Settings, "stickySessionTtlHours")? {
+            self.sticky.set_ttl_ms((h * 3_600_000.0) as i64);
+        }
+        Ok(())
+    }
+
+    /// Rebuild the account snapshot (accounts and groups) from the store and swap it in,
+    /// carrying each account's runtime state over.
     pub fn reload_accounts(&self) -> Result<()> {
         let recs: Vec<Account> = self.store.load_all(Table::Accounts)?;
-        let mut pool = AccountPool::default();
+        let groups: Vec<AccountGroup> = self.store.load_all(Table::Groups)?;
+        let old = self.accounts.load();
+        let mut pool = AccountPool {
+            groups: groups.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            ..Default::default()
+        };
+        let now = chrono::Utc::now();
         for rec in recs {
-            match self.account_runtime(rec) {
-                Ok(rt) => {
-                    let rt = Arc::new(rt);
-                    pool.by_id.insert(rt.rec.id.clone(), rt.clone());
-                    pool.accounts.push(rt);
+            let rt = match old.by_id.get(&rec.id) {
+                Some(prev) => {
+                    prev.rt.update(&rec);
+                    prev.rt.clone()
                 }
-                Err((id, e)) => {
-                    tracing::error!(account_id = %id, error = %e, "account cannot be used; left out of scheduling")
+                None => Arc::new(AccountRuntime::new(&rec)),
+            };
+            if rec.daily_quota_micros > 0 && !rt.restored.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                // Today's spend so far, so the daily quota holds across restarts.
+                let day = crate::limits::meter::local_day(now, self.clock.offset());
+                let p = self.clock.periods(now);
+                let spent = self
+                    .store
+                    .usage_get(&crate::usage::bucket::account(&crate::usage::bucket::day(&p.day), &rec.id))?
+                    .map(|c| c.real_cost_micros)
+                    .unwrap_or(0);
+                *rt.daily_cost.lock() = (day, spent);
+            }
+            let id = rec.id.clone();
+            match self.account_runtime(rec, rt) {
+                Ok(a) => {
+                    let a = Arc::new(a);
+                    pool.by_id.insert(a.rec.id.clone(), a.clone());
+                    pool.accounts.push(a);
                 }
+                Err(e) => tracing::error!(account_id = %id, error = %e, "account cannot be used; left out of scheduling"),
             }
         }
         pool.accounts.sort_by(|a, b| {
@@ -251,39 +284,27 @@ impl AppState {
         Ok(())
     }
 
-    fn account_runtime(
-        &self,
-        rec: Account,
-    ) -> std::result::Result<AccountRt, (String, anyhow::Error)> {
-        let id = rec.id.clone();
-        let build = || -> Result<AccountRt> {
-            let secret = Secret(
-                self.secrets
-                    .decrypt(&rec.api_key)
-                    .context("decrypting apiKey")?,
-            );
-            let proxy = match &rec.proxy {
-                Some(p) if !p.host.is_empty() => {
-                    let pw = if p.password.is_empty() {
-                        String::new()
-                    } else {
-                        self.secrets
-                            .decrypt(&p.password)
-                            .context("decrypting proxy password")?
-                    };
-                    proxy_url(p, &pw)
-                }
-                _ => String::new(),
-            };
-            let client = self.http.get(&proxy)?;
-            Ok(AccountRt {
-                messages_url: anthropic::messages_url(&rec.api_url),
-                secret,
-                client,
-                rec,
-            })
+    fn account_runtime(&self, rec: Account, rt: Arc<AccountRuntime>) -> Result<AccountRt> {
+        let (secret, session_token) = decrypt_credentials(&self.secrets, &rec)?;
+        let proxy = match &rec.proxy {
+            Some(p) if !p.host.is_empty() => {
+                let pw = if p.password.is_empty() {
+                    String::new()
+                } else {
+                    self.secrets.decrypt(&p.password).context("decrypting proxy password")?
+                };
+                proxy_url(p, &pw)
+            }
+            _ => String::new(),
         };
-        build().map_err(|e| (id, e))
+        let client = self.http.get(&proxy)?;
+        Ok(AccountRt {
+            secret,
+            session_token,
+            client,
+            rt,
+            rec,
+        })
     }
 }
 

@@ -344,61 +344,71 @@ async fn bad_bodies_get_anthropic_400s() {
 #[tokio::test]
 async fn upstream_errors_reach_the_client_in_anthropic_format() {
     let env = Env::start().await;
-    env.create_account(json!({})).await;
+    let acc = env.create_account(json!({})).await;
     let (_, key) = env.create_key(json!({"name": "x"})).await;
+    let reset = || async {
+        let (s, _) = env
+            .admin(Method::POST, &format!("/admin/claude-console-accounts/{acc}/reset-status"), None)
+            .await;
+        assert_eq!(s, 200);
+    };
+    // With a single account there is nowhere to fail over: the upstream's error is relayed.
     let r = env
-        .messages(
-            &key,
-            msg_body("claude-sonnet-4-5-20250929", false, "mock:status=429"),
-        )
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "mock:status=429"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "30");
-    assert!(
-        r.headers()
-            .get("anthropic-ratelimit-requests-reset")
-            .is_some()
-    );
+    assert!(r.headers().get("anthropic-ratelimit-requests-reset").is_some());
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "rate_limit_error");
+    // The account now cools down until its reset: no account is available.
+    let r = env
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "overloaded_error");
+    let (_, v) = env.admin(Method::GET, &format!("/admin/claude-console-accounts/{acc}"), None).await;
+    assert!(v["data"]["cooldownReason"].as_str().unwrap().contains("429"));
+    reset().await;
 
     // A stream request that fails upstream is an error body, not an SSE stream.
     let r = env
-        .messages(
-            &key,
-            msg_body("claude-sonnet-4-5-20250929", true, "mock:status=529"),
-        )
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", true, "mock:status=529"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 529);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["type"],
-        "overloaded_error"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "overloaded_error");
+    reset().await;
 
-    // A wrong upstream credential: the upstream's 401 body is relayed.
+    // A wrong upstream credential: the upstream's 401 body is relayed and the account is
+    // marked as needing attention.
     env.mock.state.accepted_keys.lock().clear();
-    env.mock
-        .state
-        .accepted_keys
-        .lock()
-        .push("sk-ant-something-else".into());
+    env.mock.state.accepted_keys.lock().push("sk-ant-something-else".into());
     let r = env
         .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["type"],
-        "authentication_error"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "authentication_error");
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = env.admin(Method::GET, &format!("/admin/claude-console-accounts/{acc}"), None).await;
+        status = v["data"]["status"].clone();
+        if status == "unauthorized" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "unauthorized");
 
-    // Nothing was served, nothing is billed.
+    // Nothing was served, nothing is billed; the failures are counted.
     let u = env.usage(&key).await;
     assert_eq!(u["usage"]["total"]["requests"], 0);
     env.stop().await;

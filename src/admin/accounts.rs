@@ -1,6 +1,9 @@
-//! `/admin/claude-console-accounts`: upstream Anthropic-compatible API-key accounts.
-//! Secrets (apiKey, proxy password) are encrypted before they reach the store and are never
-//! returned; views show a masked form.
+//! Upstream accounts of every type, at v1's paths: `/admin/claude-accounts`,
+//! `/admin/claude-console-accounts`, `/admin/openai-responses-accounts`,
+//! `/admin/gemini-api-accounts`, `/admin/azure-openai-accounts`, `/admin/bedrock-accounts`,
+//! `/admin/droid-accounts`, `/admin/ccr-accounts`, each with create, list, read, update,
+//! delete, toggle-schedulable, toggle, reset-status and test. Secrets are encrypted before
+//! they reach the store and are never returned; views show a masked form.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::blocking;
 use super::fields::{self, Body};
-use crate::model::{Account, ApiKey, Platform, ProxyConfig, micros_to_dollars};
+use crate::model::{Account, AccountGroup, ApiKey, Platform, ProxyConfig, micros_to_dollars};
 use crate::state::AppState;
 use crate::store::Table;
 use crate::usage::query::{UsageTotals, account_usage};
@@ -39,7 +42,7 @@ fn internal(res: &mut Response, what: &str, e: anyhow::Error) {
     );
 }
 
-fn parse_url(u: &str) -> Result<(), String> {
+fn parse_url(field: &str, u: &str) -> Result<(), String> {
     let rest = u
         .strip_prefix("http://")
         .or_else(|| u.strip_prefix("https://"));
@@ -48,7 +51,7 @@ fn parse_url(u: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("apiUrl must be an http:// or https:// URL, e.g. https://api.anthropic.com".into())
+        Err(format!("{field} must be an http:// or https:// URL, e.g. https://api.anthropic.com"))
     }
 }
 
@@ -149,29 +152,47 @@ fn proxy(
     }))
 }
 
-fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result<(), String> {
+/// A required string field: present and non-empty on create.
+fn required(a_val: &str, creating: bool, msg: &str) -> Result<(), String> {
+    if creating && a_val.is_empty() {
+        Err(msg.to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+fn secret_field(st: &AppState, b: &Body, field: &str, slot: &mut String) -> Result<(), String> {
+    if let Some(v) = fields::string(b, field, 16_384)?
+        && !v.is_empty()
+    {
+        *slot = st.secrets.encrypt(&v);
+    }
+    Ok(())
+}
+
+fn url_field(b: &Body, field: &str, slot: &mut String) -> Result<(), String> {
+    if let Some(v) = fields::string(b, field, 2048)? {
+        if !v.is_empty() {
+            parse_url(field, &v)?;
+        }
+        *slot = v;
+    }
+    Ok(())
+}
+
+/// Apply the fields present in `b` for `a.platform`.
+pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result<(), String> {
     if let Some(v) = fields::string(b, "name", 100)? {
         if v.is_empty() {
             return Err("name must not be empty".into());
         }
         a.name = v;
     }
+    if creating && a.name.is_empty() {
+        return Err("name is required".into());
+    }
     if let Some(v) = fields::string(b, "description", 500)? {
         a.description = v;
-    }
-    if let Some(v) = fields::string(b, "apiUrl", 2048)? {
-        parse_url(&v)?;
-        a.api_url = v;
-    }
-    if let Some(v) = fields::string(b, "apiKey", 4096)? {
-        if !v.is_empty() {
-            a.api_key = st.secrets.encrypt(&v);
-        } else if creating {
-            return Err("Name, API URL and API Key are required".into());
-        }
-    }
-    if creating && (a.name.is_empty() || a.api_url.is_empty() || a.api_key.is_empty()) {
-        return Err("Name, API URL and API Key are required".into());
     }
     if let Some(v) = fields::uint(b, "priority", 1000)? {
         if v == 0 {
@@ -201,15 +222,145 @@ fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Res
     if let Some(v) = fields::dollars(b, "dailyQuota")? {
         a.daily_quota_micros = v;
     }
+    if let Some(v) = fields::string(b, "quotaResetTime", 5)? {
+        a.quota_reset_time = v;
+    }
+    for f in ["maxConcurrentTasks", "maxConcurrency"] {
+        if let Some(v) = fields::uint(b, f, 10_000)? {
+            a.max_concurrency = v as u32;
+        }
+    }
+    if let Some(v) = fields::uint(b, "rateLimitDuration", 10_080)? {
+        a.rate_limit_duration = v as u32;
+    }
+    if let Some(v) = fields::boolean(b, "disableAutoProtection")? {
+        a.disable_auto_protection = v;
+    }
+    if let Some(v) = fields::instant(b, "subscriptionExpiresAt")? {
+        a.subscription_expires_at = v;
+    }
+    match a.platform {
+        Platform::ClaudeConsole | Platform::Ccr => {
+            url_field(b, "apiUrl", &mut a.api_url)?;
+            secret_field(st, b, "apiKey", &mut a.api_key)?;
+            required(&a.api_url, creating, "Name, API URL and API Key are required")?;
+            required(&a.api_key, creating, "Name, API URL and API Key are required")?;
+        }
+        Platform::Claude => {
+            url_field(b, "apiUrl", &mut a.api_url)?;
+            secret_field(st, b, "email", &mut a.email)?;
+            secret_field(st, b, "password", &mut a.password)?;
+            if let Some(v) = fields::string(b, "subscriptionInfo", 10_000)? {
+                a.subscription_info = v;
+            }
+            // Tokens arrive as v1's `claudeAiOauth` object (or JSON text), or as loose fields.
+            let oauth = match b.get("claudeAiOauth") {
+                Some(Value::Object(m)) => Some(m.clone()),
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(
+                    serde_json::from_str::<serde_json::Map<String, Value>>(s)
+                        .map_err(|_| "claudeAiOauth must be an object with accessToken and refreshToken")?,
+                ),
+                _ => None,
+            };
+            let src = oauth.as_ref().unwrap_or(b);
+            secret_field(st, src, "accessToken", &mut a.access_token)?;
+            secret_field(st, src, "refreshToken", &mut a.refresh_token)?;
+            if let Some(v) = src.get("expiresAt") {
+                a.expires_at = match v {
+                    Value::Number(n) => n.as_i64().unwrap_or(0),
+                    Value::String(s) => s.trim().parse().unwrap_or(0),
+                    _ => 0,
+                };
+            }
+            if let Some(v) = src.get("scopes") {
+                a.scopes = match v {
+                    Value::Array(xs) => xs.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+                    Value::String(s) => s.clone(),
+                    _ => String::new(),
+                };
+            }
+            required(
+                &a.access_token,
+                creating,
+                "claudeAiOauth with accessToken is required (use the authorisation flow or paste tokens)",
+            )?;
+            if oauth.is_some() {
+                a.status = "active".into();
+                a.error_message.clear();
+            }
+        }
+        Platform::OpenAIResponses => {
+            url_field(b, "baseApi", &mut a.api_url)?;
+            secret_field(st, b, "apiKey", &mut a.api_key)?;
+            if let Some(v) = fields::string(b, "providerEndpoint", 64)? {
+                a.provider_endpoint = v;
+            }
+            required(&a.api_url, creating, "Name, baseApi and apiKey are required")?;
+            required(&a.api_key, creating, "Name, baseApi and apiKey are required")?;
+        }
+        Platform::GeminiApi => {
+            url_field(b, "baseUrl", &mut a.api_url)?;
+            secret_field(st, b, "apiKey", &mut a.api_key)?;
+            required(&a.api_key, creating, "Name and apiKey are required")?;
+        }
+        Platform::AzureOpenAI => {
+            url_field(b, "azureEndpoint", &mut a.api_url)?;
+            secret_field(st, b, "apiKey", &mut a.api_key)?;
+            if let Some(v) = fields::string(b, "apiVersion", 64)? {
+                a.api_version = v;
+            }
+            if let Some(v) = fields::string(b, "deploymentName", 200)? {
+                a.deployment_name = v;
+            }
+            required(&a.api_url, creating, "Name, azureEndpoint and apiKey are required")?;
+            required(&a.api_key, creating, "Name, azureEndpoint and apiKey are required")?;
+        }
+        Platform::Bedrock => {
+            if let Some(v) = fields::string(b, "region", 64)? {
+                a.region = v;
+            }
+            let creds = match b.get("awsCredentials") {
+                Some(Value::Object(m)) => Some(m.clone()),
+                _ => None,
+            };
+            let src = creds.as_ref().unwrap_or(b);
+            if let Some(v) = fields::string(src, "accessKeyId", 256)? {
+                a.aws_access_key_id = v;
+            }
+            secret_field(st, src, "secretAccessKey", &mut a.aws_secret_access_key)?;
+            if let Some(v) = fields::string(src, "sessionToken", 16_384)? {
+                a.aws_session_token = if v.is_empty() { v } else { st.secrets.encrypt(&v) };
+            }
+            for (f, slot) in [("defaultModel", &mut a.default_model), ("smallFastModel", &mut a.small_fast_model)] {
+                if let Some(v) = fields::string(b, f, 256)? {
+                    *slot = v;
+                }
+            }
+            url_field(b, "endpointUrl", &mut a.api_url)?;
+            required(&a.region, creating, "Name, region and awsCredentials are required")?;
+            required(&a.aws_access_key_id, creating, "Name, region and awsCredentials are required")?;
+            required(&a.aws_secret_access_key, creating, "Name, region and awsCredentials are required")?;
+        }
+        Platform::Droid => {
+            url_field(b, "baseUrl", &mut a.api_url)?;
+            secret_field(st, b, "apiKey", &mut a.api_key)?;
+            if let Some(v) = fields::choice(b, "endpointType", &["anthropic", "openai"])? {
+                a.endpoint_type = v;
+            }
+            required(&a.api_key, creating, "Name and apiKey are required")?;
+        }
+    }
     Ok(())
 }
 
+fn masked(st: &AppState, enc: &str) -> String {
+    if enc.is_empty() {
+        return String::new();
+    }
+    st.secrets.decrypt(enc).map(|k| crate::crypto::mask(&k)).unwrap_or_default()
+}
+
 pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
-    let masked_key = st
-        .secrets
-        .decrypt(&a.api_key)
-        .map(|k| crate::crypto::mask(&k))
-        .unwrap_or_default();
     let proxy = a.proxy.as_ref().map(|p| {
         json!({"type": p.kind, "host": p.host, "port": p.port, "username": p.username, "hasPassword": !p.password.is_empty()})
     });
@@ -218,8 +369,6 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         "platform": a.platform.as_str(),
         "name": a.name,
         "description": a.description,
-        "apiUrl": a.api_url,
-        "apiKeyMasked": masked_key,
         "priority": a.priority,
         "schedulable": a.schedulable,
         "isActive": a.is_active,
@@ -228,11 +377,86 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         "userAgent": a.user_agent,
         "proxy": proxy,
         "dailyQuota": micros_to_dollars(a.daily_quota_micros),
+        "quotaResetTime": a.quota_reset_time,
+        "maxConcurrentTasks": a.max_concurrency,
+        "rateLimitDuration": a.rate_limit_duration,
+        "disableAutoProtection": a.disable_auto_protection,
+        "subscriptionExpiresAt": a.subscription_expires_at,
         "status": a.status,
         "errorMessage": a.error_message,
         "createdAt": a.created_at,
         "updatedAt": a.updated_at,
+        "lastUsedAt": a.last_used_at,
     });
+    let url_field = match a.platform {
+        Platform::OpenAIResponses => "baseApi",
+        Platform::GeminiApi | Platform::Droid => "baseUrl",
+        Platform::AzureOpenAI => "azureEndpoint",
+        Platform::Bedrock => "endpointUrl",
+        _ => "apiUrl",
+    };
+    v[url_field] = json!(a.api_url);
+    match a.platform {
+        Platform::Claude => {
+            v["accessTokenMasked"] = json!(masked(st, &a.access_token));
+            v["hasRefreshToken"] = json!(!a.refresh_token.is_empty());
+            v["tokenExpiresAt"] = json!(a.expires_at);
+            v["scopes"] = json!(a.scopes);
+            v["emailMasked"] = json!(masked(st, &a.email));
+            v["lastRefreshAt"] = json!(a.last_refresh_at);
+            v["subscriptionInfo"] = json!(a.subscription_info);
+        }
+        Platform::Bedrock => {
+            v["region"] = json!(a.region);
+            v["accessKeyIdMasked"] = json!(crate::crypto::mask(&a.aws_access_key_id));
+            v["hasSessionToken"] = json!(!a.aws_session_token.is_empty());
+            v["defaultModel"] = json!(a.default_model);
+            v["smallFastModel"] = json!(a.small_fast_model);
+        }
+        Platform::AzureOpenAI => {
+            v["apiKeyMasked"] = json!(masked(st, &a.api_key));
+            v["apiVersion"] = json!(a.api_version);
+            v["deploymentName"] = json!(a.deployment_name);
+        }
+        Platform::OpenAIResponses => {
+            v["apiKeyMasked"] = json!(masked(st, &a.api_key));
+            v["providerEndpoint"] = json!(a.provider_endpoint);
+        }
+        Platform::Droid => {
+            v["apiKeyMasked"] = json!(masked(st, &a.api_key));
+            v["endpointType"] = json!(a.endpoint_type);
+        }
+        _ => v["apiKeyMasked"] = json!(masked(st, &a.api_key)),
+    }
+    // Runtime state: cooldowns, concurrency, today's spend.
+    let now_ms = Utc::now().timestamp_millis();
+    if let Some(rt) = st.accounts.load().by_id.get(&a.id) {
+        let cd = rt.rt.cooldown(now_ms);
+        v["cooldownUntil"] = json!(cd.as_ref().and_then(|(t, _)| chrono::DateTime::from_timestamp_millis(*t)));
+        v["cooldownReason"] = json!(cd.map(|(_, r)| r));
+        v["modelCooldowns"] = json!(rt
+            .rt
+            .model_cooldowns(now_ms)
+            .into_iter()
+            .map(|(m, t)| json!({"model": m, "until": chrono::DateTime::from_timestamp_millis(t)}))
+            .collect::<Vec<_>>());
+        v["currentConcurrency"] = json!(rt.rt.gate.load().in_use());
+        let day = crate::limits::meter::local_day(Utc::now(), st.clock.offset());
+        v["todayCost"] = json!(micros_to_dollars(rt.rt.cost_today(day)));
+        let last = rt.rt.last_used_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 {
+            v["lastUsedAt"] = json!(chrono::DateTime::from_timestamp_millis(last));
+        }
+    }
+    let groups: Vec<Value> = st
+        .accounts
+        .load()
+        .groups
+        .values()
+        .filter(|g| g.members.contains(&a.id))
+        .map(|g| json!({"id": g.id, "name": g.name}))
+        .collect();
+    v["groupInfos"] = json!(groups);
     if let Some(u) = usage {
         v["usage"] = u.to_json();
     }
@@ -248,167 +472,292 @@ async fn save(st: &Arc<AppState>, a: Account) -> anyhow::Result<()> {
     .await
 }
 
-fn current(st: &AppState, id: &str) -> Option<Account> {
-    st.accounts
-        .load()
-        .by_id
-        .get(id)
-        .map(|rt| rt.rec.clone())
-        .or_else(|| st.store.get::<Account>(Table::Accounts, id).ok().flatten())
-        .filter(|a| a.platform == Platform::ClaudeConsole)
+fn current(st: &AppState, platform: Platform, id: &str) -> Option<Account> {
+    st.store
+        .get::<Account>(Table::Accounts, id)
+        .ok()
+        .flatten()
+        .filter(|a| a.platform == platform)
 }
 
-#[handler]
-pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let Some(body) = json_body::<Body>(req, res, 1024 * 1024).await else {
-        return;
-    };
-    let mut a = Account::new(uuid::Uuid::new_v4().to_string(), Platform::ClaudeConsole);
-    if let Err(e) = apply_fields(&st, &mut a, &body, true) {
-        return bad(res, e);
-    }
-    let now = Utc::now();
-    a.created_at = Some(now);
-    a.updated_at = Some(now);
-    let _guard = st.admin_lock.lock().await;
-    if let Err(e) = save(&st, a.clone()).await {
-        return internal(res, "Failed to create Claude Console account", e);
-    }
-    tracing::info!(account_id = %a.id, name = %a.name, "console account created");
-    json(
-        res,
-        StatusCode::OK,
-        &json!({"success": true, "data": view(&st, &a, None)}),
-    );
-}
-
-#[handler]
-pub async fn list(_req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    st.ledger.flush().await;
-    let st2 = st.clone();
-    let r = blocking(move || {
-        let mut accts: Vec<Account> = st2.store.load_all(Table::Accounts)?;
-        accts.retain(|a| a.platform == Platform::ClaudeConsole);
-        accts.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        accts
-            .iter()
-            .map(|a| Ok(view(&st2, a, Some(&account_usage(&st2, &a.id)?))))
-            .collect::<anyhow::Result<Vec<Value>>>()
-    })
-    .await;
-    match r {
-        Ok(items) => json(
-            res,
-            StatusCode::OK,
-            &json!({"success": true, "data": items}),
-        ),
-        Err(e) => internal(res, "Failed to get Claude Console accounts", e),
-    }
-}
-
-#[handler]
-pub async fn get(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let id = req.param::<String>("id").unwrap_or_default();
-    let Some(a) = current(&st, &id) else {
-        return not_found(res);
-    };
-    st.ledger.flush().await;
-    let st2 = st.clone();
-    match blocking(move || account_usage(&st2, &id)).await {
-        Ok(u) => json(
-            res,
-            StatusCode::OK,
-            &json!({"success": true, "data": view(&st, &a, Some(&u))}),
-        ),
-        Err(e) => internal(res, "Failed to get Claude Console account", e),
-    }
-}
-
-#[handler]
-pub async fn update(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let id = req.param::<String>("id").unwrap_or_default();
-    let Some(body) = json_body::<Body>(req, res, 1024 * 1024).await else {
-        return;
-    };
-    let _guard = st.admin_lock.lock().await;
-    let Some(mut a) = current(&st, &id) else {
-        return not_found(res);
-    };
-    if let Err(e) = apply_fields(&st, &mut a, &body, false) {
-        return bad(res, e);
-    }
-    a.updated_at = Some(Utc::now());
-    if let Err(e) = save(&st, a.clone()).await {
-        return internal(res, "Failed to update Claude Console account", e);
-    }
-    tracing::info!(account_id = %a.id, "console account updated");
-    json(
-        res,
-        StatusCode::OK,
-        &json!({"success": true, "message": "Claude Console account updated successfully", "data": view(&st, &a, None)}),
-    );
-}
-
-#[handler]
-pub async fn toggle_schedulable(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let id = req.param::<String>("id").unwrap_or_default();
-    let _guard = st.admin_lock.lock().await;
-    let Some(mut a) = current(&st, &id) else {
-        return not_found(res);
-    };
-    a.schedulable = !a.schedulable;
-    a.updated_at = Some(Utc::now());
-    let schedulable = a.schedulable;
-    if let Err(e) = save(&st, a).await {
-        return internal(res, "Failed to toggle schedulable status", e);
-    }
-    json(
-        res,
-        StatusCode::OK,
-        &json!({"success": true, "schedulable": schedulable}),
-    );
-}
-
-#[handler]
-pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let id = req.param::<String>("id").unwrap_or_default();
-    let _guard = st.admin_lock.lock().await;
-    if current(&st, &id).is_none() {
-        return not_found(res);
-    }
-    let st2 = st.clone();
-    let r = blocking(move || {
-        // Keys bound to this account go back to the shared pool, as in v1.
-        let keys: Vec<ApiKey> = st2.store.load_all(Table::ApiKeys)?;
-        let mut unbound = 0u32;
-        for mut k in keys
-            .into_iter()
-            .filter(|k| k.claude_console_account_id == id)
-        {
-            k.claude_console_account_id.clear();
-            k.updated_at = Some(Utc::now());
-            st2.store.put(Table::ApiKeys, &k.id, &k)?;
-            unbound += 1;
+/// Change an account's status off the request path (after an upstream refused its
+/// credential, or a token refresh failed).
+pub fn mark_status(st: Arc<AppState>, id: String, status: &'static str, reason: String) {
+    tokio::spawn(async move {
+        let _g = st.admin_lock.lock().await;
+        let st2 = st.clone();
+        let r = blocking(move || {
+            let Some(mut a) = st2.store.get::<Account>(Table::Accounts, &id)? else {
+                return Ok(());
+            };
+            a.status = status.to_owned();
+            a.error_message = reason;
+            a.updated_at = Some(Utc::now());
+            st2.store.put(Table::Accounts, &id, &a)?;
+            st2.reload_accounts()
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "recording an account status change failed");
         }
-        st2.store.delete(Table::Accounts, &id)?;
-        st2.reload_keys()?;
-        st2.reload_accounts()?;
-        tracing::info!(account_id = %id, unbound_keys = unbound, "console account deleted");
-        Ok(unbound)
-    })
-    .await;
-    match r {
-        Ok(n) => json(
-            res,
-            StatusCode::OK,
-            &json!({"success": true, "message": "Claude Console account deleted", "unboundKeys": n}),
-        ),
-        Err(e) => internal(res, "Failed to delete Claude Console account", e),
+    });
+}
+
+/// Keep group membership in step with an account's `groupId` / `groupIds`.
+fn sync_groups(st: &AppState, account_id: &str, b: &Body) -> anyhow::Result<()> {
+    let wanted: Option<Vec<String>> = match (b.get("groupIds"), b.get("groupId")) {
+        (Some(Value::Array(xs)), _) => Some(xs.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()),
+        (_, Some(Value::String(g))) if !g.is_empty() => Some(vec![g.clone()]),
+        (_, Some(Value::Null)) | (_, Some(Value::String(_))) => Some(Vec::new()),
+        _ => None,
+    };
+    let Some(wanted) = wanted else { return Ok(()) };
+    let groups: Vec<AccountGroup> = st.store.load_all(Table::Groups)?;
+    for mut g in groups {
+        let member = g.members.iter().any(|m| m == account_id);
+        let want = wanted.contains(&g.id);
+        if member != want {
+            if want {
+                g.members.push(account_id.to_owned());
+            } else {
+                g.members.retain(|m| m != account_id);
+            }
+            g.updated_at = Some(Utc::now());
+            st.store.put(Table::Groups, &g.id.clone(), &g)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    List,
+    Create,
+    Get,
+    Update,
+    Delete,
+    ToggleSchedulable,
+    Toggle,
+    ResetStatus,
+    Test,
+}
+
+/// One handler type serves every account type and action.
+pub struct Accounts(Platform, Action);
+
+pub fn routes(p: Platform) -> Router {
+    Router::with_path(p.admin_path())
+        .get(Accounts(p, Action::List))
+        .post(Accounts(p, Action::Create))
+        .push(
+            Router::with_path("{id}")
+                .get(Accounts(p, Action::Get))
+                .put(Accounts(p, Action::Update))
+                .delete(Accounts(p, Action::Delete))
+                .push(Router::with_path("toggle-schedulable").put(Accounts(p, Action::ToggleSchedulable)))
+                .push(Router::with_path("toggle").put(Accounts(p, Action::Toggle)))
+                .push(Router::with_path("reset-status").post(Accounts(p, Action::ResetStatus)))
+                .push(Router::with_path("test").post(Accounts(p, Action::Test))),
+        )
+}
+
+#[salvo::async_trait]
+impl Handler for Accounts {
+    async fn handle(&self, req: &mut Request, depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
+        let st = state(depot);
+        let Accounts(platform, action) = *self;
+        let id = req.param::<String>("id").unwrap_or_default();
+        match action {
+            Action::List => {
+                st.ledger.flush().await;
+                let st2 = st.clone();
+                let r = blocking(move || {
+                    let mut accts: Vec<Account> = st2.store.load_all(Table::Accounts)?;
+                    accts.retain(|a| a.platform == platform);
+                    accts.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+                    accts
+                        .iter()
+                        .map(|a| Ok(view(&st2, a, Some(&account_usage(&st2, &a.id)?))))
+                        .collect::<anyhow::Result<Vec<Value>>>()
+                })
+                .await;
+                match r {
+                    Ok(items) => json(res, StatusCode::OK, &json!({"success": true, "data": items})),
+                    Err(e) => internal(res, "Failed to list accounts", e),
+                }
+            }
+            Action::Create => {
+                let Some(body) = json_body::<Body>(req, res, 1024 * 1024).await else {
+                    return;
+                };
+                let mut a = Account::new(uuid::Uuid::new_v4().to_string(), platform);
+                if let Err(e) = apply_fields(&st, &mut a, &body, true) {
+                    return bad(res, e);
+                }
+                let now = Utc::now();
+                a.created_at = Some(now);
+                a.updated_at = Some(now);
+                let _guard = st.admin_lock.lock().await;
+                let st2 = st.clone();
+                let (a2, body2) = (a.clone(), body.clone());
+                let r = blocking(move || {
+                    st2.store.put(Table::Accounts, &a2.id, &a2)?;
+                    sync_groups(&st2, &a2.id, &body2)?;
+                    st2.reload_accounts()
+                })
+                .await;
+                if let Err(e) = r {
+                    return internal(res, "Failed to create account", e);
+                }
+                tracing::info!(account_id = %a.id, platform = platform.as_str(), name = %a.name, "account created");
+                json(res, StatusCode::OK, &json!({"success": true, "data": view(&st, &a, None)}));
+            }
+            Action::Get => {
+                let Some(a) = current(&st, platform, &id) else {
+                    return not_found(res);
+                };
+                st.ledger.flush().await;
+                let st2 = st.clone();
+                match blocking(move || account_usage(&st2, &id)).await {
+                    Ok(u) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&st, &a, Some(&u))})),
+                    Err(e) => internal(res, "Failed to get account", e),
+                }
+            }
+            Action::Update => {
+                let Some(body) = json_body::<Body>(req, res, 1024 * 1024).await else {
+                    return;
+                };
+                let _guard = st.admin_lock.lock().await;
+                let Some(mut a) = current(&st, platform, &id) else {
+                    return not_found(res);
+                };
+                if let Err(e) = apply_fields(&st, &mut a, &body, false) {
+                    return bad(res, e);
+                }
+                // Re-enabling scheduling clears automatic stops.
+                if body.get("schedulable") == Some(&Value::Bool(true))
+                    && let Some(rt) = st.accounts.load().by_id.get(&id)
+                {
+                    rt.rt.reset_cooldown();
+                }
+                a.updated_at = Some(Utc::now());
+                let st2 = st.clone();
+                let (a2, body2) = (a.clone(), body.clone());
+                let r = blocking(move || {
+                    st2.store.put(Table::Accounts, &a2.id, &a2)?;
+                    sync_groups(&st2, &a2.id, &body2)?;
+                    st2.reload_accounts()
+                })
+                .await;
+                if let Err(e) = r {
+                    return internal(res, "Failed to update account", e);
+                }
+                tracing::info!(account_id = %a.id, "account updated");
+                json(
+                    res,
+                    StatusCode::OK,
+                    &json!({"success": true, "message": "Account updated successfully", "data": view(&st, &a, None)}),
+                );
+            }
+            Action::ToggleSchedulable | Action::Toggle => {
+                let _guard = st.admin_lock.lock().await;
+                let Some(mut a) = current(&st, platform, &id) else {
+                    return not_found(res);
+                };
+                let (field, value) = if matches!(action, Action::Toggle) {
+                    a.is_active = !a.is_active;
+                    ("isActive", a.is_active)
+                } else {
+                    a.schedulable = !a.schedulable;
+                    ("schedulable", a.schedulable)
+                };
+                a.updated_at = Some(Utc::now());
+                if let Err(e) = save(&st, a).await {
+                    return internal(res, "Failed to toggle account", e);
+                }
+                json(res, StatusCode::OK, &json!({"success": true, field: value}));
+            }
+            Action::ResetStatus => {
+                let _guard = st.admin_lock.lock().await;
+                let Some(mut a) = current(&st, platform, &id) else {
+                    return not_found(res);
+                };
+                a.status = "active".into();
+                a.error_message.clear();
+                a.updated_at = Some(Utc::now());
+                if let Some(rt) = st.accounts.load().by_id.get(&id) {
+                    rt.rt.reset_cooldown();
+                }
+                if let Err(e) = save(&st, a.clone()).await {
+                    return internal(res, "Failed to reset account status", e);
+                }
+                tracing::info!(account_id = %id, "account status and cooldowns reset");
+                json(res, StatusCode::OK, &json!({"success": true, "data": view(&st, &a, None)}));
+            }
+            Action::Test => {
+                let Some(acc) = st.accounts.load().by_id.get(&id).cloned().filter(|a| a.rec.platform == platform) else {
+                    return not_found(res);
+                };
+                let model = req.query::<String>("model");
+                let r = super::account_test::run(&st, &acc, model.as_deref()).await;
+                json(res, StatusCode::OK, &json!({"success": r.ok, "data": r}));
+            }
+            Action::Delete => {
+                let _guard = st.admin_lock.lock().await;
+                if current(&st, platform, &id).is_none() {
+                    return not_found(res);
+                }
+                let st2 = st.clone();
+                let r = blocking(move || {
+                    // Keys bound to this account go back to the shared pool, as in v1.
+                    let bound = |b: &str| {
+                        b == id || b.strip_prefix("responses:") == Some(&id) || b.strip_prefix("api:") == Some(&id)
+                    };
+                    let keys: Vec<ApiKey> = st2.store.load_all(Table::ApiKeys)?;
+                    let mut unbound = 0u32;
+                    for mut k in keys {
+                        let mut changed = false;
+                        for slot in [
+                            &mut k.claude_account_id,
+                            &mut k.claude_console_account_id,
+                            &mut k.gemini_account_id,
+                            &mut k.openai_account_id,
+                            &mut k.azure_openai_account_id,
+                            &mut k.bedrock_account_id,
+                            &mut k.droid_account_id,
+                        ] {
+                            if bound(slot) {
+                                slot.clear();
+                                changed = true;
+                            }
+                        }
+                        if changed {
+                            k.updated_at = Some(Utc::now());
+                            st2.store.put(Table::ApiKeys, &k.id, &k)?;
+                            unbound += 1;
+                        }
+                    }
+                    let groups: Vec<AccountGroup> = st2.store.load_all(Table::Groups)?;
+                    for mut g in groups.into_iter().filter(|g| g.members.contains(&id)) {
+                        g.members.retain(|m| m != &id);
+                        st2.store.put(Table::Groups, &g.id.clone(), &g)?;
+                    }
+                    st2.store.delete(Table::Accounts, &id)?;
+                    st2.reload_keys()?;
+                    st2.reload_accounts()?;
+                    tracing::info!(account_id = %id, unbound_keys = unbound, "account deleted");
+                    Ok(unbound)
+                })
+                .await;
+                match r {
+                    Ok(n) => json(
+                        res,
+                        StatusCode::OK,
+                        &json!({"success": true, "message": "Account deleted", "unboundKeys": n}),
+                    ),
+                    Err(e) => internal(res, "Failed to delete account", e),
+                }
+            }
+        }
     }
 }

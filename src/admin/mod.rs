@@ -1,9 +1,12 @@
 //! The admin API under `/admin`, with v1's paths and JSON shapes. Every handler here runs
 //! behind `AdminAuth`. Writes go to the store first, then the in-memory snapshot is rebuilt.
 
+pub mod account_test;
 pub mod accounts;
+pub mod groups;
 pub mod fields;
 pub mod keys;
+pub mod settings;
 pub mod stats;
 
 use salvo::prelude::*;
@@ -11,7 +14,7 @@ use salvo::prelude::*;
 use crate::auth::admin::AdminAuth;
 
 pub fn router() -> Router {
-    Router::with_path("admin")
+    let mut r = Router::with_path("admin")
         .hoop(AdminAuth)
         .push(
             Router::with_path("api-keys")
@@ -31,21 +34,13 @@ pub fn router() -> Router {
         .push(Router::with_path("usage-trend").get(stats::usage_trend))
         .push(Router::with_path("usage-breakdown").get(stats::usage_breakdown))
         .push(Router::with_path("usage-records").get(stats::usage_records))
-        .push(
-            Router::with_path("claude-console-accounts")
-                .get(accounts::list)
-                .post(accounts::create)
-                .push(
-                    Router::with_path("{id}")
-                        .get(accounts::get)
-                        .put(accounts::update)
-                        .delete(accounts::delete)
-                        .push(
-                            Router::with_path("toggle-schedulable")
-                                .put(accounts::toggle_schedulable),
-                        ),
-                ),
-        )
+        .push(groups::router())
+        .push(Router::with_path("settings").get(settings::get).put(settings::put))
+        .push(crate::accounts::oauth::admin_router());
+    for p in crate::model::Platform::ALL {
+        r = r.push(accounts::routes(p));
+    }
+    r
 }
 
 /// Run a blocking store operation off the async workers.

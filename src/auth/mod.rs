@@ -37,7 +37,15 @@ pub fn extract_key(req: &Request) -> Option<&str> {
             return Some(k);
         }
     }
-    get("api-key")
+    if let Some(k) = get("api-key") {
+        return Some(k);
+    }
+    // Gemini clients may put the key in the query string.
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|p| p.strip_prefix("key="))
+            .filter(|k| !k.is_empty())
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,6 +86,11 @@ impl Gate {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Take a slot without waiting; `None` when all are in use.
+    pub fn try_acquire(&self) -> Option<Slot> {
+        self.sem.clone().try_acquire_owned().ok().map(|p| Slot { _permit: p })
+    }
+
     /// Take a slot, waiting in the queue if it is enabled. `None` when the key is unlimited.
     pub async fn acquire(&self) -> Result<Option<Slot>, GateError> {
         if self.limit == 0 {

@@ -7,6 +7,19 @@ use serde::Deserialize;
 use crate::usage::TokenUsage;
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
+/// Where Claude subscription (OAuth) accounts send requests unless `apiUrl` says otherwise.
+pub const OFFICIAL_BASE: &str = "https://api.anthropic.com";
+/// The beta flag OAuth-authenticated requests must carry.
+pub const OAUTH_BETA: &str = "oauth-2025-04-20";
+
+/// The client's `anthropic-beta` list with the OAuth flag added (once).
+pub fn with_oauth_beta(client: Option<&str>) -> String {
+    match client.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(list) if list.split(',').any(|b| b.trim() == OAUTH_BETA) => list.to_owned(),
+        Some(list) => format!("{OAUTH_BETA},{list}"),
+        None => OAUTH_BETA.to_owned(),
+    }
+}
 
 /// The messages endpoint for an account's `apiUrl`, which may be a base URL
 /// (`https://api.anthropic.com`, with or without `/v1`) or the full `/v1/messages` endpoint.
@@ -184,6 +197,31 @@ impl SseTap {
             }
             _ => {}
         }
+    }
+}
+
+impl super::StreamTap for SseTap {
+    fn feed(&mut self, chunk: &bytes::Bytes) -> Option<bytes::Bytes> {
+        SseTap::feed(self, chunk);
+        None
+    }
+    fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    fn started(&self) -> bool {
+        self.started
+    }
+    fn finished(&self) -> bool {
+        self.finished
+    }
+    fn mid_line(&self) -> bool {
+        SseTap::mid_line(self)
+    }
+    fn error_event(&self, message: &str) -> bytes::Bytes {
+        bytes::Bytes::from(format!("event: error\ndata: {}\n\n", error_body("api_error", message)))
     }
 }
 

@@ -3,9 +3,14 @@
 //! account (one ledger event).
 
 pub mod apistats;
+pub mod engine;
+pub mod gemini;
 pub mod info;
+pub mod ingress;
 pub mod messages;
+pub mod openai;
 mod stream;
+pub mod wire;
 
 use chrono::Utc;
 use salvo::prelude::*;
@@ -19,6 +24,8 @@ pub fn router() -> Router {
     let mut r = Router::new()
         .push(Router::with_path("health").get(info::health))
         .push(apistats::router())
+        .push(openai::router())
+        .push(gemini::router())
         .push(Router::with_path("api/event_logging/batch").post(info::event_logging));
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(

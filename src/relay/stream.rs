@@ -1,4 +1,5 @@
-//! The streaming pump: upstream SSE bytes go to the client unchanged while a tap reads usage.
+//! The streaming pump: upstream bytes go to the client (unchanged, or converted by the tap for
+//! formats that need it) while a tap reads usage.
 //!
 //! A task owns the upstream response and writes chunks into a small channel that is the client
 //! body. When the client goes away the channel closes, the task stops reading and drops the
@@ -11,11 +12,11 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::providers::anthropic::{self, SseTap};
+use crate::providers::StreamTap;
 
 /// What the pump saw, handed to `on_done` once the stream is over.
 pub struct StreamOutcome {
-    pub tap: SseTap,
+    pub tap: Box<dyn StreamTap>,
     pub client_gone: bool,
     pub upstream_error: Option<String>,
 }
@@ -23,11 +24,11 @@ pub struct StreamOutcome {
 pub fn pump(
     resp: reqwest::Response,
     idle_timeout: Duration,
+    mut tap: Box<dyn StreamTap>,
     on_done: impl FnOnce(StreamOutcome) + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     tokio::spawn(async move {
-        let mut tap = SseTap::new();
         let mut up = resp.bytes_stream();
         let mut client_gone = false;
         let mut upstream_error = None;
@@ -39,8 +40,8 @@ pub fn pump(
             };
             match next {
                 Ok(Some(Ok(chunk))) => {
-                    tap.feed(&chunk);
-                    if tx.send(chunk).await.is_err() {
+                    let out = tap.feed(&chunk).unwrap_or(chunk);
+                    if !out.is_empty() && tx.send(out).await.is_err() {
                         client_gone = true;
                         break;
                     }
@@ -51,10 +52,7 @@ pub fn pump(
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    upstream_error = Some(format!(
-                        "upstream sent nothing for {}s",
-                        idle_timeout.as_secs()
-                    ));
+                    upstream_error = Some(format!("upstream sent nothing for {}s", idle_timeout.as_secs()));
                     break;
                 }
             }
@@ -65,16 +63,14 @@ pub fn pump(
                 tap.feed(&chunk);
             }
         } else if let Some(msg) = &upstream_error
-            && !tap.finished
+            && !tap.finished()
         {
-            // End the stream with a well-formed SSE error event the client can parse.
-            let mut ev = String::new();
+            // End the stream with a well-formed error event the client can parse.
+            let mut ev = Vec::new();
             if tap.mid_line() {
-                ev.push_str("\n\n");
+                ev.extend_from_slice(b"\n\n");
             }
-            ev.push_str("event: error\ndata: ");
-            ev.push_str(&anthropic::error_body("api_error", msg));
-            ev.push_str("\n\n");
+            ev.extend_from_slice(&tap.error_event(msg));
             let _ = tx.send(Bytes::from(ev)).await;
         }
         drop(up);
@@ -84,8 +80,5 @@ pub fn pump(
             upstream_error,
         });
     });
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
-    )
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) })
 }

@@ -24,6 +24,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("account_groups");
+/// Sticky sessions: session key -> JSON {accountId, expiresAt}.
+const STICKY: TableDefinition<&str, &[u8]> = TableDefinition::new("sticky_sessions");
+/// Small runtime settings (sticky TTL, ...): name -> JSON.
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// Request records per key: `{key_id}|{newest-first order}` -> JSON.
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -35,6 +40,9 @@ pub enum Table {
     ApiKeys,
     Accounts,
     Admins,
+    Groups,
+    Sticky,
+    Settings,
 }
 
 impl Table {
@@ -43,6 +51,9 @@ impl Table {
             Table::ApiKeys => API_KEYS,
             Table::Accounts => ACCOUNTS,
             Table::Admins => ADMINS,
+            Table::Groups => GROUPS,
+            Table::Sticky => STICKY,
+            Table::Settings => SETTINGS,
         }
     }
 
@@ -51,6 +62,9 @@ impl Table {
             Table::ApiKeys => "api_keys",
             Table::Accounts => "accounts",
             Table::Admins => "admins",
+            Table::Groups => "account_groups",
+            Table::Sticky => "sticky_sessions",
+            Table::Settings => "settings",
         }
     }
 }
@@ -93,6 +107,9 @@ impl Store {
             txn.open_table(API_KEYS)?;
             txn.open_table(ACCOUNTS)?;
             txn.open_table(ADMINS)?;
+            txn.open_table(GROUPS)?;
+            txn.open_table(STICKY)?;
+            txn.open_table(SETTINGS)?;
             txn.open_table(USAGE)?;
             txn.open_table(RECORDS)?;
             txn.open_table(RECENT)?;
@@ -178,6 +195,46 @@ impl Store {
         let existed = txn.open_table(table.def())?.remove(id)?.is_some();
         txn.commit()?;
         Ok(existed)
+    }
+
+    /// Raw rows of a table (for tables whose key matters, such as sticky sessions).
+    pub fn load_raw(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn put_raw_many(&self, table: Table, rows: &[(String, Vec<u8>)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(table.def())?;
+            for (k, v) in rows {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Delete the rows whose value matches; returns how many.
+    pub fn delete_where(&self, table: Table, pred: impl Fn(&[u8]) -> bool) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let n = {
+            let mut t = txn.open_table(table.def())?;
+            let mut n = 0;
+            for row in t.extract_if(|_, v| pred(v))? {
+                row?;
+                n += 1;
+            }
+            n
+        };
+        txn.commit()?;
+        Ok(n)
     }
 
     pub fn count(&self, table: Table) -> Result<u64> {

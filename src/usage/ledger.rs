@@ -91,6 +91,7 @@ impl From<&UsageEvent> for RequestRecord {
 
 enum Msg {
     Event(Box<UsageEvent>),
+    Sticky(String, crate::accounts::sticky::StickyEntry),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -153,6 +154,11 @@ impl Ledger {
         }
     }
 
+    /// Persist a sticky-session mapping with the next commit.
+    pub fn sticky(&self, key: String, entry: crate::accounts::sticky::StickyEntry) {
+        let _ = self.tx.send(Msg::Sticky(key, entry));
+    }
+
     /// Commit everything sent so far; returns once it is in the store.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -199,6 +205,7 @@ struct Worker {
     retention: Retention,
     pending: HashMap<String, Counters>,
     records: Vec<RequestRecord>,
+    sticky: HashMap<String, crate::accounts::sticky::StickyEntry>,
     events: usize,
     last_prune: Option<Instant>,
 }
@@ -211,6 +218,7 @@ impl Worker {
             retention,
             pending: HashMap::new(),
             records: Vec::new(),
+            sticky: HashMap::new(),
             events: 0,
             last_prune: None,
         }
@@ -230,6 +238,17 @@ impl Worker {
     }
 
     fn commit(&mut self) {
+        if !self.sticky.is_empty() {
+            let rows: Vec<(String, Vec<u8>)> = self
+                .sticky
+                .iter()
+                .filter_map(|(k, e)| serde_json::to_vec(e).ok().map(|b| (k.clone(), b)))
+                .collect();
+            match self.store.put_raw_many(crate::store::Table::Sticky, &rows) {
+                Ok(()) => self.sticky.clear(),
+                Err(e) => tracing::warn!(error = %e, "persisting sticky sessions failed; will retry"),
+            }
+        }
         if self.events == 0 {
             return;
         }
@@ -281,6 +300,10 @@ impl Worker {
                 None => PRUNE_EVERY,
             };
             match rx.recv_timeout(wait) {
+                Ok(Msg::Sticky(k, e)) => {
+                    self.sticky.insert(k, e);
+                    first_pending.get_or_insert_with(Instant::now);
+                }
                 Ok(Msg::Event(ev)) => {
                     self.add(&ev);
                     first_pending.get_or_insert_with(Instant::now);
@@ -291,7 +314,7 @@ impl Worker {
                 }
                 Ok(Msg::Flush(done)) => {
                     self.commit();
-                    first_pending = (self.events > 0).then(Instant::now);
+                    first_pending = (self.events > 0 || !self.sticky.is_empty()).then(Instant::now);
                     let _ = done.send(());
                 }
                 Ok(Msg::Shutdown(done)) => {
@@ -299,12 +322,18 @@ impl Worker {
                     while let Ok(msg) = rx.try_recv() {
                         match msg {
                             Msg::Event(ev) => self.add(&ev),
+                            Msg::Sticky(k, e) => {
+                                self.sticky.insert(k, e);
+                            }
                             Msg::Flush(d) | Msg::Shutdown(d) => {
                                 let _ = d.send(());
                             }
                         }
                     }
                     self.commit();
+                    // Close the store handle before answering, so a caller that reopens the
+                    // data directory right after shutdown finds it free.
+                    drop(self);
                     let _ = done.send(());
                     return;
                 }

@@ -1,0 +1,189 @@
+//! How an upstream failure affects the account that answered: which failures are retried on
+//! another account, and how long the account (or only the model) stays out of rotation.
+
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+
+/// What to do after an upstream answered with an error or could not be reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Try the request on another account (only before the first byte reached the client).
+    pub retry: bool,
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    None,
+    /// Out of rotation until the instant (unix ms).
+    Account { until_ms: i64, reason: String },
+    /// Only this model is out of rotation on the account.
+    Model { until_ms: i64, reason: String },
+    /// The credential was refused: out of rotation until an admin looks (status change).
+    NeedsAttention { status: &'static str, reason: String },
+}
+
+pub const OVERLOAD_COOLDOWN_SECS: i64 = 60;
+pub const SERVER_ERROR_COOLDOWN_SECS: i64 = 30;
+pub const NETWORK_COOLDOWN_SECS: i64 = 30;
+
+/// A reset time as sent in `anthropic-ratelimit-*-reset` (RFC 3339) or `x-ratelimit-reset-*`
+/// style headers (unix seconds).
+fn parse_reset(v: &str) -> Option<i64> {
+    let v = v.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc).timestamp_millis());
+    }
+    v.parse::<i64>().ok().map(|n| if n > 10_000_000_000 { n } else { n * 1000 })
+}
+
+/// When a 429 ends: the latest reset of an exhausted Anthropic limit, else `retry-after`,
+/// else the unified (subscription) reset, else `fallback_mins` from now.
+pub fn rate_limit_until(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    let mut exhausted_reset: Option<i64> = None;
+    for (name, value) in h {
+        let n = name.as_str();
+        if let Some(limit) = n.strip_prefix("anthropic-ratelimit-").and_then(|r| r.strip_suffix("-remaining"))
+            && value.to_str().ok().map(str::trim) == Some("0")
+            && let Some(t) = get(&format!("anthropic-ratelimit-{limit}-reset")).and_then(parse_reset)
+        {
+            exhausted_reset = Some(exhausted_reset.map_or(t, |e| e.max(t)));
+        }
+    }
+    if let Some(t) = exhausted_reset.filter(|t| *t > now_ms) {
+        return t;
+    }
+    if let Some(secs) = get("retry-after").and_then(|v| v.trim().parse::<i64>().ok()) {
+        return now_ms + secs.max(1) * 1000;
+    }
+    if let Some(t) = get("anthropic-ratelimit-unified-reset").and_then(parse_reset).filter(|t| *t > now_ms) {
+        return t;
+    }
+    now_ms + fallback_mins.max(1) as i64 * 60_000
+}
+
+/// Does the error body say the problem is this model (not the whole account)?
+fn mentions_model(body: &[u8], model: &str) -> bool {
+    !model.is_empty() && memchr::memmem::find(body, model.as_bytes()).is_some()
+}
+
+/// Judge an upstream error response.
+pub fn judge_status(status: u16, h: &HeaderMap, body: &[u8], model: &str, now_ms: i64, fallback_mins: u32) -> Verdict {
+    let text = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    match status {
+        429 => {
+            let until_ms = rate_limit_until(h, now_ms, fallback_mins);
+            let reason = format!("rate limited (429) until {}", fmt_ms(until_ms));
+            let effect = if mentions_model(body, model) {
+                Effect::Model { until_ms, reason }
+            } else {
+                Effect::Account { until_ms, reason }
+            };
+            Verdict { retry: true, effect }
+        }
+        529 => Verdict {
+            retry: true,
+            effect: Effect::Account {
+                until_ms: now_ms + OVERLOAD_COOLDOWN_SECS * 1000,
+                reason: "overloaded (529)".into(),
+            },
+        },
+        401 | 403 => Verdict {
+            retry: true,
+            effect: Effect::NeedsAttention {
+                status: "unauthorized",
+                reason: format!("upstream refused the credential ({status}): {}", text()),
+            },
+        },
+        // The account does not serve this model.
+        404 if mentions_model(body, model) => Verdict {
+            retry: true,
+            effect: Effect::Model {
+                until_ms: now_ms + 3600 * 1000,
+                reason: format!("model not available (404): {}", text()),
+            },
+        },
+        500..=599 => Verdict {
+            retry: true,
+            effect: Effect::Account {
+                until_ms: now_ms + SERVER_ERROR_COOLDOWN_SECS * 1000,
+                reason: format!("upstream error ({status})"),
+            },
+        },
+        // Other 4xx are about the request itself: the client sees them, the account is fine.
+        _ => Verdict {
+            retry: false,
+            effect: Effect::None,
+        },
+    }
+}
+
+/// A connection failure or timeout before any response.
+pub fn judge_transport(now_ms: i64, what: &str) -> Verdict {
+    Verdict {
+        retry: true,
+        effect: Effect::Account {
+            until_ms: now_ms + NETWORK_COOLDOWN_SECS * 1000,
+            reason: what.to_owned(),
+        },
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn rate_limit_reset_sources() {
+        // The exhausted limit's reset wins over others and over retry-after.
+        let hm = h(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2027-01-15T08:00:30Z"),
+            ("anthropic-ratelimit-tokens-remaining", "5000"),
+            ("anthropic-ratelimit-tokens-reset", "2027-01-15T09:00:00Z"),
+            ("retry-after", "5"),
+        ]);
+        let t = DateTime::parse_from_rfc3339("2027-01-15T08:00:30Z").unwrap().timestamp_millis();
+        assert_eq!(rate_limit_until(&hm, t - 10_000, 60), t);
+        assert_eq!(rate_limit_until(&h(&[("retry-after", "30")]), NOW, 60), NOW + 30_000);
+        assert_eq!(rate_limit_until(&h(&[]), NOW, 60), NOW + 3_600_000);
+        let unified = h(&[("anthropic-ratelimit-unified-reset", "1800000600")]);
+        assert_eq!(rate_limit_until(&unified, NOW, 60), NOW + 600_000);
+    }
+
+    #[test]
+    fn verdicts() {
+        let v = judge_status(429, &h(&[("retry-after", "10")]), b"{}", "m", NOW, 60);
+        assert!(v.retry);
+        assert!(matches!(v.effect, Effect::Account { until_ms, .. } if until_ms == NOW + 10_000));
+        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"limit for claude-opus-4-1 output tokens"}}"#;
+        let v = judge_status(429, &h(&[]), body, "claude-opus-4-1", NOW, 60);
+        assert!(matches!(v.effect, Effect::Model { .. }));
+        let v = judge_status(529, &h(&[]), b"", "m", NOW, 60);
+        assert!(matches!(v.effect, Effect::Account { until_ms, .. } if until_ms == NOW + 60_000));
+        let v = judge_status(401, &h(&[]), b"invalid x-api-key", "m", NOW, 60);
+        assert!(v.retry && matches!(v.effect, Effect::NeedsAttention { status: "unauthorized", .. }));
+        let v = judge_status(400, &h(&[]), b"bad request", "m", NOW, 60);
+        assert!(!v.retry && v.effect == Effect::None);
+        assert!(judge_status(503, &h(&[]), b"", "m", NOW, 60).retry);
+        assert!(judge_transport(NOW, "connect").retry);
+    }
+}

@@ -1,0 +1,180 @@
+//! Upstream accounts at run time: the in-memory pool the scheduler reads, and per-account
+//! state that outlives admin edits (cooldowns, concurrency, daily spend).
+
+pub mod cooldown;
+pub mod oauth;
+pub mod sticky;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::limits::Gate;
+use crate::model::{Account, AccountGroup, Platform};
+use crate::state::Secret;
+
+/// Per-account state kept across snapshot swaps (by account id).
+#[derive(Debug)]
+pub struct AccountRuntime {
+    pub gate: ArcSwap<Gate>,
+    /// Out of rotation until this instant (unix ms), for `cooldown_reason`.
+    cooldown_until_ms: AtomicI64,
+    cooldown_reason: Mutex<String>,
+    /// Per-model cooldowns: model -> until (unix ms).
+    model_cooldowns: Mutex<HashMap<String, i64>>,
+    /// (local day number, micro-dollars spent that day) for the daily quota.
+    pub daily_cost: Mutex<(i32, i64)>,
+    pub restored: AtomicBool,
+    pub last_used_ms: AtomicI64,
+}
+
+impl AccountRuntime {
+    pub fn new(a: &Account) -> Self {
+        AccountRuntime {
+            gate: ArcSwap::from_pointee(Gate::new(a.max_concurrency, false, 0, 0)),
+            cooldown_until_ms: AtomicI64::new(0),
+            cooldown_reason: Mutex::new(String::new()),
+            model_cooldowns: Mutex::new(HashMap::new()),
+            daily_cost: Mutex::new((0, 0)),
+            restored: AtomicBool::new(false),
+            last_used_ms: AtomicI64::new(a.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
+        }
+    }
+
+    pub fn update(&self, a: &Account) {
+        if self.gate.load().limit != a.max_concurrency {
+            self.gate.store(Arc::new(Gate::new(a.max_concurrency, false, 0, 0)));
+        }
+    }
+
+    pub fn cooling(&self, now_ms: i64) -> bool {
+        self.cooldown_until_ms.load(Ordering::Acquire) > now_ms
+    }
+
+    pub fn model_cooling(&self, model: &str, now_ms: i64) -> bool {
+        let m = self.model_cooldowns.lock();
+        !m.is_empty() && m.get(model).is_some_and(|t| *t > now_ms)
+    }
+
+    /// Take the account out of rotation until `until_ms` (extends, never shortens).
+    pub fn cool_down(&self, until_ms: i64, reason: &str) {
+        let prev = self.cooldown_until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        if until_ms > prev {
+            *self.cooldown_reason.lock() = reason.to_owned();
+        }
+    }
+
+    pub fn cool_model(&self, model: &str, until_ms: i64) {
+        let mut m = self.model_cooldowns.lock();
+        let e = m.entry(model.to_owned()).or_insert(0);
+        *e = (*e).max(until_ms);
+    }
+
+    pub fn reset_cooldown(&self) {
+        self.cooldown_until_ms.store(0, Ordering::Release);
+        self.cooldown_reason.lock().clear();
+        self.model_cooldowns.lock().clear();
+    }
+
+    /// (until unix ms, reason) while cooling down.
+    pub fn cooldown(&self, now_ms: i64) -> Option<(i64, String)> {
+        let until = self.cooldown_until_ms.load(Ordering::Acquire);
+        (until > now_ms).then(|| (until, self.cooldown_reason.lock().clone()))
+    }
+
+    pub fn model_cooldowns(&self, now_ms: i64) -> Vec<(String, i64)> {
+        self.model_cooldowns
+            .lock()
+            .iter()
+            .filter(|(_, t)| **t > now_ms)
+            .map(|(m, t)| (m.clone(), *t))
+            .collect()
+    }
+
+    pub fn add_cost(&self, day: i32, micros: i64) {
+        let mut d = self.daily_cost.lock();
+        if d.0 != day {
+            *d = (day, 0);
+        }
+        d.1 += micros;
+    }
+
+    pub fn cost_today(&self, day: i32) -> i64 {
+        let d = self.daily_cost.lock();
+        if d.0 == day { d.1 } else { 0 }
+    }
+}
+
+/// An account ready for the request path: decrypted credentials, resolved endpoint, client.
+pub struct AccountRt {
+    pub rec: Account,
+    /// The credential sent upstream: API key, or OAuth access token for `claude`, or the AWS
+    /// secret access key for `bedrock`.
+    pub secret: Secret,
+    /// Bedrock session token, when the credentials are temporary.
+    pub session_token: Option<Secret>,
+    pub client: reqwest::Client,
+    pub rt: Arc<AccountRuntime>,
+}
+
+impl std::fmt::Debug for AccountRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRt")
+            .field("id", &self.rec.id)
+            .field("platform", &self.rec.platform)
+            .field("name", &self.rec.name)
+            .finish()
+    }
+}
+
+impl AccountRt {
+    /// Statuses that keep an account out of rotation until an admin acts.
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self.rec.status.as_str(),
+            "unauthorized" | "blocked" | "refresh_failed" | "error" | "suspended"
+        )
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct AccountPool {
+    /// Sorted by (priority, name, id) so scheduling walks them in preference order.
+    pub accounts: Vec<Arc<AccountRt>>,
+    pub by_id: HashMap<String, Arc<AccountRt>>,
+    pub groups: HashMap<String, AccountGroup>,
+}
+
+impl AccountPool {
+    pub fn of_platform(&self, p: Platform) -> impl Iterator<Item = &Arc<AccountRt>> {
+        self.accounts.iter().filter(move |a| a.rec.platform == p)
+    }
+}
+
+/// Decrypt what an account needs on the request path.
+pub fn decrypt_credentials(
+    secrets: &crate::crypto::Secrets,
+    rec: &Account,
+) -> Result<(Secret, Option<Secret>)> {
+    let dec = |field: &str, v: &str| -> Result<String> {
+        if v.is_empty() {
+            return Ok(String::new());
+        }
+        secrets.decrypt(v).with_context(|| format!("decrypting {field}"))
+    };
+    Ok(match rec.platform {
+        Platform::Claude => (Secret(dec("accessToken", &rec.access_token)?), None),
+        Platform::Bedrock => {
+            let tok = dec("awsSessionToken", &rec.aws_session_token)?;
+            (
+                Secret(dec("awsSecretAccessKey", &rec.aws_secret_access_key)?),
+                (!tok.is_empty()).then_some(Secret(tok)),
+            )
+        }
+        _ => (Secret(dec("apiKey", &rec.api_key)?), None),
+    })
+}

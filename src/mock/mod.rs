@@ -1,0 +1,283 @@
+//! A mock of the Anthropic Messages API for tests, local trials and benchmarks. It speaks the
+//! real wire format: JSON messages with usage blocks, SSE with Anthropic's event names and
+//! order, error bodies, request-id and rate-limit headers.
+//!
+//! A request can steer the mock with directives anywhere in its body text (tests put them in
+//! the system prompt): `mock:usage=IN,OUT,CACHE_CREATE,CACHE_READ[,CACHE_1H]`,
+//! `mock:status=429`, `mock:delay_ms=N` (between SSE events), `mock:chunks=N`, `mock:cut`
+//! (drop the connection mid-stream). Without directives usage is derived from the body size.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use salvo::conn::{Acceptor, TcpListener};
+use salvo::http::{HeaderValue, StatusCode};
+use salvo::prelude::*;
+use serde_json::json;
+
+use crate::usage::TokenUsage;
+
+mod anthropic;
+mod gemini;
+mod oauth;
+mod openai;
+pub(crate) mod stream;
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+pub struct MockState {
+    /// Upstream keys the mock accepts (empty = any).
+    pub accepted_keys: Mutex<Vec<String>>,
+    pub seen: Mutex<Vec<SeenRequest>>,
+    /// Usage of every successful answer the mock produced.
+    pub served: Mutex<Vec<TokenUsage>>,
+    /// Streams that were sent to the end.
+    pub streams_completed: AtomicU64,
+    /// Streams whose receiver went away before the end.
+    pub streams_dropped: AtomicU64,
+    /// The exact bytes of every stream sent to the end, in completion order.
+    pub sent_streams: Mutex<Vec<Bytes>>,
+    /// OAuth mock: lifetime of issued access tokens, and whether refreshes fail.
+    pub oauth_expires_in: std::sync::atomic::AtomicI64,
+    pub oauth_fail_refresh: std::sync::atomic::AtomicBool,
+    /// Keep a copy of each request (off for benchmarks).
+    pub record: std::sync::atomic::AtomicBool,
+    counter: AtomicU64,
+}
+
+impl MockState {
+    pub fn served_total(&self) -> TokenUsage {
+        let mut t = TokenUsage::default();
+        for u in self.served.lock().iter() {
+            t.input_tokens += u.input_tokens;
+            t.output_tokens += u.output_tokens;
+            t.cache_create_tokens += u.cache_create_tokens;
+            t.cache_read_tokens += u.cache_read_tokens;
+            t.ephemeral_5m_tokens += u.ephemeral_5m_tokens;
+            t.ephemeral_1h_tokens += u.ephemeral_1h_tokens;
+        }
+        t
+    }
+
+    pub fn served_count(&self) -> usize {
+        self.served.lock().len()
+    }
+}
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+    handle: salvo::server::ServerHandle,
+}
+
+impl MockUpstream {
+    pub async fn start() -> Result<Self> {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(listen: &str) -> Result<Self> {
+        let state = Arc::new(MockState::default());
+        state.record.store(true, Ordering::Relaxed);
+        state.oauth_expires_in.store(28_800, Ordering::Relaxed);
+        let acceptor = TcpListener::new(listen.to_owned())
+            .try_bind()
+            .await
+            .with_context(|| format!("mock upstream cannot listen on {listen}"))?;
+        let addr = acceptor
+            .holdings()
+            .first()
+            .and_then(|h| h.local_addr.clone().into_std())
+            .context("mock has no address")?;
+        let router = Router::new()
+            .push(anthropic::routes(&state))
+            .push(openai::routes(&state))
+            .push(gemini::routes(&state))
+            .push(oauth::routes(&state));
+        let server = Server::new(acceptor);
+        let handle = server.handle();
+        tokio::spawn(server.serve(router));
+        Ok(MockUpstream {
+            addr,
+            state,
+            handle,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(&self) {
+        self.handle.stop_forceful();
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Directives {
+    pub usage: Option<TokenUsage>,
+    pub status: Option<u16>,
+    pub delay_ms: u64,
+    pub chunks: Option<usize>,
+    pub cut: bool,
+}
+
+pub(crate) fn directives(body: &[u8]) -> Directives {
+    let text = String::from_utf8_lossy(body);
+    let mut d = Directives::default();
+    for (i, _) in text.match_indices("mock:") {
+        let rest = &text[i + 5..];
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | ','))
+            .collect();
+        let (name, val) = word.split_once('=').unwrap_or((word.as_str(), ""));
+        match name {
+            "usage" => {
+                let n: Vec<u64> = val.split(',').filter_map(|x| x.parse().ok()).collect();
+                if n.len() >= 4 {
+                    let h1 = n.get(4).copied().unwrap_or(0).min(n[2]);
+                    d.usage = Some(TokenUsage {
+                        input_tokens: n[0],
+                        output_tokens: n[1],
+                        cache_create_tokens: n[2],
+                        cache_read_tokens: n[3],
+                        ephemeral_5m_tokens: n[2] - h1,
+                        ephemeral_1h_tokens: h1,
+                    });
+                }
+            }
+            "status" => d.status = val.parse().ok(),
+            "delay_ms" => d.delay_ms = val.parse().unwrap_or(0),
+            "chunks" => d.chunks = val.parse().ok(),
+            "cut" => d.cut = true,
+            _ => {}
+        }
+    }
+    d
+}
+
+pub(crate) fn error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+pub(crate) fn anthropic_error(res: &mut Response, status: u16, message: &str) {
+    res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    if status == 429 {
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("30"));
+        let reset = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if let Ok(v) = HeaderValue::from_str(&reset) {
+            res.headers_mut()
+                .insert("anthropic-ratelimit-requests-reset", v);
+        }
+        res.headers_mut().insert(
+            "anthropic-ratelimit-requests-remaining",
+            HeaderValue::from_static("0"),
+        );
+    }
+    let body = json!({"type": "error", "error": {"type": error_type(status), "message": message}});
+    let _ = res.write_body(body.to_string());
+}
+
+pub(crate) fn request_id(state: &MockState) -> String {
+    format!(
+        "req_mock{:016x}",
+        state.counter.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// How a provider writes an error: (response, status, message).
+pub(crate) type Deny = fn(&mut Response, u16, &str);
+
+pub(crate) fn check_and_record(state: &MockState, req: &Request, body: &Bytes, res: &mut Response, deny: Deny) -> bool {
+    if state.record.load(Ordering::Relaxed) {
+        state.seen.lock().push(SeenRequest {
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
+            body: body.clone(),
+        });
+    }
+    let query_key = req.uri().query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
+    let key = req
+        .headers()
+        .get("x-api-key")
+        .or_else(|| req.headers().get("api-key"))
+        .or_else(|| req.headers().get("x-goog-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .or(query_key)
+        .or_else(|| {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|a| a.strip_prefix("Bearer "))
+        })
+        .unwrap_or("");
+    let accepted = state.accepted_keys.lock();
+    if key.is_empty() || (!accepted.is_empty() && !accepted.iter().any(|k| k == key)) {
+        deny(res, 401, "invalid x-api-key");
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directive_parsing() {
+        let d = directives(br#"{"system":"mock:usage=100,20,10,30,4 mock:delay_ms=5 mock:cut"}"#);
+        let u = d.usage.unwrap();
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_create_tokens,
+                u.cache_read_tokens
+            ),
+            (100, 20, 10, 30)
+        );
+        assert_eq!((u.ephemeral_5m_tokens, u.ephemeral_1h_tokens), (6, 4));
+        assert_eq!(d.delay_ms, 5);
+        assert!(d.cut);
+        assert_eq!(directives(b"mock:status=529").status, Some(529));
+    }
+}

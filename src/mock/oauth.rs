@@ -1,0 +1,86 @@
+//! Anthropic's OAuth token endpoint in the mock: authorization-code (with PKCE) and
+//! refresh-token grants. Issued access tokens are accepted by the mock's Messages API.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use base64::Engine;
+use salvo::http::{HeaderValue, StatusCode};
+use salvo::prelude::*;
+use serde_json::json;
+
+use super::{MockState, SeenRequest, request_id};
+
+pub fn routes(state: &Arc<MockState>) -> Router {
+    Router::with_path("v1/oauth/token").post(Token(state.clone()))
+}
+
+fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
+    res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
+    res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
+}
+
+struct Token(Arc<MockState>);
+
+#[salvo::async_trait]
+impl Handler for Token {
+    async fn handle(&self, req: &mut Request, _d: &mut Depot, res: &mut Response, _c: &mut FlowCtrl) {
+        let state = &self.0;
+        let body = req.payload_with_max_size(1024 * 1024).await.cloned().unwrap_or_default();
+        state.seen.lock().push(SeenRequest {
+            path: req.uri().path().to_owned(),
+            query: None,
+            headers: Vec::new(),
+            body: body.clone(),
+        });
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return oauth_error(res, 400, "invalid_request", "body must be JSON");
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+        if s("client_id") != crate::accounts::oauth::CLIENT_ID {
+            return oauth_error(res, 401, "invalid_client", "unknown client");
+        }
+        let n = request_id(state);
+        match s("grant_type") {
+            "authorization_code" => {
+                let verifier = s("code_verifier");
+                // The mock accepts a code of the form "code-<challenge>" only when the verifier
+                // hashes to that challenge, as a real PKCE server would check.
+                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+                let code = s("code");
+                if s("redirect_uri") != crate::accounts::oauth::REDIRECT_URI || code != format!("code-{challenge}") {
+                    return oauth_error(res, 400, "invalid_grant", "Invalid authorization code or verifier");
+                }
+            }
+            "refresh_token" => {
+                if state.oauth_fail_refresh.load(Ordering::Relaxed) || !s("refresh_token").starts_with("sk-ant-ort01-") {
+                    return oauth_error(res, 400, "invalid_grant", "Refresh token is invalid or revoked");
+                }
+            }
+            _ => return oauth_error(res, 400, "unsupported_grant_type", "grant_type not supported"),
+        }
+        let access = format!("sk-ant-oat01-mock-{n}");
+        let refresh = format!("sk-ant-ort01-mock-{n}");
+        {
+            let mut keys = state.accepted_keys.lock();
+            if !keys.is_empty() {
+                keys.push(access.clone());
+            }
+        }
+        let setup = v.get("expires_in").is_some();
+        let mut out = json!({
+            "token_type": "Bearer",
+            "access_token": access,
+            "expires_in": if setup { 31_536_000 } else { state.oauth_expires_in.load(Ordering::Relaxed) },
+            "scope": if setup { "user:inference" } else { "user:inference user:profile" },
+            "account": {"uuid": "00000000-0000-4000-8000-000000000001", "email_address": "mock@example.invalid"},
+        });
+        if !setup {
+            out["refresh_token"] = json!(refresh);
+        }
+        res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        let _ = res.write_body(out.to_string());
+    }
+}

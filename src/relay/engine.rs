@@ -1,0 +1,323 @@
+//! The shared relay engine: schedule -> forward -> (fail over) -> respond -> account, for every
+//! route and wire format. Routes do ingress and admission, then hand a `Call` to `run`.
+//!
+//! Failover: a 429, 529, 5xx, 401/403, connection error or timeout before anything reached the
+//! client is retried on another account (the failed ones excluded), up to `max_attempts`;
+//! the client never sees it unless every attempt fails. The failed account cools down
+//! (`accounts::cooldown`). After the first byte, a failure ends the stream with a well-formed
+//! error event in the client's dialect.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use salvo::http::{HeaderMap, HeaderValue, StatusCode, header};
+use salvo::prelude::*;
+
+use super::stream::{StreamOutcome, pump};
+use super::wire::{self, Op};
+use super::{Outcome, record_failure, record_usage};
+use crate::accounts::cooldown::{self, Effect, Verdict};
+use crate::accounts::AccountRt;
+use crate::limits::{Admission, ClientFormat, Service};
+use crate::model::Platform;
+use crate::scheduler::{self, Pick, Want};
+use crate::state::AppState;
+use crate::web::raw_json;
+
+/// Everything the engine needs about one admitted request.
+pub struct Call {
+    pub adm: Admission,
+    pub service: Service,
+    pub format: ClientFormat,
+    pub op: Op,
+    pub platforms: &'static [Platform],
+    /// The key's binding for this service (account id, prefixed id or `group:{id}`).
+    pub binding: String,
+    pub session: Option<String>,
+    pub model: String,
+    pub body: Bytes,
+    pub stream: bool,
+    pub client_headers: HeaderMap,
+    pub query: Option<String>,
+    pub started: Instant,
+}
+
+/// Largest upstream error body read (the rest is dropped).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// An upstream failure kept in case every attempt fails.
+struct Failure {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+    /// The upstream's own wire format (to decide whether the body can pass through as is).
+    upstream_format: ClientFormat,
+}
+
+pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) -> String {
+    wire::error_body(format, status, kind, message)
+}
+
+pub fn write_error(res: &mut Response, format: ClientFormat, status: StatusCode, kind: &str, message: &str) {
+    raw_json(res, status, error_body(format, status.as_u16(), kind, message));
+}
+
+/// Apply a verdict to the account that failed.
+fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict) {
+    if acc.rec.disable_auto_protection {
+        return;
+    }
+    match &v.effect {
+        Effect::None => {}
+        Effect::Account { until_ms, reason } => {
+            tracing::warn!(account_id = %acc.rec.id, account = %acc.rec.name, reason = %reason, "account cooling down");
+            acc.rt.cool_down(*until_ms, reason);
+        }
+        Effect::Model { until_ms, reason } => {
+            tracing::warn!(account_id = %acc.rec.id, model = %upstream_model, reason = %reason, "model cooling down on account");
+            acc.rt.cool_model(upstream_model, *until_ms);
+        }
+        Effect::NeedsAttention { status, reason } => {
+            tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, reason = %reason, "account needs attention; taken out of rotation");
+            // Out of rotation at once; the status change is persisted off the request path.
+            acc.rt.cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
+            crate::admin::accounts::mark_status(st.clone(), acc.rec.id.clone(), status, reason.clone());
+        }
+    }
+}
+
+fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    wire::copy_response_headers(&f.headers, res);
+    // The upstream's own error body passes through when it speaks the client's format.
+    if f.upstream_format == format && wire::is_error_body(format, &f.body) {
+        raw_json(res, status, f.body);
+        return;
+    }
+    let text = String::from_utf8_lossy(&f.body[..f.body.len().min(300)]).trim().to_owned();
+    let msg = wire::error_message(&f.body).unwrap_or(text);
+    let kind = wire::error_kind(f.status);
+    write_error(
+        res,
+        format,
+        status,
+        kind,
+        &format!("Upstream returned {}: {}", f.status, msg),
+    );
+}
+
+pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
+    let mut exclude: Vec<String> = Vec::new();
+    let mut last: Option<Failure> = None;
+    let max = st.config.max_attempts.max(1);
+    let key = call.adm.key.clone();
+    for attempt in 0..max {
+        let want = Want {
+            platforms: call.platforms,
+            model: &call.model,
+            binding: &call.binding,
+            session: call.session.as_deref(),
+            exclude: &exclude,
+        };
+        let pick = match scheduler::pick(&st, &want) {
+            Ok(p) => p,
+            Err(e) => {
+                match last {
+                    Some(f) => relay_failure(res, call.format, f),
+                    None => {
+                        tracing::warn!(key_id = %key.rec.id, reason = %e.message(), "no upstream account available");
+                        write_error(res, call.format, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", &e.message());
+                    }
+                }
+                return;
+            }
+        };
+        let acc = pick.account.clone();
+        let outcome = |status: u16| Outcome {
+            status,
+            started: call.started,
+            stream: call.stream,
+        };
+        let rb = match wire::build_request(&st, &acc, &call, &pick.upstream_model).await {
+            Ok(rb) => rb,
+            Err(e) => {
+                tracing::error!(account_id = %acc.rec.id, error = %e, "building the upstream request failed");
+                exclude.push(acc.rec.id.clone());
+                last = Some(Failure {
+                    status: 502,
+                    headers: Default::default(),
+                    body: Bytes::from(format!("account {} could not be used: {e}", acc.rec.name)),
+                    upstream_format: ClientFormat::Anthropic,
+                });
+                continue;
+            }
+        };
+        let sent = tokio::time::timeout(st.config.upstream_timeout, rb.send()).await;
+        let now_ms = Utc::now().timestamp_millis();
+        let up = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let what = if e.is_connect() { "connect" } else { "request" };
+                tracing::warn!(account_id = %acc.rec.id, error = %e, attempt, "upstream {what} error");
+                apply(&st, &acc, &pick.upstream_model, &cooldown::judge_transport(now_ms, &format!("upstream {what} error")));
+                record_failure(&st, &key, &acc.rec.id, pick.upstream_model.clone(), outcome(502));
+                exclude.push(acc.rec.id.clone());
+                last = Some(Failure {
+                    status: 502,
+                    headers: Default::default(),
+                    body: Bytes::from(format!("Upstream {what} error for account {}", acc.rec.name)),
+                    upstream_format: ClientFormat::Anthropic,
+                });
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(account_id = %acc.rec.id, attempt, "upstream timed out before responding");
+                apply(&st, &acc, &pick.upstream_model, &cooldown::judge_transport(now_ms, "upstream timeout"));
+                record_failure(&st, &key, &acc.rec.id, pick.upstream_model.clone(), outcome(504));
+                exclude.push(acc.rec.id.clone());
+                last = Some(Failure {
+                    status: 504,
+                    headers: Default::default(),
+                    body: Bytes::from_static(b"Upstream timeout"),
+                    upstream_format: ClientFormat::Anthropic,
+                });
+                continue;
+            }
+        };
+        let status = up.status().as_u16();
+        if !(200..300).contains(&status) {
+            let headers = up.headers().clone();
+            let body = read_capped(up).await;
+            let v = cooldown::judge_status(
+                status,
+                &headers,
+                &body,
+                &pick.upstream_model,
+                now_ms,
+                acc.rec.rate_limit_duration,
+            );
+            tracing::info!(key_id = %key.rec.id, account_id = %acc.rec.id, status, retry = v.retry, attempt, "upstream error");
+            apply(&st, &acc, &pick.upstream_model, &v);
+            record_failure(&st, &key, &acc.rec.id, pick.upstream_model.clone(), outcome(status));
+            let f = Failure {
+                status,
+                headers,
+                body,
+                upstream_format: wire::upstream_format(&acc, call.op),
+            };
+            if v.retry && attempt + 1 < max {
+                exclude.push(acc.rec.id.clone());
+                last = Some(f);
+                continue;
+            }
+            relay_failure(res, call.format, f);
+            return;
+        }
+        acc.rt.last_used_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        respond(st, call, pick, up, res).await;
+        return;
+    }
+    match last {
+        Some(f) => relay_failure(res, call.format, f),
+        None => write_error(res, call.format, StatusCode::BAD_GATEWAY, "api_error", "No upstream answered"),
+    }
+}
+
+async fn read_capped(mut up: reqwest::Response) -> Bytes {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = up.chunk().await {
+        let room = MAX_ERROR_BODY.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    Bytes::from(buf)
+}
+
+/// A successful upstream answer: stream it through a tap, or read, account and send it.
+async fn respond(st: Arc<AppState>, call: Call, pick: Pick, up: reqwest::Response, res: &mut Response) {
+    let acc = pick.account.clone();
+    let status = up.status().as_u16();
+    let is_stream = wire::is_stream_response(&acc, call.op, up.headers());
+    res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
+    wire::copy_response_headers(up.headers(), res);
+    let account_id = acc.rec.id.clone();
+    let model = pick.upstream_model.clone();
+    let outcome = Outcome {
+        status,
+        started: call.started,
+        stream: is_stream,
+    };
+    if is_stream {
+        if let Some(ct) = wire::stream_content_type(&acc, call.op) {
+            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        res.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        let tap = wire::new_tap(&acc, call.op, call.format);
+        let st2 = st.clone();
+        let service = call.service;
+        // The admission and the account slot live until the stream is over.
+        let adm = call.adm;
+        let slot = pick.slot;
+        let stream = pump(up, st.config.upstream_timeout, tap, move |out: StreamOutcome| {
+            let _slot = slot;
+            finish_stream(&st2, &adm, service, account_id, model, out, outcome);
+        });
+        res.stream(stream);
+        return;
+    }
+    let body = match tokio::time::timeout(st.config.upstream_timeout, up.bytes()).await {
+        Ok(Ok(b)) => b,
+        _ => {
+            tracing::warn!(account_id = %account_id, "upstream body failed after headers");
+            record_failure(&st, &call.adm.key, &account_id, model, Outcome { status: 502, ..outcome });
+            res.headers_mut().clear();
+            return write_error(res, call.format, StatusCode::BAD_GATEWAY, "api_error", "Upstream response was cut off");
+        }
+    };
+    let body = match wire::usage_from_body(&acc, call.op, &body) {
+        Some((usage, answered_model)) => {
+            let model = answered_model.filter(|m| !m.is_empty()).unwrap_or(model);
+            record_usage(&st, &call.adm.key, call.service, &account_id, model, usage, outcome);
+            wire::transform_body(&acc, call.op, body)
+        }
+        None => {
+            if wire::op_has_usage(call.op) {
+                tracing::warn!(account_id = %account_id, "upstream success body carried no usage");
+            }
+            body
+        }
+    };
+    drop(pick.slot);
+    let _ = res.write_body(body);
+}
+
+fn finish_stream(
+    st: &AppState,
+    adm: &Admission,
+    service: Service,
+    account_id: String,
+    model: String,
+    out: StreamOutcome,
+    outcome: Outcome,
+) {
+    let key_id = &adm.key.rec.id;
+    if let Some(e) = &out.upstream_error {
+        tracing::warn!(key_id = %key_id, account_id = %account_id, error = %e, "upstream stream ended early");
+    }
+    if out.client_gone && !out.tap.finished() {
+        tracing::info!(key_id = %key_id, account_id = %account_id, "client disconnected mid-stream; upstream cancelled");
+    }
+    if !out.tap.started() {
+        record_failure(st, &adm.key, &account_id, model, Outcome { status: 502, ..outcome });
+        return;
+    }
+    let model = out.tap.model().filter(|m| !m.is_empty()).map(str::to_owned).unwrap_or(model);
+    record_usage(st, &adm.key, service, &account_id, model, out.tap.usage(), outcome);
+}
