@@ -15,6 +15,8 @@ pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
         .push(Router::with_path("v1/messages").post(Messages(state.clone())))
         .push(Router::with_path("v1/messages/count_tokens").post(CountTokens(state.clone())))
+        // Factory's Droid layout: /a/v1/messages.
+        .push(Router::with_path("a/v1/messages").post(Messages(state.clone())))
 }
 
 struct Messages(Arc<MockState>);
@@ -38,6 +40,23 @@ impl Handler for Messages {
         res.headers_mut()
             .insert("request-id", HeaderValue::from_str(&rid).expect("ascii"));
         if !check_and_record(state, req, &body, res, anthropic_error) {
+            return;
+        }
+        let forced = state.forced.lock().clone();
+        if let Some(f) = forced {
+            anthropic_error(res, f.status, &f.message);
+            // Scripted failures say when they end through retry-after only.
+            res.headers_mut().remove("retry-after");
+            res.headers_mut()
+                .remove("anthropic-ratelimit-requests-reset");
+            res.headers_mut()
+                .remove("anthropic-ratelimit-requests-remaining");
+            if let Some(s) = f.retry_after {
+                res.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from_str(&s.to_string()).expect("digits"),
+                );
+            }
             return;
         }
         let parsed: serde_json::Value = match serde_json::from_slice(&body) {
@@ -192,4 +211,3 @@ impl Handler for CountTokens {
             res.write_body(json!({"input_tokens": (body.len() as u64 / 16).max(1)}).to_string());
     }
 }
-

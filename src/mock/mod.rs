@@ -45,6 +45,14 @@ impl SeenRequest {
     }
 }
 
+/// A scripted failure: status, optional `retry-after` seconds, and the error message.
+#[derive(Debug, Clone)]
+pub struct Forced {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub message: String,
+}
+
 #[derive(Default)]
 pub struct MockState {
     /// Upstream keys the mock accepts (empty = any).
@@ -58,6 +66,9 @@ pub struct MockState {
     pub streams_dropped: AtomicU64,
     /// The exact bytes of every stream sent to the end, in completion order.
     pub sent_streams: Mutex<Vec<Bytes>>,
+    /// When set, every Messages / Responses request fails this way (to script an unhealthy
+    /// upstream account).
+    pub forced: Mutex<Option<Forced>>,
     /// OAuth mock: lifetime of issued access tokens, and whether refreshes fail.
     pub oauth_expires_in: std::sync::atomic::AtomicI64,
     pub oauth_fail_refresh: std::sync::atomic::AtomicBool,
@@ -222,7 +233,13 @@ pub(crate) fn request_id(state: &MockState) -> String {
 /// How a provider writes an error: (response, status, message).
 pub(crate) type Deny = fn(&mut Response, u16, &str);
 
-pub(crate) fn check_and_record(state: &MockState, req: &Request, body: &Bytes, res: &mut Response, deny: Deny) -> bool {
+pub(crate) fn check_and_record(
+    state: &MockState,
+    req: &Request,
+    body: &Bytes,
+    res: &mut Response,
+    deny: Deny,
+) -> bool {
     if state.record.load(Ordering::Relaxed) {
         state.seen.lock().push(SeenRequest {
             path: req.uri().path().to_owned(),
@@ -235,7 +252,10 @@ pub(crate) fn check_and_record(state: &MockState, req: &Request, body: &Bytes, r
             body: body.clone(),
         });
     }
-    let query_key = req.uri().query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
+    let query_key = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
     let key = req
         .headers()
         .get("x-api-key")

@@ -19,15 +19,24 @@ pub fn routes(state: &Arc<MockState>) -> Router {
         .push(Router::with_path("v1/responses/compact").post(Responses(state.clone(), true)))
         .push(Router::with_path("v1/chat/completions").post(Chat(state.clone())))
         .push(Router::with_path("openai/responses").post(Responses(state.clone(), false)))
-        .push(Router::with_path("openai/deployments/{deployment}/chat/completions").post(Chat(state.clone())))
+        .push(Router::with_path("o/v1/responses").post(Responses(state.clone(), false)))
+        .push(
+            Router::with_path("openai/deployments/{deployment}/chat/completions")
+                .post(Chat(state.clone())),
+        )
 }
 
 pub(crate) fn openai_error(res: &mut Response, status: u16, message: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     if status == 429 {
-        res.headers_mut().insert("retry-after", HeaderValue::from_static("20"));
-        res.headers_mut().insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("20"));
+        res.headers_mut().insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
     }
     let (t, code) = match status {
         401 => ("invalid_request_error", "invalid_api_key"),
@@ -35,7 +44,9 @@ pub(crate) fn openai_error(res: &mut Response, status: u16, message: &str) {
         400..=499 => ("invalid_request_error", "invalid_request"),
         _ => ("server_error", "server_error"),
     };
-    let _ = res.write_body(json!({"error": {"message": message, "type": t, "param": null, "code": code}}).to_string());
+    let _ = res.write_body(
+        json!({"error": {"message": message, "type": t, "param": null, "code": code}}).to_string(),
+    );
 }
 
 fn usage_of(body: &[u8]) -> (TokenUsage, Option<u16>, super::Directives) {
@@ -52,16 +63,35 @@ struct Responses(Arc<MockState>, bool);
 
 #[salvo::async_trait]
 impl Handler for Responses {
-    async fn handle(&self, req: &mut Request, _d: &mut Depot, res: &mut Response, _c: &mut FlowCtrl) {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
         let state = &self.0;
-        let body = req.payload_with_max_size(256 * 1024 * 1024).await.cloned().unwrap_or_default();
+        let body = req
+            .payload_with_max_size(256 * 1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
         let rid = request_id(state);
-        res.headers_mut().insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
+        res.headers_mut()
+            .insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
         if !check_and_record(state, req, &body, res, openai_error) {
             return;
         }
+        let forced = state.forced.lock().clone();
+        if let Some(f) = forced {
+            return openai_error(res, f.status, &f.message);
+        }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return openai_error(res, 400, "We could not parse the JSON body of your request.");
+            return openai_error(
+                res,
+                400,
+                "We could not parse the JSON body of your request.",
+            );
         };
         let Some(model) = v.get("model").and_then(|m| m.as_str()).map(str::to_owned) else {
             return openai_error(res, 400, "Missing required parameter: 'model'.");
@@ -86,34 +116,56 @@ impl Handler for Responses {
             state.served.lock().push(u);
             let b = json!({"id": resp_id, "object": "response", "created_at": 1_800_000_000, "status": "completed",
                 "model": model, "output": output, "usage": usage});
-            res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+            res.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             let _ = res.write_body(b.to_string());
             return;
         }
-        let ev = |name: &str, data: serde_json::Value| Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
+        let ev = |name: &str, data: serde_json::Value| {
+            Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+        };
         let base = json!({"id": resp_id, "object": "response", "created_at": 1_800_000_000, "model": model});
         let mut created = base.clone();
         created["status"] = json!("in_progress");
         created["output"] = json!([]);
         created["usage"] = json!(null);
         let mut events = vec![
-            ev("response.created", json!({"type": "response.created", "sequence_number": 0, "response": created})),
-            ev("response.output_item.added", json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
-                "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}})),
+            ev(
+                "response.created",
+                json!({"type": "response.created", "sequence_number": 0, "response": created}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}}),
+            ),
         ];
         let chunks = d.chunks.unwrap_or(3).max(1);
         for i in 0..chunks {
-            let piece = if i == 0 { text.to_owned() } else { format!(" {i}") };
-            events.push(ev("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 2 + i,
-                "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": piece})));
+            let piece = if i == 0 {
+                text.to_owned()
+            } else {
+                format!(" {i}")
+            };
+            events.push(ev(
+                "response.output_text.delta",
+                json!({"type": "response.output_text.delta", "sequence_number": 2 + i,
+                "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": piece}),
+            ));
         }
-        events.push(ev("response.output_item.done", json!({"type": "response.output_item.done", "sequence_number": 2 + chunks,
-            "output_index": 0, "item": output[0]})));
+        events.push(ev(
+            "response.output_item.done",
+            json!({"type": "response.output_item.done", "sequence_number": 2 + chunks,
+            "output_index": 0, "item": output[0]}),
+        ));
         let mut done = base;
         done["status"] = json!("completed");
         done["output"] = output;
         done["usage"] = usage;
-        events.push(ev("response.completed", json!({"type": "response.completed", "sequence_number": 3 + chunks, "response": done})));
+        events.push(ev(
+            "response.completed",
+            json!({"type": "response.completed", "sequence_number": 3 + chunks, "response": done}),
+        ));
         if !d.cut {
             state.served.lock().push(u);
         }
@@ -125,16 +177,31 @@ struct Chat(Arc<MockState>);
 
 #[salvo::async_trait]
 impl Handler for Chat {
-    async fn handle(&self, req: &mut Request, _d: &mut Depot, res: &mut Response, _c: &mut FlowCtrl) {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
         let state = &self.0;
-        let body = req.payload_with_max_size(256 * 1024 * 1024).await.cloned().unwrap_or_default();
+        let body = req
+            .payload_with_max_size(256 * 1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
         let rid = request_id(state);
-        res.headers_mut().insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
+        res.headers_mut()
+            .insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
         if !check_and_record(state, req, &body, res, openai_error) {
             return;
         }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return openai_error(res, 400, "We could not parse the JSON body of your request.");
+            return openai_error(
+                res,
+                400,
+                "We could not parse the JSON body of your request.",
+            );
         };
         let model = v
             .get("model")
@@ -143,7 +210,10 @@ impl Handler for Chat {
             .or_else(|| req.param::<String>("deployment"))
             .unwrap_or_default();
         let stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
-        let include_usage = v.pointer("/stream_options/include_usage").and_then(|x| x.as_bool()).unwrap_or(false);
+        let include_usage = v
+            .pointer("/stream_options/include_usage")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
         let (u, status, d) = usage_of(&body);
         if let Some(s) = status.filter(|s| *s >= 400) {
             return openai_error(res, s, "Mock upstream error");
@@ -157,22 +227,32 @@ impl Handler for Chat {
             let b = json!({"id": id, "object": "chat.completion", "created": 1_800_000_000, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock upstream."}, "finish_reason": "stop"}],
                 "usage": usage});
-            res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+            res.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             let _ = res.write_body(b.to_string());
             return;
         }
         let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
-            Bytes::from(format!("data: {}\n\n", json!({"id": id, "object": "chat.completion.chunk", "created": 1_800_000_000,
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})))
+            Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk", "created": 1_800_000_000,
+                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            ))
         };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), json!(null))];
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            json!(null),
+        )];
         for i in 0..d.chunks.unwrap_or(3).max(1) {
             events.push(chunk(json!({"content": if i == 0 { "Hello from the mock upstream.".to_owned() } else { format!(" {i}") }}), json!(null)));
         }
         events.push(chunk(json!({}), json!("stop")));
         if include_usage {
-            events.push(Bytes::from(format!("data: {}\n\n", json!({"id": id, "object": "chat.completion.chunk",
-                "created": 1_800_000_000, "model": model, "choices": [], "usage": usage}))));
+            events.push(Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk",
+                "created": 1_800_000_000, "model": model, "choices": [], "usage": usage})
+            )));
             if !d.cut {
                 state.served.lock().push(u);
             }

@@ -128,6 +128,15 @@ impl Env {
         v["data"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// Create an account of any type at `/admin/{path}`; returns its id.
+    pub async fn create(&self, path: &str, body: Value) -> String {
+        let (s, v) = self
+            .admin(reqwest::Method::POST, &format!("/admin/{path}"), Some(body))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["data"]["id"].as_str().unwrap().to_owned()
+    }
+
     /// Create a key; returns (id, plaintext).
     pub async fn create_key(&self, body: Value) -> (String, String) {
         let (s, v) = self
@@ -204,4 +213,33 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A second mock upstream that accepts the test's upstream key.
+pub async fn extra_mock() -> MockUpstream {
+    let m = MockUpstream::start().await.unwrap();
+    m.state.accepted_keys.lock().push(UPSTREAM_KEY.into());
+    m
+}
+
+/// Make every Messages/Responses request to `m` fail with `status`.
+pub fn force(m: &MockUpstream, status: u16, retry_after: Option<u64>, message: &str) {
+    *m.state.forced.lock() = Some(crs::mock::Forced {
+        status,
+        retry_after,
+        message: message.into(),
+    });
+}
+
+pub fn unforce(m: &MockUpstream) {
+    *m.state.forced.lock() = None;
+}
+
+pub fn hits(m: &MockUpstream, path: &str) -> usize {
+    m.state
+        .seen
+        .lock()
+        .iter()
+        .filter(|s| s.path == path)
+        .count()
 }

@@ -1,0 +1,108 @@
+//! The real Codex CLI (`codex exec`, `wire_api = "responses"`, base_url at crs `/openai/v1`)
+//! through crs to the mock upstream. Installed by scripts/test.sh like the Claude Code CLI.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+fn codex_path() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/node_modules/.bin/codex");
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CRS_E2E_REQUIRED").as_deref() == Ok("1") {
+        panic!(
+            "{} is missing: run scripts/test.sh, which installs it",
+            p.display()
+        );
+    }
+    eprintln!(
+        "skipping: {} is not installed (scripts/test.sh installs it)",
+        p.display()
+    );
+    None
+}
+
+#[tokio::test]
+async fn codex_exec_works_through_crs_responses_route() {
+    let Some(codex) = codex_path() else {
+        return;
+    };
+    let env = Env::start().await;
+    let (s, v) = env
+        .admin(
+            reqwest::Method::POST,
+            "/admin/openai-responses-accounts",
+            Some(json!({"name": "codex-upstream", "baseApi": format!("{}/v1", env.mock.url()), "apiKey": UPSTREAM_KEY})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (key_id, key) = env
+        .create_key(json!({"name": "codex-user", "permissions": ["openai"],
+                           "enableClientRestriction": true, "allowedClients": ["codex_cli"]}))
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "model = \"gpt-5\"\nmodel_provider = \"crs\"\n\n[model_providers.crs]\nname = \"crs\"\nbase_url = \"{}/openai/v1\"\nwire_api = \"responses\"\nenv_key = \"CRS_API_KEY\"\n",
+            env.url("")
+        ),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let key = key.clone();
+        move || {
+            Command::new(codex)
+                .args(["exec", "--skip-git-repo-check", "Say hello to the relay"])
+                .current_dir(work.path())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", home.path())
+                .env("CODEX_HOME", home.path())
+                .env("CRS_API_KEY", key)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "codex failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("Hello from the mock upstream."),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+
+    let seen = env.mock.state.seen.lock().clone();
+    let calls: Vec<_> = seen.iter().filter(|s| s.path == "/v1/responses").collect();
+    assert!(!calls.is_empty());
+    for s in &calls {
+        assert_eq!(
+            s.header("authorization"),
+            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+        );
+    }
+    let st = env.crs.as_ref().unwrap().state.clone();
+    st.ledger.flush().await;
+    let t = st
+        .store
+        .usage_get(&format!("t|k|{key_id}"))
+        .unwrap()
+        .unwrap();
+    let served = env.mock.state.served_total();
+    assert_eq!(t.requests as usize, env.mock.state.served_count());
+    assert_eq!(t.input_tokens, served.input_tokens);
+    assert_eq!(t.output_tokens, served.output_tokens);
+    env.stop().await;
+}
