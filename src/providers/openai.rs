@@ -41,12 +41,26 @@ pub fn azure_url(a: &Account, op: Op, model: &str) -> anyhow::Result<String> {
     }
     match op {
         Op::ChatCompletions => {
-            let deployment = if a.deployment_name.is_empty() { model } else { a.deployment_name.as_str() };
-            let ver = if a.api_version.is_empty() { "2024-10-21" } else { a.api_version.as_str() };
-            Ok(format!("{ep}/openai/deployments/{deployment}/chat/completions?api-version={ver}"))
+            let deployment = if a.deployment_name.is_empty() {
+                model
+            } else {
+                a.deployment_name.as_str()
+            };
+            let ver = if a.api_version.is_empty() {
+                "2024-10-21"
+            } else {
+                a.api_version.as_str()
+            };
+            Ok(format!(
+                "{ep}/openai/deployments/{deployment}/chat/completions?api-version={ver}"
+            ))
         }
         Op::Responses { compact } => {
-            let ver = if a.api_version.is_empty() { "2025-04-01-preview" } else { a.api_version.as_str() };
+            let ver = if a.api_version.is_empty() {
+                "2025-04-01-preview"
+            } else {
+                a.api_version.as_str()
+            };
             let c = if compact { "/compact" } else { "" };
             Ok(format!("{ep}/openai/responses{c}?api-version={ver}"))
         }
@@ -60,7 +74,8 @@ pub fn error_body(kind: &str, message: &str) -> String {
         "rate_limit_error" => "rate_limit_exceeded",
         other => other,
     };
-    serde_json::json!({"error": {"message": message, "type": t, "param": null, "code": null}}).to_string()
+    serde_json::json!({"error": {"message": message, "type": t, "param": null, "code": null}})
+        .to_string()
 }
 
 #[derive(Deserialize, Default)]
@@ -79,7 +94,11 @@ struct ResponsesUsage {
 
 impl ResponsesUsage {
     fn normalise(&self) -> TokenUsage {
-        let cached = self.input_tokens_details.as_ref().map_or(0, |d| d.cached_tokens).min(self.input_tokens);
+        let cached = self
+            .input_tokens_details
+            .as_ref()
+            .map_or(0, |d| d.cached_tokens)
+            .min(self.input_tokens);
         TokenUsage {
             input_tokens: self.input_tokens - cached,
             output_tokens: self.output_tokens,
@@ -112,7 +131,11 @@ struct ChatUsage {
 
 impl ChatUsage {
     fn normalise(&self) -> TokenUsage {
-        let cached = self.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens).min(self.prompt_tokens);
+        let cached = self
+            .prompt_tokens_details
+            .as_ref()
+            .map_or(0, |d| d.cached_tokens)
+            .min(self.prompt_tokens);
         TokenUsage {
             input_tokens: self.prompt_tokens - cached,
             output_tokens: self.completion_tokens,
@@ -192,11 +215,18 @@ impl ResponsesTap {
 
 impl StreamTap for ResponsesTap {
     fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
-        let (usage, model, started, finished) = (&mut self.usage, &mut self.model, &mut self.started, &mut self.finished);
+        let (usage, model, started, finished) = (
+            &mut self.usage,
+            &mut self.model,
+            &mut self.started,
+            &mut self.finished,
+        );
         self.lines.feed(chunk, |d| {
             *started = true;
             // Only lifecycle events carry usage; text deltas are skipped without parsing.
-            if memmem::find(d, b"\"response.").is_none() || memmem::find(d, b"\"response.output").is_some() {
+            if memmem::find(d, b"\"response.").is_none()
+                || memmem::find(d, b"\"response.output").is_some()
+            {
                 return;
             }
             let Ok(ev) = serde_json::from_slice::<ResponsesEvent>(d) else {
@@ -210,7 +240,10 @@ impl StreamTap for ResponsesTap {
                     *usage = u.normalise();
                 }
             }
-            if matches!(ev.kind.as_str(), "response.completed" | "response.failed" | "response.incomplete") {
+            if matches!(
+                ev.kind.as_str(),
+                "response.completed" | "response.failed" | "response.incomplete"
+            ) {
                 *finished = true;
             }
         });
@@ -256,7 +289,12 @@ impl ChatTap {
 
 impl StreamTap for ChatTap {
     fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
-        let (usage, model, started, finished) = (&mut self.usage, &mut self.model, &mut self.started, &mut self.finished);
+        let (usage, model, started, finished) = (
+            &mut self.usage,
+            &mut self.model,
+            &mut self.started,
+            &mut self.finished,
+        );
         self.lines.feed(chunk, |d| {
             *started = true;
             if d == b"[DONE]" {
@@ -303,14 +341,28 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(responses_url("http://127.0.0.1:18080/v1", false), "http://127.0.0.1:18080/v1/responses");
-        assert_eq!(responses_url("https://api.openai.com", true), "https://api.openai.com/v1/responses/compact");
-        assert_eq!(responses_url("", false), "https://api.openai.com/v1/responses");
-        assert_eq!(responses_url("http://h/v1/responses/", false), "http://h/v1/responses");
+        assert_eq!(
+            responses_url("http://127.0.0.1:18080/v1", false),
+            "http://127.0.0.1:18080/v1/responses"
+        );
+        assert_eq!(
+            responses_url("https://api.openai.com", true),
+            "https://api.openai.com/v1/responses/compact"
+        );
+        assert_eq!(
+            responses_url("", false),
+            "https://api.openai.com/v1/responses"
+        );
+        assert_eq!(
+            responses_url("http://h/v1/responses/", false),
+            "http://h/v1/responses"
+        );
         assert_eq!(chat_url("http://h"), "http://h/v1/chat/completions");
-        let mut a = Account::default();
-        a.api_url = "https://r.openai.azure.com/".into();
-        a.deployment_name = "gpt4o".into();
+        let a = Account {
+            api_url: "https://r.openai.azure.com/".into(),
+            deployment_name: "gpt4o".into(),
+            ..Default::default()
+        };
         assert_eq!(
             azure_url(&a, Op::ChatCompletions, "gpt-4o").unwrap(),
             "https://r.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
@@ -325,7 +377,10 @@ mod tests {
     fn responses_usage_excludes_cached_once() {
         let body = br#"{"id":"resp_1","object":"response","model":"gpt-4.1","usage":{"input_tokens":300,"input_tokens_details":{"cached_tokens":100},"output_tokens":40,"total_tokens":340}}"#;
         let (u, m) = responses_usage_from_body(body).unwrap();
-        assert_eq!((u.input_tokens, u.cache_read_tokens, u.output_tokens), (200, 100, 40));
+        assert_eq!(
+            (u.input_tokens, u.cache_read_tokens, u.output_tokens),
+            (200, 100, 40)
+        );
         assert_eq!(m.as_deref(), Some("gpt-4.1"));
     }
 
@@ -355,6 +410,13 @@ mod tests {
         let mut t = ChatTap::new();
         t.feed(&Bytes::from_static(s.as_bytes()));
         assert!(t.finished());
-        assert_eq!((t.usage().input_tokens, t.usage().cache_read_tokens, t.usage().output_tokens), (30, 20, 5));
+        assert_eq!(
+            (
+                t.usage().input_tokens,
+                t.usage().cache_read_tokens,
+                t.usage().output_tokens
+            ),
+            (30, 20, 5)
+        );
     }
 }
