@@ -210,11 +210,9 @@ impl Config {
             c.ledger_flush = Duration::from_millis(ms.max(1));
         }
         let sticky_hours = match env_nonempty("STICKY_SESSION_TTL_HOURS") {
-            Some(v) => Some(
-                v.trim()
-                    .parse::<f64>()
-                    .with_context(|| format!("STICKY_SESSION_TTL_HOURS={v:?} is not a number of hours"))?,
-            ),
+            Some(v) => Some(v.trim().parse::<f64>().with_context(|| {
+                format!("STICKY_SESSION_TTL_HOURS={v:?} is not a number of hours")
+            })?),
             None => file.sticky_session_ttl_hours,
         };
         if let Some(h) = sticky_hours {
@@ -230,7 +228,10 @@ impl Config {
             c.claude_oauth_authorize_url = u;
         }
         if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
-            c.max_attempts = n.trim().parse().with_context(|| format!("CRS_MAX_ATTEMPTS={n:?} is not a number"))?;
+            c.max_attempts = n
+                .trim()
+                .parse()
+                .with_context(|| format!("CRS_MAX_ATTEMPTS={n:?} is not a number"))?;
         }
         if let Some(mb) = file.max_body_mb {
             c.max_body_bytes = mb.max(1) * 1024 * 1024;

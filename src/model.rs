@@ -107,7 +107,9 @@ impl ApiKey {
 }
 
 /// Upstream account types, named as v1's `platform` field.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default, PartialOrd, Ord,
+)]
 pub enum Platform {
     /// Claude subscription (Max/Pro) through OAuth tokens.
     #[serde(rename = "claude")]
@@ -181,7 +183,9 @@ impl Platform {
     /// Group platform names (v1's account_group.platform): claude, openai, gemini, droid.
     pub fn group_family(self) -> &'static str {
         match self {
-            Platform::Claude | Platform::ClaudeConsole | Platform::Bedrock | Platform::Ccr => "claude",
+            Platform::Claude | Platform::ClaudeConsole | Platform::Bedrock | Platform::Ccr => {
+                "claude"
+            }
             Platform::OpenAIResponses | Platform::AzureOpenAI => "openai",
             Platform::GeminiApi => "gemini",
             Platform::Droid => "droid",

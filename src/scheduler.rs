@@ -40,7 +40,9 @@ impl NoAccount {
             NoAccount::BoundUnavailable(id) => format!(
                 "The account bound to this API key ({id}) is unavailable or does not support the requested model"
             ),
-            NoAccount::NoneForModel(m) => format!("No available accounts support the requested model: {m}"),
+            NoAccount::NoneForModel(m) => {
+                format!("No available accounts support the requested model: {m}")
+            }
         }
     }
 }
@@ -80,7 +82,9 @@ fn eligible(st: &AppState, a: &AccountRt, model: &str, now_ms: i64) -> Option<St
     if !r.is_active || !r.schedulable || a.needs_attention() || a.rt.cooling(now_ms) {
         return None;
     }
-    if r.subscription_expires_at.is_some_and(|t| t.timestamp_millis() <= now_ms) {
+    if r.subscription_expires_at
+        .is_some_and(|t| t.timestamp_millis() <= now_ms)
+    {
         return None;
     }
     if r.daily_quota_micros > 0 {
@@ -117,7 +121,9 @@ fn try_take(a: &Arc<AccountRt>, upstream: String) -> Option<Pick> {
 pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
     let pool = st.accounts.load();
     let now_ms = Utc::now().timestamp_millis();
-    let usable = |a: &Arc<AccountRt>| !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform);
+    let usable = |a: &Arc<AccountRt>| {
+        !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
+    };
 
     // 1. A binding to one account.
     let binding = want.binding.trim();

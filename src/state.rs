@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use crate::accounts::{AccountPool, AccountRt, AccountRuntime, decrypt_credentials};
 use crate::config::Config;
 use crate::crypto::Secrets;
 use crate::limits::{KeyEntry, KeyRuntime};
-use crate::accounts::{AccountPool, AccountRt, AccountRuntime, decrypt_credentials};
 use crate::model::{Account, AccountGroup, ApiKey, ProxyConfig};
 use crate::store::{Store, Table};
 use crate::usage::pricing::Pricing;
@@ -163,7 +163,10 @@ impl AppState {
     pub fn new(config: Config, secrets: Secrets, store: Arc<Store>) -> Result<Arc<Self>> {
         let clock = Clock::new(config.tz_offset_minutes);
         let ledger = Ledger::start(store.clone(), clock, config.ledger_flush);
-        let sticky = crate::accounts::sticky::Sticky::new(config.sticky_ttl.as_millis() as i64, ledger.clone());
+        let sticky = crate::accounts::sticky::Sticky::new(
+            config.sticky_ttl.as_millis() as i64,
+            ledger.clone(),
+        );
         let pricing = Pricing::load(&config.data_dir)?;
         tracing::info!(models = pricing.model_count(), "pricing table loaded");
         let state = Arc::new(AppState {
@@ -194,7 +197,9 @@ impl AppState {
             .into_iter()
             .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|e| (k, e)))
             .collect();
-        let n = state.sticky.restore(sticky, chrono::Utc::now().timestamp_millis());
+        let n = state
+            .sticky
+            .restore(sticky, chrono::Utc::now().timestamp_millis());
         if n > 0 {
             tracing::info!(sessions = n, "sticky sessions restored");
         }
@@ -231,7 +236,10 @@ impl AppState {
 
     /// Apply settings stored by the admin (they override the configuration).
     pub fn load_settings(&self) -> Result<()> {
-        if let Some(h) = self.store.get::<f64>(Table::Settings, "stickySessionTtlHours")? {
+        if let Some(h) = self
+            .store
+            .get::<f64>(Table::Settings, "stickySessionTtlHours")?
+        {
             self.sticky.set_ttl_ms((h * 3_600_000.0) as i64);
         }
         Ok(())
@@ -256,13 +264,18 @@ impl AppState {
                 }
                 None => Arc::new(AccountRuntime::new(&rec)),
             };
-            if rec.daily_quota_micros > 0 && !rt.restored.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            if rec.daily_quota_micros > 0
+                && !rt.restored.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
                 // Today's spend so far, so the daily quota holds across restarts.
                 let day = crate::limits::meter::local_day(now, self.clock.offset());
                 let p = self.clock.periods(now);
                 let spent = self
                     .store
-                    .usage_get(&crate::usage::bucket::account(&crate::usage::bucket::day(&p.day), &rec.id))?
+                    .usage_get(&crate::usage::bucket::account(
+                        &crate::usage::bucket::day(&p.day),
+                        &rec.id,
+                    ))?
                     .map(|c| c.real_cost_micros)
                     .unwrap_or(0);
                 *rt.daily_cost.lock() = (day, spent);
@@ -274,7 +287,9 @@ impl AppState {
                     pool.by_id.insert(a.rec.id.clone(), a.clone());
                     pool.accounts.push(a);
                 }
-                Err(e) => tracing::error!(account_id = %id, error = %e, "account cannot be used; left out of scheduling"),
+                Err(e) => {
+                    tracing::error!(account_id = %id, error = %e, "account cannot be used; left out of scheduling")
+                }
             }
         }
         pool.accounts.sort_by(|a, b| {
@@ -291,7 +306,9 @@ impl AppState {
                 let pw = if p.password.is_empty() {
                     String::new()
                 } else {
-                    self.secrets.decrypt(&p.password).context("decrypting proxy password")?
+                    self.secrets
+                        .decrypt(&p.password)
+                        .context("decrypting proxy password")?
                 };
                 proxy_url(p, &pw)
             }

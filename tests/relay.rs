@@ -348,19 +348,30 @@ async fn upstream_errors_reach_the_client_in_anthropic_format() {
     let (_, key) = env.create_key(json!({"name": "x"})).await;
     let reset = || async {
         let (s, _) = env
-            .admin(Method::POST, &format!("/admin/claude-console-accounts/{acc}/reset-status"), None)
+            .admin(
+                Method::POST,
+                &format!("/admin/claude-console-accounts/{acc}/reset-status"),
+                None,
+            )
             .await;
         assert_eq!(s, 200);
     };
     // With a single account there is nowhere to fail over: the upstream's error is relayed.
     let r = env
-        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "mock:status=429"))
+        .messages(
+            &key,
+            msg_body("claude-sonnet-4-5-20250929", false, "mock:status=429"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "30");
-    assert!(r.headers().get("anthropic-ratelimit-requests-reset").is_some());
+    assert!(
+        r.headers()
+            .get("anthropic-ratelimit-requests-reset")
+            .is_some()
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "rate_limit_error");
@@ -371,35 +382,68 @@ async fn upstream_errors_reach_the_client_in_anthropic_format() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "overloaded_error");
-    let (_, v) = env.admin(Method::GET, &format!("/admin/claude-console-accounts/{acc}"), None).await;
-    assert!(v["data"]["cooldownReason"].as_str().unwrap().contains("429"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "overloaded_error"
+    );
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/claude-console-accounts/{acc}"),
+            None,
+        )
+        .await;
+    assert!(
+        v["data"]["cooldownReason"]
+            .as_str()
+            .unwrap()
+            .contains("429")
+    );
     reset().await;
 
     // A stream request that fails upstream is an error body, not an SSE stream.
     let r = env
-        .messages(&key, msg_body("claude-sonnet-4-5-20250929", true, "mock:status=529"))
+        .messages(
+            &key,
+            msg_body("claude-sonnet-4-5-20250929", true, "mock:status=529"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 529);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "overloaded_error");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "overloaded_error"
+    );
     reset().await;
 
     // A wrong upstream credential: the upstream's 401 body is relayed and the account is
     // marked as needing attention.
     env.mock.state.accepted_keys.lock().clear();
-    env.mock.state.accepted_keys.lock().push("sk-ant-something-else".into());
+    env.mock
+        .state
+        .accepted_keys
+        .lock()
+        .push("sk-ant-something-else".into());
     let r = env
         .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "authentication_error");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "authentication_error"
+    );
     let mut status = Value::Null;
     for _ in 0..100 {
-        let (_, v) = env.admin(Method::GET, &format!("/admin/claude-console-accounts/{acc}"), None).await;
+        let (_, v) = env
+            .admin(
+                Method::GET,
+                &format!("/admin/claude-console-accounts/{acc}"),
+                None,
+            )
+            .await;
         status = v["data"]["status"].clone();
         if status == "unauthorized" {
             break;

@@ -16,11 +16,20 @@ pub struct Verdict {
 pub enum Effect {
     None,
     /// Out of rotation until the instant (unix ms).
-    Account { until_ms: i64, reason: String },
+    Account {
+        until_ms: i64,
+        reason: String,
+    },
     /// Only this model is out of rotation on the account.
-    Model { until_ms: i64, reason: String },
+    Model {
+        until_ms: i64,
+        reason: String,
+    },
     /// The credential was refused: out of rotation until an admin looks (status change).
-    NeedsAttention { status: &'static str, reason: String },
+    NeedsAttention {
+        status: &'static str,
+        reason: String,
+    },
 }
 
 pub const OVERLOAD_COOLDOWN_SECS: i64 = 60;
@@ -34,7 +43,9 @@ fn parse_reset(v: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Some(t.with_timezone(&Utc).timestamp_millis());
     }
-    v.parse::<i64>().ok().map(|n| if n > 10_000_000_000 { n } else { n * 1000 })
+    v.parse::<i64>()
+        .ok()
+        .map(|n| if n > 10_000_000_000 { n } else { n * 1000 })
 }
 
 /// When a 429 ends: the latest reset of an exhausted Anthropic limit, else `retry-after`,
@@ -44,9 +55,12 @@ pub fn rate_limit_until(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
     let mut exhausted_reset: Option<i64> = None;
     for (name, value) in h {
         let n = name.as_str();
-        if let Some(limit) = n.strip_prefix("anthropic-ratelimit-").and_then(|r| r.strip_suffix("-remaining"))
+        if let Some(limit) = n
+            .strip_prefix("anthropic-ratelimit-")
+            .and_then(|r| r.strip_suffix("-remaining"))
             && value.to_str().ok().map(str::trim) == Some("0")
-            && let Some(t) = get(&format!("anthropic-ratelimit-{limit}-reset")).and_then(parse_reset)
+            && let Some(t) =
+                get(&format!("anthropic-ratelimit-{limit}-reset")).and_then(parse_reset)
         {
             exhausted_reset = Some(exhausted_reset.map_or(t, |e| e.max(t)));
         }
@@ -57,7 +71,10 @@ pub fn rate_limit_until(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
     if let Some(secs) = get("retry-after").and_then(|v| v.trim().parse::<i64>().ok()) {
         return now_ms + secs.max(1) * 1000;
     }
-    if let Some(t) = get("anthropic-ratelimit-unified-reset").and_then(parse_reset).filter(|t| *t > now_ms) {
+    if let Some(t) = get("anthropic-ratelimit-unified-reset")
+        .and_then(parse_reset)
+        .filter(|t| *t > now_ms)
+    {
         return t;
     }
     now_ms + fallback_mins.max(1) as i64 * 60_000
@@ -69,7 +86,14 @@ fn mentions_model(body: &[u8], model: &str) -> bool {
 }
 
 /// Judge an upstream error response.
-pub fn judge_status(status: u16, h: &HeaderMap, body: &[u8], model: &str, now_ms: i64, fallback_mins: u32) -> Verdict {
+pub fn judge_status(
+    status: u16,
+    h: &HeaderMap,
+    body: &[u8],
+    model: &str,
+    now_ms: i64,
+    fallback_mins: u32,
+) -> Verdict {
     let text = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     match status {
         429 => {
@@ -80,7 +104,10 @@ pub fn judge_status(status: u16, h: &HeaderMap, body: &[u8], model: &str, now_ms
             } else {
                 Effect::Account { until_ms, reason }
             };
-            Verdict { retry: true, effect }
+            Verdict {
+                retry: true,
+                effect,
+            }
         }
         529 => Verdict {
             retry: true,
@@ -161,9 +188,14 @@ mod tests {
             ("anthropic-ratelimit-tokens-reset", "2027-01-15T09:00:00Z"),
             ("retry-after", "5"),
         ]);
-        let t = DateTime::parse_from_rfc3339("2027-01-15T08:00:30Z").unwrap().timestamp_millis();
+        let t = DateTime::parse_from_rfc3339("2027-01-15T08:00:30Z")
+            .unwrap()
+            .timestamp_millis();
         assert_eq!(rate_limit_until(&hm, t - 10_000, 60), t);
-        assert_eq!(rate_limit_until(&h(&[("retry-after", "30")]), NOW, 60), NOW + 30_000);
+        assert_eq!(
+            rate_limit_until(&h(&[("retry-after", "30")]), NOW, 60),
+            NOW + 30_000
+        );
         assert_eq!(rate_limit_until(&h(&[]), NOW, 60), NOW + 3_600_000);
         let unified = h(&[("anthropic-ratelimit-unified-reset", "1800000600")]);
         assert_eq!(rate_limit_until(&unified, NOW, 60), NOW + 600_000);
@@ -180,7 +212,16 @@ mod tests {
         let v = judge_status(529, &h(&[]), b"", "m", NOW, 60);
         assert!(matches!(v.effect, Effect::Account { until_ms, .. } if until_ms == NOW + 60_000));
         let v = judge_status(401, &h(&[]), b"invalid x-api-key", "m", NOW, 60);
-        assert!(v.retry && matches!(v.effect, Effect::NeedsAttention { status: "unauthorized", .. }));
+        assert!(
+            v.retry
+                && matches!(
+                    v.effect,
+                    Effect::NeedsAttention {
+                        status: "unauthorized",
+                        ..
+                    }
+                )
+        );
         let v = judge_status(400, &h(&[]), b"bad request", "m", NOW, 60);
         assert!(!v.retry && v.effect == Effect::None);
         assert!(judge_status(503, &h(&[]), b"", "m", NOW, 60).retry);

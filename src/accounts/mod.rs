@@ -47,7 +47,8 @@ impl AccountRuntime {
 
     pub fn update(&self, a: &Account) {
         if self.gate.load().limit != a.max_concurrency {
-            self.gate.store(Arc::new(Gate::new(a.max_concurrency, false, 0, 0)));
+            self.gate
+                .store(Arc::new(Gate::new(a.max_concurrency, false, 0, 0)));
         }
     }
 
@@ -164,7 +165,9 @@ pub fn decrypt_credentials(
         if v.is_empty() {
             return Ok(String::new());
         }
-        secrets.decrypt(v).with_context(|| format!("decrypting {field}"))
+        secrets
+            .decrypt(v)
+            .with_context(|| format!("decrypting {field}"))
     };
     Ok(match rec.platform {
         Platform::Claude => (Secret(dec("accessToken", &rec.access_token)?), None),

@@ -168,7 +168,8 @@ async fn token_call(client: &reqwest::Client, url: &str, body: Value) -> Result<
     let status = r.status();
     let text = r.text().await.unwrap_or_default();
     if !status.is_success() {
-        let msg = crate::relay::wire::error_message(text.as_bytes()).unwrap_or_else(|| text.chars().take(200).collect());
+        let msg = crate::relay::wire::error_message(text.as_bytes())
+            .unwrap_or_else(|| text.chars().take(200).collect());
         bail!("token endpoint answered {}: {msg}", status.as_u16());
     }
     serde_json::from_str(&text).context("token endpoint answered with an unexpected body")
@@ -181,7 +182,8 @@ pub async fn exchange(st: &AppState, session: &str, code_input: &str) -> Result<
         .pending
         .get(session)
         .context("the authorisation session expired or is unknown; generate a new URL")?;
-    let (code, state_param) = parse_code(code_input).context("no authorisation code found in the input")?;
+    let (code, state_param) =
+        parse_code(code_input).context("no authorisation code found in the input")?;
     let client = st.http.get(&p.proxy_url)?;
     let mut body = json!({
         "grant_type": "authorization_code",
@@ -199,7 +201,13 @@ pub async fn exchange(st: &AppState, session: &str, code_input: &str) -> Result<
     let expires_at = Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
     let scopes: Vec<String> = t
         .scope
-        .unwrap_or_else(|| if p.setup { SETUP_SCOPES.into() } else { SCOPES.into() })
+        .unwrap_or_else(|| {
+            if p.setup {
+                SETUP_SCOPES.into()
+            } else {
+                SCOPES.into()
+            }
+        })
         .split_whitespace()
         .map(str::to_owned)
         .collect();
@@ -213,7 +221,10 @@ pub async fn exchange(st: &AppState, session: &str, code_input: &str) -> Result<
 
 /// Refresh an account's access token now, through its proxy, and store the result.
 pub async fn refresh(st: &Arc<AppState>, acc: &AccountRt) -> Result<Secret> {
-    let rt = st.secrets.decrypt(&acc.rec.refresh_token).context("decrypting refreshToken")?;
+    let rt = st
+        .secrets
+        .decrypt(&acc.rec.refresh_token)
+        .context("decrypting refreshToken")?;
     if rt.is_empty() {
         bail!("the account has no refresh token");
     }
@@ -252,7 +263,12 @@ pub async fn refresh(st: &Arc<AppState>, acc: &AccountRt) -> Result<Secret> {
         }
         Err(e) => {
             tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, error = %e, "ALERT: OAuth token refresh failed; account taken out of rotation");
-            crate::admin::accounts::mark_status(st.clone(), id, "refresh_failed", format!("token refresh failed: {e}"));
+            crate::admin::accounts::mark_status(
+                st.clone(),
+                id,
+                "refresh_failed",
+                format!("token refresh failed: {e}"),
+            );
             Err(e)
         }
     }
@@ -261,7 +277,10 @@ pub async fn refresh(st: &Arc<AppState>, acc: &AccountRt) -> Result<Secret> {
 /// The access token to send for `acc`, refreshed first when it is about to expire.
 pub async fn fresh_access_token(st: &AppState, acc: &AccountRt) -> Result<Secret> {
     let now = Utc::now().timestamp_millis();
-    if acc.rec.platform != Platform::Claude || acc.rec.expires_at == 0 || acc.rec.expires_at - now > MUST_REFRESH_MS {
+    if acc.rec.platform != Platform::Claude
+        || acc.rec.expires_at == 0
+        || acc.rec.expires_at - now > MUST_REFRESH_MS
+    {
         return Ok(acc.secret.clone());
     }
     if acc.rec.refresh_token.is_empty() {
@@ -330,25 +349,41 @@ fn proxy_from_body(st: &AppState, b: &Body) -> String {
     let host = p.get("host").and_then(Value::as_str).unwrap_or("");
     let port = p
         .get("port")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
         .unwrap_or(0);
     if host.is_empty() || port == 0 {
         return String::new();
     }
     let cfg = crate::model::ProxyConfig {
-        kind: p.get("type").and_then(Value::as_str).unwrap_or("http").to_owned(),
+        kind: p
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("http")
+            .to_owned(),
         host: host.to_owned(),
         port: port as u16,
-        username: p.get("username").and_then(Value::as_str).unwrap_or("").to_owned(),
+        username: p
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
         password: String::new(),
     };
     let _ = st;
-    crate::state::proxy_url(&cfg, p.get("password").and_then(Value::as_str).unwrap_or(""))
+    crate::state::proxy_url(
+        &cfg,
+        p.get("password").and_then(Value::as_str).unwrap_or(""),
+    )
 }
 
 async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setup: bool) {
     let st = state(depot);
-    let b = json_body::<Body>(req, res, 64 * 1024).await.unwrap_or_default();
+    let b = json_body::<Body>(req, res, 64 * 1024)
+        .await
+        .unwrap_or_default();
     let (url, session) = start_authorisation(&st, setup, proxy_from_body(&st, &b));
     json(
         res,
@@ -378,7 +413,9 @@ async fn generate_setup_url(req: &mut Request, depot: &mut Depot, res: &mut Resp
 #[handler]
 async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else { return };
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
     let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
     let code = b
         .get("authorizationCode")
@@ -400,7 +437,11 @@ async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response)
         }
         Err(e) => {
             tracing::warn!(error = %e, "Claude OAuth code exchange failed");
-            json(res, StatusCode::BAD_REQUEST, &json!({"error": "Code exchange failed", "message": e.to_string()}));
+            json(
+                res,
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "Code exchange failed", "message": e.to_string()}),
+            );
         }
     }
 }
@@ -409,17 +450,42 @@ async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response)
 async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     let id = req.param::<String>("id").unwrap_or_default();
-    let Some(acc) = st.accounts.load().by_id.get(&id).cloned().filter(|a| a.rec.platform == Platform::Claude) else {
-        return json(res, StatusCode::NOT_FOUND, &json!({"error": "Account not found"}));
+    let Some(acc) = st
+        .accounts
+        .load()
+        .by_id
+        .get(&id)
+        .cloned()
+        .filter(|a| a.rec.platform == Platform::Claude)
+    else {
+        return json(
+            res,
+            StatusCode::NOT_FOUND,
+            &json!({"error": "Account not found"}),
+        );
     };
     let lock = st.oauth.lock_for(&id);
     let _g = lock.lock().await;
     match refresh(&st, &acc).await {
         Ok(_) => {
-            let exp = st.accounts.load().by_id.get(&id).map(|a| a.rec.expires_at).unwrap_or(0);
-            json(res, StatusCode::OK, &json!({"success": true, "data": {"expiresAt": exp}}));
+            let exp = st
+                .accounts
+                .load()
+                .by_id
+                .get(&id)
+                .map(|a| a.rec.expires_at)
+                .unwrap_or(0);
+            json(
+                res,
+                StatusCode::OK,
+                &json!({"success": true, "data": {"expiresAt": exp}}),
+            );
         }
-        Err(e) => json(res, StatusCode::BAD_GATEWAY, &json!({"error": "Token refresh failed", "message": e.to_string()})),
+        Err(e) => json(
+            res,
+            StatusCode::BAD_GATEWAY,
+            &json!({"error": "Token refresh failed", "message": e.to_string()}),
+        ),
     }
 }
 
@@ -429,7 +495,10 @@ mod tests {
 
     #[test]
     fn code_inputs() {
-        assert_eq!(parse_code("abc#xyz"), Some(("abc".into(), Some("xyz".into()))));
+        assert_eq!(
+            parse_code("abc#xyz"),
+            Some(("abc".into(), Some("xyz".into())))
+        );
         assert_eq!(
             parse_code("https://console.anthropic.com/oauth/code/callback?code=abc&state=xyz"),
             Some(("abc".into(), Some("xyz".into())))

@@ -25,7 +25,9 @@ pub struct Sticky {
 
 impl std::fmt::Debug for Sticky {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sticky").field("entries", &self.cache.entry_count()).finish()
+        f.debug_struct("Sticky")
+            .field("entries", &self.cache.entry_count())
+            .finish()
     }
 }
 
@@ -47,7 +49,11 @@ impl Sticky {
     }
 
     /// Load persisted entries (expired ones are skipped).
-    pub fn restore(&self, entries: impl IntoIterator<Item = (String, StickyEntry)>, now_ms: i64) -> usize {
+    pub fn restore(
+        &self,
+        entries: impl IntoIterator<Item = (String, StickyEntry)>,
+        now_ms: i64,
+    ) -> usize {
         let mut n = 0;
         for (k, e) in entries {
             if e.expires_at > now_ms {
@@ -76,7 +82,9 @@ impl Sticky {
         // Persist only new or moved mappings and renewals past half the TTL: keeps store
         // writes far below one per request.
         let persist = match self.cache.get(key) {
-            Some(old) => old.account_id != e.account_id || old.expires_at - now_ms < self.ttl_ms() / 2,
+            Some(old) => {
+                old.account_id != e.account_id || old.expires_at - now_ms < self.ttl_ms() / 2
+            }
             None => true,
         };
         self.cache.insert(key.to_owned(), e.clone());

@@ -33,7 +33,9 @@ fn default_model(acc: &AccountRt) -> String {
     match acc.rec.platform {
         Platform::Bedrock if !acc.rec.default_model.is_empty() => acc.rec.default_model.clone(),
         Platform::OpenAIResponses => "gpt-4.1-mini".into(),
-        Platform::AzureOpenAI if !acc.rec.deployment_name.is_empty() => acc.rec.deployment_name.clone(),
+        Platform::AzureOpenAI if !acc.rec.deployment_name.is_empty() => {
+            acc.rec.deployment_name.clone()
+        }
         Platform::AzureOpenAI => "gpt-4o-mini".into(),
         Platform::GeminiApi => "gemini-2.5-flash".into(),
         Platform::Droid if acc.rec.endpoint_type == "openai" => "gpt-5".into(),
@@ -42,7 +44,9 @@ fn default_model(acc: &AccountRt) -> String {
 }
 
 pub async fn run(st: &Arc<AppState>, acc: &AccountRt, model: Option<&str>) -> TestResult {
-    let model = model.map(str::to_owned).unwrap_or_else(|| default_model(acc));
+    let model = model
+        .map(str::to_owned)
+        .unwrap_or_else(|| default_model(acc));
     let (op, body) = match acc.rec.platform {
         Platform::OpenAIResponses | Platform::AzureOpenAI => (
             Op::Responses { compact: false },
@@ -110,7 +114,9 @@ pub async fn run(st: &Arc<AppState>, acc: &AccountRt, model: Option<&str>) -> Te
             let message = if ok {
                 "The upstream answered".to_owned()
             } else {
-                wire::error_message(&body).unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+                wire::error_message(&body).unwrap_or_else(|| {
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                })
             };
             TestResult {
                 ok,

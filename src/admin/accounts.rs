@@ -51,7 +51,9 @@ fn parse_url(field: &str, u: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{field} must be an http:// or https:// URL, e.g. https://api.anthropic.com"))
+        Err(format!(
+            "{field} must be an http:// or https:// URL, e.g. https://api.anthropic.com"
+        ))
     }
 }
 
@@ -181,7 +183,12 @@ fn url_field(b: &Body, field: &str, slot: &mut String) -> Result<(), String> {
 }
 
 /// Apply the fields present in `b` for `a.platform`.
-pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result<(), String> {
+pub fn apply_fields(
+    st: &AppState,
+    a: &mut Account,
+    b: &Body,
+    creating: bool,
+) -> Result<(), String> {
     if let Some(v) = fields::string(b, "name", 100)? {
         if v.is_empty() {
             return Err("name must not be empty".into());
@@ -243,8 +250,16 @@ pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) ->
         Platform::ClaudeConsole | Platform::Ccr => {
             url_field(b, "apiUrl", &mut a.api_url)?;
             secret_field(st, b, "apiKey", &mut a.api_key)?;
-            required(&a.api_url, creating, "Name, API URL and API Key are required")?;
-            required(&a.api_key, creating, "Name, API URL and API Key are required")?;
+            required(
+                &a.api_url,
+                creating,
+                "Name, API URL and API Key are required",
+            )?;
+            required(
+                &a.api_key,
+                creating,
+                "Name, API URL and API Key are required",
+            )?;
         }
         Platform::Claude => {
             url_field(b, "apiUrl", &mut a.api_url)?;
@@ -257,8 +272,9 @@ pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) ->
             let oauth = match b.get("claudeAiOauth") {
                 Some(Value::Object(m)) => Some(m.clone()),
                 Some(Value::String(s)) if !s.trim().is_empty() => Some(
-                    serde_json::from_str::<serde_json::Map<String, Value>>(s)
-                        .map_err(|_| "claudeAiOauth must be an object with accessToken and refreshToken")?,
+                    serde_json::from_str::<serde_json::Map<String, Value>>(s).map_err(
+                        |_| "claudeAiOauth must be an object with accessToken and refreshToken",
+                    )?,
                 ),
                 _ => None,
             };
@@ -274,7 +290,11 @@ pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) ->
             }
             if let Some(v) = src.get("scopes") {
                 a.scopes = match v {
-                    Value::Array(xs) => xs.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+                    Value::Array(xs) => xs
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     Value::String(s) => s.clone(),
                     _ => String::new(),
                 };
@@ -295,8 +315,16 @@ pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) ->
             if let Some(v) = fields::string(b, "providerEndpoint", 64)? {
                 a.provider_endpoint = v;
             }
-            required(&a.api_url, creating, "Name, baseApi and apiKey are required")?;
-            required(&a.api_key, creating, "Name, baseApi and apiKey are required")?;
+            required(
+                &a.api_url,
+                creating,
+                "Name, baseApi and apiKey are required",
+            )?;
+            required(
+                &a.api_key,
+                creating,
+                "Name, baseApi and apiKey are required",
+            )?;
         }
         Platform::GeminiApi => {
             url_field(b, "baseUrl", &mut a.api_url)?;
@@ -312,8 +340,16 @@ pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) ->
             if let Some(v) = fields::string(b, "deploymentName", 200)? {
                 a.deployment_name = v;
             }
-            required(&a.api_url, creating, "Name, azureEndpoint and apiKey are required")?;
-            required(&a.api_key, creating, "Name, azureEndpoint and apiKey are required")?;
+            required(
+                &a.api_url,
+                creating,
+                "Name, azureEndpoint and apiKey are required",
+            )?;
+            required(
+                &a.api_key,
+                creating,
+                "Name, azureEndpoint and apiKey are required",
+            )?;
         }
         Platform::Bedrock => {
             if let Some(v) = fields::string(b, "region", 64)? {
@@ -329,17 +365,36 @@ pub fn apply_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) ->
             }
             secret_field(st, src, "secretAccessKey", &mut a.aws_secret_access_key)?;
             if let Some(v) = fields::string(src, "sessionToken", 16_384)? {
-                a.aws_session_token = if v.is_empty() { v } else { st.secrets.encrypt(&v) };
+                a.aws_session_token = if v.is_empty() {
+                    v
+                } else {
+                    st.secrets.encrypt(&v)
+                };
             }
-            for (f, slot) in [("defaultModel", &mut a.default_model), ("smallFastModel", &mut a.small_fast_model)] {
+            for (f, slot) in [
+                ("defaultModel", &mut a.default_model),
+                ("smallFastModel", &mut a.small_fast_model),
+            ] {
                 if let Some(v) = fields::string(b, f, 256)? {
                     *slot = v;
                 }
             }
             url_field(b, "endpointUrl", &mut a.api_url)?;
-            required(&a.region, creating, "Name, region and awsCredentials are required")?;
-            required(&a.aws_access_key_id, creating, "Name, region and awsCredentials are required")?;
-            required(&a.aws_secret_access_key, creating, "Name, region and awsCredentials are required")?;
+            required(
+                &a.region,
+                creating,
+                "Name, region and awsCredentials are required",
+            )?;
+            required(
+                &a.aws_access_key_id,
+                creating,
+                "Name, region and awsCredentials are required",
+            )?;
+            required(
+                &a.aws_secret_access_key,
+                creating,
+                "Name, region and awsCredentials are required",
+            )?;
         }
         Platform::Droid => {
             url_field(b, "baseUrl", &mut a.api_url)?;
@@ -357,7 +412,10 @@ fn masked(st: &AppState, enc: &str) -> String {
     if enc.is_empty() {
         return String::new();
     }
-    st.secrets.decrypt(enc).map(|k| crate::crypto::mask(&k)).unwrap_or_default()
+    st.secrets
+        .decrypt(enc)
+        .map(|k| crate::crypto::mask(&k))
+        .unwrap_or_default()
 }
 
 pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
@@ -432,7 +490,10 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
     let now_ms = Utc::now().timestamp_millis();
     if let Some(rt) = st.accounts.load().by_id.get(&a.id) {
         let cd = rt.rt.cooldown(now_ms);
-        v["cooldownUntil"] = json!(cd.as_ref().and_then(|(t, _)| chrono::DateTime::from_timestamp_millis(*t)));
+        v["cooldownUntil"] = json!(
+            cd.as_ref()
+                .and_then(|(t, _)| chrono::DateTime::from_timestamp_millis(*t))
+        );
         v["cooldownReason"] = json!(cd.map(|(_, r)| r));
         v["modelCooldowns"] = json!(rt
             .rt
@@ -443,7 +504,10 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         v["currentConcurrency"] = json!(rt.rt.gate.load().in_use());
         let day = crate::limits::meter::local_day(Utc::now(), st.clock.offset());
         v["todayCost"] = json!(micros_to_dollars(rt.rt.cost_today(day)));
-        let last = rt.rt.last_used_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let last = rt
+            .rt
+            .last_used_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
         if last > 0 {
             v["lastUsedAt"] = json!(chrono::DateTime::from_timestamp_millis(last));
         }
@@ -506,7 +570,11 @@ pub fn mark_status(st: Arc<AppState>, id: String, status: &'static str, reason: 
 /// Keep group membership in step with an account's `groupId` / `groupIds`.
 fn sync_groups(st: &AppState, account_id: &str, b: &Body) -> anyhow::Result<()> {
     let wanted: Option<Vec<String>> = match (b.get("groupIds"), b.get("groupId")) {
-        (Some(Value::Array(xs)), _) => Some(xs.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()),
+        (Some(Value::Array(xs)), _) => Some(
+            xs.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+        ),
         (_, Some(Value::String(g))) if !g.is_empty() => Some(vec![g.clone()]),
         (_, Some(Value::Null)) | (_, Some(Value::String(_))) => Some(Vec::new()),
         _ => None,
@@ -554,7 +622,10 @@ pub fn routes(p: Platform) -> Router {
                 .get(Accounts(p, Action::Get))
                 .put(Accounts(p, Action::Update))
                 .delete(Accounts(p, Action::Delete))
-                .push(Router::with_path("toggle-schedulable").put(Accounts(p, Action::ToggleSchedulable)))
+                .push(
+                    Router::with_path("toggle-schedulable")
+                        .put(Accounts(p, Action::ToggleSchedulable)),
+                )
                 .push(Router::with_path("toggle").put(Accounts(p, Action::Toggle)))
                 .push(Router::with_path("reset-status").post(Accounts(p, Action::ResetStatus)))
                 .push(Router::with_path("test").post(Accounts(p, Action::Test))),
@@ -563,7 +634,13 @@ pub fn routes(p: Platform) -> Router {
 
 #[salvo::async_trait]
 impl Handler for Accounts {
-    async fn handle(&self, req: &mut Request, depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
         let st = state(depot);
         let Accounts(platform, action) = *self;
         let id = req.param::<String>("id").unwrap_or_default();
@@ -582,7 +659,11 @@ impl Handler for Accounts {
                 })
                 .await;
                 match r {
-                    Ok(items) => json(res, StatusCode::OK, &json!({"success": true, "data": items})),
+                    Ok(items) => json(
+                        res,
+                        StatusCode::OK,
+                        &json!({"success": true, "data": items}),
+                    ),
                     Err(e) => internal(res, "Failed to list accounts", e),
                 }
             }
@@ -610,7 +691,11 @@ impl Handler for Accounts {
                     return internal(res, "Failed to create account", e);
                 }
                 tracing::info!(account_id = %a.id, platform = platform.as_str(), name = %a.name, "account created");
-                json(res, StatusCode::OK, &json!({"success": true, "data": view(&st, &a, None)}));
+                json(
+                    res,
+                    StatusCode::OK,
+                    &json!({"success": true, "data": view(&st, &a, None)}),
+                );
             }
             Action::Get => {
                 let Some(a) = current(&st, platform, &id) else {
@@ -619,7 +704,11 @@ impl Handler for Accounts {
                 st.ledger.flush().await;
                 let st2 = st.clone();
                 match blocking(move || account_usage(&st2, &id)).await {
-                    Ok(u) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&st, &a, Some(&u))})),
+                    Ok(u) => json(
+                        res,
+                        StatusCode::OK,
+                        &json!({"success": true, "data": view(&st, &a, Some(&u))}),
+                    ),
                     Err(e) => internal(res, "Failed to get account", e),
                 }
             }
@@ -692,10 +781,21 @@ impl Handler for Accounts {
                     return internal(res, "Failed to reset account status", e);
                 }
                 tracing::info!(account_id = %id, "account status and cooldowns reset");
-                json(res, StatusCode::OK, &json!({"success": true, "data": view(&st, &a, None)}));
+                json(
+                    res,
+                    StatusCode::OK,
+                    &json!({"success": true, "data": view(&st, &a, None)}),
+                );
             }
             Action::Test => {
-                let Some(acc) = st.accounts.load().by_id.get(&id).cloned().filter(|a| a.rec.platform == platform) else {
+                let Some(acc) = st
+                    .accounts
+                    .load()
+                    .by_id
+                    .get(&id)
+                    .cloned()
+                    .filter(|a| a.rec.platform == platform)
+                else {
                     return not_found(res);
                 };
                 let model = req.query::<String>("model");
@@ -711,7 +811,9 @@ impl Handler for Accounts {
                 let r = blocking(move || {
                     // Keys bound to this account go back to the shared pool, as in v1.
                     let bound = |b: &str| {
-                        b == id || b.strip_prefix("responses:") == Some(&id) || b.strip_prefix("api:") == Some(&id)
+                        b == id
+                            || b.strip_prefix("responses:") == Some(&id)
+                            || b.strip_prefix("api:") == Some(&id)
                     };
                     let keys: Vec<ApiKey> = st2.store.load_all(Table::ApiKeys)?;
                     let mut unbound = 0u32;

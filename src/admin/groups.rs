@@ -19,12 +19,20 @@ fn bad(res: &mut Response, msg: impl Into<String>) {
 }
 
 fn not_found(res: &mut Response) {
-    json(res, StatusCode::NOT_FOUND, &json!({"error": "Group not found"}));
+    json(
+        res,
+        StatusCode::NOT_FOUND,
+        &json!({"error": "Group not found"}),
+    );
 }
 
 fn internal(res: &mut Response, e: anyhow::Error) {
     tracing::error!(error = %e, "account group operation failed");
-    json(res, StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "Account group operation failed"}));
+    json(
+        res,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"error": "Account group operation failed"}),
+    );
 }
 
 pub fn router() -> Router {
@@ -71,7 +79,10 @@ fn apply(g: &mut AccountGroup, b: &Body, creating: bool) -> Result<(), String> {
 async fn load(id: &str, st: &std::sync::Arc<crate::state::AppState>) -> Option<AccountGroup> {
     let st = st.clone();
     let id = id.to_owned();
-    blocking(move || st.store.get::<AccountGroup>(Table::Groups, &id)).await.ok().flatten()
+    blocking(move || st.store.get::<AccountGroup>(Table::Groups, &id))
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn save(st: &std::sync::Arc<crate::state::AppState>, g: AccountGroup) -> anyhow::Result<()> {
@@ -88,13 +99,19 @@ async fn list(depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     let mut groups: Vec<AccountGroup> = st.accounts.load().groups.values().cloned().collect();
     groups.sort_by(|a, b| a.name.cmp(&b.name));
-    json(res, StatusCode::OK, &json!({"success": true, "data": groups.iter().map(view).collect::<Vec<_>>()}));
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"success": true, "data": groups.iter().map(view).collect::<Vec<_>>()}),
+    );
 }
 
 #[handler]
 async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else { return };
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
     let mut g = AccountGroup {
         id: uuid::Uuid::new_v4().to_string(),
         created_at: Some(Utc::now()),
@@ -106,7 +123,11 @@ async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     }
     let _l = st.admin_lock.lock().await;
     match save(&st, g.clone()).await {
-        Ok(()) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&g)})),
+        Ok(()) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "data": view(&g)}),
+        ),
         Err(e) => internal(res, e),
     }
 }
@@ -115,7 +136,11 @@ async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) {
 async fn get(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     match load(&req.param::<String>("id").unwrap_or_default(), &st).await {
-        Some(g) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&g)})),
+        Some(g) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "data": view(&g)}),
+        ),
         None => not_found(res),
     }
 }
@@ -124,15 +149,23 @@ async fn get(req: &mut Request, depot: &mut Depot, res: &mut Response) {
 async fn update(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     let id = req.param::<String>("id").unwrap_or_default();
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else { return };
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
     let _l = st.admin_lock.lock().await;
-    let Some(mut g) = load(&id, &st).await else { return not_found(res) };
+    let Some(mut g) = load(&id, &st).await else {
+        return not_found(res);
+    };
     if let Err(e) = apply(&mut g, &b, false) {
         return bad(res, e);
     }
     g.updated_at = Some(Utc::now());
     match save(&st, g.clone()).await {
-        Ok(()) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&g)})),
+        Ok(()) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "data": view(&g)}),
+        ),
         Err(e) => internal(res, e),
     }
 }
@@ -155,14 +188,23 @@ async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         .filter(|e| !e.rec.is_deleted)
         .filter(|e| {
             let k: &ApiKey = &e.rec;
-            [&k.claude_account_id, &k.claude_console_account_id, &k.gemini_account_id, &k.openai_account_id, &k.droid_account_id]
-                .iter()
-                .any(|b| **b == binding)
+            [
+                &k.claude_account_id,
+                &k.claude_console_account_id,
+                &k.gemini_account_id,
+                &k.openai_account_id,
+                &k.droid_account_id,
+            ]
+            .iter()
+            .any(|b| **b == binding)
         })
         .map(|e| e.rec.name.clone())
         .collect();
     if !bound.is_empty() {
-        return bad(res, format!("the group is still bound to API keys: {}", bound.join(", ")));
+        return bad(
+            res,
+            format!("the group is still bound to API keys: {}", bound.join(", ")),
+        );
     }
     let st2 = st.clone();
     match blocking(move || {
@@ -171,7 +213,11 @@ async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     })
     .await
     {
-        Ok(()) => json(res, StatusCode::OK, &json!({"success": true, "message": "Group deleted"})),
+        Ok(()) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "message": "Group deleted"}),
+        ),
         Err(e) => internal(res, e),
     }
 }
@@ -189,31 +235,54 @@ async fn members(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         .filter_map(|m| pool.by_id.get(m))
         .map(|a| json!({"id": a.rec.id, "name": a.rec.name, "platform": a.rec.platform.as_str(), "status": a.rec.status}))
         .collect();
-    json(res, StatusCode::OK, &json!({"success": true, "data": items}));
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"success": true, "data": items}),
+    );
 }
 
 #[handler]
 async fn add_member(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     let id = req.param::<String>("id").unwrap_or_default();
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else { return };
-    let Some(acc) = b.get("accountId").and_then(Value::as_str).map(str::to_owned) else {
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
+    let Some(acc) = b
+        .get("accountId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
         return bad(res, "accountId is required");
     };
     let _l = st.admin_lock.lock().await;
-    let Some(mut g) = load(&id, &st).await else { return not_found(res) };
+    let Some(mut g) = load(&id, &st).await else {
+        return not_found(res);
+    };
     let Some(a) = st.accounts.load().by_id.get(&acc).cloned() else {
         return bad(res, "no such account");
     };
     if a.rec.platform.group_family() != g.platform {
-        return bad(res, format!("a {} account cannot join a {} group", a.rec.platform.as_str(), g.platform));
+        return bad(
+            res,
+            format!(
+                "a {} account cannot join a {} group",
+                a.rec.platform.as_str(),
+                g.platform
+            ),
+        );
     }
     if !g.members.contains(&acc) {
         g.members.push(acc);
         g.updated_at = Some(Utc::now());
     }
     match save(&st, g.clone()).await {
-        Ok(()) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&g)})),
+        Ok(()) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "data": view(&g)}),
+        ),
         Err(e) => internal(res, e),
     }
 }
@@ -224,11 +293,17 @@ async fn remove_member(req: &mut Request, depot: &mut Depot, res: &mut Response)
     let id = req.param::<String>("id").unwrap_or_default();
     let acc = req.param::<String>("account").unwrap_or_default();
     let _l = st.admin_lock.lock().await;
-    let Some(mut g) = load(&id, &st).await else { return not_found(res) };
+    let Some(mut g) = load(&id, &st).await else {
+        return not_found(res);
+    };
     g.members.retain(|m| *m != acc);
     g.updated_at = Some(Utc::now());
     match save(&st, g.clone()).await {
-        Ok(()) => json(res, StatusCode::OK, &json!({"success": true, "data": view(&g)})),
+        Ok(()) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "data": view(&g)}),
+        ),
         Err(e) => internal(res, e),
     }
 }

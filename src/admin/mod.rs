@@ -3,8 +3,8 @@
 
 pub mod account_test;
 pub mod accounts;
-pub mod groups;
 pub mod fields;
+pub mod groups;
 pub mod keys;
 pub mod settings;
 pub mod stats;
@@ -35,7 +35,11 @@ pub fn router() -> Router {
         .push(Router::with_path("usage-breakdown").get(stats::usage_breakdown))
         .push(Router::with_path("usage-records").get(stats::usage_records))
         .push(groups::router())
-        .push(Router::with_path("settings").get(settings::get).put(settings::put))
+        .push(
+            Router::with_path("settings")
+                .get(settings::get)
+                .put(settings::put),
+        )
         .push(crate::accounts::oauth::admin_router());
     for p in crate::model::Platform::ALL {
         r = r.push(accounts::routes(p));

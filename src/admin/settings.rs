@@ -28,7 +28,9 @@ pub async fn get(depot: &mut Depot, res: &mut Response) {
 #[handler]
 pub async fn put(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else { return };
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
     let ttl = match b.get("stickySessionTtlHours").map(|v| v.as_f64()) {
         None => None,
         Some(Some(h)) if h > 0.0 && h <= 8760.0 => Some(h),
@@ -42,12 +44,22 @@ pub async fn put(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     };
     if let Some(h) = ttl {
         let st2 = st.clone();
-        if let Err(e) = blocking(move || st2.store.put(Table::Settings, "stickySessionTtlHours", &h)).await {
+        if let Err(e) =
+            blocking(move || st2.store.put(Table::Settings, "stickySessionTtlHours", &h)).await
+        {
             tracing::error!(error = %e, "saving settings failed");
-            return json(res, StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "Saving settings failed"}));
+            return json(
+                res,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "Saving settings failed"}),
+            );
         }
         st.sticky.set_ttl_ms((h * 3_600_000.0) as i64);
         tracing::info!(hours = h, "sticky session TTL changed");
     }
-    json(res, StatusCode::OK, &json!({"success": true, "data": {"stickySessionTtlHours": st.sticky.ttl_ms() as f64 / 3_600_000.0}}));
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"success": true, "data": {"stickySessionTtlHours": st.sticky.ttl_ms() as f64 / 3_600_000.0}}),
+    );
 }

@@ -88,7 +88,11 @@ impl Gate {
 
     /// Take a slot without waiting; `None` when all are in use.
     pub fn try_acquire(&self) -> Option<Slot> {
-        self.sem.clone().try_acquire_owned().ok().map(|p| Slot { _permit: p })
+        self.sem
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(|p| Slot { _permit: p })
     }
 
     /// Take a slot, waiting in the queue if it is enabled. `None` when the key is unlimited.

@@ -20,18 +20,31 @@ pub fn routes(state: &Arc<MockState>) -> Router {
 
 pub(crate) fn gemini_error(res: &mut Response, status: u16, message: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     let s = crate::providers::gemini::grpc_status(status);
-    let _ = res.write_body(json!({"error": {"code": status, "message": message, "status": s}}).to_string());
+    let _ = res.write_body(
+        json!({"error": {"code": status, "message": message, "status": s}}).to_string(),
+    );
 }
 
 struct Generate(Arc<MockState>);
 
 #[salvo::async_trait]
 impl Handler for Generate {
-    async fn handle(&self, req: &mut Request, _d: &mut Depot, res: &mut Response, _c: &mut FlowCtrl) {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
         let state = &self.0;
-        let body = req.payload_with_max_size(256 * 1024 * 1024).await.cloned().unwrap_or_default();
+        let body = req
+            .payload_with_max_size(256 * 1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
         if !check_and_record(state, req, &body, res, gemini_error) {
             return;
         }
@@ -55,10 +68,13 @@ impl Handler for Generate {
             json!({"promptTokenCount": u.input_tokens + u.cache_read_tokens, "candidatesTokenCount": out,
                 "cachedContentTokenCount": u.cache_read_tokens, "totalTokenCount": u.input_tokens + u.cache_read_tokens + out})
         };
-        res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
         match method {
             "countTokens" => {
-                let _ = res.write_body(json!({"totalTokens": u.input_tokens + u.cache_read_tokens}).to_string());
+                let _ = res.write_body(
+                    json!({"totalTokens": u.input_tokens + u.cache_read_tokens}).to_string(),
+                );
             }
             "generateContent" => {
                 state.served.lock().push(u);
@@ -75,7 +91,11 @@ impl Handler for Generate {
                     if last {
                         cand["finishReason"] = json!("STOP");
                     }
-                    let out = if last { u.output_tokens } else { (i as u64 + 1).min(u.output_tokens) };
+                    let out = if last {
+                        u.output_tokens
+                    } else {
+                        (i as u64 + 1).min(u.output_tokens)
+                    };
                     let c = json!({"candidates": [cand], "usageMetadata": usage(out), "modelVersion": model});
                     events.push(Bytes::from(format!("data: {c}\r\n\r\n")));
                 }

@@ -17,7 +17,8 @@ pub fn routes(state: &Arc<MockState>) -> Router {
 
 fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
-    res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
 }
 
@@ -25,9 +26,19 @@ struct Token(Arc<MockState>);
 
 #[salvo::async_trait]
 impl Handler for Token {
-    async fn handle(&self, req: &mut Request, _d: &mut Depot, res: &mut Response, _c: &mut FlowCtrl) {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
         let state = &self.0;
-        let body = req.payload_with_max_size(1024 * 1024).await.cloned().unwrap_or_default();
+        let body = req
+            .payload_with_max_size(1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
         state.seen.lock().push(SeenRequest {
             path: req.uri().path().to_owned(),
             query: None,
@@ -50,16 +61,37 @@ impl Handler for Token {
                 let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
                 let code = s("code");
-                if s("redirect_uri") != crate::accounts::oauth::REDIRECT_URI || code != format!("code-{challenge}") {
-                    return oauth_error(res, 400, "invalid_grant", "Invalid authorization code or verifier");
+                if s("redirect_uri") != crate::accounts::oauth::REDIRECT_URI
+                    || code != format!("code-{challenge}")
+                {
+                    return oauth_error(
+                        res,
+                        400,
+                        "invalid_grant",
+                        "Invalid authorization code or verifier",
+                    );
                 }
             }
             "refresh_token" => {
-                if state.oauth_fail_refresh.load(Ordering::Relaxed) || !s("refresh_token").starts_with("sk-ant-ort01-") {
-                    return oauth_error(res, 400, "invalid_grant", "Refresh token is invalid or revoked");
+                if state.oauth_fail_refresh.load(Ordering::Relaxed)
+                    || !s("refresh_token").starts_with("sk-ant-ort01-")
+                {
+                    return oauth_error(
+                        res,
+                        400,
+                        "invalid_grant",
+                        "Refresh token is invalid or revoked",
+                    );
                 }
             }
-            _ => return oauth_error(res, 400, "unsupported_grant_type", "grant_type not supported"),
+            _ => {
+                return oauth_error(
+                    res,
+                    400,
+                    "unsupported_grant_type",
+                    "grant_type not supported",
+                );
+            }
         }
         let access = format!("sk-ant-oat01-mock-{n}");
         let refresh = format!("sk-ant-ort01-mock-{n}");
@@ -80,7 +112,8 @@ impl Handler for Token {
         if !setup {
             out["refresh_token"] = json!(refresh);
         }
-        res.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
         let _ = res.write_body(out.to_string());
     }
 }

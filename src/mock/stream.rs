@@ -38,9 +38,17 @@ impl Drop for StreamGuard {
 }
 
 /// Send `events` as the response body, honouring the `delay_ms` and `cut` directives.
-pub(crate) fn sse_body(state: &Arc<MockState>, res: &mut Response, events: Vec<Bytes>, d: &Directives, content_type: &'static str) {
-    res.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
-    res.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+pub(crate) fn sse_body(
+    state: &Arc<MockState>,
+    res: &mut Response,
+    events: Vec<Bytes>,
+    d: &Directives,
+    content_type: &'static str,
+) {
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
     let guard = StreamGuard {
         state: state.clone(),
         done: false,
@@ -48,25 +56,31 @@ pub(crate) fn sse_body(state: &Arc<MockState>, res: &mut Response, events: Vec<B
     };
     let cut_at = if d.cut { Some(events.len() / 2) } else { None };
     let delay = Duration::from_millis(d.delay_ms);
-    let s = futures_util::stream::unfold((events.into_iter().enumerate(), guard), move |(mut it, mut guard)| async move {
-        let (i, e) = match it.next() {
-            Some(x) => x,
-            None => {
-                guard.finish();
-                return None;
+    let s = futures_util::stream::unfold(
+        (events.into_iter().enumerate(), guard),
+        move |(mut it, mut guard)| async move {
+            let (i, e) = match it.next() {
+                Some(x) => x,
+                None => {
+                    guard.finish();
+                    return None;
+                }
+            };
+            if Some(i) == cut_at {
+                guard.done = true;
+                return Some((
+                    Err(std::io::Error::other("mock cut the stream")),
+                    (it, guard),
+                ));
             }
-        };
-        if Some(i) == cut_at {
-            guard.done = true;
-            return Some((Err(std::io::Error::other("mock cut the stream")), (it, guard)));
-        }
-        if i > 0 && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(sent) = guard.sent.as_mut() {
-            sent.extend_from_slice(&e);
-        }
-        Some((Ok::<_, std::io::Error>(e), (it, guard)))
-    });
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(sent) = guard.sent.as_mut() {
+                sent.extend_from_slice(&e);
+            }
+            Some((Ok::<_, std::io::Error>(e), (it, guard)))
+        },
+    );
     res.stream(s);
 }

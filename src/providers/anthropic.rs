@@ -221,7 +221,10 @@ impl super::StreamTap for SseTap {
         SseTap::mid_line(self)
     }
     fn error_event(&self, message: &str) -> bytes::Bytes {
-        bytes::Bytes::from(format!("event: error\ndata: {}\n\n", error_body("api_error", message)))
+        bytes::Bytes::from(format!(
+            "event: error\ndata: {}\n\n",
+            error_body("api_error", message)
+        ))
     }
 }
 

@@ -42,7 +42,11 @@ pub fn url(base: &str, v1: bool, model: &str, method: Method) -> String {
     let b = if b.is_empty() { DEFAULT_BASE } else { b };
     let ver = if v1 { "v1" } else { "v1beta" };
     let b = b.trim_end_matches("/v1beta").trim_end_matches("/v1");
-    let alt = if method == Method::StreamGenerateContent { "?alt=sse" } else { "" };
+    let alt = if method == Method::StreamGenerateContent {
+        "?alt=sse"
+    } else {
+        ""
+    };
     format!("{b}/{ver}/models/{model}:{}{alt}", method.as_str())
 }
 
@@ -60,7 +64,8 @@ pub fn grpc_status(code: u16) -> &'static str {
 }
 
 pub fn error_body(code: u16, message: &str) -> String {
-    serde_json::json!({"error": {"code": code, "message": message, "status": grpc_status(code)}}).to_string()
+    serde_json::json!({"error": {"code": code, "message": message, "status": grpc_status(code)}})
+        .to_string()
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -178,14 +183,20 @@ mod tests {
             url("", false, "gemini-2.5-pro", Method::StreamGenerateContent),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
         );
-        assert_eq!(url("http://h/v1beta/", true, "m", Method::CountTokens), "http://h/v1/models/m:countTokens");
+        assert_eq!(
+            url("http://h/v1beta/", true, "m", Method::CountTokens),
+            "http://h/v1/models/m:countTokens"
+        );
     }
 
     #[test]
     fn usage_counts_cached_once_and_thoughts_as_output() {
         let body = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":50,"cachedContentTokenCount":400,"thoughtsTokenCount":25,"totalTokenCount":1075},"modelVersion":"gemini-2.5-pro"}"#;
         let (u, m) = usage_from_body(body).unwrap();
-        assert_eq!((u.input_tokens, u.cache_read_tokens, u.output_tokens), (600, 400, 75));
+        assert_eq!(
+            (u.input_tokens, u.cache_read_tokens, u.output_tokens),
+            (600, 400, 75)
+        );
         assert_eq!(m.as_deref(), Some("gemini-2.5-pro"));
     }
 
@@ -198,7 +209,14 @@ mod tests {
                 t.feed(&Bytes::copy_from_slice(c));
             }
             assert!(t.finished());
-            assert_eq!((t.usage().input_tokens, t.usage().cache_read_tokens, t.usage().output_tokens), (6, 4, 7));
+            assert_eq!(
+                (
+                    t.usage().input_tokens,
+                    t.usage().cache_read_tokens,
+                    t.usage().output_tokens
+                ),
+                (6, 4, 7)
+            );
             assert_eq!(t.model(), Some("gemini-2.5-flash"));
         }
     }

@@ -18,8 +18,8 @@ use salvo::prelude::*;
 use super::stream::{StreamOutcome, pump};
 use super::wire::{self, Op};
 use super::{Outcome, record_failure, record_usage};
-use crate::accounts::cooldown::{self, Effect, Verdict};
 use crate::accounts::AccountRt;
+use crate::accounts::cooldown::{self, Effect, Verdict};
 use crate::limits::{Admission, ClientFormat, Service};
 use crate::model::Platform;
 use crate::scheduler::{self, Pick, Want};
@@ -60,8 +60,18 @@ pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) 
     wire::error_body(format, status, kind, message)
 }
 
-pub fn write_error(res: &mut Response, format: ClientFormat, status: StatusCode, kind: &str, message: &str) {
-    raw_json(res, status, error_body(format, status.as_u16(), kind, message));
+pub fn write_error(
+    res: &mut Response,
+    format: ClientFormat,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+) {
+    raw_json(
+        res,
+        status,
+        error_body(format, status.as_u16(), kind, message),
+    );
 }
 
 /// Apply a verdict to the account that failed.
@@ -82,8 +92,14 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
         Effect::NeedsAttention { status, reason } => {
             tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, reason = %reason, "account needs attention; taken out of rotation");
             // Out of rotation at once; the status change is persisted off the request path.
-            acc.rt.cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
-            crate::admin::accounts::mark_status(st.clone(), acc.rec.id.clone(), status, reason.clone());
+            acc.rt
+                .cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
+            crate::admin::accounts::mark_status(
+                st.clone(),
+                acc.rec.id.clone(),
+                status,
+                reason.clone(),
+            );
         }
     }
 }
@@ -96,7 +112,9 @@ fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
         raw_json(res, status, f.body);
         return;
     }
-    let text = String::from_utf8_lossy(&f.body[..f.body.len().min(300)]).trim().to_owned();
+    let text = String::from_utf8_lossy(&f.body[..f.body.len().min(300)])
+        .trim()
+        .to_owned();
     let msg = wire::error_message(&f.body).unwrap_or(text);
     let kind = wire::error_kind(f.status);
     write_error(
@@ -128,7 +146,13 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
                     Some(f) => relay_failure(res, call.format, f),
                     None => {
                         tracing::warn!(key_id = %key.rec.id, reason = %e.message(), "no upstream account available");
-                        write_error(res, call.format, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", &e.message());
+                        write_error(
+                            res,
+                            call.format,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "overloaded_error",
+                            &e.message(),
+                        );
                     }
                 }
                 return;
@@ -161,21 +185,46 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
             Ok(Err(e)) => {
                 let what = if e.is_connect() { "connect" } else { "request" };
                 tracing::warn!(account_id = %acc.rec.id, error = %e, attempt, "upstream {what} error");
-                apply(&st, &acc, &pick.upstream_model, &cooldown::judge_transport(now_ms, &format!("upstream {what} error")));
-                record_failure(&st, &key, &acc.rec.id, pick.upstream_model.clone(), outcome(502));
+                apply(
+                    &st,
+                    &acc,
+                    &pick.upstream_model,
+                    &cooldown::judge_transport(now_ms, &format!("upstream {what} error")),
+                );
+                record_failure(
+                    &st,
+                    &key,
+                    &acc.rec.id,
+                    pick.upstream_model.clone(),
+                    outcome(502),
+                );
                 exclude.push(acc.rec.id.clone());
                 last = Some(Failure {
                     status: 502,
                     headers: Default::default(),
-                    body: Bytes::from(format!("Upstream {what} error for account {}", acc.rec.name)),
+                    body: Bytes::from(format!(
+                        "Upstream {what} error for account {}",
+                        acc.rec.name
+                    )),
                     upstream_format: ClientFormat::Anthropic,
                 });
                 continue;
             }
             Err(_) => {
                 tracing::warn!(account_id = %acc.rec.id, attempt, "upstream timed out before responding");
-                apply(&st, &acc, &pick.upstream_model, &cooldown::judge_transport(now_ms, "upstream timeout"));
-                record_failure(&st, &key, &acc.rec.id, pick.upstream_model.clone(), outcome(504));
+                apply(
+                    &st,
+                    &acc,
+                    &pick.upstream_model,
+                    &cooldown::judge_transport(now_ms, "upstream timeout"),
+                );
+                record_failure(
+                    &st,
+                    &key,
+                    &acc.rec.id,
+                    pick.upstream_model.clone(),
+                    outcome(504),
+                );
                 exclude.push(acc.rec.id.clone());
                 last = Some(Failure {
                     status: 504,
@@ -200,7 +249,13 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
             );
             tracing::info!(key_id = %key.rec.id, account_id = %acc.rec.id, status, retry = v.retry, attempt, "upstream error");
             apply(&st, &acc, &pick.upstream_model, &v);
-            record_failure(&st, &key, &acc.rec.id, pick.upstream_model.clone(), outcome(status));
+            record_failure(
+                &st,
+                &key,
+                &acc.rec.id,
+                pick.upstream_model.clone(),
+                outcome(status),
+            );
             let f = Failure {
                 status,
                 headers,
@@ -215,13 +270,21 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
             relay_failure(res, call.format, f);
             return;
         }
-        acc.rt.last_used_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        acc.rt
+            .last_used_ms
+            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
         respond(st, call, pick, up, res).await;
         return;
     }
     match last {
         Some(f) => relay_failure(res, call.format, f),
-        None => write_error(res, call.format, StatusCode::BAD_GATEWAY, "api_error", "No upstream answered"),
+        None => write_error(
+            res,
+            call.format,
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "No upstream answered",
+        ),
     }
 }
 
@@ -238,7 +301,13 @@ async fn read_capped(mut up: reqwest::Response) -> Bytes {
 }
 
 /// A successful upstream answer: stream it through a tap, or read, account and send it.
-async fn respond(st: Arc<AppState>, call: Call, pick: Pick, up: reqwest::Response, res: &mut Response) {
+async fn respond(
+    st: Arc<AppState>,
+    call: Call,
+    pick: Pick,
+    up: reqwest::Response,
+    res: &mut Response,
+) {
     let acc = pick.account.clone();
     let status = up.status().as_u16();
     let is_stream = wire::is_stream_response(&acc, call.op, up.headers());
@@ -253,7 +322,8 @@ async fn respond(st: Arc<AppState>, call: Call, pick: Pick, up: reqwest::Respons
     };
     if is_stream {
         if let Some(ct) = wire::stream_content_type(&acc, call.op) {
-            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -265,10 +335,15 @@ async fn respond(st: Arc<AppState>, call: Call, pick: Pick, up: reqwest::Respons
         // The admission and the account slot live until the stream is over.
         let adm = call.adm;
         let slot = pick.slot;
-        let stream = pump(up, st.config.upstream_timeout, tap, move |out: StreamOutcome| {
-            let _slot = slot;
-            finish_stream(&st2, &adm, service, account_id, model, out, outcome);
-        });
+        let stream = pump(
+            up,
+            st.config.upstream_timeout,
+            tap,
+            move |out: StreamOutcome| {
+                let _slot = slot;
+                finish_stream(&st2, &adm, service, account_id, model, out, outcome);
+            },
+        );
         res.stream(stream);
         return;
     }
@@ -276,15 +351,38 @@ async fn respond(st: Arc<AppState>, call: Call, pick: Pick, up: reqwest::Respons
         Ok(Ok(b)) => b,
         _ => {
             tracing::warn!(account_id = %account_id, "upstream body failed after headers");
-            record_failure(&st, &call.adm.key, &account_id, model, Outcome { status: 502, ..outcome });
+            record_failure(
+                &st,
+                &call.adm.key,
+                &account_id,
+                model,
+                Outcome {
+                    status: 502,
+                    ..outcome
+                },
+            );
             res.headers_mut().clear();
-            return write_error(res, call.format, StatusCode::BAD_GATEWAY, "api_error", "Upstream response was cut off");
+            return write_error(
+                res,
+                call.format,
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "Upstream response was cut off",
+            );
         }
     };
     let body = match wire::usage_from_body(&acc, call.op, &body) {
         Some((usage, answered_model)) => {
             let model = answered_model.filter(|m| !m.is_empty()).unwrap_or(model);
-            record_usage(&st, &call.adm.key, call.service, &account_id, model, usage, outcome);
+            record_usage(
+                &st,
+                &call.adm.key,
+                call.service,
+                &account_id,
+                model,
+                usage,
+                outcome,
+            );
             wire::transform_body(&acc, call.op, body)
         }
         None => {
@@ -315,9 +413,31 @@ fn finish_stream(
         tracing::info!(key_id = %key_id, account_id = %account_id, "client disconnected mid-stream; upstream cancelled");
     }
     if !out.tap.started() {
-        record_failure(st, &adm.key, &account_id, model, Outcome { status: 502, ..outcome });
+        record_failure(
+            st,
+            &adm.key,
+            &account_id,
+            model,
+            Outcome {
+                status: 502,
+                ..outcome
+            },
+        );
         return;
     }
-    let model = out.tap.model().filter(|m| !m.is_empty()).map(str::to_owned).unwrap_or(model);
-    record_usage(st, &adm.key, service, &account_id, model, out.tap.usage(), outcome);
+    let model = out
+        .tap
+        .model()
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .unwrap_or(model);
+    record_usage(
+        st,
+        &adm.key,
+        service,
+        &account_id,
+        model,
+        out.tap.usage(),
+        outcome,
+    );
 }

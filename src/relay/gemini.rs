@@ -19,14 +19,18 @@ const GEMINI: &[Platform] = &[Platform::GeminiApi];
 async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_v1: bool) {
     let st = state(depot);
     let target = req.param::<String>("target").unwrap_or_default();
-    let Some((model, method)) = target.rsplit_once(':').and_then(|(m, x)| Method::parse(x).map(|x| (m.to_owned(), x)))
+    let Some((model, method)) = target
+        .rsplit_once(':')
+        .and_then(|(m, x)| Method::parse(x).map(|x| (m.to_owned(), x)))
     else {
         return write_error(
             res,
             ClientFormat::Gemini,
             StatusCode::NOT_FOUND,
             "not_found_error",
-            &format!("Unknown method in {target:?}: use generateContent, streamGenerateContent or countTokens"),
+            &format!(
+                "Unknown method in {target:?}: use generateContent, streamGenerateContent or countTokens"
+            ),
         );
     };
     let metered = method != Method::CountTokens;
@@ -35,7 +39,16 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
         body,
         peek,
         started,
-    }) = ingress(&st, req, res, ClientFormat::Gemini, Service::Gemini, metered, Some(model)).await
+    }) = ingress(
+        &st,
+        req,
+        res,
+        ClientFormat::Gemini,
+        Service::Gemini,
+        metered,
+        Some(model),
+    )
+    .await
     else {
         return;
     };
@@ -67,7 +80,12 @@ async fn v1(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     generate(req, depot, res, true).await
 }
 
-const MODELS: &[&str] = &["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash"];
+const MODELS: &[&str] = &[
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+];
 
 #[handler]
 async fn list_models(req: &mut Request, depot: &mut Depot, res: &mut Response) {

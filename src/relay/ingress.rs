@@ -94,7 +94,12 @@ pub fn session_from_user_id(uid: &str) -> Option<String> {
 }
 
 /// Read and peek a JSON body. Errors are written in the client's format.
-pub fn peek(body: &[u8], format: ClientFormat, res: &mut Response, model_required: bool) -> Option<Peek> {
+pub fn peek(
+    body: &[u8],
+    format: ClientFormat,
+    res: &mut Response,
+    model_required: bool,
+) -> Option<Peek> {
     let p: BodyPeek = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
@@ -110,7 +115,13 @@ pub fn peek(body: &[u8], format: ClientFormat, res: &mut Response, model_require
     };
     let model = p.model.as_deref().map(str::trim).unwrap_or("").to_owned();
     if model_required && model.is_empty() {
-        write_error(res, format, StatusCode::BAD_REQUEST, "invalid_request_error", "model: Field required");
+        write_error(
+            res,
+            format,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model: Field required",
+        );
         return None;
     }
     let session = p
@@ -118,7 +129,12 @@ pub fn peek(body: &[u8], format: ClientFormat, res: &mut Response, model_require
         .as_ref()
         .and_then(|m| m.user_id.as_deref())
         .and_then(session_from_user_id)
-        .or_else(|| p.prompt_cache_key.as_deref().filter(|s| !s.is_empty()).map(|s| format!("pck:{s}")))
+        .or_else(|| {
+            p.prompt_cache_key
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("pck:{s}"))
+        })
         .or_else(|| {
             // The start of the conversation identifies it: system prompt, else first message.
             let src = p
@@ -139,7 +155,11 @@ pub fn peek(body: &[u8], format: ClientFormat, res: &mut Response, model_require
 /// A session key from headers, which win over the body's.
 pub fn header_session(req: &Request) -> Option<String> {
     for name in ["x-session-affinity", "session_id", "x-session-id"] {
-        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+        if let Some(v) = req
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
             && !v.is_empty()
         {
             return Some(format!("hdr:{v}"));
@@ -178,12 +198,21 @@ pub async fn ingress(
                 format,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
-                &format!("Request exceeds the maximum size of {} bytes", st.config.max_body_bytes),
+                &format!(
+                    "Request exceeds the maximum size of {} bytes",
+                    st.config.max_body_bytes
+                ),
             );
             return None;
         }
         Err(BodyError::Read(e)) => {
-            write_error(res, format, StatusCode::BAD_REQUEST, "invalid_request_error", &e);
+            write_error(
+                res,
+                format,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &e,
+            );
             return None;
         }
     };
@@ -207,7 +236,10 @@ pub async fn ingress(
             started,
         }),
         Err(r) => {
-            tracing::info!(status = r.status().as_u16(), "request refused by key policy");
+            tracing::info!(
+                status = r.status().as_u16(),
+                "request refused by key policy"
+            );
             r.write(format, res);
             None
         }
@@ -221,11 +253,15 @@ mod tests {
     #[test]
     fn claude_code_user_ids() {
         assert_eq!(
-            session_from_user_id("user_abc123_account_1111_session_2b7c6c04-9b0a-4c7e-9f3e-0b2d8d6f1a11").as_deref(),
+            session_from_user_id(
+                "user_abc123_account_1111_session_2b7c6c04-9b0a-4c7e-9f3e-0b2d8d6f1a11"
+            )
+            .as_deref(),
             Some("2b7c6c04-9b0a-4c7e-9f3e-0b2d8d6f1a11")
         );
         assert_eq!(
-            session_from_user_id(r#"{"device_id":"d","account_uuid":"a","session_id":"s-1"}"#).as_deref(),
+            session_from_user_id(r#"{"device_id":"d","account_uuid":"a","session_id":"s-1"}"#)
+                .as_deref(),
             Some("s-1")
         );
         assert!(session_from_user_id("someone").unwrap().starts_with("uid:"));
@@ -235,14 +271,40 @@ mod tests {
     #[test]
     fn body_sessions() {
         let mut res = Response::new();
-        let p = peek(br#"{"model":"m","system":"You are X","messages":[{"role":"user","content":"a"}]}"#, ClientFormat::Anthropic, &mut res, true).unwrap();
+        let p = peek(
+            br#"{"model":"m","system":"You are X","messages":[{"role":"user","content":"a"}]}"#,
+            ClientFormat::Anthropic,
+            &mut res,
+            true,
+        )
+        .unwrap();
         let q = peek(br#"{"model":"m","system":"You are X","messages":[{"role":"user","content":"b"},{"role":"user","content":"c"}]}"#, ClientFormat::Anthropic, &mut res, true).unwrap();
         assert_eq!(p.session, q.session, "same system prompt: same session");
-        let r = peek(br#"{"model":"m","messages":[{"role":"user","content":"a"}],"stream":true}"#, ClientFormat::Anthropic, &mut res, true).unwrap();
+        let r = peek(
+            br#"{"model":"m","messages":[{"role":"user","content":"a"}],"stream":true}"#,
+            ClientFormat::Anthropic,
+            &mut res,
+            true,
+        )
+        .unwrap();
         assert!(r.stream);
         assert_ne!(r.session, p.session);
-        let s = peek(br#"{"model":"gpt-5","input":"hi","prompt_cache_key":"conv-1"}"#, ClientFormat::OpenAI, &mut res, true).unwrap();
+        let s = peek(
+            br#"{"model":"gpt-5","input":"hi","prompt_cache_key":"conv-1"}"#,
+            ClientFormat::OpenAI,
+            &mut res,
+            true,
+        )
+        .unwrap();
         assert_eq!(s.session.as_deref(), Some("pck:conv-1"));
-        assert!(peek(br#"{"max_tokens":1}"#, ClientFormat::Anthropic, &mut res, true).is_none());
+        assert!(
+            peek(
+                br#"{"max_tokens":1}"#,
+                ClientFormat::Anthropic,
+                &mut res,
+                true
+            )
+            .is_none()
+        );
     }
 }

@@ -10,18 +10,27 @@ use crate::limits::{ClientFormat, KeyEntry, Service};
 use crate::model::Platform;
 use crate::web::state;
 
-pub const CLAUDE_PLATFORMS: &[Platform] = &[Platform::Claude, Platform::ClaudeConsole, Platform::Bedrock, Platform::Ccr];
+pub const CLAUDE_PLATFORMS: &[Platform] = &[
+    Platform::Claude,
+    Platform::ClaudeConsole,
+    Platform::Bedrock,
+    Platform::Ccr,
+];
 /// Bedrock has no token counting.
 const COUNT_PLATFORMS: &[Platform] = &[Platform::Claude, Platform::ClaudeConsole, Platform::Ccr];
 
 /// The key's binding for Claude routes: subscription/group first, then console, then Bedrock.
 fn binding(k: &KeyEntry) -> String {
     let r = &k.rec;
-    [&r.claude_account_id, &r.claude_console_account_id, &r.bedrock_account_id]
-        .into_iter()
-        .find(|b| !b.is_empty())
-        .cloned()
-        .unwrap_or_default()
+    [
+        &r.claude_account_id,
+        &r.claude_console_account_id,
+        &r.bedrock_account_id,
+    ]
+    .into_iter()
+    .find(|b| !b.is_empty())
+    .cloned()
+    .unwrap_or_default()
 }
 
 async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op) {
@@ -32,7 +41,16 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         body,
         peek,
         started,
-    }) = ingress(&st, req, res, ClientFormat::Anthropic, Service::Claude, metered, None).await
+    }) = ingress(
+        &st,
+        req,
+        res,
+        ClientFormat::Anthropic,
+        Service::Claude,
+        metered,
+        None,
+    )
+    .await
     else {
         return;
     };
@@ -42,7 +60,11 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         service: Service::Claude,
         format: ClientFormat::Anthropic,
         op,
-        platforms: if op == Op::CountTokens { COUNT_PLATFORMS } else { CLAUDE_PLATFORMS },
+        platforms: if op == Op::CountTokens {
+            COUNT_PLATFORMS
+        } else {
+            CLAUDE_PLATFORMS
+        },
         session: peek.session,
         model: peek.model,
         body,

@@ -79,15 +79,65 @@ macro_rules! route {
     };
 }
 
-route!(responses, Op::Responses { compact: false }, ClientFormat::OpenAI, Service::OpenAI, OPENAI);
-route!(responses_compact, Op::Responses { compact: true }, ClientFormat::OpenAI, Service::OpenAI, OPENAI);
-route!(azure_chat, Op::ChatCompletions, ClientFormat::OpenAI, Service::OpenAI, AZURE);
-route!(azure_responses, Op::Responses { compact: false }, ClientFormat::OpenAI, Service::OpenAI, AZURE);
-route!(droid_messages, Op::Messages, ClientFormat::Anthropic, Service::Droid, DROID);
-route!(droid_responses, Op::Responses { compact: false }, ClientFormat::OpenAI, Service::Droid, DROID);
-route!(droid_chat, Op::ChatCompletions, ClientFormat::OpenAI, Service::Droid, DROID);
+route!(
+    responses,
+    Op::Responses { compact: false },
+    ClientFormat::OpenAI,
+    Service::OpenAI,
+    OPENAI
+);
+route!(
+    responses_compact,
+    Op::Responses { compact: true },
+    ClientFormat::OpenAI,
+    Service::OpenAI,
+    OPENAI
+);
+route!(
+    azure_chat,
+    Op::ChatCompletions,
+    ClientFormat::OpenAI,
+    Service::OpenAI,
+    AZURE
+);
+route!(
+    azure_responses,
+    Op::Responses { compact: false },
+    ClientFormat::OpenAI,
+    Service::OpenAI,
+    AZURE
+);
+route!(
+    droid_messages,
+    Op::Messages,
+    ClientFormat::Anthropic,
+    Service::Droid,
+    DROID
+);
+route!(
+    droid_responses,
+    Op::Responses { compact: false },
+    ClientFormat::OpenAI,
+    Service::Droid,
+    DROID
+);
+route!(
+    droid_chat,
+    Op::ChatCompletions,
+    ClientFormat::OpenAI,
+    Service::Droid,
+    DROID
+);
 
-const OPENAI_MODELS: &[&str] = &["gpt-5", "gpt-5-codex", "gpt-5-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini"];
+const OPENAI_MODELS: &[&str] = &[
+    "gpt-5",
+    "gpt-5-codex",
+    "gpt-5-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "o3",
+    "o4-mini",
+];
 
 /// `GET /openai/v1/models`: the models Codex and OpenAI clients may ask for.
 #[handler]
@@ -98,9 +148,15 @@ pub async fn models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     }
     let data: Vec<_> = OPENAI_MODELS
         .iter()
-        .map(|m| json!({"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}))
+        .map(
+            |m| json!({"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}),
+        )
         .collect();
-    json(res, salvo::http::StatusCode::OK, &json!({"object": "list", "data": data}));
+    json(
+        res,
+        salvo::http::StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    );
 }
 
 pub fn router() -> Router {

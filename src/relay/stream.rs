@@ -52,7 +52,10 @@ pub fn pump(
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    upstream_error = Some(format!("upstream sent nothing for {}s", idle_timeout.as_secs()));
+                    upstream_error = Some(format!(
+                        "upstream sent nothing for {}s",
+                        idle_timeout.as_secs()
+                    ));
                     break;
                 }
             }
@@ -80,5 +83,8 @@ pub fn pump(
             upstream_error,
         });
     });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) })
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
 }

@@ -95,8 +95,13 @@ pub fn with_model(body: &Bytes, requested: &str, upstream: &str) -> Bytes {
     }
     match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
         Ok(mut m) if m.contains_key("model") => {
-            m.insert("model".into(), serde_json::Value::String(upstream.to_owned()));
-            serde_json::to_vec(&m).map(Bytes::from).unwrap_or_else(|_| body.clone())
+            m.insert(
+                "model".into(),
+                serde_json::Value::String(upstream.to_owned()),
+            );
+            serde_json::to_vec(&m)
+                .map(Bytes::from)
+                .unwrap_or_else(|_| body.clone())
         }
         _ => body.clone(),
     }
@@ -128,7 +133,10 @@ pub async fn build_request(
     match r.platform {
         Platform::Claude | Platform::ClaudeConsole | Platform::Ccr => {
             forward(&mut h, ch, ANTHROPIC_FORWARD);
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             h.insert(
                 "anthropic-version",
                 ch.get("anthropic-version")
@@ -148,13 +156,21 @@ pub async fn build_request(
             if r.platform == Platform::Claude {
                 // Subscription accounts: OAuth bearer token plus the OAuth beta flag.
                 let token = crate::accounts::oauth::fresh_access_token(st, acc).await?;
-                h.insert(header::AUTHORIZATION, bearer(&token.0).ok_or_else(|| anyhow::anyhow!("bad token"))?);
-                let beta = anthropic::with_oauth_beta(ch.get("anthropic-beta").and_then(|v| v.to_str().ok()));
+                h.insert(
+                    header::AUTHORIZATION,
+                    bearer(&token.0).ok_or_else(|| anyhow::anyhow!("bad token"))?,
+                );
+                let beta = anthropic::with_oauth_beta(
+                    ch.get("anthropic-beta").and_then(|v| v.to_str().ok()),
+                );
                 h.insert("anthropic-beta", HeaderValue::from_str(&beta)?);
             } else if acc.secret.0.starts_with("sk-ant-") {
                 h.insert("x-api-key", HeaderValue::from_str(&acc.secret.0)?);
             } else {
-                h.insert(header::AUTHORIZATION, bearer(&acc.secret.0).ok_or_else(|| anyhow::anyhow!("bad key"))?);
+                h.insert(
+                    header::AUTHORIZATION,
+                    bearer(&acc.secret.0).ok_or_else(|| anyhow::anyhow!("bad key"))?,
+                );
             }
             let body = with_model(&call.body, &call.model, upstream_model);
             Ok(acc.client.post(url).headers(h).body(body))
@@ -162,8 +178,14 @@ pub async fn build_request(
         Platform::Bedrock => crate::providers::bedrock::build_request(acc, call, upstream_model, h),
         Platform::OpenAIResponses => {
             forward(&mut h, ch, OPENAI_FORWARD);
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert(header::AUTHORIZATION, bearer(&acc.secret.0).ok_or_else(|| anyhow::anyhow!("bad key"))?);
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                header::AUTHORIZATION,
+                bearer(&acc.secret.0).ok_or_else(|| anyhow::anyhow!("bad key"))?,
+            );
             let url = match call.op {
                 Op::Responses { compact } => openai::responses_url(&r.api_url, compact),
                 Op::ChatCompletions => openai::chat_url(&r.api_url),
@@ -174,14 +196,20 @@ pub async fn build_request(
         }
         Platform::AzureOpenAI => {
             forward(&mut h, ch, OPENAI_FORWARD);
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             h.insert("api-key", HeaderValue::from_str(&acc.secret.0)?);
             let url = openai::azure_url(r, call.op, upstream_model)?;
             let body = with_model(&call.body, &call.model, upstream_model);
             Ok(acc.client.post(url).headers(h).body(body))
         }
         Platform::GeminiApi => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             h.insert("x-goog-api-key", HeaderValue::from_str(&acc.secret.0)?);
             let Op::Gemini { method, v1 } = call.op else {
                 anyhow::bail!("a Gemini account cannot serve this request");
@@ -190,9 +218,19 @@ pub async fn build_request(
             Ok(acc.client.post(url).headers(h).body(call.body.clone()))
         }
         Platform::Droid => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert(header::AUTHORIZATION, bearer(&acc.secret.0).ok_or_else(|| anyhow::anyhow!("bad key"))?);
-            let base = if r.api_url.is_empty() { "https://app.factory.ai/api/llm" } else { r.api_url.trim_end_matches('/') };
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                header::AUTHORIZATION,
+                bearer(&acc.secret.0).ok_or_else(|| anyhow::anyhow!("bad key"))?,
+            );
+            let base = if r.api_url.is_empty() {
+                "https://app.factory.ai/api/llm"
+            } else {
+                r.api_url.trim_end_matches('/')
+            };
             let (url, names) = match call.op {
                 Op::Messages | Op::CountTokens => {
                     h.insert(
@@ -234,7 +272,10 @@ pub fn upstream_format(acc: &AccountRt, op: Op) -> ClientFormat {
 }
 
 pub fn is_stream_response(acc: &AccountRt, _op: Op, h: &reqwest::header::HeaderMap) -> bool {
-    let ct = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if acc.rec.platform == Platform::Bedrock {
         return ct.starts_with("application/vnd.amazon.eventstream");
     }
@@ -258,10 +299,21 @@ pub fn new_tap(acc: &AccountRt, op: Op, _format: ClientFormat) -> Box<dyn Stream
 
 /// Does a success response of this op carry usage to record?
 pub fn op_has_usage(op: Op) -> bool {
-    !matches!(op, Op::CountTokens | Op::Gemini { method: gemini::Method::CountTokens, .. })
+    !matches!(
+        op,
+        Op::CountTokens
+            | Op::Gemini {
+                method: gemini::Method::CountTokens,
+                ..
+            }
+    )
 }
 
-pub fn usage_from_body(acc: &AccountRt, op: Op, body: &[u8]) -> Option<(TokenUsage, Option<String>)> {
+pub fn usage_from_body(
+    acc: &AccountRt,
+    op: Op,
+    body: &[u8],
+) -> Option<(TokenUsage, Option<String>)> {
     if !op_has_usage(op) {
         return None;
     }
@@ -303,7 +355,9 @@ pub fn is_error_body(format: ClientFormat, body: &[u8]) -> bool {
         return false;
     };
     let v = match (&v, format) {
-        (serde_json::Value::Array(a), ClientFormat::Gemini) => a.first().cloned().unwrap_or_default(),
+        (serde_json::Value::Array(a), ClientFormat::Gemini) => {
+            a.first().cloned().unwrap_or_default()
+        }
         _ => v,
     };
     v.get("error").is_some_and(|e| e.is_object())

@@ -246,7 +246,9 @@ impl Worker {
                 .collect();
             match self.store.put_raw_many(crate::store::Table::Sticky, &rows) {
                 Ok(()) => self.sticky.clear(),
-                Err(e) => tracing::warn!(error = %e, "persisting sticky sessions failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "persisting sticky sessions failed; will retry")
+                }
             }
         }
         if self.events == 0 {
