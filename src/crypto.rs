@@ -220,14 +220,23 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
+/// Check a password against an argon2 PHC string, or a bcrypt hash imported from v1
+/// (`$2a$`/`$2b$`; the caller rehashes with argon2 after a successful login).
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    if is_bcrypt(phc) {
+        return bcrypt::verify(password, phc).unwrap_or(false);
+    }
     match PasswordHash::new(phc) {
         Ok(h) => argon2::Argon2::default()
             .verify_password(password.as_bytes(), &h)
             .is_ok(),
         Err(_) => false,
     }
+}
+
+pub fn is_bcrypt(hash: &str) -> bool {
+    hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")
 }
 
 /// Show the first and last few characters of a secret, for logs and UIs.
@@ -313,6 +322,11 @@ mod tests {
         assert!(verify_password("hunter2", &h));
         assert!(!verify_password("hunter3", &h));
         assert!(!verify_password("hunter2", "garbage"));
+        // v1's bcryptjs hashes (cost 10) are accepted.
+        let b = bcrypt::hash("FixtureA-Admin-Pass-2024", 4).unwrap();
+        assert!(is_bcrypt(&b));
+        assert!(verify_password("FixtureA-Admin-Pass-2024", &b));
+        assert!(!verify_password("wrong", &b));
     }
 
     #[test]

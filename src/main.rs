@@ -35,6 +35,9 @@ enum Command {
     MockUpstream {
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: String,
+        /// Keep no copy of requests (for benchmarks).
+        #[arg(long)]
+        no_record: bool,
     },
 }
 
@@ -60,10 +63,13 @@ fn main() -> anyhow::Result<()> {
             crs::init_logging(&cfg.log_level, cfg.log_format);
             rt.block_on(crs::server::serve(cfg))
         }
-        Command::MockUpstream { listen } => {
+        Command::MockUpstream { listen, no_record } => {
             crs::init_logging("info", crs::config::LogFormat::Text);
             rt.block_on(async move {
                 let mock = crs::mock::MockUpstream::start_on(&listen).await?;
+                if no_record {
+                    mock.state.record.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::info!(url = %mock.url(), "mock upstream listening");
                 tokio::signal::ctrl_c().await?;
                 Ok(())

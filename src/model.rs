@@ -90,6 +90,8 @@ pub struct ApiKey {
     pub deleted_by: String,
     /// "admin" or "user".
     pub deleted_by_type: String,
+    /// v1 fields this version does not model (from an import), kept for export.
+    pub extra: BTreeMap<String, String>,
 }
 
 impl ApiKey {

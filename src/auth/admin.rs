@@ -186,6 +186,11 @@ pub async fn login(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         if !verify_password(&body.password, &admin.password_hash) {
             return Ok(None);
         }
+        if crate::crypto::is_bcrypt(&admin.password_hash) {
+            // An imported v1 hash: accepted once, replaced by argon2 now.
+            admin.password_hash = hash_password(&body.password);
+            tracing::info!(username = %admin.username, "imported v1 admin password rehashed with argon2");
+        }
         admin.last_login_at = Some(Utc::now());
         st2.store.put(Table::Admins, &admin.username, &admin)?;
         Ok(Some(admin))

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::usage::TokenUsage;
 
 mod anthropic;
+pub mod bedrock;
 mod gemini;
 mod oauth;
 mod openai;
@@ -122,6 +123,7 @@ impl MockUpstream {
             .context("mock has no address")?;
         let router = Router::new()
             .push(anthropic::routes(&state))
+            .push(bedrock::routes(&state))
             .push(openai::routes(&state))
             .push(gemini::routes(&state))
             .push(oauth::routes(&state));

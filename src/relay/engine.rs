@@ -53,7 +53,7 @@ struct Failure {
     headers: reqwest::header::HeaderMap,
     body: Bytes,
     /// The upstream's own wire format (to decide whether the body can pass through as is).
-    upstream_format: ClientFormat,
+    upstream_format: Option<ClientFormat>,
 }
 
 pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) -> String {
@@ -108,7 +108,7 @@ fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
     wire::copy_response_headers(&f.headers, res);
     // The upstream's own error body passes through when it speaks the client's format.
-    if f.upstream_format == format && wire::is_error_body(format, &f.body) {
+    if f.upstream_format == Some(format) && wire::is_error_body(format, &f.body) {
         raw_json(res, status, f.body);
         return;
     }
@@ -173,7 +173,7 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
                     status: 502,
                     headers: Default::default(),
                     body: Bytes::from(format!("account {} could not be used: {e}", acc.rec.name)),
-                    upstream_format: ClientFormat::Anthropic,
+                    upstream_format: None,
                 });
                 continue;
             }
@@ -206,7 +206,7 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
                         "Upstream {what} error for account {}",
                         acc.rec.name
                     )),
-                    upstream_format: ClientFormat::Anthropic,
+                    upstream_format: None,
                 });
                 continue;
             }
@@ -230,7 +230,7 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
                     status: 504,
                     headers: Default::default(),
                     body: Bytes::from_static(b"Upstream timeout"),
-                    upstream_format: ClientFormat::Anthropic,
+                    upstream_format: None,
                 });
                 continue;
             }

@@ -67,8 +67,10 @@ fn first_element(raw: &RawValue) -> Option<&str> {
     items.first().map(|r| r.get())
 }
 
+/// First 32 hex digits of sha256 over at most the first 16 KiB (a conversation's start is
+/// identified well before that; long system prompts need not be hashed whole per request).
 fn short_hash(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..16])
+    hex::encode(&Sha256::digest(&bytes[..bytes.len().min(16 * 1024)])[..16])
 }
 
 /// Claude Code's `metadata.user_id`: `user_<hash>_account_<uuid>_session_<uuid>`, or a JSON

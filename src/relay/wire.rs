@@ -256,9 +256,10 @@ pub async fn build_request(
     }
 }
 
-/// The error format the account's upstream speaks for `op`.
-pub fn upstream_format(acc: &AccountRt, op: Op) -> ClientFormat {
-    match acc.rec.platform {
+/// The error format the account's upstream speaks for `op`; `None` for upstreams whose
+/// error bodies are never passed through as they are (Bedrock's `{"message": ...}`).
+pub fn upstream_format(acc: &AccountRt, op: Op) -> Option<ClientFormat> {
+    Some(match acc.rec.platform {
         Platform::Claude | Platform::ClaudeConsole | Platform::Ccr => ClientFormat::Anthropic,
         Platform::OpenAIResponses | Platform::AzureOpenAI => ClientFormat::OpenAI,
         Platform::GeminiApi => ClientFormat::Gemini,
@@ -266,9 +267,8 @@ pub fn upstream_format(acc: &AccountRt, op: Op) -> ClientFormat {
             Op::Messages | Op::CountTokens => ClientFormat::Anthropic,
             _ => ClientFormat::OpenAI,
         },
-        // Bedrock's errors are `{"message": ...}`: always rewritten.
-        Platform::Bedrock => ClientFormat::Gemini,
-    }
+        Platform::Bedrock => return None,
+    })
 }
 
 pub fn is_stream_response(acc: &AccountRt, _op: Op, h: &reqwest::header::HeaderMap) -> bool {

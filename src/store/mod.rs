@@ -27,6 +27,9 @@ const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("account_groups");
 /// Sticky sessions: session key -> JSON {accountId, expiresAt}.
 const STICKY: TableDefinition<&str, &[u8]> = TableDefinition::new("sticky_sessions");
+/// v1 keys crs does not model (e.g. OAuth account types it cannot serve), kept verbatim from
+/// an import so an export gives them back: redis key -> JSON dump entry.
+const V1_RAW: TableDefinition<&str, &[u8]> = TableDefinition::new("v1_raw");
 /// Small runtime settings (sticky TTL, ...): name -> JSON.
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
@@ -43,6 +46,7 @@ pub enum Table {
     Groups,
     Sticky,
     Settings,
+    V1Raw,
 }
 
 impl Table {
@@ -54,6 +58,7 @@ impl Table {
             Table::Groups => GROUPS,
             Table::Sticky => STICKY,
             Table::Settings => SETTINGS,
+            Table::V1Raw => V1_RAW,
         }
     }
 
@@ -65,6 +70,7 @@ impl Table {
             Table::Groups => "account_groups",
             Table::Sticky => "sticky_sessions",
             Table::Settings => "settings",
+            Table::V1Raw => "v1_raw",
         }
     }
 }
@@ -110,6 +116,7 @@ impl Store {
             txn.open_table(GROUPS)?;
             txn.open_table(STICKY)?;
             txn.open_table(SETTINGS)?;
+            txn.open_table(V1_RAW)?;
             txn.open_table(USAGE)?;
             txn.open_table(RECORDS)?;
             txn.open_table(RECENT)?;
@@ -195,6 +202,65 @@ impl Store {
         let existed = txn.open_table(table.def())?.remove(id)?.is_some();
         txn.commit()?;
         Ok(existed)
+    }
+
+    /// Write many records in one transaction (bulk import).
+    pub fn put_many<T: Serialize>(&self, table: Table, records: &[(String, T)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(table.def())?;
+            for (id, r) in records {
+                t.insert(id.as_str(), serde_json::to_vec(r)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Set usage buckets to the given values (not add): importing twice gives the same result.
+    pub fn usage_put_many(&self, rows: &[(String, Counters)]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(USAGE)?;
+            for (k, c) in rows {
+                t.insert(k.as_str(), c.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every usage bucket, in key order (export).
+    pub fn usage_all(&self) -> Result<Vec<(String, Counters)>> {
+        self.usage_scan("")
+    }
+
+    /// Replace a key's request records (import): newest first in `records`.
+    pub fn records_replace(&self, key_id: &str, records: &[RequestRecord]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut per_key = txn.open_table(RECORDS)?;
+            let mut recent = txn.open_table(RECENT)?;
+            let prefix = format!("{key_id}|");
+            let old: Vec<String> = per_key
+                .range(prefix.as_str()..)?
+                .map_while(|r| r.ok().map(|(k, _)| k.value().to_owned()).filter(|k| k.starts_with(&prefix)))
+                .collect();
+            for k in old {
+                per_key.remove(k.as_str())?;
+                let order = &k[prefix.len()..];
+                recent.remove(format!("{order}|{key_id}").as_str())?;
+            }
+            for (i, r) in records.iter().enumerate() {
+                let ts = r.timestamp.map(|t| t.timestamp_millis()).unwrap_or(0).max(0) as u64;
+                let order = format!("{:016x}{:08x}", u64::MAX - ts, u32::MAX - i as u32);
+                let bytes = serde_json::to_vec(r)?;
+                per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
+                recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Raw rows of a table (for tables whose key matters, such as sticky sessions).

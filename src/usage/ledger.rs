@@ -199,11 +199,23 @@ pub fn bucket_keys(clock: &Clock, ev: &UsageEvent) -> Vec<String> {
     keys
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Group {
+    key_id: String,
+    account_id: String,
+    model: String,
+    /// Hour number in the accounting time zone: every bucket period (hour, day, month) is a
+    /// function of it.
+    hour: i64,
+}
+
 struct Worker {
     store: Arc<Store>,
     clock: Clock,
     retention: Retention,
-    pending: HashMap<String, Counters>,
+    /// Events folded by (key, account, model, hour): expanding each event into its 24 buckets
+    /// happens once per group at commit time, not once per event.
+    pending: HashMap<Group, Counters>,
     records: Vec<RequestRecord>,
     sticky: HashMap<String, crate::accounts::sticky::StickyEntry>,
     events: usize,
@@ -230,11 +242,42 @@ impl Worker {
         } else {
             Counters::error()
         };
-        for k in bucket_keys(&self.clock, ev) {
-            self.pending.entry(k).or_default().add(&delta);
-        }
+        let g = Group {
+            key_id: ev.key_id.clone(),
+            account_id: ev.account_id.clone(),
+            model: ev.model.clone(),
+            hour: (ev.at.timestamp() + self.offset_secs()).div_euclid(3600),
+        };
+        self.pending.entry(g).or_default().add(&delta);
         self.records.push(RequestRecord::from(ev));
         self.events += 1;
+    }
+
+    fn offset_secs(&self) -> i64 {
+        self.clock.offset().local_minus_utc() as i64
+    }
+
+    /// The bucket deltas of everything pending.
+    fn deltas(&self) -> HashMap<String, Counters> {
+        let mut out: HashMap<String, Counters> = HashMap::with_capacity(self.pending.len() * 24);
+        for (g, c) in &self.pending {
+            let ev = UsageEvent {
+                key_id: g.key_id.clone(),
+                account_id: g.account_id.clone(),
+                model: g.model.clone(),
+                at: DateTime::from_timestamp(g.hour * 3600 - self.offset_secs(), 0).unwrap_or_default(),
+                usage: TokenUsage::default(),
+                real_cost_micros: 0,
+                rated_cost_micros: 0,
+                status: 200,
+                latency_ms: 0,
+                stream: false,
+            };
+            for k in bucket_keys(&self.clock, &ev) {
+                out.entry(k).or_default().add(c);
+            }
+        }
+        out
     }
 
     fn commit(&mut self) {
@@ -254,8 +297,9 @@ impl Worker {
         if self.events == 0 {
             return;
         }
+        let deltas = self.deltas();
         let r = self.store.commit_usage(
-            self.pending.iter().map(|(k, v)| (k.as_str(), v)),
+            deltas.iter().map(|(k, v)| (k.as_str(), v)),
             &self.records,
             self.retention.records_per_key,
             self.retention.records_global,
@@ -264,7 +308,7 @@ impl Worker {
             Ok(()) => {
                 tracing::debug!(
                     events = self.events,
-                    buckets = self.pending.len(),
+                    buckets = deltas.len(),
                     "usage committed"
                 );
                 self.pending.clear();
@@ -471,5 +515,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         ledger.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod offset_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[tokio::test]
+    async fn half_hour_offsets_bucket_by_local_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("crs.redb")).unwrap();
+        let ledger = Ledger::start(store.clone(), Clock::new(330), Duration::from_secs(3600));
+        let mk = |h: u32, m: u32| UsageEvent {
+            key_id: "k".into(),
+            account_id: String::new(),
+            model: "m".into(),
+            at: Utc.with_ymd_and_hms(2026, 11, 22, h, m, 0).unwrap(),
+            usage: TokenUsage {
+                input_tokens: 1,
+                ..Default::default()
+            },
+            real_cost_micros: 0,
+            rated_cost_micros: 0,
+            status: 200,
+            latency_ms: 0,
+            stream: false,
+        };
+        // 03:29Z = 08:59 local, 03:31Z = 09:01 local: different local hours, same UTC hour.
+        ledger.record(mk(3, 29));
+        ledger.record(mk(3, 31));
+        // 18:31Z = 00:01 local next day.
+        ledger.record(mk(18, 31));
+        ledger.shutdown().await;
+        assert_eq!(store.usage_get("h:2026-11-22T08|k|k").unwrap().unwrap().requests, 1);
+        assert_eq!(store.usage_get("h:2026-11-22T09|k|k").unwrap().unwrap().requests, 1);
+        assert_eq!(store.usage_get("d:2026-11-23|k|k").unwrap().unwrap().requests, 1);
+        assert_eq!(store.usage_get("d:2026-11-22|k|k").unwrap().unwrap().requests, 2);
     }
 }

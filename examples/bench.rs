@@ -1,0 +1,536 @@
+//! The relay benchmark: the same mock upstream measured directly and through crs, in one run.
+//!
+//!     scripts/bench.sh            # builds release binaries, runs everything (~2 minutes)
+//!     scripts/bench.sh --quick    # shorter runs
+//!
+//! Processes: the mock upstream (`crs mock-upstream --no-record`) and crs (`crs serve`) run as
+//! separate release binaries; this program is the load generator (HTTP/1.1 keep-alive
+//! connections, one per concurrent client). All three share the machine's cores.
+//!
+//! Measured: added latency p50/p99 at concurrency 1; throughput and p99 at 32 and 256;
+//! SSE streaming throughput and time to first byte; crs RSS idle, after load and with 1,000
+//! concurrent slow streams; start-up to ready with 10,000 keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+const UPSTREAM_KEY: &str = "sk-ant-api03-bench-upstream-key";
+
+struct Opts {
+    quick: bool,
+    crs_bin: PathBuf,
+    json_out: Option<PathBuf>,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let crs_bin = std::env::var("CRS_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/crs")
+    });
+    Opts {
+        quick,
+        crs_bin,
+        json_out,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_ready(addr: SocketAddr, path: &str) -> Duration {
+    let t = Instant::now();
+    loop {
+        if let Ok(mut c) = Conn::open(addr).await
+            && let Ok((200, _)) = c.get(path).await
+        {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{addr} did not become ready");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    let t = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30), "{addr} is not listening");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    tx: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(conn);
+        Ok(Conn {
+            tx,
+            host: addr.to_string(),
+        })
+    }
+
+    async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Bytes)> {
+        let req = Request::get(path)
+            .header("host", &self.host)
+            .body(Full::new(Bytes::new()))?;
+        let r = self.tx.send_request(req).await?;
+        let status = r.status().as_u16();
+        Ok((status, r.into_body().collect().await?.to_bytes()))
+    }
+
+    /// POST; returns (status, time to first body byte, total time, body bytes).
+    async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Duration, Duration, usize)> {
+        let t = Instant::now();
+        let mut b = Request::post(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let r = self.tx.send_request(b.body(Full::new(body))?).await?;
+        let status = r.status().as_u16();
+        let mut body = r.into_body();
+        let mut first = None;
+        let mut n = 0;
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f?.into_data() {
+                if first.is_none() && !d.is_empty() {
+                    first = Some(t.elapsed());
+                }
+                n += d.len();
+            }
+        }
+        let total = t.elapsed();
+        Ok((status, first.unwrap_or(total), total, n))
+    }
+}
+
+/// Where a request goes: the mock directly, or crs.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    headers: Vec<(String, String)>,
+}
+
+struct Run {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    ttfb: Vec<Duration>,
+    bytes: u64,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(v: &[Duration], p: f64) -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i].as_secs_f64() * 1000.0
+    }
+    fn p50(&self) -> f64 {
+        Self::pct(&self.latencies, 0.5)
+    }
+    fn p99(&self) -> f64 {
+        Self::pct(&self.latencies, 0.99)
+    }
+    fn ttfb_p50(&self) -> f64 {
+        Self::pct(&self.ttfb, 0.5)
+    }
+}
+
+/// `concurrency` clients send `body` until `count` requests are done (when Some) or
+/// `duration` passes.
+async fn load(
+    t: &Target,
+    concurrency: usize,
+    body: Bytes,
+    count: Option<u64>,
+    duration: Duration,
+) -> Run {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let t = t.clone();
+        let body = body.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(t.addr).await.expect("connect");
+            let h: Vec<(&str, &str)> = t
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let (mut lat, mut ttfb, mut errors, mut bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
+            loop {
+                if let Some(n) = count {
+                    if done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n {
+                        break;
+                    }
+                } else if Instant::now() >= deadline {
+                    break;
+                }
+                match c.post("/v1/messages", &h, body.clone()).await {
+                    Ok((200, first, total, n)) => {
+                        lat.push(total);
+                        ttfb.push(first);
+                        bytes += n as u64;
+                    }
+                    _ => {
+                        errors += 1;
+                        if let Ok(nc) = Conn::open(t.addr).await {
+                            c = nc;
+                        }
+                    }
+                }
+            }
+            (lat, ttfb, errors, bytes)
+        }));
+    }
+    let mut run = Run {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        ttfb: Vec::new(),
+        bytes: 0,
+    };
+    for task in tasks {
+        let (l, f, e, b) = task.await.unwrap();
+        run.requests += l.len() as u64;
+        run.latencies.extend(l);
+        run.ttfb.extend(f);
+        run.errors += e;
+        run.bytes += b;
+    }
+    run.elapsed = start.elapsed();
+    run.latencies.sort();
+    run.ttfb.sort();
+    run
+}
+
+fn body(stream: bool, extra: &str) -> Bytes {
+    Bytes::from(
+        json!({
+            "model": "claude-sonnet-4-5-20250929",
+            "max_tokens": 256,
+            "stream": stream,
+            "messages": [{"role": "user", "content": format!("Write one sentence about relays. {extra}")}],
+        })
+        .to_string(),
+    )
+}
+
+async fn admin(addr: SocketAddr, token: &str, path: &str, v: Value) -> Value {
+    let mut c = Conn::open(addr).await.unwrap();
+    let auth = format!("Bearer {token}");
+    let req = Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("authorization", auth)
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap();
+    let r = c.tx.send_request(req).await.unwrap();
+    let b = r.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn spawn_crs(bin: &Path, dir: &Path, port: u16) -> Proc {
+    Proc(
+        Command::new(bin)
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--port", &port.to_string()])
+            .env("ADMIN_USERNAME", "bench")
+            .env("ADMIN_PASSWORD", "bench-password")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn crs"),
+    )
+}
+
+/// A data directory holding `n` keys, written straight into the store.
+fn data_dir_with_keys(dir: &Path, n: usize) {
+    let cfg = crs::config::Config::for_data_dir(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let (secrets, _) = crs::crypto::Secrets::load_or_create(&cfg.secrets_path(), None).unwrap();
+    let store = crs::store::Store::open(&cfg.db_path()).unwrap();
+    let keys: Vec<(String, crs::model::ApiKey)> = (0..n)
+        .map(|i| {
+            let mut k = crs::model::ApiKey::new(format!("bench-key-{i:05}"));
+            k.name = format!("user {i}");
+            k.key_hash = secrets.hash_api_key(&format!("cr_{i:064x}"));
+            k.concurrency_limit = (i % 3) as u32;
+            k.daily_cost_limit_micros = if i % 10 == 0 { 5_000_000 } else { 0 };
+            (k.id.clone(), k)
+        })
+        .collect();
+    store.put_many(crs::store::Table::ApiKeys, &keys).unwrap();
+}
+
+fn row(name: &str, direct: String, crs: String, ratio: String) {
+    println!("| {name:<44} | {direct:>14} | {crs:>14} | {ratio:>10} |");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    crs::init_tls();
+    let o = opts();
+    anyhow::ensure!(
+        o.crs_bin.exists(),
+        "{} not found: build it with `cargo build --release` (scripts/bench.sh does)",
+        o.crs_bin.display()
+    );
+    let secs = if o.quick { 2 } else { 5 };
+    let dur = Duration::from_secs(secs);
+    let mut out = serde_json::Map::new();
+
+    // The mock upstream.
+    let mock_port = free_port();
+    let mock_addr: SocketAddr = format!("127.0.0.1:{mock_port}").parse()?;
+    let _mock = Proc(
+        Command::new(&o.crs_bin)
+            .args(["mock-upstream", "--no-record", "--listen", &mock_addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_listening(mock_addr).await;
+
+    // crs on a fresh data directory, one console account, one key.
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let crs_proc = spawn_crs(&o.crs_bin, dir.path(), port);
+    let pid = crs_proc.0.id();
+    wait_ready(addr, "/health").await;
+    let login = admin(addr, "", "/web/auth/login", json!({"username": "bench", "password": "bench-password"})).await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    admin(
+        addr,
+        &token,
+        "/admin/claude-console-accounts",
+        json!({"name": "mock", "apiUrl": format!("http://{mock_addr}"), "apiKey": UPSTREAM_KEY}),
+    )
+    .await;
+    let key = admin(addr, &token, "/admin/api-keys", json!({"name": "bench"})).await["data"]["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let direct = Target {
+        addr: mock_addr,
+        headers: vec![
+            ("x-api-key".into(), UPSTREAM_KEY.into()),
+            ("anthropic-version".into(), "2023-06-01".into()),
+        ],
+    };
+    let relay = Target {
+        addr,
+        headers: vec![
+            ("x-api-key".into(), key.clone()),
+            ("anthropic-version".into(), "2023-06-01".into()),
+        ],
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = rss_kib(pid);
+
+    println!("\n| measurement | direct | through crs | crs/direct |");
+    println!("|---|---:|---:|---:|");
+
+    // Latency at concurrency 1.
+    let n = if o.quick { 1000 } else { 5000 };
+    let b = body(false, "");
+    load(&direct, 1, b.clone(), Some(300), dur).await;
+    load(&relay, 1, b.clone(), Some(300), dur).await;
+    let d1 = load(&direct, 1, b.clone(), Some(n), Duration::from_secs(600)).await;
+    let r1 = load(&relay, 1, b.clone(), Some(n), Duration::from_secs(600)).await;
+    row(
+        "c=1 latency p50 (ms)",
+        format!("{:.3}", d1.p50()),
+        format!("{:.3}", r1.p50()),
+        format!("+{:.3} ms", r1.p50() - d1.p50()),
+    );
+    row(
+        "c=1 latency p99 (ms)",
+        format!("{:.3}", d1.p99()),
+        format!("{:.3}", r1.p99()),
+        format!("+{:.3} ms", r1.p99() - d1.p99()),
+    );
+    out.insert(
+        "c1".into(),
+        json!({"direct_p50_ms": d1.p50(), "crs_p50_ms": r1.p50(), "added_p50_ms": r1.p50() - d1.p50(),
+               "direct_p99_ms": d1.p99(), "crs_p99_ms": r1.p99(), "added_p99_ms": r1.p99() - d1.p99()}),
+    );
+
+    // Throughput at 32 and 256.
+    for c in [32usize, 256] {
+        let d = load(&direct, c, b.clone(), None, dur).await;
+        let r = load(&relay, c, b.clone(), None, dur).await;
+        row(
+            &format!("c={c} throughput (req/s)"),
+            format!("{:.0}", d.rps()),
+            format!("{:.0}", r.rps()),
+            format!("{:.0}%", 100.0 * r.rps() / d.rps()),
+        );
+        row(
+            &format!("c={c} latency p99 (ms)"),
+            format!("{:.2}", d.p99()),
+            format!("{:.2}", r.p99()),
+            String::new(),
+        );
+        out.insert(
+            format!("c{c}"),
+            json!({"direct_rps": d.rps(), "crs_rps": r.rps(), "ratio": r.rps() / d.rps(),
+                   "direct_p99_ms": d.p99(), "crs_p99_ms": r.p99(), "crs_errors": r.errors}),
+        );
+    }
+    let rss_after_load = rss_kib(pid);
+
+    // Streaming: 200 events per response, at concurrency 32; time to first byte at 1.
+    let sb = body(true, "mock:chunks=200");
+    let d = load(&direct, 32, sb.clone(), None, dur).await;
+    let r = load(&relay, 32, sb.clone(), None, dur).await;
+    let mbps = |x: &Run| x.bytes as f64 / x.elapsed.as_secs_f64() / 1_048_576.0;
+    row(
+        "SSE c=32 throughput (MiB/s)",
+        format!("{:.1}", mbps(&d)),
+        format!("{:.1}", mbps(&r)),
+        format!("{:.0}%", 100.0 * mbps(&r) / mbps(&d)),
+    );
+    row(
+        "SSE c=32 streams/s",
+        format!("{:.0}", d.rps()),
+        format!("{:.0}", r.rps()),
+        format!("{:.0}%", 100.0 * r.rps() / d.rps()),
+    );
+    let d = load(&direct, 1, sb.clone(), Some(300), Duration::from_secs(600)).await;
+    let r = load(&relay, 1, sb.clone(), Some(300), Duration::from_secs(600)).await;
+    row(
+        "SSE time to first byte p50 (ms)",
+        format!("{:.3}", d.ttfb_p50()),
+        format!("{:.3}", r.ttfb_p50()),
+        format!("+{:.3} ms", r.ttfb_p50() - d.ttfb_p50()),
+    );
+    out.insert(
+        "sse".into(),
+        json!({"direct_mib_s": mbps(&d), "crs_mib_s": mbps(&r), "direct_ttfb_p50_ms": d.ttfb_p50(), "crs_ttfb_p50_ms": r.ttfb_p50()}),
+    );
+
+    // 1,000 concurrent slow streams (each ~10 s: 100 events 100 ms apart).
+    let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
+    let relay2 = relay.clone();
+    let streams = tokio::spawn(async move { load(&relay2, 1000, slow, Some(1000), Duration::from_secs(120)).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_streams = rss_kib(pid);
+    let s = streams.await?;
+    println!();
+    println!("| crs memory (RSS) | MiB |");
+    println!("|---|---:|");
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!("| idle, after start-up | {:.1} |", mib(rss_idle));
+    println!("| after the load above | {:.1} |", mib(rss_after_load));
+    println!(
+        "| during 1,000 concurrent slow streams | {:.1} |",
+        mib(rss_streams)
+    );
+    println!(
+        "\n1,000 slow streams: {} completed, {} errors",
+        s.requests, s.errors
+    );
+    out.insert(
+        "rss_mib".into(),
+        json!({"idle": mib(rss_idle), "after_load": mib(rss_after_load), "slow_streams_1000": mib(rss_streams),
+               "slow_streams_completed": s.requests}),
+    );
+    drop(crs_proc);
+
+    // Start-up to ready with 10,000 keys.
+    let dir2 = tempfile::tempdir()?;
+    data_dir_with_keys(dir2.path(), 10_000);
+    let mut readies = Vec::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let a: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let t = Instant::now();
+        let p = spawn_crs(&o.crs_bin, dir2.path(), port);
+        wait_ready(a, "/health").await;
+        readies.push(t.elapsed());
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    readies.sort();
+    let ready_ms = readies[readies.len() / 2].as_secs_f64() * 1000.0;
+    println!("\nstart-up to ready with 10,000 keys (median of 5): {ready_ms:.1} ms");
+    out.insert("ready_10k_keys_ms".into(), json!(ready_ms));
+
+    if let Some(p) = o.json_out {
+        std::fs::write(&p, serde_json::to_string_pretty(&Value::Object(out))?)?;
+        println!("results written to {}", p.display());
+    }
+    Ok(())
+}
+
