@@ -75,16 +75,23 @@ impl Sticky {
 
     /// Map `key` to `account_id` for another TTL (a hit renews the mapping, as v1).
     pub fn set(&self, key: &str, account_id: &str, now_ms: i64) {
+        let ttl = self.ttl_ms();
         let e = StickyEntry {
             account_id: account_id.to_owned(),
-            expires_at: now_ms + self.ttl_ms(),
+            expires_at: now_ms + ttl,
         };
+        let old = self.cache.get(key);
+        // A mapping renewed within the last minute needs no new write.
+        if let Some(o) = &old
+            && o.account_id == e.account_id
+            && o.expires_at - now_ms > ttl - 60_000
+        {
+            return;
+        }
         // Persist only new or moved mappings and renewals past half the TTL: keeps store
         // writes far below one per request.
-        let persist = match self.cache.get(key) {
-            Some(old) => {
-                old.account_id != e.account_id || old.expires_at - now_ms < self.ttl_ms() / 2
-            }
+        let persist = match old {
+            Some(old) => old.account_id != e.account_id || old.expires_at - now_ms < ttl / 2,
             None => true,
         };
         self.cache.insert(key.to_owned(), e.clone());
