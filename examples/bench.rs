@@ -41,9 +41,9 @@ fn opts() -> Opts {
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from);
-    let crs_bin = std::env::var("CRS_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/crs")
-    });
+    let crs_bin = std::env::var("CRS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/crs"));
     Opts {
         quick,
         crs_bin,
@@ -88,7 +88,10 @@ async fn wait_ready(addr: SocketAddr, path: &str) -> Duration {
         {
             return t.elapsed();
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "{addr} did not become ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{addr} did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -96,7 +99,10 @@ async fn wait_ready(addr: SocketAddr, path: &str) -> Duration {
 async fn wait_listening(addr: SocketAddr) {
     let t = Instant::now();
     while TcpStream::connect(addr).await.is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "{addr} is not listening");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{addr} is not listening"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -353,7 +359,12 @@ async fn main() -> anyhow::Result<()> {
     let mock_addr: SocketAddr = format!("127.0.0.1:{mock_port}").parse()?;
     let _mock = Proc(
         Command::new(&o.crs_bin)
-            .args(["mock-upstream", "--no-record", "--listen", &mock_addr.to_string()])
+            .args([
+                "mock-upstream",
+                "--no-record",
+                "--listen",
+                &mock_addr.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -368,7 +379,13 @@ async fn main() -> anyhow::Result<()> {
     let crs_proc = spawn_crs(&o.crs_bin, dir.path(), port);
     let pid = crs_proc.0.id();
     wait_ready(addr, "/health").await;
-    let login = admin(addr, "", "/web/auth/login", json!({"username": "bench", "password": "bench-password"})).await;
+    let login = admin(
+        addr,
+        "",
+        "/web/auth/login",
+        json!({"username": "bench", "password": "bench-password"}),
+    )
+    .await;
     let token = login["token"].as_str().unwrap().to_owned();
     admin(
         addr,
@@ -377,10 +394,11 @@ async fn main() -> anyhow::Result<()> {
         json!({"name": "mock", "apiUrl": format!("http://{mock_addr}"), "apiKey": UPSTREAM_KEY}),
     )
     .await;
-    let key = admin(addr, &token, "/admin/api-keys", json!({"name": "bench"})).await["data"]["apiKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key =
+        admin(addr, &token, "/admin/api-keys", json!({"name": "bench"})).await["data"]["apiKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let direct = Target {
         addr: mock_addr,
         headers: vec![
@@ -483,7 +501,9 @@ async fn main() -> anyhow::Result<()> {
     // 1,000 concurrent slow streams (each ~10 s: 100 events 100 ms apart).
     let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
     let relay2 = relay.clone();
-    let streams = tokio::spawn(async move { load(&relay2, 1000, slow, Some(1000), Duration::from_secs(120)).await });
+    let streams = tokio::spawn(async move {
+        load(&relay2, 1000, slow, Some(1000), Duration::from_secs(120)).await
+    });
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_streams = rss_kib(pid);
     let s = streams.await?;
@@ -533,4 +553,3 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -15,6 +15,16 @@ if [ ! -x e2e/node_modules/.bin/claude ] || [ ! -x e2e/node_modules/.bin/codex ]
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# Headless Chromium for the web UI tests (tests/browser.rs), from Debian's packages.
+if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing Chromium for the browser tests"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    chromium chromium-driver fonts-liberation >/dev/null
+fi
+
 export CRS_E2E_REQUIRED=1
 log "cargo test"
 cargo test --all-targets --locked "$@"

@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod ui;
 pub mod usage;
 pub mod web;
 

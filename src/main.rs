@@ -68,7 +68,9 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let mock = crs::mock::MockUpstream::start_on(&listen).await?;
                 if no_record {
-                    mock.state.record.store(false, std::sync::atomic::Ordering::Relaxed);
+                    mock.state
+                        .record
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 tracing::info!(url = %mock.url(), "mock upstream listening");
                 tokio::signal::ctrl_c().await?;

@@ -79,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .push(Router::with_path("web/auth/user").get(current_user))
         .push(crate::admin::router())
         .push(crate::relay::router())
+        .push(crate::ui::router())
 }
 
 /// JSON bodies for requests no route answered (v1's 404 shape) and other bare errors.

@@ -367,3 +367,34 @@ async fn settings_change_the_sticky_ttl() {
     assert_eq!(s, 400);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_over_its_daily_quota_leaves_the_rotation() {
+    let env = Env::start().await;
+    let a = extra_mock().await;
+    let b = extra_mock().await;
+    let mut body = console("quota", &a.url(), 10);
+    body["dailyQuota"] = json!(2.0);
+    let qid = env.create("claude-console-accounts", body).await;
+    env.create("claude-console-accounts", console("b", &b.url(), 90))
+        .await;
+    let (_, key) = env.create_key(json!({"name": "k"})).await;
+    // $3 of Sonnet input: past the $2 quota after one request.
+    ok(
+        &env,
+        &key,
+        msg_body(SONNET, false, "big mock:usage=1000000,0,0,0"),
+    )
+    .await;
+    ok(&env, &key, msg_body(SONNET, false, "next")).await;
+    assert_eq!((hits(&a, "/v1/messages"), hits(&b, "/v1/messages")), (1, 1));
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/claude-console-accounts/{qid}"),
+            None,
+        )
+        .await;
+    assert_eq!(v["data"]["todayCost"], 3.0);
+    env.stop().await;
+}

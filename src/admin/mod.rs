@@ -35,6 +35,7 @@ pub fn router() -> Router {
         .push(Router::with_path("usage-breakdown").get(stats::usage_breakdown))
         .push(Router::with_path("usage-records").get(stats::usage_records))
         .push(groups::router())
+        .push(Router::with_path("account-types").get(account_types))
         .push(
             Router::with_path("settings")
                 .get(settings::get)
@@ -54,4 +55,19 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| anyhow::anyhow!("store task failed: {e}"))?
+}
+
+/// `GET /admin/account-types`: the upstream account types this server offers, with their
+/// admin paths, so a UI need not probe.
+#[salvo::handler]
+async fn account_types(res: &mut salvo::Response) {
+    let types: Vec<serde_json::Value> = crate::model::Platform::ALL
+        .iter()
+        .map(|p| serde_json::json!({"platform": p.as_str(), "path": format!("/admin/{}", p.admin_path()), "group": p.group_family()}))
+        .collect();
+    crate::web::json(
+        res,
+        salvo::http::StatusCode::OK,
+        &serde_json::json!({"success": true, "data": types}),
+    );
 }

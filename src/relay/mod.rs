@@ -76,6 +76,13 @@ pub fn record_usage(
         (cost.micros as f64 * rate).round() as i64
     };
     let now = Utc::now();
+    if let Some(acc) = st.accounts.load().by_id.get(account_id) {
+        // The account's daily quota counts what the upstream charged (real cost).
+        acc.rt.add_cost(
+            crate::limits::meter::local_day(now, st.clock.offset()),
+            cost.micros,
+        );
+    }
     key.rt.meter.lock().on_usage(
         &key.rec,
         now,

@@ -244,7 +244,11 @@ impl Store {
             let prefix = format!("{key_id}|");
             let old: Vec<String> = per_key
                 .range(prefix.as_str()..)?
-                .map_while(|r| r.ok().map(|(k, _)| k.value().to_owned()).filter(|k| k.starts_with(&prefix)))
+                .map_while(|r| {
+                    r.ok()
+                        .map(|(k, _)| k.value().to_owned())
+                        .filter(|k| k.starts_with(&prefix))
+                })
                 .collect();
             for k in old {
                 per_key.remove(k.as_str())?;
@@ -252,7 +256,11 @@ impl Store {
                 recent.remove(format!("{order}|{key_id}").as_str())?;
             }
             for (i, r) in records.iter().enumerate() {
-                let ts = r.timestamp.map(|t| t.timestamp_millis()).unwrap_or(0).max(0) as u64;
+                let ts = r
+                    .timestamp
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(0)
+                    .max(0) as u64;
                 let order = format!("{:016x}{:08x}", u64::MAX - ts, u32::MAX - i as u32);
                 let bytes = serde_json::to_vec(r)?;
                 per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;

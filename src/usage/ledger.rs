@@ -265,7 +265,8 @@ impl Worker {
                 key_id: g.key_id.clone(),
                 account_id: g.account_id.clone(),
                 model: g.model.clone(),
-                at: DateTime::from_timestamp(g.hour * 3600 - self.offset_secs(), 0).unwrap_or_default(),
+                at: DateTime::from_timestamp(g.hour * 3600 - self.offset_secs(), 0)
+                    .unwrap_or_default(),
                 usage: TokenUsage::default(),
                 real_cost_micros: 0,
                 rated_cost_micros: 0,
@@ -549,9 +550,37 @@ mod offset_tests {
         // 18:31Z = 00:01 local next day.
         ledger.record(mk(18, 31));
         ledger.shutdown().await;
-        assert_eq!(store.usage_get("h:2026-11-22T08|k|k").unwrap().unwrap().requests, 1);
-        assert_eq!(store.usage_get("h:2026-11-22T09|k|k").unwrap().unwrap().requests, 1);
-        assert_eq!(store.usage_get("d:2026-11-23|k|k").unwrap().unwrap().requests, 1);
-        assert_eq!(store.usage_get("d:2026-11-22|k|k").unwrap().unwrap().requests, 2);
+        assert_eq!(
+            store
+                .usage_get("h:2026-11-22T08|k|k")
+                .unwrap()
+                .unwrap()
+                .requests,
+            1
+        );
+        assert_eq!(
+            store
+                .usage_get("h:2026-11-22T09|k|k")
+                .unwrap()
+                .unwrap()
+                .requests,
+            1
+        );
+        assert_eq!(
+            store
+                .usage_get("d:2026-11-23|k|k")
+                .unwrap()
+                .unwrap()
+                .requests,
+            1
+        );
+        assert_eq!(
+            store
+                .usage_get("d:2026-11-22|k|k")
+                .unwrap()
+                .unwrap()
+                .requests,
+            2
+        );
     }
 }

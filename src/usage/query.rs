@@ -31,6 +31,7 @@ pub fn counters_json(c: &Counters) -> Value {
         "allTokens": c.all_tokens(),
         "cost": micros_to_dollars(c.rated_cost_micros),
         "realCost": micros_to_dollars(c.real_cost_micros),
+        "errors": c.errors,
     })
 }
 

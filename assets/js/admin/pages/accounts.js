@@ -1,0 +1,635 @@
+// Upstream accounts: one tab per account type the server offers, a card per account with
+// status, cooldown, last error and usage, and a form per type built from its field list.
+
+import { h, icon, mount } from "../../lib/dom.js";
+import * as f from "../../lib/format.js";
+import { badge, busy, confirmDialog, copyButton, emptyState, field, input, meter, modal, moneyInput, select, showError, switchInput, tabs, toast } from "../../lib/ui.js";
+import { accountHealth, availableAccountTypes, cooldownUntil, listOf } from "./shared.js";
+
+// ---------- form controls per field type ----------
+
+function getPath(obj, path) {
+  return path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
+}
+
+function setPath(obj, path, value) {
+  const parts = path.split(".");
+  let o = obj;
+  for (const p of parts.slice(0, -1)) o = o[p] ??= {};
+  o[parts[parts.length - 1]] = value;
+}
+
+function mappingEditor(initial) {
+  const rows = h("div.stack", { style: { gap: "6px" } });
+  const addRow = (from = "", to = "") => {
+    const a = input({ value: from, placeholder: "Requested model", "aria-label": "Requested model" });
+    const b = input({ value: to === from ? "" : to, placeholder: "Upstream model (same if blank)", "aria-label": "Upstream model" });
+    const rm = h("button.btn.btn-ghost.btn-icon", { type: "button", "aria-label": "Remove this model" }, icon("x"));
+    const row = h("div.mapping-row", a, h("span.muted", "→"), b, rm);
+    rm.addEventListener("click", () => row.remove());
+    rows.append(row);
+    return a;
+  };
+  for (const [from, to] of Object.entries(initial || {})) addRow(from, to);
+  const add = h("button.btn.btn-sm", { type: "button" }, icon("plus"), "Add a model");
+  add.addEventListener("click", () => addRow().focus());
+  return {
+    el: h("div.stack", { style: { gap: "8px" } }, rows, h("div", add)),
+    value() {
+      const out = {};
+      for (const row of rows.children) {
+        const [a, , b] = row.children;
+        const from = a.value.trim();
+        if (from) out[from] = b.value.trim() || from;
+      }
+      return out;
+    },
+  };
+}
+
+function proxyEditor(initial) {
+  const p = initial || null;
+  const on = switchInput("Send this account's traffic through a proxy", !!(p && p.host));
+  const kind = select([["http", "HTTP"], ["https", "HTTPS"], ["socks5", "SOCKS5"]], p?.type || "http", { "aria-label": "Proxy type" });
+  const host = input({ value: p?.host || "", placeholder: "proxy.example.com" });
+  const port = input({ type: "number", min: "1", max: "65535", value: p?.port ? String(p.port) : "", placeholder: "8080" });
+  const user = input({ value: p?.username || "", autocomplete: "off" });
+  const pass = input({ type: "password", autocomplete: "new-password", placeholder: p?.hasPassword ? "Leave blank to keep" : "" });
+  const grid = h(
+    "div.form-grid",
+    field("Type", kind),
+    field("Host", host),
+    field("Port", port),
+    field("Username", user),
+    field("Password", pass, { cls: "span-2" }),
+  );
+  const sync = () => (grid.hidden = !on.input.checked);
+  on.input.addEventListener("change", sync);
+  sync();
+  return {
+    el: h("div.stack", on.el, grid),
+    value() {
+      if (!on.input.checked || !host.value.trim()) return null;
+      const v = { type: kind.value, host: host.value.trim(), port: Number(port.value) || 0, username: user.value.trim() };
+      if (pass.value) v.password = pass.value;
+      return v;
+    },
+  };
+}
+
+function secretInput(props) {
+  const inp = input({ type: "password", autocomplete: "new-password", ...props });
+  const toggle = h("button.btn.btn-icon", { type: "button", "aria-label": "Show the value", "aria-pressed": "false" }, icon("eye"));
+  toggle.addEventListener("click", () => {
+    const show = inp.type === "password";
+    inp.type = show ? "text" : "password";
+    toggle.setAttribute("aria-pressed", String(show));
+    toggle.setAttribute("aria-label", show ? "Hide the value" : "Show the value");
+    toggle.replaceChildren(icon(show ? "eyeOff" : "eye"));
+  });
+  return { el: h("div.input-group", inp, toggle), input: inp };
+}
+
+/** Build the controls of a type's fields; returns {el, collect(creating), first}. */
+function buildFields(type, account) {
+  const a = account || {};
+  const creating = !account;
+  const controls = [];
+  const cells = [];
+  const readers = {};
+  for (const fd of type.fields) {
+    const cur = getPath(a, fd.name);
+    let el;
+    let read;
+    switch (fd.type) {
+      case "secret": {
+        const masked = fd.maskedFrom ? a[fd.maskedFrom] : "";
+        const s = secretInput({ name: fd.name, placeholder: creating ? fd.placeholder || "" : masked ? `Leave blank to keep ${masked}` : "Leave blank to keep the current value" });
+        el = field(fd.label, s.el, { cls: fd.span ? "span-2" : "", hint: fd.hint });
+        read = (body) => {
+          const v = s.input.value.trim();
+          if (v) setPath(body, fd.name, v);
+          else if (creating && fd.required) throw fieldError(s.input, `${fd.label} is required.`);
+        };
+        controls.push(s.input);
+        break;
+      }
+      case "int": {
+        const inp = input({ type: "number", name: fd.name, min: fd.min ?? 0, max: fd.max ?? null, step: "1", value: cur !== undefined && cur !== null && cur !== 0 ? String(cur) : creating && fd.default ? String(fd.default) : "" });
+        el = field(fd.label, inp, { hint: fd.hint });
+        read = (body) => {
+          if (inp.value.trim() === "") {
+            setPath(body, fd.name, fd.blankIsZero ? 0 : fd.default ?? 0);
+            return;
+          }
+          setPath(body, fd.name, Math.round(Number(inp.value)));
+        };
+        controls.push(inp);
+        break;
+      }
+      case "money": {
+        const m = moneyInput({ name: fd.name, value: cur ? String(cur) : "", placeholder: "No quota" });
+        el = field(fd.label, m.el, { hint: fd.hint });
+        read = (body) => setPath(body, fd.name, m.input.value.trim() ? Number(m.input.value) : 0);
+        controls.push(m.input);
+        break;
+      }
+      case "select": {
+        const sel = select(fd.options, cur || fd.default || fd.options[0][0], { name: fd.name });
+        el = field(fd.label, sel, { hint: fd.hint });
+        read = (body) => setPath(body, fd.name, sel.value);
+        controls.push(sel);
+        break;
+      }
+      case "time": {
+        const inp = input({ type: "time", name: fd.name, value: cur || fd.default || "00:00", step: "60" });
+        el = field(fd.label, inp, { hint: fd.hint });
+        read = (body) => setPath(body, fd.name, inp.value || fd.default || "00:00");
+        controls.push(inp);
+        break;
+      }
+      case "switch": {
+        const sw = switchInput(fd.label, !!cur, { name: fd.name });
+        el = h("div.field.span-2", sw.el, fd.hint ? h("span.hint", fd.hint) : null);
+        read = (body) => setPath(body, fd.name, sw.input.checked);
+        controls.push(sw.input);
+        break;
+      }
+      case "mapping": {
+        const m = mappingEditor(cur);
+        el = h("div.field.span-2", h("span.field-label", fd.label), fd.hint ? h("span.hint", fd.hint) : null, m.el);
+        read = (body) => setPath(body, fd.name, m.value());
+        break;
+      }
+      case "proxy": {
+        const p = proxyEditor(cur);
+        el = h("div.field.span-2", h("span.field-label", fd.label), p.el);
+        read = (body) => setPath(body, fd.name, p.value());
+        break;
+      }
+      default: {
+        const inp = input({ type: fd.type === "url" ? "url" : "text", name: fd.name, value: cur ?? "", placeholder: fd.placeholder || "", required: !!fd.required, maxlength: fd.name === "description" ? "500" : null });
+        el = field(fd.label, inp, { hint: fd.hint, cls: fd.span ? "span-2" : "" });
+        read = (body) => {
+          const v = inp.value.trim();
+          if (!v && fd.required) throw fieldError(inp, `${fd.label} is required.`);
+          if (v && fd.type === "url" && !/^https?:\/\/[^/\s]+/.test(v)) throw fieldError(inp, `${fd.label} must start with http:// or https://.`);
+          setPath(body, fd.name, v);
+        };
+        controls.push(inp);
+      }
+    }
+    cells.push(el);
+    controls.readers = controls.readers || [];
+    controls.readers.push(read);
+    readers[fd.name] = read;
+  }
+  const active = switchInput("Account is active", creating ? true : a.isActive !== false, { name: "isActive" });
+  cells.push(h("div.span-2", active.el));
+  return {
+    el: h("div.form-grid", cells),
+    first: controls[0],
+    collect() {
+      const body = {};
+      for (const read of controls.readers) read(body);
+      body.isActive = active.input.checked;
+      return body;
+    },
+    /** One field's value, without validating the others. */
+    peek(name) {
+      const body = {};
+      try {
+        readers[name]?.(body);
+      } catch {
+        return undefined;
+      }
+      return getPath(body, name);
+    },
+  };
+}
+
+function fieldError(inputEl, message) {
+  const e = new Error(message);
+  e.input = inputEl;
+  return e;
+}
+
+/** The create/edit dialog for one account type. Resolves true when saved. */
+function openAccountForm(ctx, type, account = null) {
+  const creating = !account;
+  const fields = buildFields(type, account);
+  let oauth = null;
+  let oauthStep = null;
+  let mode = "authorise";
+  if (creating && type.oauth) {
+    const genBtn = h("button.btn", { type: "button", "data-oauth-generate": "" }, icon("external"), "Get an authorisation link");
+    const linkBox = h("div.stack", { hidden: true, style: { gap: "8px" } });
+    const code = input({ name: "authorizationCode", placeholder: "Paste the code or the final page's address", autocomplete: "off" });
+    const accessToken = secretInput({ name: "accessToken", placeholder: "sk-ant-oat01-…" });
+    const refreshToken = secretInput({ name: "refreshToken", placeholder: "sk-ant-ort01-…" });
+    genBtn.addEventListener("click", () =>
+      busy(genBtn, async () => {
+        try {
+          const r = await ctx.api(`/admin/${type.path}/${type.oauth.generate}`, { method: "POST", body: { proxy: fields.peek("proxy") ?? null } });
+          const d = r.data || r;
+          oauth = { sessionId: d.sessionId, authUrl: d.authUrl || d.url };
+          mount(
+            linkBox,
+            h("div.secret-box", h("code", { "data-auth-url": "" }, oauth.authUrl), copyButton(oauth.authUrl)),
+            h("div", h("a.btn.btn-primary.btn-sm", { href: oauth.authUrl, target: "_blank", rel: "noopener noreferrer" }, icon("external"), "Open the authorisation page")),
+          );
+          linkBox.hidden = false;
+          code.focus();
+        } catch (e) {
+          showError(e, "Could not create the authorisation link");
+        }
+      }),
+    );
+    const authorise = h(
+      "div.steps",
+      h("div.step", h("div.stack", { style: { gap: "8px" } }, h("span", "Get a link, open it and sign in with the Claude account to share."), h("div", genBtn), linkBox)),
+      h("div.step", field("Authorisation code", code, { hint: "The code from the last page, or that page's whole address." })),
+    );
+    const paste = h(
+      "div.form-grid",
+      { hidden: true },
+      field("Access token", accessToken.el, { cls: "span-2" }),
+      field("Refresh token", refreshToken.el, { cls: "span-2", hint: "Without it the account stops working when the access token expires." }),
+    );
+    const modeTabs = tabs(
+      [
+        ["authorise", "Sign in with Claude"],
+        ["paste", "Paste tokens"],
+      ],
+      mode,
+      (m) => {
+        mode = m;
+        authorise.hidden = m !== "authorise";
+        paste.hidden = m !== "paste";
+      },
+      { label: "How to authorise" },
+    );
+    oauthStep = h("fieldset.form-section", h("legend", "Authorise"), h("p.section-note", type.oauth.hint), h("div", { style: { marginBottom: "14px" } }, modeTabs), authorise, paste);
+    oauthStep.code = code;
+    oauthStep.tokens = () => ({ accessToken: accessToken.input.value.trim(), refreshToken: refreshToken.input.value.trim() });
+    oauthStep.accessInput = accessToken.input;
+  }
+  return new Promise((resolve) => {
+    let saved = false;
+    const submit = h("button.btn.btn-primary", { type: "submit" }, creating ? "Add account" : "Save changes");
+    modal({
+      title: creating ? `Add a ${type.label} account` : `Edit ${account.name}`,
+      wide: true,
+      body: h("div", oauthStep, h("fieldset.form-section", h("legend", "Account"), h("p.section-note", type.blurb), fields.el)),
+      footer: [h("button.btn", { type: "button", onclick: (ev) => ev.target.closest("dialog").close() }, "Cancel"), submit],
+      onSubmit: async () => {
+        let body;
+        try {
+          body = fields.collect();
+        } catch (e) {
+          if (e.input) {
+            toast(e.message, { kind: "error" });
+            e.input.setAttribute("aria-invalid", "true");
+            e.input.focus();
+            return false;
+          }
+          throw e;
+        }
+        if (creating && type.oauth && mode === "paste") {
+          const t = oauthStep.tokens();
+          if (!t.accessToken) {
+            toast("Paste the access token.", { kind: "error" });
+            oauthStep.accessInput.focus();
+            return false;
+          }
+          body[type.oauth.result] = t;
+        } else if (creating && type.oauth) {
+          const code = oauthStep.code.value.trim();
+          if (!oauth || !code) {
+            toast("Get the authorisation link, sign in, and paste the code first.", { kind: "error" });
+            oauthStep.code.focus();
+            return false;
+          }
+          const r = await ctx.api(`/admin/${type.path}/${type.oauth.exchange}`, {
+            method: "POST",
+            body: { sessionId: oauth.sessionId, authorizationCode: code, callbackUrl: code.startsWith("http") ? code : undefined, proxy: body.proxy ?? null },
+          });
+          const d = r.data || {};
+          body[type.oauth.result] = d[type.oauth.result] || d.tokens || d;
+        }
+        if (creating) await ctx.api(`/admin/${type.path}`, { method: "POST", body });
+        else await ctx.api(`/admin/${type.path}/${encodeURIComponent(account.id)}`, { method: "PUT", body });
+        saved = true;
+        return true;
+      },
+      onClose: () => resolve(saved),
+    });
+  });
+}
+
+// ---------- cards ----------
+
+function endpointOf(a) {
+  if (a.platform === "bedrock") return [a.region ? `AWS ${a.region}` : "AWS", a.endpointUrl].filter(Boolean).join(" · ");
+  return a.apiUrl || a.baseApi || a.baseUrl || a.azureEndpoint || "";
+}
+
+function defaultEndpoint(a) {
+  switch (a.platform) {
+    case "claude":
+      return "api.anthropic.com";
+    case "gemini-api":
+      return "generativelanguage.googleapis.com";
+    case "droid":
+      return "Factory";
+    default:
+      return "—";
+  }
+}
+
+function modelsOf(a) {
+  const m = a.supportedModels;
+  const entries = Array.isArray(m) ? m.map((x) => [x, x]) : Object.entries(m || {});
+  if (!entries.length) return h("span.muted", "All models");
+  return h(
+    "div.chips",
+    entries.slice(0, 6).map(([from, to]) => h("span.chip", { title: from === to ? from : `${from} → ${to}` }, from === to ? from : `${from} → ${to}`)),
+    entries.length > 6 ? h("span.chip", `+${entries.length - 6}`) : null,
+  );
+}
+
+function proxyOf(a) {
+  const p = a.proxy;
+  if (!p || !p.host) return "Direct";
+  return `${p.type || "http"}://${p.username ? `${p.username}@` : ""}${p.host}:${p.port}`;
+}
+
+function credentialOf(a) {
+  if (a.platform === "claude") {
+    const exp = Number(a.tokenExpiresAt) || 0;
+    const parts = [a.accessTokenMasked || "no token"];
+    if (exp) parts.push(exp > Date.now() ? `refreshes ${f.relative(exp)}` : "expired");
+    if (!a.hasRefreshToken) parts.push("no refresh token");
+    return h("span", h("code", parts[0]), parts.length > 1 ? ` · ${parts.slice(1).join(" · ")}` : "");
+  }
+  if (a.platform === "bedrock") return a.accessKeyIdMasked ? h("code", a.accessKeyIdMasked) : "—";
+  return a.apiKeyMasked ? h("code", a.apiKeyMasked) : "—";
+}
+
+function typeDetails(a) {
+  const out = [];
+  if (a.platform === "azure-openai") out.push(["Deployment", [a.deploymentName, a.apiVersion && `API ${a.apiVersion}`].filter(Boolean).join(" · ") || "—"]);
+  if (a.platform === "bedrock" && (a.defaultModel || a.smallFastModel)) out.push(["Models", [a.defaultModel, a.smallFastModel].filter(Boolean).join(" · ")]);
+  if (a.platform === "droid" && a.endpointType) out.push(["Speaks", a.endpointType === "openai" ? "OpenAI" : "Anthropic"]);
+  if (a.platform === "claude" && a.emailMasked) out.push(["Login", a.emailMasked]);
+  return out;
+}
+
+function accountCard(ctx, type, a, reload) {
+  const [label, kind] = accountHealth(a);
+  const u = a.usage || {};
+  const cool = cooldownUntil(a);
+  const name = a.name;
+  const base = `/admin/${type.path}/${encodeURIComponent(a.id)}`;
+  const sched = switchInput("Scheduling", a.schedulable !== false, { "aria-label": `Schedule requests to ${name}` });
+  sched.input.addEventListener("change", async () => {
+    sched.input.disabled = true;
+    try {
+      const r = await ctx.api(`${base}/toggle-schedulable`, { method: "PUT" });
+      const on = r.schedulable ?? r.data?.schedulable ?? sched.input.checked;
+      sched.input.checked = !!on;
+      toast(on ? `${name} is taking requests again` : `${name} is paused: no new requests go to it`);
+      reload();
+    } catch (e) {
+      sched.input.checked = !sched.input.checked;
+      showError(e, "Could not change scheduling");
+    } finally {
+      sched.input.disabled = false;
+    }
+  });
+  const testBtn = h("button.btn.btn-sm", { type: "button", "data-action": "test", "aria-label": `Test ${name}` }, icon("play"), h("span", "Test"));
+  testBtn.addEventListener("click", () =>
+    busy(testBtn, async () => {
+      try {
+        const r = await ctx.api(`${base}/test`, { method: "POST", body: {} });
+        const d = r.data || r;
+        const latency = d.latencyMs ?? d.latency;
+        toast(`${name} answered${latency !== undefined ? ` in ${f.ms(latency)}` : ""}${d.model ? ` (${d.model})` : ""}.`, { title: "Test passed" });
+        reload();
+      } catch (e) {
+        const d = e.body && e.body.data;
+        if (d && typeof d === "object" && "ok" in d) {
+          toast(`${d.status ? `HTTP ${d.status}: ` : ""}${d.message || "no answer"}`, { kind: "error", title: `${name} failed the test` });
+        } else if (e.status === 404 && /route/i.test(e.message)) {
+          toast("This server cannot test accounts yet. Send a request with a key instead.", { kind: "info", title: "Test not available" });
+        } else {
+          showError(e, `${name} failed the test`);
+        }
+      }
+    }),
+  );
+  const editBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Edit ${name}`, title: "Edit", "data-action": "edit" }, icon("edit"));
+  editBtn.addEventListener("click", async () => {
+    if (await openAccountForm(ctx, type, a)) {
+      toast(`Saved ${name}`);
+      reload();
+    }
+  });
+  const delBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Delete ${name}`, title: "Delete", "data-action": "delete" }, icon("trash"));
+  delBtn.addEventListener("click", async () => {
+    const ok = await confirmDialog({
+      title: `Delete ${name}?`,
+      message: "The account is removed for good. Keys bound to it go back to the shared pool. Its usage history is kept.",
+      confirmLabel: "Delete account",
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      const r = await ctx.api(base, { method: "DELETE" });
+      toast(r.unboundKeys ? `Deleted ${name}; ${f.plural(r.unboundKeys, "key")} moved to the shared pool` : `Deleted ${name}`);
+      reload();
+    } catch (e) {
+      showError(e, "Could not delete the account");
+    }
+  });
+  const troubled = cool || (a.status && a.status !== "active") || (a.modelCooldowns || []).length;
+  let resetBtn = null;
+  if (troubled) {
+    resetBtn = h("button.btn.btn-sm", { type: "button", "data-action": "reset", title: "Clear the error and cooldowns and put the account back in rotation" }, icon("restore"), h("span", "Reset"));
+    resetBtn.addEventListener("click", () =>
+      busy(resetBtn, async () => {
+        try {
+          await ctx.api(`${base}/reset-status`, { method: "POST" });
+          toast(`${name} is back in rotation`);
+          reload();
+        } catch (e) {
+          showError(e, "Could not reset the account");
+        }
+      }),
+    );
+  }
+  let refreshBtn = null;
+  if (a.platform === "claude") {
+    refreshBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Refresh the token of ${name}`, title: "Refresh the access token now", "data-action": "refresh" }, icon("refresh"));
+    refreshBtn.addEventListener("click", () =>
+      busy(refreshBtn, async () => {
+        try {
+          await ctx.api(`/admin/claude-accounts/${encodeURIComponent(a.id)}/refresh`, { method: "POST" });
+          toast(`Refreshed the token of ${name}`);
+          reload();
+        } catch (e) {
+          showError(e, "Could not refresh the token");
+        }
+      }),
+    );
+  }
+  const quota = Number(a.dailyQuota) || 0;
+  const today = u.daily?.cost ?? a.todayCost ?? 0;
+  const kvs = [
+    ["Endpoint", endpointOf(a) || h("span.muted", defaultEndpoint(a))],
+    ["Credential", credentialOf(a)],
+    ...typeDetails(a),
+    ["Priority", `${a.priority ?? "—"} · ${a.accountType === "dedicated" ? "dedicated" : "shared pool"}`],
+    ["Models", modelsOf(a)],
+    ["Proxy", proxyOf(a)],
+    a.maxConcurrentTasks > 0 ? ["Concurrency", `${f.int(a.currentConcurrency || 0)} of ${f.int(a.maxConcurrentTasks)} in use`] : null,
+    (a.groupInfos || []).length ? ["Groups", h("div.chips", a.groupInfos.map((g) => h("span.chip", g.name)))] : null,
+    a.lastUsedAt ? ["Last used", h("span", { title: f.dateTime(a.lastUsedAt) }, f.relative(a.lastUsedAt))] : null,
+  ].filter(Boolean);
+  return h(
+    "article.card.account-card",
+    { dataset: { accountId: a.id } },
+    h(
+      "div.top",
+      h("div.cell-stack", h("h3", name), a.description ? h("span.cell-sub", a.description) : null),
+      badge(label, kind),
+    ),
+    h(
+      "div.body",
+      h("dl.kv", kvs.map(([k, v]) => [h("dt", k), h("dd", v)])),
+      h(
+        "div.mini-stats",
+        h("div", h("div.k", "Today"), h("div.v", f.int(u.daily?.requests || 0)), h("div.k", u.daily?.errors ? `requests · ${f.int(u.daily.errors)} errors` : "requests")),
+        h("div", h("div.k", "Today"), h("div.v", f.money(today)), h("div.k", quota > 0 ? `of ${f.money(quota)} quota` : "cost")),
+        h("div", h("div.k", "All time"), h("div.v", f.money(u.total?.cost || 0)), h("div.k", `${f.compact(u.total?.allTokens || 0)} tokens`)),
+      ),
+      quota > 0 ? meter(today, quota, { label: "Daily quota used" }) : null,
+      cool
+        ? h("div.callout.warn", { "data-cooldown": "" }, icon("clock"), h("span", `Cooling down until ${f.dateTime(cool)} (${f.relative(cool)})${a.cooldownReason ? `: ${a.cooldownReason}` : ""}.`))
+        : null,
+      (a.modelCooldowns || []).length
+        ? h("div.callout.warn", icon("clock"), h("span", "Resting models: ", a.modelCooldowns.map((m) => `${m.model} until ${f.dateTime(m.until)}`).join(", ")))
+        : null,
+      a.errorMessage ? h("div.callout.danger", { "data-last-error": "" }, icon("alert"), h("span", h("strong", "Last error: "), a.errorMessage)) : null,
+    ),
+    h("div.foot", sched.el, h("span.spacer"), resetBtn, testBtn, refreshBtn, editBtn, delBtn),
+  );
+}
+
+function skeletonCards(n = 2) {
+  return Array.from({ length: n }, () =>
+    h(
+      "div.card.account-card",
+      { "aria-hidden": "true" },
+      h("div.top", h("span.skel.line", { style: { width: "40%", height: "16px" } })),
+      h("div.body", h("span.skel.line"), h("span.skel.line", { style: { width: "70%" } }), h("span.skel.line", { style: { width: "55%" } }), h("span.skel", { style: { height: "58px" } })),
+      h("div.foot", h("span.skel.line", { style: { width: "30%" } })),
+    ),
+  );
+}
+
+export default async function accountsPage(root, ctx) {
+  let typeId = ctx.params[0] || ctx.query.get("type") || "claude-console";
+  const tabsHost = h("div");
+  const grid = h("div.account-grid", { "aria-live": "polite" }, skeletonCards(3));
+  const addBtn = h("button.btn.btn-primary", { type: "button", "data-add-account": "", disabled: true }, icon("plus"), "Add account");
+  const blurb = h("p", "Upstream accounts crs relays requests to.");
+  mount(
+    root,
+    h("div.page-head", h("div", h("h1", "Accounts"), blurb), h("div.actions", addBtn)),
+    h("div.section-head", tabsHost, h("span.muted.small", { "data-count": "" })),
+    grid,
+  );
+
+  let types = [];
+  const current = () => types.find((t) => t.type.id === typeId) || types[0];
+
+  async function reload() {
+    const t = current();
+    if (!t) return;
+    try {
+      const r = await ctx.api(`/admin/${t.type.path}`);
+      t.accounts = listOf(r);
+      render();
+    } catch (e) {
+      showError(e, "Could not load the accounts");
+    }
+  }
+
+  const tabLabel = (t) => `${t.type.label}${t.accounts.length ? ` · ${t.accounts.length}` : ""}`;
+
+  function render() {
+    const t = current();
+    if (!t) return;
+    addBtn.disabled = false;
+    const tab = tabsHost.querySelector(`[data-value="${t.type.id}"]`);
+    if (tab) tab.textContent = tabLabel(t);
+    root.querySelector("[data-count]").textContent = f.plural(t.accounts.length, "account");
+    if (!t.accounts.length) {
+      mount(
+        grid,
+        h(
+          "div.card",
+          { style: { gridColumn: "1 / -1" } },
+          emptyState({
+            iconName: "server",
+            title: `No ${t.type.label} accounts yet`,
+            text: t.type.blurb,
+            action: h("button.btn.btn-primary", { type: "button", onclick: add }, icon("plus"), `Add a ${t.type.label} account`),
+          }),
+        ),
+      );
+      return;
+    }
+    mount(grid, t.accounts.map((a) => accountCard(ctx, t.type, a, reload)));
+  }
+
+  async function add() {
+    const t = current();
+    if (t && (await openAccountForm(ctx, t.type))) {
+      toast("Account added");
+      reload();
+    }
+  }
+  addBtn.addEventListener("click", add);
+
+  try {
+    types = await availableAccountTypes({ refresh: true });
+  } catch (e) {
+    showError(e, "Could not load the accounts");
+    mount(grid, h("div.card", { style: { gridColumn: "1 / -1" } }, emptyState({ iconName: "alert", title: "Could not load the accounts", text: e.message })));
+    return;
+  }
+  if (!types.some((t) => t.type.id === typeId)) typeId = types[0]?.type.id;
+  if (types.length > 1) {
+    mount(
+      tabsHost,
+      tabs(
+        types.map((t) => [t.type.id, tabLabel(t)]),
+        typeId,
+        (v) => {
+          typeId = v;
+          ctx.setQuery({ type: v === "claude-console" ? null : v });
+          mount(grid, skeletonCards(2));
+          reload();
+        },
+        { label: "Account type" },
+      ),
+    );
+  } else {
+    mount(tabsHost, h("h2", current().type.label));
+  }
+  render();
+}
+
+export { openAccountForm };
