@@ -123,3 +123,31 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
 pub fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
+
+/// Admin-style 400: `{"error": message}` (v1's validation replies).
+pub fn bad_request(res: &mut Response, msg: impl Into<String>) {
+    json(
+        res,
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": msg.into()}),
+    );
+}
+
+/// 404 with `{"error": what}`.
+pub fn not_found(res: &mut Response, what: &str) {
+    json(
+        res,
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": what}),
+    );
+}
+
+/// 500: the cause goes to the log, the client gets `what` and a generic message.
+pub fn internal_error(res: &mut Response, what: &str, e: anyhow::Error) {
+    tracing::error!(error = %e, "{what}");
+    json(
+        res,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({"error": what, "message": "Internal server error"}),
+    );
+}

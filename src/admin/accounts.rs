@@ -22,24 +22,15 @@ use crate::usage::query::{UsageTotals, account_usage};
 use crate::web::{json, json_body, state};
 
 fn bad(res: &mut Response, msg: impl Into<String>) {
-    json(res, StatusCode::BAD_REQUEST, &json!({"error": msg.into()}));
+    crate::web::bad_request(res, msg)
 }
 
 fn not_found(res: &mut Response) {
-    json(
-        res,
-        StatusCode::NOT_FOUND,
-        &json!({"error": "Account not found"}),
-    );
+    crate::web::not_found(res, "Account not found")
 }
 
 fn internal(res: &mut Response, what: &str, e: anyhow::Error) {
-    tracing::error!(error = %e, "{what}");
-    json(
-        res,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &json!({"error": what, "message": "Internal server error"}),
-    );
+    crate::web::internal_error(res, what, e)
 }
 
 fn parse_url(field: &str, u: &str) -> Result<(), String> {

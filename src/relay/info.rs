@@ -1,5 +1,7 @@
 //! Informational client routes: health, models, key info, usage, me.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use salvo::http::StatusCode;
 use salvo::prelude::*;
@@ -7,7 +9,8 @@ use serde_json::json;
 
 use crate::admin::blocking;
 use crate::auth::authenticate;
-use crate::usage::query::key_usage;
+use crate::limits::KeyEntry;
+use crate::usage::query::{UsageTotals, key_usage};
 use crate::web::{json, state};
 
 /// Models listed to clients. The shape satisfies both the Anthropic SDK (`type`,
@@ -100,65 +103,61 @@ pub async fn models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     );
 }
 
-#[handler]
-pub async fn key_info(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+/// The calling key and its usage totals (after a ledger flush), or the error reply written.
+async fn key_with_usage(
+    req: &Request,
+    depot: &Depot,
+    res: &mut Response,
+    what: &str,
+) -> Option<(Arc<KeyEntry>, UsageTotals)> {
     let st = state(depot);
     let key = match authenticate(&st, req) {
         Ok(k) => k,
-        Err(e) => return e.write(res),
+        Err(e) => {
+            e.write(res);
+            return None;
+        }
     };
     st.ledger.flush().await;
-    let st2 = st.clone();
     let id = key.rec.id.clone();
-    match blocking(move || key_usage(&st2, &id)).await {
-        Ok(u) => json(
-            res,
-            StatusCode::OK,
-            &json!({
-                "keyInfo": {"id": key.rec.id, "name": key.rec.name, "tokenLimit": key.rec.token_limit, "usage": u.to_json()},
-                "timestamp": Utc::now(),
-            }),
-        ),
+    match blocking(move || key_usage(&st, &id)).await {
+        Ok(u) => Some((key, u)),
         Err(e) => {
-            tracing::error!(error = %e, "reading key usage failed");
-            json(
-                res,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "Failed to get key info", "message": "Internal server error"}),
-            );
+            crate::web::internal_error(res, what, e);
+            None
         }
     }
 }
 
 #[handler]
-pub async fn usage(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let key = match authenticate(&st, req) {
-        Ok(k) => k,
-        Err(e) => return e.write(res),
+pub async fn key_info(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let Some((key, u)) = key_with_usage(req, depot, res, "Failed to get key info").await else {
+        return;
     };
-    st.ledger.flush().await;
-    let st2 = st.clone();
-    let id = key.rec.id.clone();
-    match blocking(move || key_usage(&st2, &id)).await {
-        Ok(u) => json(
-            res,
-            StatusCode::OK,
-            &json!({
-                "usage": u.to_json(),
-                "limits": {"tokens": key.rec.token_limit, "requests": key.rec.rate_limit_requests},
-                "timestamp": Utc::now(),
-            }),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "reading key usage failed");
-            json(
-                res,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "Failed to get usage stats", "message": "Internal server error"}),
-            );
-        }
-    }
+    json(
+        res,
+        StatusCode::OK,
+        &json!({
+            "keyInfo": {"id": key.rec.id, "name": key.rec.name, "tokenLimit": key.rec.token_limit, "usage": u.to_json()},
+            "timestamp": Utc::now(),
+        }),
+    );
+}
+
+#[handler]
+pub async fn usage(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let Some((key, u)) = key_with_usage(req, depot, res, "Failed to get usage stats").await else {
+        return;
+    };
+    json(
+        res,
+        StatusCode::OK,
+        &json!({
+            "usage": u.to_json(),
+            "limits": {"tokens": key.rec.token_limit, "requests": key.rec.rate_limit_requests},
+            "timestamp": Utc::now(),
+        }),
+    );
 }
 
 #[handler]
