@@ -135,7 +135,9 @@ pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
         return pool
             .by_id
             .get(id)
-            .filter(|a| !want.exclude.contains(&a.rec.id))
+            .filter(|a| {
+                !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
+            })
             .and_then(|a| eligible(st, a, want.model, now_ms).and_then(|m| try_take(a, m)))
             .ok_or_else(|| NoAccount::BoundUnavailable(binding.to_owned()));
     }
