@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod limits;
+pub mod listener;
 pub mod mock;
 pub mod model;
 pub mod providers;
@@ -18,6 +19,29 @@ pub mod store;
 pub mod ui;
 pub mod usage;
 pub mod web;
+
+/// Make glibc's allocator hand memory back: fewer arenas, large blocks (argon2's 19 MiB, big
+/// request bodies) always mmapped so they are unmapped on free, the heap trimmed early.
+/// Without this a relay that once served a burst keeps its peak footprint for ever.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before other threads
+    // allocate heavily and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// Return freed heap memory to the system (glibc keeps it otherwise).
+pub fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim is thread-safe and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Install the process-wide TLS provider (ring). Idempotent.
 pub fn init_tls() {

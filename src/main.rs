@@ -43,6 +43,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    crs::tune_allocator();
     crs::init_tls();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -159,6 +159,45 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Load the keys from the store into an index (runtime state carried over from `old`), with
+/// the cost meters of keys that need them rebuilt from the usage buckets, on up to two threads.
+fn load_key_index(store: &Store, clock: &Clock, old: &KeyIndex) -> Result<KeyIndex> {
+    let keys: Vec<ApiKey> = store.load_all(Table::ApiKeys)?;
+    let idx = KeyIndex::build(keys, old);
+    let now = chrono::Utc::now();
+    let todo: Vec<&Arc<KeyEntry>> = idx
+        .by_id
+        .values()
+        .filter(|e| {
+            e.needs_cost_history() && !e.rt.restored.load(std::sync::atomic::Ordering::Acquire)
+        })
+        .collect();
+    let restore = |part: &[&Arc<KeyEntry>]| {
+        for e in part {
+            match crate::limits::restore_meter(store, clock, &e.rec, now) {
+                Ok(m) => {
+                    *e.rt.meter.lock() = m;
+                    e.rt.restored
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Err(err) => {
+                    tracing::error!(key_id = %e.rec.id, error = %err, "rebuilding cost meter failed")
+                }
+            }
+        }
+    };
+    if todo.len() < 64 {
+        restore(&todo);
+    } else {
+        let (a, b) = todo.split_at(todo.len() / 2);
+        std::thread::scope(|s| {
+            s.spawn(|| restore(a));
+            restore(b);
+        });
+    }
+    Ok(idx)
+}
+
 impl AppState {
     pub fn new(config: Config, secrets: Secrets, store: Arc<Store>) -> Result<Arc<Self>> {
         let clock = Clock::new(config.tz_offset_minutes);
@@ -167,7 +206,15 @@ impl AppState {
             config.sticky_ttl.as_millis() as i64,
             ledger.clone(),
         );
-        let pricing = Pricing::load(&config.data_dir)?;
+        // The pricing table parses on another core while the keys load.
+        let data_dir = config.data_dir.clone();
+        let pricing_thread = std::thread::spawn(move || Pricing::load(&data_dir));
+        let t = std::time::Instant::now();
+        let keys = load_key_index(&store, &clock, &KeyIndex::default())?;
+        tracing::debug!(startup_phase = "keys", ms = t.elapsed().as_millis() as u64);
+        let pricing = pricing_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("loading the pricing table panicked"))??;
         tracing::info!(models = pricing.model_count(), "pricing table loaded");
         let state = Arc::new(AppState {
             pricing,
@@ -178,7 +225,7 @@ impl AppState {
             store,
             ledger,
             clock,
-            keys: ArcSwap::from_pointee(KeyIndex::default()),
+            keys: ArcSwap::from_pointee(keys),
             accounts: ArcSwap::from_pointee(AccountPool::default()),
             sticky,
             oauth: Default::default(),
@@ -188,7 +235,6 @@ impl AppState {
             rr: Default::default(),
         });
         let _ = state.me.set(Arc::downgrade(&state));
-        state.reload_keys()?;
         state.reload_accounts()?;
         state.load_settings()?;
         let sticky: Vec<(String, crate::accounts::sticky::StickyEntry)> = state
@@ -209,23 +255,7 @@ impl AppState {
     /// Rebuild the key snapshot from the store and swap it in. Keys that have cost limits get
     /// their meters rebuilt from the usage history the first time they need it.
     pub fn reload_keys(&self) -> Result<()> {
-        let keys: Vec<ApiKey> = self.store.load_all(Table::ApiKeys)?;
-        let idx = KeyIndex::build(keys, &self.keys.load());
-        let now = chrono::Utc::now();
-        for e in idx.by_id.values() {
-            if e.needs_cost_history() && !e.rt.restored.load(std::sync::atomic::Ordering::Acquire) {
-                match crate::limits::restore_meter(self, &e.rec, now) {
-                    Ok(m) => {
-                        *e.rt.meter.lock() = m;
-                        e.rt.restored
-                            .store(true, std::sync::atomic::Ordering::Release);
-                    }
-                    Err(err) => {
-                        tracing::error!(key_id = %e.rec.id, error = %err, "rebuilding cost meter failed")
-                    }
-                }
-            }
-        }
+        let idx = load_key_index(&self.store, &self.clock, &self.keys.load())?;
         self.keys.store(Arc::new(idx));
         Ok(())
     }

@@ -505,13 +505,17 @@ fn persist_activation(st: Arc<AppState>, id: String, at: DateTime<Utc>) {
 
 /// Rebuild a key's cost meter from the usage buckets (at start, or when a cost limit is
 /// added). The rate window is transient and starts empty.
-pub fn restore_meter(st: &AppState, k: &ApiKey, now: DateTime<Utc>) -> anyhow::Result<Meter> {
+pub fn restore_meter(
+    store: &crate::store::Store,
+    clock: &crate::usage::Clock,
+    k: &ApiKey,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Meter> {
     use crate::usage::bucket;
-    let off = st.clock.offset();
-    let store = &st.store;
+    let off = clock.offset();
     let mut m = Meter::default();
     m.roll(k, now, off);
-    let p = st.clock.periods(now);
+    let p = clock.periods(now);
     let rated = |key: String| -> anyhow::Result<i64> {
         Ok(store
             .usage_get(&key)?
@@ -533,12 +537,14 @@ pub fn restore_meter(st: &AppState, k: &ApiKey, now: DateTime<Utc>) -> anyhow::R
             .sum())
     };
     let mut weekly = 0;
-    let first = st.clock.periods(ws);
+    let first = clock.periods(ws);
     let mut t = ws;
-    // The hours of the first (partial) local day.
+    // The hours of the first local day, unless the week starts at midnight (the usual case:
+    // then every day is whole and one day bucket stands for its 24 hours).
+    let starts_at_midnight = ws.with_timezone(&off).time() == chrono::NaiveTime::MIN;
     loop {
-        let pp = st.clock.periods(t);
-        if pp.day != first.day || t > now {
+        let pp = clock.periods(t);
+        if starts_at_midnight || pp.day != first.day || t > now {
             break;
         }
         weekly += claude_sum(format!("{}|km|{}|", bucket::hour(&pp.hour), k.id))?;
@@ -546,7 +552,7 @@ pub fn restore_meter(st: &AppState, k: &ApiKey, now: DateTime<Utc>) -> anyhow::R
     }
     // Whole days after it, up to today.
     while t <= now {
-        let pp = st.clock.periods(t);
+        let pp = clock.periods(t);
         weekly += claude_sum(format!("{}|km|{}|", bucket::day(&pp.day), k.id))?;
         t += Duration::days(1);
     }
@@ -556,7 +562,7 @@ pub fn restore_meter(st: &AppState, k: &ApiKey, now: DateTime<Utc>) -> anyhow::R
     // hour (or now), so it leaves the window no earlier than it should.
     for h in (0..=5).rev() {
         let hour_start = now - Duration::hours(h);
-        let pp = st.clock.periods(hour_start);
+        let pp = clock.periods(hour_start);
         let cost = rated(bucket::key(&bucket::hour(&pp.hour), &k.id))?;
         if cost != 0 {
             let start_ms = hour_start.timestamp_millis() / 3_600_000 * 3_600_000;

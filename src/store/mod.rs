@@ -75,6 +75,20 @@ impl Table {
     }
 }
 
+/// A record as stored: JSON without the fields that hold their default value (they read back
+/// as the default through `#[serde(default)]`), so records stay small and load fast.
+fn encode<T: Serialize + Default>(record: &T) -> Result<Vec<u8>> {
+    let v = serde_json::to_value(record)?;
+    let v = match (v, serde_json::to_value(T::default())?) {
+        (serde_json::Value::Object(mut m), serde_json::Value::Object(d)) => {
+            m.retain(|k, val| d.get(k) != Some(val));
+            serde_json::Value::Object(m)
+        }
+        (v, _) => v,
+    };
+    Ok(serde_json::to_vec(&v)?)
+}
+
 pub struct Store {
     db: Database,
     path: PathBuf,
@@ -161,23 +175,36 @@ impl Store {
 
     /// Load every record of a table. A record that no longer parses is reported and skipped,
     /// never deleted: the bytes stay in the file for a later version or a manual fix.
-    pub fn load_all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table.def())?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            match serde_json::from_slice(v.value()) {
-                Ok(rec) => out.push(rec),
-                Err(e) => tracing::error!(
-                    table = table.name(),
-                    id = k.value(),
-                    error = %e,
-                    "record does not parse; skipped and left in the store"
-                ),
-            }
+    /// Large tables parse on two threads.
+    pub fn load_all<T: DeserializeOwned + Send>(&self, table: Table) -> Result<Vec<T>> {
+        let rows = self.load_raw(table)?;
+        let parse = |part: &[(String, Vec<u8>)]| -> Vec<T> {
+            part.iter()
+                .filter_map(|(k, v)| match serde_json::from_slice(v) {
+                    Ok(rec) => Some(rec),
+                    Err(e) => {
+                        tracing::error!(
+                            table = table.name(),
+                            id = %k,
+                            error = %e,
+                            "record does not parse; skipped and left in the store"
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        if rows.len() < 512 {
+            return Ok(parse(&rows));
         }
-        Ok(out)
+        let (a, b) = rows.split_at(rows.len() / 2);
+        let (mut first, second) = std::thread::scope(|s| {
+            let h = s.spawn(|| parse(a));
+            let second = parse(b);
+            (h.join().expect("record parsing thread"), second)
+        });
+        first.extend(second);
+        Ok(first)
     }
 
     pub fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
@@ -189,8 +216,8 @@ impl Store {
         }
     }
 
-    pub fn put<T: Serialize>(&self, table: Table, id: &str, record: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(record)?;
+    pub fn put<T: Serialize + Default>(&self, table: Table, id: &str, record: &T) -> Result<()> {
+        let bytes = encode(record)?;
         let txn = self.db.begin_write()?;
         txn.open_table(table.def())?.insert(id, bytes.as_slice())?;
         txn.commit()?;
@@ -205,12 +232,16 @@ impl Store {
     }
 
     /// Write many records in one transaction (bulk import).
-    pub fn put_many<T: Serialize>(&self, table: Table, records: &[(String, T)]) -> Result<()> {
+    pub fn put_many<T: Serialize + Default>(
+        &self,
+        table: Table,
+        records: &[(String, &T)],
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(table.def())?;
             for (id, r) in records {
-                t.insert(id.as_str(), serde_json::to_vec(r)?.as_slice())?;
+                t.insert(id.as_str(), encode(*r)?.as_slice())?;
             }
         }
         txn.commit()?;
@@ -265,6 +296,55 @@ impl Store {
                 let bytes = serde_json::to_vec(r)?;
                 per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
                 recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// `records_replace` for many keys in one transaction (bulk import), keeping at most
+    /// `recent_cap` rows in the global recent list. Records are newest first per key.
+    pub fn records_replace_many(
+        &self,
+        items: &[(String, Vec<RequestRecord>)],
+        recent_cap: usize,
+    ) -> Result<()> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_write()?;
+        {
+            let mut per_key = txn.open_table(RECORDS)?;
+            let mut recent = txn.open_table(RECENT)?;
+            for (key_id, records) in items {
+                let prefix = format!("{key_id}|");
+                let mut old = Vec::new();
+                for row in per_key.range(prefix.as_str()..)? {
+                    let (k, _) = row?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    old.push(k.value().to_owned());
+                }
+                for k in old {
+                    per_key.remove(k.as_str())?;
+                    recent.remove(format!("{}|{key_id}", &k[prefix.len()..]).as_str())?;
+                }
+                for (i, r) in records.iter().enumerate() {
+                    let ts = r
+                        .timestamp
+                        .map(|t| t.timestamp_millis())
+                        .unwrap_or(0)
+                        .max(0) as u64;
+                    // Newest first, also among records of the same millisecond.
+                    let order = format!("{:016x}{:08x}", u64::MAX - ts, i as u32);
+                    let bytes = serde_json::to_vec(r)?;
+                    per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
+                    recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
+                }
+            }
+            while recent.len()? > recent_cap as u64 {
+                if recent.pop_last()?.is_none() {
+                    break;
+                }
             }
         }
         txn.commit()?;
@@ -525,6 +605,26 @@ mod tests {
         assert_eq!((c.requests, c.input_tokens), (2, 20));
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(s.ping());
+    }
+
+    #[test]
+    fn records_are_stored_without_default_fields_and_read_back_whole() {
+        let mut k = ApiKey::new("k".into());
+        k.name = "n".into();
+        k.tags = vec!["t".into()];
+        let bytes = encode(&k).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"isActive\":true"), "{text}");
+        assert!(
+            !text.contains("tokenLimit"),
+            "defaults are left out: {text}"
+        );
+        let back: ApiKey = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, k);
+        let mut off = k.clone();
+        off.is_active = false;
+        let back: ApiKey = serde_json::from_slice(&encode(&off).unwrap()).unwrap();
+        assert_eq!(back, off);
     }
 
     #[test]
