@@ -424,6 +424,27 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_kib(pid);
 
+    // `--soak SECS [C]`: only load crs at concurrency C (32) for SECS, print the rate and the
+    // RSS every second for 20 s after (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--soak") {
+        let secs: u64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(20);
+        let c: usize = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(32);
+        println!("crs pid {pid}: loading at c={c} for {secs} s");
+        let r = load(&relay, c, body(false, ""), None, Duration::from_secs(secs)).await;
+        for _ in 0..20 {
+            println!("RSS {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        println!(
+            "{:.0} req/s, p99 {:.2} ms, {} errors",
+            r.rps(),
+            r.p99(),
+            r.errors
+        );
+        return Ok(());
+    }
+
     println!("\n| measurement | direct | through crs | crs/direct |");
     println!("|---|---:|---:|---:|");
 

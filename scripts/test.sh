@@ -25,6 +25,15 @@ if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
     chromium chromium-driver fonts-liberation >/dev/null
 fi
 
+# redis-server for the v1 import/export tests (tests/import.rs), from Debian's packages.
+if ! command -v redis-server >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing redis-server for the import tests"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
 export CRS_E2E_REQUIRED=1
 log "cargo test"
 cargo test --all-targets --locked "$@"

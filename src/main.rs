@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand};
 
 use crs::config::{CliOverrides, Config};
 
+#[global_allocator]
+static GLOBAL: crs::GlobalAllocator = mimalloc::MiMalloc;
+
 /// Claude Relay Service: share upstream AI accounts behind `cr_` keys with limits and usage
 /// accounting.
 #[derive(Parser)]
@@ -30,6 +33,61 @@ enum Command {
         #[arg(long, env = "CRS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Import a v1 deployment (its Redis, or a JSON dump) into a data directory.
+    Import {
+        /// v1's Redis: redis://[user:pass@]host:port/db
+        #[arg(
+            long,
+            value_name = "REDIS_URL",
+            required_unless_present = "from_json",
+            conflicts_with = "from_json"
+        )]
+        from: Option<String>,
+        /// A JSON dump instead (the format `crs export --to-json` writes).
+        #[arg(long, value_name = "FILE")]
+        from_json: Option<PathBuf>,
+        /// Data directory to import into.
+        #[arg(long, env = "CRS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// The v1 deployment's ENCRYPTION_KEY (decrypts account secrets; API keys are hashed with it).
+        #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
+        encryption_key: Option<String>,
+        /// Read and report only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import into a data directory that already holds keys, accounts or usage.
+        #[arg(long)]
+        merge: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a data directory in v1's layout (to a Redis v1 can run on, or a JSON dump).
+    Export {
+        /// Target Redis: redis://[user:pass@]host:port/db (refused if it holds keys, unless --merge)
+        #[arg(
+            long,
+            value_name = "REDIS_URL",
+            required_unless_present = "to_json",
+            conflicts_with = "to_json"
+        )]
+        to: Option<String>,
+        /// Write a JSON dump instead.
+        #[arg(long, value_name = "FILE")]
+        to_json: Option<PathBuf>,
+        /// Data directory to export.
+        #[arg(long, env = "CRS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// v1's ENCRYPTION_KEY (default: the data directory's key-hash secret; must equal it).
+        #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
+        encryption_key: Option<String>,
+        /// Write into a Redis database that already holds keys (crs's keys replace theirs).
+        #[arg(long)]
+        merge: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a mock upstream (Anthropic Messages API) for trying crs out and for benchmarks.
     #[command(hide = true)]
     MockUpstream {
@@ -47,6 +105,7 @@ fn main() -> anyhow::Result<()> {
     crs::init_tls();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crs::on_worker_park)
         .build()?;
     match cli.command {
         Command::Serve {
@@ -64,6 +123,63 @@ fn main() -> anyhow::Result<()> {
             crs::init_logging(&cfg.log_level, cfg.log_format);
             rt.block_on(crs::server::serve(cfg))
         }
+        Command::Import {
+            from,
+            from_json,
+            data_dir,
+            encryption_key,
+            dry_run,
+            merge,
+            json,
+        } => {
+            let cfg = Config::load(&CliOverrides {
+                data_dir,
+                ..Default::default()
+            })?;
+            crs::init_logging("warn", cfg.log_format);
+            let source = match (from, from_json) {
+                (Some(url), _) => crs::migrate::Source::Redis(url),
+                (None, Some(f)) => crs::migrate::Source::Json(f),
+                (None, None) => anyhow::bail!("--from or --from-json is required"),
+            };
+            let opts = crs::migrate::ImportOptions {
+                data_dir: cfg.data_dir.clone(),
+                encryption_key: encryption_key.unwrap_or_default(),
+                dry_run,
+                merge,
+                progress: true,
+            };
+            let report = rt.block_on(crs::migrate::import(&source, &opts))?;
+            print_report(&report, json)
+        }
+        Command::Export {
+            to,
+            to_json,
+            data_dir,
+            encryption_key,
+            merge,
+            json,
+        } => {
+            let cfg = Config::load(&CliOverrides {
+                data_dir,
+                ..Default::default()
+            })?;
+            crs::init_logging("warn", cfg.log_format);
+            let target = match (to, to_json) {
+                (Some(url), _) => crs::migrate::Target::Redis(url),
+                (None, Some(f)) => crs::migrate::Target::Json(f),
+                (None, None) => anyhow::bail!("--to or --to-json is required"),
+            };
+            let opts = crs::migrate::ExportOptions {
+                data_dir: cfg.data_dir.clone(),
+                encryption_key,
+                tz_offset_minutes: cfg.tz_offset_minutes,
+                merge,
+                progress: true,
+            };
+            let report = rt.block_on(crs::migrate::export(&target, &opts))?;
+            print_report(&report, json)
+        }
         Command::MockUpstream { listen, no_record } => {
             crs::init_logging("info", crs::config::LogFormat::Text);
             rt.block_on(async move {
@@ -79,4 +195,13 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+fn print_report(report: &crs::migrate::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
 }

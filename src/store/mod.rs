@@ -292,7 +292,7 @@ impl Store {
                     .map(|t| t.timestamp_millis())
                     .unwrap_or(0)
                     .max(0) as u64;
-                let order = format!("{:016x}{:08x}", u64::MAX - ts, u32::MAX - i as u32);
+                let order = format!("{:016x}{:08x}", u64::MAX - ts, i as u32);
                 let bytes = serde_json::to_vec(r)?;
                 per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
                 recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
@@ -446,7 +446,25 @@ impl Store {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
             let mut touched: Vec<&str> = Vec::new();
-            for r in records {
+            // Records older than the caps would be trimmed at once: within a batch only the
+            // newest `per_key_cap` of each key and `global_cap` overall are written.
+            let mut per_key_left: std::collections::HashMap<&str, usize> = Default::default();
+            let keep_key: Vec<bool> = {
+                let mut v = vec![false; records.len()];
+                for (i, r) in records.iter().enumerate().rev() {
+                    let left = per_key_left.entry(r.key_id.as_str()).or_insert(per_key_cap);
+                    if *left > 0 {
+                        *left -= 1;
+                        v[i] = true;
+                    }
+                }
+                v
+            };
+            let first_global = records.len().saturating_sub(global_cap);
+            for (i, r) in records.iter().enumerate() {
+                if !keep_key[i] && i < first_global {
+                    continue;
+                }
                 let ts = r
                     .timestamp
                     .map(|t| t.timestamp_millis())
@@ -455,8 +473,12 @@ impl Store {
                 let seq = self.record_seq.fetch_add(1, Ordering::Relaxed);
                 let order = format!("{:016x}{:08x}", u64::MAX - ts, u32::MAX - seq);
                 let bytes = serde_json::to_vec(r)?;
-                per_key.insert(format!("{}|{order}", r.key_id).as_str(), bytes.as_slice())?;
-                recent.insert(format!("{order}|{}", r.key_id).as_str(), bytes.as_slice())?;
+                if keep_key[i] {
+                    per_key.insert(format!("{}|{order}", r.key_id).as_str(), bytes.as_slice())?;
+                }
+                if i >= first_global {
+                    recent.insert(format!("{order}|{}", r.key_id).as_str(), bytes.as_slice())?;
+                }
                 if !touched.contains(&r.key_id.as_str()) {
                     touched.push(&r.key_id);
                 }

@@ -89,16 +89,22 @@ impl From<&UsageEvent> for RequestRecord {
     }
 }
 
+/// Control messages to the ledger thread. Usage events do not go through the channel: they
+/// are pushed onto a shared queue, and the thread is woken only when a batch starts or fills
+/// up, not once per request.
 enum Msg {
-    Event(Box<UsageEvent>),
+    Wake,
     Sticky(String, crate::accounts::sticky::StickyEntry),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
+type Queue = std::sync::Arc<parking_lot::Mutex<Vec<UsageEvent>>>;
+
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Msg>,
+    queue: Queue,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -140,17 +146,25 @@ impl Ledger {
         retention: Retention,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
+        let queue: Queue = Default::default();
+        let q = queue.clone();
         std::thread::Builder::new()
             .name("crs-ledger".into())
-            .spawn(move || Worker::new(store, clock, retention).run(flush_every, rx))
+            .spawn(move || Worker::new(store, clock, retention).run(flush_every, rx, q))
             .expect("spawning the ledger thread");
-        Ledger { tx }
+        Ledger { tx, queue }
     }
 
-    /// Record one request. Never blocks.
+    /// Record one request. Never blocks on the store: a push onto the queue, and a wake-up of
+    /// the ledger thread only when a batch starts or is full.
     pub fn record(&self, ev: UsageEvent) {
-        if self.tx.send(Msg::Event(Box::new(ev))).is_err() {
-            tracing::error!("usage ledger is stopped; a usage event was dropped");
+        let n = {
+            let mut q = self.queue.lock();
+            q.push(ev);
+            q.len()
+        };
+        if (n == 1 || n == MAX_PENDING_EVENTS) && self.tx.send(Msg::Wake).is_err() {
+            tracing::error!("usage ledger is stopped; usage events are not being committed");
         }
     }
 
@@ -339,36 +353,46 @@ impl Worker {
         }
     }
 
-    fn run(mut self, flush_every: Duration, rx: mpsc::Receiver<Msg>) {
-        let mut first_pending: Option<Instant> = None;
+    fn drain(&mut self, queue: &Queue) {
+        let batch = std::mem::take(&mut *queue.lock());
+        for ev in &batch {
+            self.add(ev);
+        }
+    }
+
+    fn run(mut self, flush_every: Duration, rx: mpsc::Receiver<Msg>, queue: Queue) {
+        // When the pending batch is due.
+        let mut due: Option<Instant> = None;
         loop {
-            let wait = match first_pending {
-                Some(t) => flush_every.saturating_sub(t.elapsed()),
+            let wait = match due {
+                Some(t) => t.saturating_duration_since(Instant::now()),
                 None => PRUNE_EVERY,
             };
             match rx.recv_timeout(wait) {
-                Ok(Msg::Sticky(k, e)) => {
-                    self.sticky.insert(k, e);
-                    first_pending.get_or_insert_with(Instant::now);
-                }
-                Ok(Msg::Event(ev)) => {
-                    self.add(&ev);
-                    first_pending.get_or_insert_with(Instant::now);
-                    if self.events >= MAX_PENDING_EVENTS {
+                Ok(Msg::Wake) => {
+                    due.get_or_insert_with(|| Instant::now() + flush_every);
+                    if queue.lock().len() >= MAX_PENDING_EVENTS {
+                        self.drain(&queue);
                         self.commit();
-                        first_pending = (self.events > 0).then(Instant::now);
+                        due = (self.events > 0).then(|| Instant::now() + flush_every);
                     }
                 }
+                Ok(Msg::Sticky(k, e)) => {
+                    self.sticky.insert(k, e);
+                    due.get_or_insert_with(|| Instant::now() + flush_every);
+                }
                 Ok(Msg::Flush(done)) => {
+                    self.drain(&queue);
                     self.commit();
-                    first_pending = (self.events > 0 || !self.sticky.is_empty()).then(Instant::now);
+                    due = (self.events > 0 || !self.sticky.is_empty())
+                        .then(|| Instant::now() + flush_every);
                     let _ = done.send(());
                 }
                 Ok(Msg::Shutdown(done)) => {
-                    // Take events already queued behind the shutdown request.
+                    // Take what is already queued behind the shutdown request.
                     while let Ok(msg) = rx.try_recv() {
                         match msg {
-                            Msg::Event(ev) => self.add(&ev),
+                            Msg::Wake => {}
                             Msg::Sticky(k, e) => {
                                 self.sticky.insert(k, e);
                             }
@@ -377,6 +401,7 @@ impl Worker {
                             }
                         }
                     }
+                    self.drain(&queue);
                     self.commit();
                     // Close the store handle before answering, so a caller that reopens the
                     // data directory right after shutdown finds it free.
@@ -385,11 +410,13 @@ impl Worker {
                     return;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.drain(&queue);
                     self.commit();
-                    first_pending = (self.events > 0).then(Instant::now);
+                    due = (self.events > 0).then(|| Instant::now() + flush_every);
                     self.maybe_prune();
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.drain(&queue);
                     self.commit();
                     return;
                 }
