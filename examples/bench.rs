@@ -516,6 +516,7 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.0}", r.rps()),
         format!("{:.0}%", 100.0 * r.rps() / d.rps()),
     );
+    let (d_mib, r_mib) = (mbps(&d), mbps(&r));
     let d = load(&direct, 1, sb.clone(), Some(300), Duration::from_secs(600)).await;
     let r = load(&relay, 1, sb.clone(), Some(300), Duration::from_secs(600)).await;
     row(
@@ -526,7 +527,7 @@ async fn main() -> anyhow::Result<()> {
     );
     out.insert(
         "sse".into(),
-        json!({"direct_mib_s": mbps(&d), "crs_mib_s": mbps(&r), "direct_ttfb_p50_ms": d.ttfb_p50(), "crs_ttfb_p50_ms": r.ttfb_p50()}),
+        json!({"direct_mib_s": d_mib, "crs_mib_s": r_mib, "direct_ttfb_p50_ms": d.ttfb_p50(), "crs_ttfb_p50_ms": r.ttfb_p50()}),
     );
 
     // 1,000 concurrent slow streams (each ~10 s: 100 events 100 ms apart).

@@ -2,14 +2,14 @@
 # A fully static crs binary (glibc crt-static, rustls, no OpenSSL), checked:
 #   - `ldd` reports it statically linked,
 #   - it starts and answers /health inside an empty chroot (no libraries, no /etc).
-# Output: target/x86_64-unknown-linux-gnu/dist/crs
+# Output: target/x86_64-unknown-linux-gnu/dist/crs (under $CARGO_TARGET_DIR when set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
 # getrandom must use the syscall: dlsym is unavailable in a static-pie binary.
 RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
   cargo build --locked --profile dist --target "$target" --bin crs
-bin="target/$target/dist/crs"
+bin="${CARGO_TARGET_DIR:-target}/$target/dist/crs"
 ls -l "$bin"
 ldd "$bin" 2>&1 | tee /dev/stderr | grep -q "statically linked" || { echo "not static" >&2; exit 1; }
 if [ "$(id -u)" = 0 ]; then

@@ -40,7 +40,12 @@ pub fn tune_allocator() {
     unsafe {
         if (30000..40000).contains(&libmimalloc_sys::mi_version()) {
             const PURGE_DELAY: i32 = 15;
+            const ARENA_PURGE_MULT: i32 = 24;
+            const PAGE_FULL_RETAIN: i32 = 36;
             libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+            libmimalloc_sys::mi_option_set(ARENA_PURGE_MULT, 1);
+            // Keep no extra empty pages per size class around after a burst.
+            libmimalloc_sys::mi_option_set(PAGE_FULL_RETAIN, 0);
         }
     }
 }
