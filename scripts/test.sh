@@ -15,7 +15,7 @@ if [ ! -x e2e/node_modules/.bin/claude ] || [ ! -x e2e/node_modules/.bin/codex ]
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# Headless Chromium for the web UI tests (tests/browser.rs), from Debian's packages.
+# Headless Chromium for the web UI tests (tests/suite/browser.rs), from Debian's packages.
 if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -25,7 +25,7 @@ if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
     chromium chromium-driver fonts-liberation >/dev/null
 fi
 
-# redis-server for the v1 import/export tests (tests/import.rs), from Debian's packages.
+# redis-server for the v1 import/export tests (tests/suite/import.rs), from Debian's packages.
 if ! command -v redis-server >/dev/null; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

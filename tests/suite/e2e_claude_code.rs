@@ -3,12 +3,10 @@
 //! The test suite command (scripts/test.sh) installs the CLI into e2e/node_modules and sets
 //! CRS_E2E_REQUIRED=1, so a missing CLI fails there; a bare `cargo test` skips it.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 pub fn cli_path(name: &str) -> Option<PathBuf> {

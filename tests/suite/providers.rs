@@ -1,11 +1,9 @@
 //! Every account type through its client routes: OpenAI Responses, Gemini, Azure, Droid, and
 //! Claude subscription accounts with the OAuth flow and token refresh.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -2,14 +2,12 @@
 //! into a real redis-server started on a free port. Without redis-server the tests skip,
 //! unless CRS_E2E_REQUIRED=1 (scripts/test.sh), where they fail.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::client;
+use crate::common::client;
 use crs::config::Config;
 use crs::crypto::Secrets;
 use crs::migrate::dump::{self, V1Key, V1Value};
@@ -516,7 +514,11 @@ async fn import_from_redis_then_serve() {
         .post(format!("{base}/api/v1/messages"))
         .header("x-api-key", PLAINTEXT[2].1)
         .header("anthropic-version", "2023-06-01")
-        .json(&common::msg_body("claude-sonnet-4-20250514", false, "hi"))
+        .json(&crate::common::msg_body(
+            "claude-sonnet-4-20250514",
+            false,
+            "hi",
+        ))
         .send()
         .await
         .unwrap();
@@ -586,7 +588,7 @@ async fn import_from_redis_then_serve() {
             .post(format!("{base}/api/v1/messages"))
             .header("x-api-key", key)
             .header("anthropic-version", "2023-06-01")
-            .json(&common::msg_body(model, false, "hello"))
+            .json(&crate::common::msg_body(model, false, "hello"))
             .send()
             .await
             .unwrap();
@@ -906,7 +908,7 @@ fn cli_import_reports_json() {
 /// sticky sessions) goes through v1's layout and back unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crs_data_round_trips_through_v1() {
-    let env = common::Env::start().await;
+    let env = crate::common::Env::start().await;
     env.create_account(json!({"priority": 5})).await;
     let proxy = json!({"type": "socks5", "host": "10.0.0.2", "port": 1080, "username": "u", "password": "pw"});
     for (path, body) in [
@@ -952,7 +954,7 @@ async fn crs_data_round_trips_through_v1() {
         let res = env
             .messages(
                 &key,
-                common::msg_body("claude-sonnet-4-5-20250929", i == 1, &format!("hi {i}")),
+                crate::common::msg_body("claude-sonnet-4-5-20250929", i == 1, &format!("hi {i}")),
             )
             .send()
             .await

@@ -1,14 +1,12 @@
 //! The real binary: first start on an empty data dir, restart, and a graceful SIGTERM that
 //! commits usage the periodic flush has not written yet.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crs");

@@ -1,10 +1,8 @@
 //! Usage, pricing and statistics: exact to the token and the micro-dollar.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use crs::usage::TokenUsage;
 use crs::usage::pricing::Pricing;
 use reqwest::Method;

@@ -1,8 +1,6 @@
 //! The admin API: v1 paths and shapes, validation, secrets at rest, sessions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

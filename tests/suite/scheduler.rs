@@ -1,12 +1,10 @@
 //! Scheduling and failover across accounts: priority, round robin, stickiness, cooldowns,
 //! concurrency caps, groups.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 

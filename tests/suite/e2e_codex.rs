@@ -1,12 +1,10 @@
 //! The real Codex CLI (`codex exec`, `wire_api = "responses"`, base_url at crs `/openai/v1`)
 //! through crs to the mock upstream. Installed by scripts/test.sh like the Claude Code CLI.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn codex_path() -> Option<PathBuf> {

@@ -1,11 +1,9 @@
 //! Per-account proxies: HTTP and SOCKS5 (with credentials) carry the upstream traffic,
 //! including OAuth token refreshes.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use parking_lot::Mutex;
 use reqwest::Method;
 use serde_json::json;

@@ -1,10 +1,8 @@
 //! The Anthropic Messages relay end to end: crs in-process, a faithful mock upstream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};

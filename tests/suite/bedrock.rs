@@ -1,9 +1,7 @@
 //! AWS Bedrock accounts on the Anthropic Messages routes, end to end: crs in-process against
 //! the mock's Bedrock runtime, which checks SigV4 signatures and speaks the AWS event stream.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use crs::mock::bedrock::{MOCK_ACCESS_KEY_ID, register_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,6 +1,5 @@
 //! Shared integration-test harness: a mock upstream, crs running in-process on a fresh data
 //! directory, and an HTTP client with admin helpers.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

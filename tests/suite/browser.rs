@@ -8,12 +8,11 @@
 //! scripts/test.sh installs Debian's `chromium` and sets CRS_E2E_REQUIRED=1, so a missing
 //! browser fails there; a bare `cargo test` skips the browser tests with a message.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::{
@@ -28,7 +27,6 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 };
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::Page;
-use common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,11 +1,9 @@
 //! Key policy and limits on the Claude routes: each rule with its exact status and body.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,0 +1,20 @@
+//! The integration test suite, one binary: every module shares the harness in `common` and
+//! links crs once (separate test binaries cost a link and ~65 MB of disk each).
+//!
+//! Run one area with a filter on its module, e.g. `cargo test --test suite browser::`.
+
+mod common;
+
+mod admin;
+mod bedrock;
+mod browser;
+mod cli;
+mod e2e_claude_code;
+mod e2e_codex;
+mod import;
+mod limits;
+mod providers;
+mod proxy;
+mod relay;
+mod scheduler;
+mod stats;
