@@ -116,10 +116,19 @@ const KEY_MODEL: [(&str, &str, [u64; 5], i64); 15] = [
     (K6, "gpt-5", [1, 710, 81, 0, 0], 1698),
 ];
 
+/// The v1 keyspace: `CRS_V1_FIXTURE`, else `shared/` beside the checkout.
 fn fixture_path() -> PathBuf {
-    std::env::var_os("CRS_V1_FIXTURE")
+    let path = std::env::var_os("CRS_V1_FIXTURE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures/crs-v1/redis-dump.json"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/crs-v1/redis-dump.json")
+        });
+    assert!(
+        path.is_file(),
+        "v1 fixture not found at {} (set CRS_V1_FIXTURE)",
+        path.display()
+    );
+    path
 }
 
 fn fixture_keys() -> Vec<V1Key> {
