@@ -19,6 +19,13 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut cfg = crs::config::Config::for_data_dir(dir.path());
     cfg.admin_password = Some("bench-password".into());
+    // The server's default page cache unless CRS_STORE_CACHE_MB says otherwise, as in `crs serve`.
+    if let Some(mb) = std::env::var("CRS_STORE_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        cfg.store_cache_bytes = mb << 20;
+    }
     let st = crs::server::open_state(cfg)?;
 
     let models = [

@@ -57,7 +57,7 @@ pub fn open_state(config: Config) -> Result<Arc<AppState>> {
     if created {
         tracing::info!(path = %config.secrets_path().display(), "generated secrets for a new data directory");
     }
-    let store = Store::open(&config.db_path())?;
+    let store = Store::open_with_cache(&config.db_path(), config.store_cache_bytes)?;
     let state = AppState::new(config, secrets, store)?;
     if let Some((user, password)) = ensure_admin(&state)? {
         // Shown once, on the terminal only: never through the log pipeline.

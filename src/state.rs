@@ -85,7 +85,7 @@ impl HttpClients {
         let mut b = reqwest::Client::builder()
             .connect_timeout(self.config.connect_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(self.config.upstream_idle_connections)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none());
         if !proxy_url.is_empty() {

@@ -103,9 +103,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Open with redb's default page cache (1 GiB at most): for bulk work such as an import.
     pub fn open(path: &Path) -> Result<Arc<Self>> {
-        let db =
-            Database::create(path).with_context(|| format!("opening store {}", path.display()))?;
+        Self::open_with_cache(path, 1024 * 1024 * 1024)
+    }
+
+    /// Open with a page cache of at most `cache_bytes` (the server's, `Config::store_cache_bytes`).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Arc<Self>> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .with_context(|| format!("opening store {}", path.display()))?;
         let store = Store {
             db,
             path: path.to_owned(),

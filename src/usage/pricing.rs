@@ -56,6 +56,29 @@ pub const FILE_NAME: &str = "model_prices_and_context_window.json";
 
 static EMBEDDED: &[u8] = include_bytes!("../../data/model_prices_and_context_window.json");
 
+/// Let the kernel unmap the pages of static data that was read once (the 2.6 MB table, parsed
+/// at start-up): they are clean and file-backed, so they need not stay resident, and a later
+/// read faults them back in from the binary unchanged.
+fn release_pages(data: &'static [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf only reads a system constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = (data.as_ptr() as usize).div_ceil(page) * page;
+        let end = (data.as_ptr() as usize + data.len()) / page * page;
+        if end > start {
+            // SAFETY: the range lies inside `data`, a read-only private mapping of the
+            // executable that is never written; MADV_DONTNEED on it only drops resident pages,
+            // and the next access reads the same bytes from the file again.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
+}
+
 /// Pico-dollars per USD.
 const PICO_PER_USD: f64 = 1e12;
 /// Pico-dollars per micro-dollar.
@@ -209,7 +232,9 @@ impl std::fmt::Debug for Pricing {
 impl Pricing {
     /// The table shipped in the binary.
     pub fn embedded() -> Pricing {
-        Pricing::from_json(EMBEDDED).expect("the embedded pricing table parses")
+        let pricing = Pricing::from_json(EMBEDDED).expect("the embedded pricing table parses");
+        release_pages(EMBEDDED);
+        pricing
     }
 
     /// `<data_dir>/model_prices_and_context_window.json` when it exists, else the embedded table.
