@@ -250,25 +250,24 @@ impl Config {
         if let Some(mb) = file.max_body_mb {
             c.max_body_bytes = mb.max(1) * 1024 * 1024;
         }
-        let cache_mb = match env_nonempty("CRS_STORE_CACHE_MB") {
-            Some(v) => Some(
-                v.trim()
-                    .parse::<usize>()
-                    .with_context(|| format!("CRS_STORE_CACHE_MB={v:?} is not a number of MiB"))?,
-            ),
-            None => file.store_cache_mb,
+        // A count from env (winning) or the file; a value that is not a number names its variable.
+        let count = |env_name: &str, file_val: Option<usize>| -> Result<Option<usize>> {
+            match env_nonempty(env_name) {
+                Some(v) => {
+                    Ok(Some(v.trim().parse().with_context(|| {
+                        format!("{env_name}={v:?} is not a number")
+                    })?))
+                }
+                None => Ok(file_val),
+            }
         };
-        if let Some(mb) = cache_mb {
+        if let Some(mb) = count("CRS_STORE_CACHE_MB", file.store_cache_mb)? {
             c.store_cache_bytes = mb.max(1) * 1024 * 1024;
         }
-        let idle =
-            match env_nonempty("CRS_UPSTREAM_IDLE_CONNECTIONS") {
-                Some(v) => Some(v.trim().parse::<usize>().with_context(|| {
-                    format!("CRS_UPSTREAM_IDLE_CONNECTIONS={v:?} is not a number")
-                })?),
-                None => file.upstream_idle_connections,
-            };
-        if let Some(n) = idle {
+        if let Some(n) = count(
+            "CRS_UPSTREAM_IDLE_CONNECTIONS",
+            file.upstream_idle_connections,
+        )? {
             c.upstream_idle_connections = n;
         }
         Ok(c)
