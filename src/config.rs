@@ -43,6 +43,10 @@ pub struct CliOverrides {
     pub config: Option<PathBuf>,
 }
 
+/// Anthropic's OAuth endpoints for Claude subscription accounts (configurable for tests).
+pub const CLAUDE_OAUTH_AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
+pub const CLAUDE_OAUTH_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: String,
@@ -112,8 +116,8 @@ impl Config {
             upstream_idle_connections: 32,
             sticky_ttl: Duration::from_secs(3600),
             max_attempts: 3,
-            claude_oauth_token_url: crate::accounts::oauth::TOKEN_URL.into(),
-            claude_oauth_authorize_url: crate::accounts::oauth::AUTHORIZE_URL.into(),
+            claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
+            claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
         }
     }
 

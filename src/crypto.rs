@@ -250,6 +250,16 @@ pub fn mask(secret: &str) -> String {
     format!("{head}...{tail}")
 }
 
+/// A decrypted secret held in memory. Its Debug output is masked.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({})", mask(&self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

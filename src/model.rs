@@ -108,6 +108,173 @@ impl ApiKey {
     }
 }
 
+/// Services a key can be permitted to use (v1's `permissions` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Claude,
+    Gemini,
+    OpenAI,
+    Droid,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [Service::Claude, Service::Gemini, Service::OpenAI, Service::Droid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Claude => "claude",
+            Service::Gemini => "gemini",
+            Service::OpenAI => "openai",
+            Service::Droid => "droid",
+        }
+    }
+    pub fn display(self) -> &'static str {
+        match self {
+            Service::Claude => "Claude",
+            Service::Gemini => "Gemini",
+            Service::OpenAI => "OpenAI",
+            Service::Droid => "Droid",
+        }
+    }
+}
+
+/// The seven fields of a key that bind it to an account or group, one per v1 account family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingField {
+    Claude,
+    ClaudeConsole,
+    Gemini,
+    OpenAI,
+    AzureOpenAI,
+    Bedrock,
+    Droid,
+}
+
+impl BindingField {
+    pub const ALL: [BindingField; 7] = [
+        BindingField::Claude,
+        BindingField::ClaudeConsole,
+        BindingField::Gemini,
+        BindingField::OpenAI,
+        BindingField::AzureOpenAI,
+        BindingField::Bedrock,
+        BindingField::Droid,
+    ];
+
+    /// v1's field name (in its records and the admin API).
+    pub fn name(self) -> &'static str {
+        match self {
+            BindingField::Claude => "claudeAccountId",
+            BindingField::ClaudeConsole => "claudeConsoleAccountId",
+            BindingField::Gemini => "geminiAccountId",
+            BindingField::OpenAI => "openaiAccountId",
+            BindingField::AzureOpenAI => "azureOpenaiAccountId",
+            BindingField::Bedrock => "bedrockAccountId",
+            BindingField::Droid => "droidAccountId",
+        }
+    }
+}
+
+/// v1's type marker in front of an account id in a binding field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefix {
+    #[default]
+    None,
+    /// `responses:{id}`: an OpenAI Responses account in `openaiAccountId`.
+    Responses,
+    /// `api:{id}`: a Gemini API-key account in `geminiAccountId`.
+    Api,
+}
+
+impl Prefix {
+    fn as_str(self) -> &'static str {
+        match self {
+            Prefix::None => "",
+            Prefix::Responses => "responses:",
+            Prefix::Api => "api:",
+        }
+    }
+}
+
+/// What a key's binding field says, parsed once from v1's string form (`""`, `{id}`,
+/// `responses:{id}`, `api:{id}`, `group:{id}`) and written back in the same form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Binding {
+    /// Not bound: the shared pool serves the key.
+    #[default]
+    None,
+    /// One account.
+    Account { id: String, prefix: Prefix },
+    /// The members of an account group.
+    Group(String),
+}
+
+impl Binding {
+    pub fn parse(s: &str) -> Binding {
+        let s = s.trim();
+        if s.is_empty() {
+            return Binding::None;
+        }
+        if let Some(g) = s.strip_prefix("group:") {
+            return Binding::Group(g.to_owned());
+        }
+        for prefix in [Prefix::Responses, Prefix::Api] {
+            if let Some(id) = s.strip_prefix(prefix.as_str()) {
+                return Binding::Account {
+                    id: id.to_owned(),
+                    prefix,
+                };
+            }
+        }
+        Binding::Account {
+            id: s.to_owned(),
+            prefix: Prefix::None,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        matches!(self, Binding::None)
+    }
+
+    /// The bound account's id, whatever its prefix.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Binding::Account { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Binding::Group(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Binding::None => Ok(()),
+            Binding::Account { id, prefix } => write!(f, "{}{id}", prefix.as_str()),
+            Binding::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+impl Serialize for Binding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Binding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        Ok(Binding::parse(s.as_deref().unwrap_or("")))
+    }
+}
+
 /// Upstream account types, named as v1's `platform` field.
 #[derive(
     Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default, PartialOrd, Ord,
@@ -151,49 +318,173 @@ impl Platform {
         Platform::Ccr,
     ];
 
+    /// The static facts of this account type (its row in `PLATFORMS`).
+    pub fn spec(self) -> &'static PlatformSpec {
+        let s = &PLATFORMS[self as usize];
+        debug_assert_eq!(s.platform, self);
+        s
+    }
+
+    /// v1's `platform` name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Claude => "claude",
-            Platform::ClaudeConsole => "claude-console",
-            Platform::OpenAIResponses => "openai-responses",
-            Platform::GeminiApi => "gemini-api",
-            Platform::AzureOpenAI => "azure-openai",
-            Platform::Bedrock => "bedrock",
-            Platform::Droid => "droid",
-            Platform::Ccr => "ccr",
-        }
+        self.spec().name
     }
 
     pub fn parse(s: &str) -> Option<Platform> {
-        Platform::ALL.into_iter().find(|p| p.as_str() == s)
+        PLATFORMS.iter().find(|p| p.name == s).map(|p| p.platform)
     }
 
     /// The admin path segment (`/admin/<this>`), as v1.
     pub fn admin_path(self) -> &'static str {
-        match self {
-            Platform::Claude => "claude-accounts",
-            Platform::ClaudeConsole => "claude-console-accounts",
-            Platform::OpenAIResponses => "openai-responses-accounts",
-            Platform::GeminiApi => "gemini-api-accounts",
-            Platform::AzureOpenAI => "azure-openai-accounts",
-            Platform::Bedrock => "bedrock-accounts",
-            Platform::Droid => "droid-accounts",
-            Platform::Ccr => "ccr-accounts",
-        }
+        self.spec().admin_path
     }
 
     /// Group platform names (v1's account_group.platform): claude, openai, gemini, droid.
     pub fn group_family(self) -> &'static str {
-        match self {
-            Platform::Claude | Platform::ClaudeConsole | Platform::Bedrock | Platform::Ccr => {
-                "claude"
-            }
-            Platform::OpenAIResponses | Platform::AzureOpenAI => "openai",
-            Platform::GeminiApi => "gemini",
-            Platform::Droid => "droid",
-        }
+        self.spec().group_family
+    }
+
+    /// The account types that serve a service's routes, in table order.
+    pub fn serving(service: Service) -> &'static [Platform] {
+        static BY_SERVICE: std::sync::LazyLock<[Vec<Platform>; 4]> =
+            std::sync::LazyLock::new(|| {
+                Service::ALL.map(|s| {
+                    PLATFORMS
+                        .iter()
+                        .filter(|p| p.services.contains(&s))
+                        .map(|p| p.platform)
+                        .collect()
+                })
+            });
+        &BY_SERVICE[service as usize]
     }
 }
+
+/// The static facts of one account type. Behaviour lives in `providers` (one file per type,
+/// behind `providers::AccountType`); the names, paths and fields that admin, import, routing
+/// and the UI need live here, one row per type.
+#[derive(Debug)]
+pub struct PlatformSpec {
+    pub platform: Platform,
+    /// v1's `platform` value.
+    pub name: &'static str,
+    /// Shown in the UI.
+    pub label: &'static str,
+    /// `/admin/<admin_path>`, as v1.
+    pub admin_path: &'static str,
+    /// v1's `account_group.platform` family.
+    pub group_family: &'static str,
+    /// The JSON field that holds `Account::api_url` in the admin API and in v1's records.
+    pub url_field: &'static str,
+    /// The key field that binds keys to accounts of this type, and v1's id prefix in it.
+    pub binding: Option<(BindingField, Prefix)>,
+    /// The services (key permissions, route families) whose requests it serves.
+    pub services: &'static [Service],
+    /// Serves Anthropic `count_tokens`.
+    pub count_tokens: bool,
+    /// The model "test this account" asks for when nothing else names one.
+    pub probe_model: &'static str,
+}
+
+/// The account types, in `Platform` order.
+pub const PLATFORMS: [PlatformSpec; 8] = [
+    PlatformSpec {
+        platform: Platform::Claude,
+        name: "claude",
+        label: "Claude (subscription)",
+        admin_path: "claude-accounts",
+        group_family: "claude",
+        url_field: "apiUrl",
+        binding: Some((BindingField::Claude, Prefix::None)),
+        services: &[Service::Claude],
+        count_tokens: true,
+        probe_model: "claude-3-5-haiku-20241022",
+    },
+    PlatformSpec {
+        platform: Platform::ClaudeConsole,
+        name: "claude-console",
+        label: "Claude Console",
+        admin_path: "claude-console-accounts",
+        group_family: "claude",
+        url_field: "apiUrl",
+        binding: Some((BindingField::ClaudeConsole, Prefix::None)),
+        services: &[Service::Claude],
+        count_tokens: true,
+        probe_model: "claude-3-5-haiku-20241022",
+    },
+    PlatformSpec {
+        platform: Platform::OpenAIResponses,
+        name: "openai-responses",
+        label: "OpenAI Responses",
+        admin_path: "openai-responses-accounts",
+        group_family: "openai",
+        url_field: "baseApi",
+        binding: Some((BindingField::OpenAI, Prefix::Responses)),
+        services: &[Service::OpenAI],
+        count_tokens: false,
+        probe_model: "gpt-4.1-mini",
+    },
+    PlatformSpec {
+        platform: Platform::GeminiApi,
+        name: "gemini-api",
+        label: "Gemini API",
+        admin_path: "gemini-api-accounts",
+        group_family: "gemini",
+        url_field: "baseUrl",
+        binding: Some((BindingField::Gemini, Prefix::Api)),
+        services: &[Service::Gemini],
+        count_tokens: false,
+        probe_model: "gemini-2.5-flash",
+    },
+    PlatformSpec {
+        platform: Platform::AzureOpenAI,
+        name: "azure-openai",
+        label: "Azure OpenAI",
+        admin_path: "azure-openai-accounts",
+        group_family: "openai",
+        url_field: "azureEndpoint",
+        binding: Some((BindingField::AzureOpenAI, Prefix::None)),
+        services: &[Service::OpenAI],
+        count_tokens: false,
+        probe_model: "gpt-4o-mini",
+    },
+    PlatformSpec {
+        platform: Platform::Bedrock,
+        name: "bedrock",
+        label: "AWS Bedrock",
+        admin_path: "bedrock-accounts",
+        group_family: "claude",
+        url_field: "endpointUrl",
+        binding: Some((BindingField::Bedrock, Prefix::None)),
+        services: &[Service::Claude],
+        count_tokens: false,
+        probe_model: "claude-3-5-haiku-20241022",
+    },
+    PlatformSpec {
+        platform: Platform::Droid,
+        name: "droid",
+        label: "Droid",
+        admin_path: "droid-accounts",
+        group_family: "droid",
+        url_field: "baseUrl",
+        binding: Some((BindingField::Droid, Prefix::None)),
+        services: &[Service::Droid],
+        count_tokens: false,
+        probe_model: "claude-3-5-haiku-20241022",
+    },
+    PlatformSpec {
+        platform: Platform::Ccr,
+        name: "ccr",
+        label: "Claude Code Router",
+        admin_path: "ccr-accounts",
+        group_family: "claude",
+        url_field: "apiUrl",
+        binding: None,
+        services: &[Service::Claude],
+        count_tokens: true,
+        probe_model: "claude-3-5-haiku-20241022",
+    },
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(default, rename_all = "camelCase")]
@@ -318,6 +609,15 @@ pub struct Admin {
     pub last_login_at: Option<DateTime<Utc>>,
     /// Bumped on password change: sessions issued under an older version stop working.
     pub token_version: u32,
+}
+
+/// A sticky session: the account that served a conversation, until `expires_at`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StickyEntry {
+    pub account_id: String,
+    /// Unix ms.
+    pub expires_at: i64,
 }
 
 #[cfg(test)]

@@ -8,14 +8,24 @@
 //! number, round robin among equals.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chrono::Utc;
+use chrono::{FixedOffset, Utc};
 
-use crate::accounts::AccountRt;
+use crate::accounts::sticky::Sticky;
+use crate::accounts::{AccountPool, AccountRt};
 use crate::limits::Slot;
 use crate::model::Platform;
-use crate::state::AppState;
+
+/// What the scheduler reads: the account snapshot, the sticky sessions, the round-robin
+/// cursor and the accounting time zone (for daily quotas).
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub pool: &'a AccountPool,
+    pub sticky: &'a Sticky,
+    pub rr: &'a AtomicUsize,
+    pub offset: FixedOffset,
+}
 
 #[derive(Debug)]
 pub struct Pick {
@@ -77,7 +87,7 @@ pub fn map_model(acc: &AccountRt, model: &str) -> Option<String> {
 }
 
 /// Can `a` take a request for `model` now? Returns the upstream model name.
-fn eligible(st: &AppState, a: &AccountRt, model: &str, now_ms: i64) -> Option<String> {
+fn eligible(offset: FixedOffset, a: &AccountRt, model: &str, now_ms: i64) -> Option<String> {
     let r = &a.rec;
     if !r.is_active || !r.schedulable || a.needs_attention() || a.rt.cooling(now_ms) {
         return None;
@@ -88,7 +98,7 @@ fn eligible(st: &AppState, a: &AccountRt, model: &str, now_ms: i64) -> Option<St
         return None;
     }
     if r.daily_quota_micros > 0 {
-        let day = crate::limits::meter::local_day(Utc::now(), st.clock.offset());
+        let day = crate::limits::meter::local_day(Utc::now(), offset);
         if a.rt.cost_today(day) >= r.daily_quota_micros {
             return None;
         }
@@ -118,8 +128,8 @@ fn try_take(a: &Arc<AccountRt>, upstream: String) -> Option<Pick> {
     })
 }
 
-pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
-    let pool = st.accounts.load();
+pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
+    let pool = inp.pool;
     let now_ms = Utc::now().timestamp_millis();
     let usable = |a: &Arc<AccountRt>| {
         !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
@@ -138,7 +148,7 @@ pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
             .filter(|a| {
                 !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
             })
-            .and_then(|a| eligible(st, a, want.model, now_ms).and_then(|m| try_take(a, m)))
+            .and_then(|a| eligible(inp.offset, a, want.model, now_ms).and_then(|m| try_take(a, m)))
             .ok_or_else(|| NoAccount::BoundUnavailable(binding.to_owned()));
     }
 
@@ -158,14 +168,14 @@ pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
 
     // 3. The session's account, if it can still serve.
     if let Some(session) = want.session
-        && let Some(id) = st.sticky.get(session, now_ms)
+        && let Some(id) = inp.sticky.get(session, now_ms)
         && let Some(a) = pool.by_id.get(&id)
         && usable(a)
         && in_set(a)
-        && let Some(m) = eligible(st, a, want.model, now_ms)
+        && let Some(m) = eligible(inp.offset, a, want.model, now_ms)
         && let Some(p) = try_take(a, m)
     {
-        st.sticky.set(session, &a.rec.id, now_ms);
+        inp.sticky.set(session, &a.rec.id, now_ms);
         return Ok(p);
     }
 
@@ -180,7 +190,7 @@ pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
             let a = &accounts[i];
             if usable(a)
                 && in_set(a)
-                && let Some(m) = eligible(st, a, want.model, now_ms)
+                && let Some(m) = eligible(inp.offset, a, want.model, now_ms)
             {
                 level.push((a, m));
             }
@@ -189,12 +199,12 @@ pub fn pick(st: &AppState, want: &Want) -> Result<Pick, NoAccount> {
         if level.is_empty() {
             continue;
         }
-        let start = st.rr.fetch_add(1, Ordering::Relaxed);
+        let start = inp.rr.fetch_add(1, Ordering::Relaxed);
         for k in 0..level.len() {
             let (a, m) = &level[(start + k) % level.len()];
             if let Some(p) = try_take(a, m.clone()) {
                 if let Some(session) = want.session {
-                    st.sticky.set(session, &a.rec.id, now_ms);
+                    inp.sticky.set(session, &a.rec.id, now_ms);
                 }
                 return Ok(p);
             }

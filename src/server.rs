@@ -9,12 +9,14 @@ use salvo::http::StatusCode;
 use salvo::prelude::*;
 use salvo::server::ServerHandle;
 
-use crate::auth::admin::{change_password, current_user, ensure_admin, login};
+use crate::admin::session::{change_password, current_user, login};
+use crate::auth::admin::ensure_admin;
 use crate::config::Config;
 use crate::crypto::Secrets;
 use crate::state::AppState;
 use crate::store::Store;
-use crate::web::{StateHoop, json};
+use crate::state::StateHoop;
+use crate::web::json;
 
 /// A running server. Dropping it does not stop it; call `shutdown`.
 pub struct Running {
@@ -59,7 +61,7 @@ pub fn open_state(config: Config) -> Result<Arc<AppState>> {
     }
     let store = Store::open_with_cache(&config.db_path(), config.store_cache_bytes)?;
     let state = AppState::new(config, secrets, store)?;
-    if let Some((user, password)) = ensure_admin(&state)? {
+    if let Some((user, password)) = ensure_admin(&state.store, &state.config)? {
         // Shown once, on the terminal only: never through the log pipeline.
         eprintln!();
         eprintln!("  Admin account created. Save this password now; it is not shown again.");
@@ -126,7 +128,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let service =
         Service::new(router(state.clone())).catcher(salvo::catcher::Catcher::new(catcher));
     let join = tokio::spawn(server.serve(service));
-    crate::accounts::oauth::spawn_refresher(&state);
+    crate::accounts::oauth::spawn_refresher(&state.accounts);
     spawn_trimmer(&state);
     tracing::info!(
         url = %format!("http://{addr}"),

@@ -1,36 +1,17 @@
-//! Small HTTP helpers shared by the admin API and the relay: JSON replies, state access,
-//! body reading with limits.
-
-use std::sync::Arc;
+//! Small HTTP helpers shared by the admin API and the relay: JSON replies, body reading with
+//! limits, blocking store calls. Nothing of the server's state: any layer may use these.
 
 use salvo::http::{HeaderValue, StatusCode, header};
 use salvo::prelude::*;
 use serde::Serialize;
 
-use crate::state::AppState;
-
-/// Puts the shared state into every request's depot.
-pub struct StateHoop(pub Arc<AppState>);
-
-#[salvo::async_trait]
-impl Handler for StateHoop {
-    async fn handle(
-        &self,
-        req: &mut Request,
-        depot: &mut Depot,
-        res: &mut Response,
-        ctrl: &mut FlowCtrl,
-    ) {
-        depot.insert_typed(self.0.clone());
-        ctrl.call_next(req, depot, res).await;
-    }
-}
-
-pub fn state(depot: &Depot) -> Arc<AppState> {
-    depot
-        .get_typed::<Arc<AppState>>()
-        .expect("StateHoop is installed on the root router")
-        .clone()
+/// Run a blocking store operation off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("store task failed: {e}"))?
 }
 
 /// Write a JSON body with a status.

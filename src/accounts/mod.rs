@@ -3,19 +3,21 @@
 
 pub mod cooldown;
 pub mod oauth;
+pub mod registry;
 pub mod sticky;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+pub use registry::Accounts;
+
 use crate::limits::Gate;
 use crate::model::{Account, AccountGroup, Platform};
-use crate::state::Secret;
+use crate::providers::{AccountType, Credential, account_type};
 
 /// Per-account state kept across snapshot swaps (by account id).
 #[derive(Debug)]
@@ -113,11 +115,8 @@ impl AccountRuntime {
 /// An account ready for the request path: decrypted credentials, resolved endpoint, client.
 pub struct AccountRt {
     pub rec: Account,
-    /// The credential sent upstream: API key, or OAuth access token for `claude`, or the AWS
-    /// secret access key for `bedrock`.
-    pub secret: Secret,
-    /// Bedrock session token, when the credentials are temporary.
-    pub session_token: Option<Secret>,
+    /// The decrypted credential (the account type decides which fields make it).
+    pub credential: Credential,
     pub client: reqwest::Client,
     pub rt: Arc<AccountRuntime>,
 }
@@ -133,6 +132,11 @@ impl std::fmt::Debug for AccountRt {
 }
 
 impl AccountRt {
+    /// The account type's implementation (request building, taps, usage).
+    pub fn kind(&self) -> &'static dyn AccountType {
+        account_type(self.rec.platform)
+    }
+
     /// Statuses that keep an account out of rotation until an admin acts.
     pub fn needs_attention(&self) -> bool {
         matches!(
@@ -154,30 +158,4 @@ impl AccountPool {
     pub fn of_platform(&self, p: Platform) -> impl Iterator<Item = &Arc<AccountRt>> {
         self.accounts.iter().filter(move |a| a.rec.platform == p)
     }
-}
-
-/// Decrypt what an account needs on the request path.
-pub fn decrypt_credentials(
-    secrets: &crate::crypto::Secrets,
-    rec: &Account,
-) -> Result<(Secret, Option<Secret>)> {
-    let dec = |field: &str, v: &str| -> Result<String> {
-        if v.is_empty() {
-            return Ok(String::new());
-        }
-        secrets
-            .decrypt(v)
-            .with_context(|| format!("decrypting {field}"))
-    };
-    Ok(match rec.platform {
-        Platform::Claude => (Secret(dec("accessToken", &rec.access_token)?), None),
-        Platform::Bedrock => {
-            let tok = dec("awsSessionToken", &rec.aws_session_token)?;
-            (
-                Secret(dec("awsSecretAccessKey", &rec.aws_secret_access_key)?),
-                (!tok.is_empty()).then_some(Secret(tok)),
-            )
-        }
-        _ => (Secret(dec("apiKey", &rec.api_key)?), None),
-    })
 }

@@ -12,29 +12,16 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::Utc;
 use parking_lot::Mutex;
-use salvo::http::StatusCode;
-use salvo::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::AccountRt;
-use crate::admin::blocking;
-use crate::admin::fields::Body;
-use crate::crypto::random_bytes;
-use crate::model::{Account, Platform};
-use crate::state::{AppState, Secret};
-use crate::store::Table;
-use crate::web::{json, json_body, state};
+use super::{AccountRt, Accounts};
+use crate::config::Config;
+use crate::crypto::{Secret, random_bytes};
+use crate::model::Platform;
 
-/// Claude Code's public OAuth client.
-pub const CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
-pub const AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
-pub const TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
-pub const REDIRECT_URI: &str = "https://console.anthropic.com/oauth/code/callback";
-pub const SCOPES: &str = "org:create_api_key user:profile user:inference";
-/// Setup tokens (`claude setup-token`): inference only, one year, no refresh token.
-pub const SETUP_SCOPES: &str = "user:inference";
+use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
 
 /// Refresh this long before expiry (in the background) ...
 const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
@@ -49,16 +36,20 @@ pub struct PendingAuth {
     proxy_url: String,
 }
 
-/// OAuth state held in memory: authorisation sessions (10 minutes) and per-account refresh
-/// locks (so concurrent requests refresh once).
+/// OAuth state held in memory: the endpoints, authorisation sessions (10 minutes) and
+/// per-account refresh locks (so concurrent requests refresh once).
 pub struct OAuthState {
+    authorize_url: String,
+    token_url: String,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-impl Default for OAuthState {
-    fn default() -> Self {
+impl OAuthState {
+    pub fn new(config: &Config) -> Self {
         OAuthState {
+            authorize_url: config.claude_oauth_authorize_url.clone(),
+            token_url: config.claude_oauth_token_url.clone(),
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
                 .time_to_live(Duration::from_secs(600))
@@ -75,7 +66,7 @@ impl std::fmt::Debug for OAuthState {
 }
 
 impl OAuthState {
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().entry(id.to_owned()).or_default().clone()
     }
 }
@@ -87,7 +78,7 @@ fn pkce() -> (String, String) {
 }
 
 /// The URL an admin opens to authorise crs, and the session that remembers the verifier.
-pub fn start_authorisation(st: &AppState, setup: bool, proxy_url: String) -> (String, String) {
+pub fn start_authorisation(oauth: &OAuthState, setup: bool, proxy_url: String) -> (String, String) {
     let (verifier, challenge) = pkce();
     let state_param = B64URL.encode(random_bytes::<32>());
     let session = uuid::Uuid::new_v4().to_string();
@@ -105,11 +96,11 @@ pub fn start_authorisation(st: &AppState, setup: bool, proxy_url: String) -> (St
     };
     let url = format!(
         "{}?code=true&client_id={CLIENT_ID}&response_type=code&redirect_uri={}&scope={}&code_challenge={challenge}&code_challenge_method=S256&state={state_param}",
-        st.config.claude_oauth_authorize_url,
+        oauth.authorize_url,
         enc(REDIRECT_URI),
         enc(scope)
     );
-    st.oauth.pending.insert(
+    oauth.pending.insert(
         session.clone(),
         PendingAuth {
             verifier,
@@ -168,7 +159,7 @@ async fn token_call(client: &reqwest::Client, url: &str, body: Value) -> Result<
     let status = r.status();
     let text = r.text().await.unwrap_or_default();
     if !status.is_success() {
-        let msg = crate::relay::wire::error_message(text.as_bytes())
+        let msg = crate::providers::error_message(text.as_bytes())
             .unwrap_or_else(|| text.chars().take(200).collect());
         bail!("token endpoint answered {}: {msg}", status.as_u16());
     }
@@ -176,15 +167,15 @@ async fn token_call(client: &reqwest::Client, url: &str, body: Value) -> Result<
 }
 
 /// Exchange an authorisation code for tokens, as v1's `claudeAiOauth` object.
-pub async fn exchange(st: &AppState, session: &str, code_input: &str) -> Result<Value> {
-    let p = st
+pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> Result<Value> {
+    let p = accounts
         .oauth
         .pending
         .get(session)
         .context("the authorisation session expired or is unknown; generate a new URL")?;
     let (code, state_param) =
         parse_code(code_input).context("no authorisation code found in the input")?;
-    let client = st.http.get(&p.proxy_url)?;
+    let client = accounts.http.get(&p.proxy_url)?;
     let mut body = json!({
         "grant_type": "authorization_code",
         "client_id": CLIENT_ID,
@@ -196,8 +187,8 @@ pub async fn exchange(st: &AppState, session: &str, code_input: &str) -> Result<
     if p.setup {
         body["expires_in"] = json!(31_536_000);
     }
-    let t = token_call(&client, &st.config.claude_oauth_token_url, body).await?;
-    st.oauth.pending.invalidate(session);
+    let t = token_call(&client, &accounts.oauth.token_url, body).await?;
+    accounts.oauth.pending.invalidate(session);
     let expires_at = Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
     let scopes: Vec<String> = t
         .scope
@@ -219,100 +210,95 @@ pub async fn exchange(st: &AppState, session: &str, code_input: &str) -> Result<
     }}))
 }
 
-/// Refresh an account's access token now, through its proxy, and store the result.
-pub async fn refresh(st: &Arc<AppState>, acc: &AccountRt) -> Result<Secret> {
-    let rt = st
-        .secrets
+/// Refresh an account's access token now, through its proxy, and store the result. The caller
+/// holds the account's refresh lock (`OAuthState::lock_for`).
+pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
+    let rt = accounts
+        .secrets()
         .decrypt(&acc.rec.refresh_token)
         .context("decrypting refreshToken")?;
     if rt.is_empty() {
         bail!("the account has no refresh token");
     }
     let body = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": CLIENT_ID});
-    let outcome = token_call(&acc.client, &st.config.claude_oauth_token_url, body).await;
+    let outcome = token_call(&acc.client, &accounts.oauth.token_url, body).await;
     let id = acc.rec.id.clone();
     match outcome {
         Ok(t) => {
             let access = t.access_token.clone();
-            let st2 = st.clone();
-            let _g = st.admin_lock.lock().await;
-            blocking(move || {
-                let Some(mut a) = st2.store.get::<Account>(Table::Accounts, &id)? else {
-                    bail!("account disappeared during refresh");
-                };
-                a.access_token = st2.secrets.encrypt(&t.access_token);
-                if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
-                    a.refresh_token = st2.secrets.encrypt(&r);
-                }
-                a.expires_at = Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
-                if let Some(s) = t.scope {
-                    a.scopes = s;
-                }
-                a.last_refresh_at = Some(Utc::now());
-                if a.status == "refresh_failed" || a.status == "unauthorized" {
-                    a.status = "active".into();
-                    a.error_message.clear();
-                }
-                a.updated_at = Some(Utc::now());
-                st2.store.put(Table::Accounts, &id, &a)?;
-                st2.reload_accounts()
-            })
-            .await?;
+            let secrets = accounts.secrets.clone();
+            let stored = accounts
+                .update(&id, move |a| {
+                    a.access_token = secrets.encrypt(&t.access_token);
+                    if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
+                        a.refresh_token = secrets.encrypt(&r);
+                    }
+                    a.expires_at =
+                        Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
+                    if let Some(s) = t.scope {
+                        a.scopes = s;
+                    }
+                    a.last_refresh_at = Some(Utc::now());
+                    if a.status == "refresh_failed" || a.status == "unauthorized" {
+                        a.status = "active".into();
+                        a.error_message.clear();
+                    }
+                    Ok(true)
+                })
+                .await?;
+            if stored.is_none() {
+                bail!("account disappeared during refresh");
+            }
             tracing::info!(account_id = %acc.rec.id, account = %acc.rec.name, "OAuth access token refreshed");
             Ok(Secret(access))
         }
         Err(e) => {
             tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, error = %e, "ALERT: OAuth token refresh failed; account taken out of rotation");
-            crate::admin::accounts::mark_status(
-                st.clone(),
-                id,
-                "refresh_failed",
-                format!("token refresh failed: {e}"),
-            );
+            accounts.mark_status(id, "refresh_failed", format!("token refresh failed: {e}"));
             Err(e)
         }
     }
 }
 
 /// The access token to send for `acc`, refreshed first when it is about to expire.
-pub async fn fresh_access_token(st: &AppState, acc: &AccountRt) -> Result<Secret> {
+pub async fn fresh_access_token(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
     let now = Utc::now().timestamp_millis();
     if acc.rec.platform != Platform::Claude
         || acc.rec.expires_at == 0
         || acc.rec.expires_at - now > MUST_REFRESH_MS
     {
-        return Ok(acc.secret.clone());
+        return Ok(acc.credential.secret.clone());
     }
     if acc.rec.refresh_token.is_empty() {
         if acc.rec.expires_at <= now {
             bail!("the OAuth token expired and the account has no refresh token");
         }
-        return Ok(acc.secret.clone());
+        return Ok(acc.credential.secret.clone());
     }
-    let lock = st.oauth.lock_for(&acc.rec.id);
+    let lock = accounts.oauth.lock_for(&acc.rec.id);
     let _g = lock.lock().await;
     // Someone may have refreshed while we waited.
-    let latest = st.accounts.load().by_id.get(&acc.rec.id).cloned();
+    let latest = accounts.load().by_id.get(&acc.rec.id).cloned();
     if let Some(a) = &latest
         && a.rec.expires_at - Utc::now().timestamp_millis() > MUST_REFRESH_MS
     {
-        return Ok(a.secret.clone());
+        return Ok(a.credential.secret.clone());
     }
-    let st = st.self_arc().context("server is shutting down")?;
-    refresh(&st, latest.as_deref().unwrap_or(acc)).await
+    refresh(accounts, latest.as_deref().unwrap_or(acc)).await
 }
 
 /// Refresh tokens ahead of expiry in the background (every minute) so requests never wait.
-pub fn spawn_refresher(st: &Arc<AppState>) {
-    let weak: Weak<AppState> = Arc::downgrade(st);
+pub fn spawn_refresher(accounts: &Arc<Accounts>) {
+    let weak: Weak<Accounts> = Arc::downgrade(accounts);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let Some(st) = weak.upgrade() else { return };
+            let Some(accounts) = weak.upgrade() else {
+                return;
+            };
             let now = Utc::now().timestamp_millis();
-            let due: Vec<Arc<AccountRt>> = st
-                .accounts
+            let due: Vec<Arc<AccountRt>> = accounts
                 .load()
                 .of_platform(Platform::Claude)
                 .filter(|a| {
@@ -325,168 +311,12 @@ pub fn spawn_refresher(st: &Arc<AppState>) {
                 .cloned()
                 .collect();
             for a in due {
-                let lock = st.oauth.lock_for(&a.rec.id);
+                let lock = accounts.oauth.lock_for(&a.rec.id);
                 let _g = lock.lock().await;
-                let _ = refresh(&st, &a).await;
+                let _ = refresh(&accounts, &a).await;
             }
         }
     });
-}
-
-pub fn admin_router() -> Router {
-    Router::with_path("claude-accounts")
-        .push(Router::with_path("generate-auth-url").post(generate_auth_url))
-        .push(Router::with_path("generate-setup-token-url").post(generate_setup_url))
-        .push(Router::with_path("exchange-code").post(exchange_code))
-        .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
-        .push(Router::with_path("{id}/refresh").post(refresh_now))
-}
-
-fn proxy_from_body(st: &AppState, b: &Body) -> String {
-    let Some(p) = b.get("proxy").and_then(Value::as_object) else {
-        return String::new();
-    };
-    let host = p.get("host").and_then(Value::as_str).unwrap_or("");
-    let port = p
-        .get("port")
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .unwrap_or(0);
-    if host.is_empty() || port == 0 {
-        return String::new();
-    }
-    let cfg = crate::model::ProxyConfig {
-        kind: p
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("http")
-            .to_owned(),
-        host: host.to_owned(),
-        port: port as u16,
-        username: p
-            .get("username")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-        password: String::new(),
-    };
-    let _ = st;
-    crate::state::proxy_url(
-        &cfg,
-        p.get("password").and_then(Value::as_str).unwrap_or(""),
-    )
-}
-
-async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setup: bool) {
-    let st = state(depot);
-    let b = json_body::<Body>(req, res, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let (url, session) = start_authorisation(&st, setup, proxy_from_body(&st, &b));
-    json(
-        res,
-        StatusCode::OK,
-        &json!({"success": true, "data": {
-            "authUrl": url,
-            "sessionId": session,
-            "instructions": [
-                "Open the URL and sign in with the Claude account to share",
-                "Approve the access request",
-                "Copy the code shown (or the whole callback URL) and paste it back here",
-            ],
-        }}),
-    );
-}
-
-#[handler]
-async fn generate_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    generate(req, depot, res, false).await
-}
-
-#[handler]
-async fn generate_setup_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    generate(req, depot, res, true).await
-}
-
-#[handler]
-async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
-        return;
-    };
-    let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
-    let code = b
-        .get("authorizationCode")
-        .or_else(|| b.get("callbackUrl"))
-        .or_else(|| b.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if session.is_empty() || code.is_empty() {
-        return json(
-            res,
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "sessionId and authorizationCode (or callbackUrl) are required"}),
-        );
-    }
-    match exchange(&st, session, code).await {
-        Ok(data) => {
-            tracing::info!("Claude OAuth code exchanged");
-            json(res, StatusCode::OK, &json!({"success": true, "data": data}));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Claude OAuth code exchange failed");
-            json(
-                res,
-                StatusCode::BAD_REQUEST,
-                &json!({"error": "Code exchange failed", "message": e.to_string()}),
-            );
-        }
-    }
-}
-
-#[handler]
-async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let id = req.param::<String>("id").unwrap_or_default();
-    let Some(acc) = st
-        .accounts
-        .load()
-        .by_id
-        .get(&id)
-        .cloned()
-        .filter(|a| a.rec.platform == Platform::Claude)
-    else {
-        return json(
-            res,
-            StatusCode::NOT_FOUND,
-            &json!({"error": "Account not found"}),
-        );
-    };
-    let lock = st.oauth.lock_for(&id);
-    let _g = lock.lock().await;
-    match refresh(&st, &acc).await {
-        Ok(_) => {
-            let exp = st
-                .accounts
-                .load()
-                .by_id
-                .get(&id)
-                .map(|a| a.rec.expires_at)
-                .unwrap_or(0);
-            json(
-                res,
-                StatusCode::OK,
-                &json!({"success": true, "data": {"expiresAt": exp}}),
-            );
-        }
-        Err(e) => json(
-            res,
-            StatusCode::BAD_GATEWAY,
-            &json!({"error": "Token refresh failed", "message": e.to_string()}),
-        ),
-    }
 }
 
 #[cfg(test)]

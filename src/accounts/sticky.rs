@@ -5,17 +5,9 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use crate::usage::Ledger;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct StickyEntry {
-    pub account_id: String,
-    /// Unix ms.
-    pub expires_at: i64,
-}
+pub use crate::model::StickyEntry;
 
 pub struct Sticky {
     cache: moka::sync::Cache<String, StickyEntry>,

@@ -9,11 +9,8 @@ use salvo::http::HeaderMap;
 use serde::Serialize;
 
 use crate::accounts::AccountRt;
-use crate::limits::{Admission, ClientFormat, KeyEntry, KeyRuntime, Service};
-use crate::model::{ApiKey, Platform};
-use crate::providers::gemini;
-use crate::relay::engine::Call;
-use crate::relay::wire::{self, Op};
+use crate::accounts::oauth::fresh_access_token;
+use crate::providers::{Outgoing, Upstream, error_message};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
@@ -26,74 +23,40 @@ pub struct TestResult {
     pub message: String,
 }
 
-fn default_model(acc: &AccountRt) -> String {
-    if let Some((from, _)) = acc.rec.supported_models.iter().next() {
-        return from.clone();
-    }
-    match acc.rec.platform {
-        Platform::Bedrock if !acc.rec.default_model.is_empty() => acc.rec.default_model.clone(),
-        Platform::OpenAIResponses => "gpt-4.1-mini".into(),
-        Platform::AzureOpenAI if !acc.rec.deployment_name.is_empty() => {
-            acc.rec.deployment_name.clone()
-        }
-        Platform::AzureOpenAI => "gpt-4o-mini".into(),
-        Platform::GeminiApi => "gemini-2.5-flash".into(),
-        Platform::Droid if acc.rec.endpoint_type == "openai" => "gpt-5".into(),
-        _ => "claude-3-5-haiku-20241022".into(),
-    }
-}
-
 pub async fn run(st: &Arc<AppState>, acc: &AccountRt, model: Option<&str>) -> TestResult {
+    let kind = acc.kind();
     let model = model
         .map(str::to_owned)
-        .unwrap_or_else(|| default_model(acc));
-    let (op, body) = match acc.rec.platform {
-        Platform::OpenAIResponses | Platform::AzureOpenAI => (
-            Op::Responses { compact: false },
-            serde_json::json!({"model": model, "input": "ping", "max_output_tokens": 16}),
-        ),
-        Platform::Droid if acc.rec.endpoint_type == "openai" => (
-            Op::Responses { compact: false },
-            serde_json::json!({"model": model, "input": "ping", "max_output_tokens": 16}),
-        ),
-        Platform::GeminiApi => (
-            Op::Gemini {
-                method: gemini::Method::GenerateContent,
-                v1: false,
-            },
-            serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "ping"}]}],
-                               "generationConfig": {"maxOutputTokens": 8}}),
-        ),
-        _ => (
-            Op::Messages,
-            serde_json::json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "ping"}]}),
-        ),
-    };
-    let key = ApiKey::new("account-test".into());
-    let call = Call {
-        adm: Admission {
-            key: Arc::new(KeyEntry {
-                rt: Arc::new(KeyRuntime::new(&key)),
-                rec: key,
-            }),
-            slot: None,
-        },
-        service: Service::Claude,
-        format: ClientFormat::Anthropic,
-        op,
-        platforms: &[],
-        binding: String::new(),
-        session: None,
-        model: model.clone(),
-        body: Bytes::from(body.to_string()),
-        stream: false,
-        client_headers: HeaderMap::new(),
-        query: None,
-        started: Instant::now(),
-    };
+        .unwrap_or_else(|| kind.probe_model(&acc.rec));
+    let (op, body) = kind.probe(&acc.rec, &model);
+    let body = Bytes::from(body.to_string());
     let upstream_model = crate::scheduler::map_model(acc, &model).unwrap_or(model.clone());
+    let headers = HeaderMap::new();
     let started = Instant::now();
-    let result = match wire::build_request(st, acc, &call, &upstream_model).await {
+    let built = async {
+        let token = if kind.oauth() {
+            Some(fresh_access_token(&st.accounts, acc).await?)
+        } else {
+            None
+        };
+        let up = Upstream {
+            rec: &acc.rec,
+            credential: &acc.credential,
+            client: &acc.client,
+            token: token.as_ref(),
+        };
+        let out = Outgoing {
+            op,
+            body: &body,
+            model: &model,
+            upstream_model: &upstream_model,
+            stream: false,
+            headers: &headers,
+            query: None,
+        };
+        kind.build(&up, &out)
+    };
+    let result = match built.await {
         Ok(rb) => tokio::time::timeout(std::time::Duration::from_secs(60), rb.send()).await,
         Err(e) => {
             return TestResult {
@@ -114,7 +77,7 @@ pub async fn run(st: &Arc<AppState>, acc: &AccountRt, model: Option<&str>) -> Te
             let message = if ok {
                 "The upstream answered".to_owned()
             } else {
-                wire::error_message(&body).unwrap_or_else(|| {
+                error_message(&body).unwrap_or_else(|| {
                     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
                 })
             };

@@ -19,7 +19,8 @@ use crate::model::{Account, AccountGroup, ApiKey, Platform, ProxyConfig, micros_
 use crate::state::AppState;
 use crate::store::Table;
 use crate::usage::query::{UsageTotals, account_usage};
-use crate::web::{json, json_body, state};
+use crate::state::state;
+use crate::web::{json, json_body};
 
 fn bad(res: &mut Response, msg: impl Into<String>) {
     crate::web::bad_request(res, msg)
@@ -535,29 +536,6 @@ fn current(st: &AppState, platform: Platform, id: &str) -> Option<Account> {
         .filter(|a| a.platform == platform)
 }
 
-/// Change an account's status off the request path (after an upstream refused its
-/// credential, or a token refresh failed).
-pub fn mark_status(st: Arc<AppState>, id: String, status: &'static str, reason: String) {
-    tokio::spawn(async move {
-        let _g = st.admin_lock.lock().await;
-        let st2 = st.clone();
-        let r = blocking(move || {
-            let Some(mut a) = st2.store.get::<Account>(Table::Accounts, &id)? else {
-                return Ok(());
-            };
-            a.status = status.to_owned();
-            a.error_message = reason;
-            a.updated_at = Some(Utc::now());
-            st2.store.put(Table::Accounts, &id, &a)?;
-            st2.reload_accounts()
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "recording an account status change failed");
-        }
-    });
-}
-
 /// Keep group membership in step with an account's `groupId` / `groupIds`.
 fn sync_groups(st: &AppState, account_id: &str, b: &Body) -> anyhow::Result<()> {
     let wanted: Option<Vec<String>> = match (b.get("groupIds"), b.get("groupId")) {
@@ -645,7 +623,7 @@ impl Handler for Accounts {
                     accts.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
                     accts
                         .iter()
-                        .map(|a| Ok(view(&st2, a, Some(&account_usage(&st2, &a.id)?))))
+                        .map(|a| Ok(view(&st2, a, Some(&account_usage(&st2.store, &st2.clock, &a.id)?))))
                         .collect::<anyhow::Result<Vec<Value>>>()
                 })
                 .await;
@@ -694,7 +672,7 @@ impl Handler for Accounts {
                 };
                 st.ledger.flush().await;
                 let st2 = st.clone();
-                match blocking(move || account_usage(&st2, &id)).await {
+                match blocking(move || account_usage(&st2.store, &st2.clock, &id)).await {
                     Ok(u) => json(
                         res,
                         StatusCode::OK,

@@ -10,7 +10,8 @@ use super::blocking;
 use super::fields::{self, Body};
 use crate::model::{AccountGroup, ApiKey};
 use crate::store::Table;
-use crate::web::{json, json_body, state};
+use crate::state::state;
+use crate::web::{json, json_body};
 
 const FAMILIES: &[&str] = &["claude", "openai", "gemini", "droid"];
 

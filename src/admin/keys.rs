@@ -17,7 +17,8 @@ use crate::model::{ApiKey, micros_to_dollars};
 use crate::state::AppState;
 use crate::store::Table;
 use crate::usage::query::{UsageTotals, key_usage};
-use crate::web::{json, json_body, state};
+use crate::state::state;
+use crate::web::{json, json_body};
 
 pub const PERMISSIONS: &[&str] = &["claude", "gemini", "openai", "droid"];
 
@@ -410,7 +411,7 @@ async fn list_impl(req: &mut Request, depot: &mut Depot, res: &mut Response, del
     let ids: Vec<String> = items.iter().map(|k| k.rec.id.clone()).collect();
     let usages = match blocking(move || {
         ids.iter()
-            .map(|id| key_usage(&st2, id))
+            .map(|id| key_usage(&st2.store, &st2.clock, id))
             .collect::<anyhow::Result<Vec<_>>>()
     })
     .await
@@ -463,7 +464,7 @@ pub async fn get(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     };
     st.ledger.flush().await;
     let st2 = st.clone();
-    match blocking(move || key_usage(&st2, &id)).await {
+    match blocking(move || key_usage(&st2.store, &st2.clock, &id)).await {
         Ok(u) => json(
             res,
             StatusCode::OK,

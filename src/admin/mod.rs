@@ -6,12 +6,14 @@ pub mod accounts;
 pub mod fields;
 pub mod groups;
 pub mod keys;
+pub mod oauth;
+pub mod session;
 pub mod settings;
 pub mod stats;
 
 use salvo::prelude::*;
 
-use crate::auth::admin::AdminAuth;
+use session::AdminAuth;
 
 pub fn router() -> Router {
     let mut r = Router::with_path("admin")
@@ -41,21 +43,14 @@ pub fn router() -> Router {
                 .get(settings::get)
                 .put(settings::put),
         )
-        .push(crate::accounts::oauth::admin_router());
+        .push(oauth::router());
     for p in crate::model::Platform::ALL {
         r = r.push(accounts::routes(p));
     }
     r
 }
 
-/// Run a blocking store operation off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| anyhow::anyhow!("store task failed: {e}"))?
-}
+pub use crate::web::blocking;
 
 /// `GET /admin/account-types`: the upstream account types this server offers, with their
 /// admin paths, so a UI need not probe.

@@ -7,7 +7,8 @@ use serde_json::json;
 use super::blocking;
 use super::fields::Body;
 use crate::store::Table;
-use crate::web::{json, json_body, state};
+use crate::state::state;
+use crate::web::{json, json_body};
 
 #[handler]
 pub async fn get(depot: &mut Depot, res: &mut Response) {

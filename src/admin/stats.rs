@@ -15,7 +15,8 @@ use crate::model::micros_to_dollars;
 use crate::state::AppState;
 use crate::usage::ledger::RequestRecord;
 use crate::usage::{Counters, bucket};
-use crate::web::{json, state};
+use crate::state::state;
+use crate::web::{json};
 
 fn internal(res: &mut Response, e: anyhow::Error) {
     tracing::error!(error = %e, "statistics query failed");

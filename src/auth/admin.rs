@@ -2,20 +2,16 @@
 //! session key; each carries the admin's token version, so a password change ends every
 //! session at once.
 
-use std::sync::Arc;
-
 use anyhow::Result;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use salvo::http::StatusCode;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{hash_password, random_hex, verify_password};
+use crate::config::Config;
+use crate::crypto::{hash_password, random_hex};
 use crate::model::Admin;
-use crate::state::AppState;
-use crate::store::Table;
-use crate::web::{json, json_body, state, v1_error};
+use crate::store::{Store, Table};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -32,16 +28,15 @@ pub struct AdminUser(pub String);
 
 /// Make sure an admin exists. Returns the generated password when one was made up, so the
 /// caller can show it once.
-pub fn ensure_admin(state: &AppState) -> Result<Option<(String, String)>> {
-    if state.store.count(Table::Admins)? > 0 {
+pub fn ensure_admin(store: &Store, config: &Config) -> Result<Option<(String, String)>> {
+    if store.count(Table::Admins)? > 0 {
         return Ok(None);
     }
-    let username = state
-        .config
+    let username = config
         .admin_username
         .clone()
         .unwrap_or_else(|| "admin".into());
-    let (password, generated) = match &state.config.admin_password {
+    let (password, generated) = match &config.admin_password {
         Some(p) => (p.clone(), false),
         None => (random_hex(12), true),
     };
@@ -53,43 +48,40 @@ pub fn ensure_admin(state: &AppState) -> Result<Option<(String, String)>> {
         updated_at: Some(now),
         ..Default::default()
     };
-    state.store.put(Table::Admins, &username, &admin)?;
+    store.put(Table::Admins, &username, &admin)?;
     tracing::info!(username = %username, "admin account created");
     Ok(generated.then_some((username, password)))
 }
 
-pub fn issue_token(state: &AppState, admin: &Admin) -> Result<String> {
+/// A session token for `admin`, valid for `ttl_secs`, signed with the data directory's session key.
+pub fn issue_token(session_key: &[u8], ttl_secs: u64, admin: &Admin) -> Result<String> {
     let now = Utc::now().timestamp();
     let claims = Claims {
         sub: admin.username.clone(),
         iat: now,
-        exp: now + state.config.admin_session.as_secs() as i64,
+        exp: now + ttl_secs as i64,
         ver: admin.token_version,
     };
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(&state.secrets.session_key),
+        &EncodingKey::from_secret(session_key),
     )?)
 }
 
-fn verify_token(state: &AppState, token: &str) -> Option<Admin> {
+/// The admin a session token belongs to, if it is valid and not revoked by a password change.
+/// Reads the store: call off the async workers.
+pub fn verify_token(store: &Store, session_key: &[u8], token: &str) -> Option<Admin> {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 5;
     let data = jsonwebtoken::decode::<Claims>(
         token,
-        &DecodingKey::from_secret(&state.secrets.session_key),
+        &DecodingKey::from_secret(session_key),
         &v,
     )
     .ok()?;
-    let admin: Admin = state.store.get(Table::Admins, &data.claims.sub).ok()??;
+    let admin: Admin = store.get(Table::Admins, &data.claims.sub).ok()??;
     (admin.token_version == data.claims.ver).then_some(admin)
-}
-
-/// The admin a request's session token belongs to, if any (reads the store: call off the
-/// async workers).
-pub fn admin_from_request(state: &AppState, req_token: Option<String>) -> Option<Admin> {
-    verify_token(state, &req_token?)
 }
 
 pub fn admin_token(req: &Request) -> Option<String> {
@@ -107,266 +99,5 @@ pub fn admin_token(req: &Request) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-/// Guards `/admin/*`.
-pub struct AdminAuth;
-
-#[salvo::async_trait]
-impl Handler for AdminAuth {
-    async fn handle(
-        &self,
-        req: &mut Request,
-        depot: &mut Depot,
-        res: &mut Response,
-        ctrl: &mut FlowCtrl,
-    ) {
-        let st = state(depot);
-        let Some(token) = admin_token(req) else {
-            v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
-                "Missing admin token",
-                "Please provide an admin token",
-            );
-            ctrl.skip_rest();
-            return;
-        };
-        let st2 = st.clone();
-        let admin = tokio::task::spawn_blocking(move || verify_token(&st2, &token))
-            .await
-            .ok()
-            .flatten();
-        match admin {
-            Some(a) => {
-                depot.insert_typed(AdminUser(a.username));
-                ctrl.call_next(req, depot, res).await;
-            }
-            None => {
-                v1_error(
-                    res,
-                    StatusCode::UNAUTHORIZED,
-                    "Invalid admin token",
-                    "Invalid or expired admin session",
-                );
-                ctrl.skip_rest();
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct LoginBody {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
-#[handler]
-pub async fn login(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let Some(body) = json_body::<LoginBody>(req, res, 64 * 1024).await else {
-        return;
-    };
-    if body.username.is_empty() || body.password.is_empty() {
-        v1_error(
-            res,
-            StatusCode::BAD_REQUEST,
-            "Missing credentials",
-            "Username and password are required",
-        );
-        return;
-    }
-    let st2 = st.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Option<Admin>> {
-        let Some(mut admin) = st2.store.get::<Admin>(Table::Admins, &body.username)? else {
-            // Spend the same time as a real check so usernames cannot be probed by timing.
-            let _ = verify_password(&body.password, DUMMY_HASH);
-            return Ok(None);
-        };
-        if !verify_password(&body.password, &admin.password_hash) {
-            return Ok(None);
-        }
-        if crate::crypto::is_bcrypt(&admin.password_hash) {
-            // An imported v1 hash: accepted once, replaced by argon2 now.
-            admin.password_hash = hash_password(&body.password);
-            tracing::info!(username = %admin.username, "imported v1 admin password rehashed with argon2");
-        }
-        admin.last_login_at = Some(Utc::now());
-        st2.store.put(Table::Admins, &admin.username, &admin)?;
-        Ok(Some(admin))
-    })
-    .await;
-    match outcome {
-        Ok(Ok(Some(admin))) => match issue_token(&st, &admin) {
-            Ok(token) => {
-                tracing::info!(username = %admin.username, "admin logged in");
-                json(
-                    res,
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "success": true,
-                        "token": token,
-                        "expiresIn": st.config.admin_session.as_millis() as u64,
-                        "username": admin.username,
-                    }),
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "issuing admin token failed");
-                v1_error(
-                    res,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Login failed",
-                    "Internal server error",
-                );
-            }
-        },
-        Ok(Ok(None)) => {
-            tracing::warn!("admin login failed");
-            v1_error(
-                res,
-                StatusCode::UNAUTHORIZED,
-                "Invalid credentials",
-                "Invalid username or password",
-            );
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "admin login failed on the store");
-            v1_error(
-                res,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Login failed",
-                "Internal server error",
-            );
-        }
-        Err(_) => v1_error(
-            res,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Login failed",
-            "Internal server error",
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ChangePassword {
-    #[serde(default)]
-    current_password: String,
-    #[serde(default)]
-    new_password: String,
-}
-
-/// `POST /web/auth/change-password`: needs a valid session; ends every session on success.
-#[handler]
-pub async fn change_password(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let Some(token) = admin_token(req) else {
-        v1_error(
-            res,
-            StatusCode::UNAUTHORIZED,
-            "No token provided",
-            "Authentication required",
-        );
-        return;
-    };
-    let Some(body) = json_body::<ChangePassword>(req, res, 64 * 1024).await else {
-        return;
-    };
-    if body.current_password.is_empty() || body.new_password.is_empty() {
-        v1_error(
-            res,
-            StatusCode::BAD_REQUEST,
-            "Missing required fields",
-            "Current password and new password are required",
-        );
-        return;
-    }
-    if body.new_password.chars().count() < 8 {
-        v1_error(
-            res,
-            StatusCode::BAD_REQUEST,
-            "Password too short",
-            "New password must be at least 8 characters long",
-        );
-        return;
-    }
-    let st2: Arc<AppState> = st.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<Result<String, &'static str>> {
-        let Some(mut admin) = verify_token(&st2, &token) else {
-            return Ok(Err("session"));
-        };
-        if !verify_password(&body.current_password, &admin.password_hash) {
-            return Ok(Err("password"));
-        }
-        admin.password_hash = hash_password(&body.new_password);
-        admin.token_version = admin.token_version.wrapping_add(1);
-        admin.updated_at = Some(Utc::now());
-        st2.store.put(Table::Admins, &admin.username, &admin)?;
-        Ok(Ok(admin.username))
-    })
-    .await;
-    match r {
-        Ok(Ok(Ok(username))) => {
-            tracing::info!(username = %username, "admin password changed");
-            json(
-                res,
-                StatusCode::OK,
-                &serde_json::json!({"success": true, "message": "Password changed successfully. Please login again.", "newUsername": username}),
-            );
-        }
-        Ok(Ok(Err("password"))) => v1_error(
-            res,
-            StatusCode::UNAUTHORIZED,
-            "Invalid current password",
-            "Current password is incorrect",
-        ),
-        Ok(Ok(Err(_))) => v1_error(
-            res,
-            StatusCode::UNAUTHORIZED,
-            "Invalid token",
-            "Session expired or invalid",
-        ),
-        _ => v1_error(
-            res,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Change password failed",
-            "Internal server error",
-        ),
-    }
-}
-
-/// `GET /web/auth/user`.
-#[handler]
-pub async fn current_user(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let Some(token) = admin_token(req) else {
-        v1_error(
-            res,
-            StatusCode::UNAUTHORIZED,
-            "No token provided",
-            "Authentication required",
-        );
-        return;
-    };
-    let admin = tokio::task::spawn_blocking(move || verify_token(&st, &token))
-        .await
-        .ok()
-        .flatten();
-    match admin {
-        Some(a) => json(
-            res,
-            StatusCode::OK,
-            &serde_json::json!({"success": true, "user": {"username": a.username, "lastLoginAt": a.last_login_at}}),
-        ),
-        None => v1_error(
-            res,
-            StatusCode::UNAUTHORIZED,
-            "Invalid token",
-            "Session expired or invalid",
-        ),
-    }
-}
-
 /// An argon2 hash of a random string, checked against when the username is unknown.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$yOnB4fmG3ry6PW6BMC6pDu7Mko7ERLQAr8ZeYd9vWvQ";
+pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$yOnB4fmG3ry6PW6BMC6pDu7Mko7ERLQAr8ZeYd9vWvQ";

@@ -8,142 +8,25 @@
 
 pub mod clients;
 pub mod gate;
+pub mod keys;
 pub mod meter;
 pub mod models;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Duration, Utc};
-use parking_lot::Mutex;
 use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, authenticate};
 use crate::model::{ApiKey, micros_to_dollars};
-use crate::state::AppState;
 use crate::web::json;
+pub use crate::model::Service;
+pub use crate::providers::ClientFormat;
 pub use gate::{Gate, GateError, Slot};
+pub use keys::{AuthError, KeyEntry, KeyIndex, KeyRuntime, Keys, authenticate, extract_key};
 pub use meter::{Meter, RateKind};
-
-/// Services a key can be permitted to use (v1's `permissions` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Claude,
-    Gemini,
-    OpenAI,
-    Droid,
-}
-
-impl Service {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Service::Claude => "claude",
-            Service::Gemini => "gemini",
-            Service::OpenAI => "openai",
-            Service::Droid => "droid",
-        }
-    }
-    fn display(self) -> &'static str {
-        match self {
-            Service::Claude => "Claude",
-            Service::Gemini => "Gemini",
-            Service::OpenAI => "OpenAI",
-            Service::Droid => "Droid",
-        }
-    }
-}
-
-/// The error schema of the API a route speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientFormat {
-    /// Claude routes answer with v1's bodies, which scripts written for v1 parse.
-    Anthropic,
-    OpenAI,
-    Gemini,
-}
-
-/// In-memory state of one key that outlives admin edits of its record.
-#[derive(Debug)]
-pub struct KeyRuntime {
-    pub gate: ArcSwap<Gate>,
-    pub meter: Mutex<Meter>,
-    /// Set on the first admitted request of an activation-mode key.
-    pub activated_at: OnceLock<DateTime<Utc>>,
-    pub last_used_ms: AtomicI64,
-    /// The meter holds history from the store (not only what this process saw).
-    pub restored: AtomicBool,
-}
-
-impl KeyRuntime {
-    pub fn new(k: &ApiKey) -> Self {
-        KeyRuntime {
-            gate: ArcSwap::from_pointee(gate_for(k)),
-            meter: Mutex::new(Meter::default()),
-            activated_at: OnceLock::new(),
-            last_used_ms: AtomicI64::new(k.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
-            restored: AtomicBool::new(false),
-        }
-    }
-
-    /// Adopt a changed record: a new gate only when the concurrency settings changed.
-    pub fn update(&self, k: &ApiKey) {
-        let g = gate_for(k);
-        if !self.gate.load().same_settings(&g) {
-            self.gate.store(Arc::new(g));
-        }
-    }
-
-    pub fn in_flight(&self) -> u32 {
-        self.gate.load().in_use()
-    }
-}
-
-fn gate_for(k: &ApiKey) -> Gate {
-    Gate::new(
-        k.concurrency_limit,
-        k.concurrency_queue_enabled,
-        k.concurrency_queue_max,
-        k.concurrency_queue_timeout_ms,
-    )
-}
-
-/// A key record and its runtime state.
-#[derive(Debug)]
-pub struct KeyEntry {
-    pub rec: ApiKey,
-    pub rt: Arc<KeyRuntime>,
-}
-
-impl KeyEntry {
-    /// When the key stops working: the fixed date, or activation + duration.
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        let k = &self.rec;
-        if k.expiration_mode == "activation" {
-            let start = k
-                .activated_at
-                .or_else(|| self.rt.activated_at.get().copied())?;
-            let d = if k.activation_unit == "hours" {
-                Duration::hours(k.activation_days as i64)
-            } else {
-                Duration::days(k.activation_days as i64)
-            };
-            return Some(k.expires_at.unwrap_or(start + d).min(start + d));
-        }
-        k.expires_at
-    }
-
-    pub fn needs_cost_history(&self) -> bool {
-        let k = &self.rec;
-        k.daily_cost_limit_micros > 0
-            || k.total_cost_limit_micros > 0
-            || k.weekly_opus_cost_limit_micros > 0
-            || k.five_hour_cost_limit_micros > 0
-            || k.rate_limit_cost_micros > 0
-    }
-}
 
 /// Why a request was refused. `write` renders it in the client's format.
 #[derive(Debug, Clone, PartialEq)]
@@ -398,20 +281,10 @@ pub struct Ask<'a> {
     pub metered: bool,
 }
 
-/// Authenticate, then apply every rule of the key (see the module docs for the order).
-pub async fn admit(
-    st: &Arc<AppState>,
-    req: &Request,
-    ask: Ask<'_>,
-) -> Result<Admission, Rejection> {
-    let entry = authenticate(st, req).map_err(Rejection::Auth)?;
-    admit_key(st, entry, req, ask).await
-}
-
 /// The rules after authentication, for routes that authenticate first and read the body
 /// before they know the model.
 pub async fn admit_key(
-    st: &Arc<AppState>,
+    keys: &Arc<Keys>,
     entry: Arc<KeyEntry>,
     req: &Request,
     ask: Ask<'_>,
@@ -441,7 +314,7 @@ pub async fn admit_key(
     {
         return Err(Rejection::ModelForbidden(model.to_owned()));
     }
-    let off = st.clock.offset();
+    let off = keys.clock().offset();
     let claude = ask.service == Service::Claude || ask.model.is_some_and(models::is_claude);
     entry
         .rt
@@ -466,41 +339,9 @@ pub async fn admit_key(
         && !k.is_activated
         && entry.rt.activated_at.set(now).is_ok()
     {
-        persist_activation(st.clone(), k.id.clone(), now);
+        keys.activate(k.id.clone(), now);
     }
     Ok(Admission { key: entry, slot })
-}
-
-/// Write the activation of a key to the store, off the request path.
-fn persist_activation(st: Arc<AppState>, id: String, at: DateTime<Utc>) {
-    tokio::spawn(async move {
-        let _g = st.admin_lock.lock().await;
-        let st2 = st.clone();
-        let r = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let Some(mut k) = st2.store.get::<ApiKey>(crate::store::Table::ApiKeys, &id)? else {
-                return Ok(());
-            };
-            if k.is_activated {
-                return Ok(());
-            }
-            let d = if k.activation_unit == "hours" {
-                Duration::hours(k.activation_days as i64)
-            } else {
-                Duration::days(k.activation_days as i64)
-            };
-            k.is_activated = true;
-            k.activated_at = Some(at);
-            k.expires_at = Some(at + d);
-            k.updated_at = Some(Utc::now());
-            st2.store.put(crate::store::Table::ApiKeys, &id, &k)?;
-            tracing::info!(key_id = %id, expires_at = %(at + d), "activation-mode key activated");
-            st2.reload_keys()
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = r.map_err(anyhow::Error::from) {
-            tracing::error!(error = %e, "persisting key activation failed");
-        }
-    });
 }
 
 /// Rebuild a key's cost meter from the usage buckets (at start, or when a cost limit is

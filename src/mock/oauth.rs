@@ -49,7 +49,7 @@ impl Handler for Token {
             return oauth_error(res, 400, "invalid_request", "body must be JSON");
         };
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
-        if s("client_id") != crate::accounts::oauth::CLIENT_ID {
+        if s("client_id") != crate::providers::anthropic::oauth::CLIENT_ID {
             return oauth_error(res, 401, "invalid_client", "unknown client");
         }
         let n = request_id(state);
@@ -61,7 +61,7 @@ impl Handler for Token {
                 let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
                 let code = s("code");
-                if s("redirect_uri") != crate::accounts::oauth::REDIRECT_URI
+                if s("redirect_uri") != crate::providers::anthropic::oauth::REDIRECT_URI
                     || code != format!("code-{challenge}")
                 {
                     return oauth_error(

@@ -34,6 +34,16 @@ pub fn messages_url(api_url: &str) -> String {
     }
 }
 
+/// The endpoint for `op` (`/v1/messages` or `/v1/messages/count_tokens`) with the client's
+/// query string.
+pub fn endpoint(api_url: &str, op: super::Op, query: Option<&str>) -> String {
+    let mut url = messages_url(api_url);
+    if op == super::Op::CountTokens {
+        url.push_str("/count_tokens");
+    }
+    super::request::with_query(url, query)
+}
+
 /// An Anthropic error body: `{"type":"error","error":{"type":..,"message":..}}`.
 pub fn error_body(kind: &str, message: &str) -> String {
     serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
@@ -226,6 +236,16 @@ impl super::StreamTap for SseTap {
             error_body("api_error", message)
         ))
     }
+}
+
+/// Anthropic's OAuth client facts for subscription accounts (as Claude Code uses them).
+pub mod oauth {
+    /// Claude Code's public OAuth client.
+    pub const CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
+    pub const REDIRECT_URI: &str = "https://console.anthropic.com/oauth/code/callback";
+    pub const SCOPES: &str = "org:create_api_key user:profile user:inference";
+    /// Setup tokens (`claude setup-token`): inference only, one year, no refresh token.
+    pub const SETUP_SCOPES: &str = "user:inference";
 }
 
 #[cfg(test)]

@@ -1,14 +1,75 @@
-//! Provider adapters: build upstream requests, extract usage, classify errors. One module per
-//! wire format; no policy and no I/O decisions live here.
+//! Wire formats and account types. Nothing here decides policy or reaches a route or the
+//! server state: the routes hand in what one upstream attempt needs (`Upstream`, `Outgoing`)
+//! and get back a request, a stream tap, usage.
+//!
+//! - Wire formats, one module each: `anthropic` (Messages), `openai` (Responses, Chat
+//!   Completions), `gemini`, `bedrock` (SigV4, event stream), `sse` (the one line splitter).
+//! - Account types, one file each, behind the `AccountType` seam: `claude` (subscription
+//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `droid`, `bedrock`.
+//!   `account_type` is the one place that maps a `Platform` to its implementation; the static
+//!   facts of each type (names, admin path, fields, services) are `model::PlatformSpec`.
 
 pub mod anthropic;
+mod azure;
 pub mod bedrock;
+mod ccr;
+mod claude;
+mod console;
+mod droid;
 pub mod gemini;
+mod gemini_api;
+pub mod http;
 pub mod openai;
+mod request;
+mod responses;
+pub mod sse;
 
+use anyhow::{Context, Result};
 use bytes::Bytes;
+use salvo::http::HeaderMap;
 
+use crate::crypto::{Secret, Secrets};
+use crate::model::{Account, Platform};
 use crate::usage::TokenUsage;
+pub use request::{DEFAULT_USER_AGENT, with_model};
+
+/// The operation a client route asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI `POST /v1/responses` (`compact`: `/v1/responses/compact`).
+    Responses { compact: bool },
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// Gemini `models/{model}:{method}` under API version `v1beta` or `v1`.
+    Gemini { method: gemini::Method, v1: bool },
+}
+
+impl Op {
+    /// Does a success response of this op carry usage to record?
+    pub fn has_usage(self) -> bool {
+        !matches!(
+            self,
+            Op::CountTokens
+                | Op::Gemini {
+                    method: gemini::Method::CountTokens,
+                    ..
+                }
+        )
+    }
+}
+
+/// The error schema of an API: the one a client route speaks, or an upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    /// Claude routes answer with v1's bodies, which scripts written for v1 parse.
+    Anthropic,
+    OpenAI,
+    Gemini,
+}
 
 /// Watches (and, for formats that need converting, rewrites) an upstream stream on its way to
 /// the client, keeping the usage it reports.
@@ -27,4 +88,190 @@ pub trait StreamTap: Send {
     fn mid_line(&self) -> bool;
     /// A well-formed terminal error event in the client's stream dialect.
     fn error_event(&self, message: &str) -> Bytes;
+}
+
+/// An account's decrypted credential: the API key, OAuth access token or AWS secret key, and
+/// for temporary AWS credentials the session token.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub secret: Secret,
+    pub session_token: Option<Secret>,
+}
+
+/// The account side of one upstream attempt.
+#[derive(Clone, Copy)]
+pub struct Upstream<'a> {
+    pub rec: &'a Account,
+    pub credential: &'a Credential,
+    pub client: &'a reqwest::Client,
+    /// A fresh OAuth access token, for account types with `oauth() == true`.
+    pub token: Option<&'a Secret>,
+}
+
+/// The client side of one upstream attempt.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub op: Op,
+    pub body: &'a Bytes,
+    /// The model the client asked for, and the name it has upstream (after the account's
+    /// mapping).
+    pub model: &'a str,
+    pub upstream_model: &'a str,
+    pub stream: bool,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+}
+
+/// One upstream account type. Adding a type: a file implementing this, an arm in
+/// `account_type`, a row in `model::PLATFORMS`, its admin fields.
+pub trait AccountType: Sync {
+    /// Decrypt what the request path needs. Default: the `apiKey` field.
+    fn credential(&self, secrets: &Secrets, rec: &Account) -> Result<Credential> {
+        Ok(Credential {
+            secret: decrypt(secrets, "apiKey", &rec.api_key)?,
+            session_token: None,
+        })
+    }
+
+    /// The account authenticates with an OAuth access token that the caller keeps fresh
+    /// (`Upstream::token`).
+    fn oauth(&self) -> bool {
+        false
+    }
+
+    /// The upstream request for one attempt.
+    fn build(&self, up: &Upstream, out: &Outgoing) -> Result<reqwest::RequestBuilder>;
+
+    /// The error format the upstream speaks for `op`; `None` when its error bodies are never
+    /// passed through as they are.
+    fn upstream_format(&self, op: Op) -> Option<ClientFormat>;
+
+    /// Is a success answer with these headers a stream?
+    fn is_stream(&self, headers: &reqwest::header::HeaderMap) -> bool {
+        content_type(headers).starts_with("text/event-stream")
+    }
+
+    /// Content type of the stream the client receives, when it differs from the upstream's.
+    fn stream_content_type(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The tap that reads usage from a streamed answer to `op`.
+    fn tap(&self, op: Op) -> Box<dyn StreamTap> {
+        match op {
+            Op::Responses { .. } => Box::new(openai::ResponsesTap::new()),
+            Op::ChatCompletions => Box::new(openai::ChatTap::new()),
+            Op::Gemini { .. } => Box::new(gemini::GeminiTap::new()),
+            Op::Messages | Op::CountTokens => Box::new(anthropic::SseTap::new()),
+        }
+    }
+
+    /// Usage (and the model the upstream named) from a non-stream success body.
+    fn usage_from_body(&self, op: Op, body: &[u8]) -> Option<(TokenUsage, Option<String>)> {
+        if !op.has_usage() {
+            return None;
+        }
+        match op {
+            Op::Responses { .. } => openai::responses_usage_from_body(body),
+            Op::ChatCompletions => openai::chat_usage_from_body(body),
+            Op::Gemini { .. } => gemini::usage_from_body(body),
+            Op::Messages | Op::CountTokens => anthropic::usage_from_body(body),
+        }
+    }
+
+    /// The model an account test asks for when the admin names none.
+    fn probe_model(&self, rec: &Account) -> String {
+        rec.supported_models
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| rec.platform.spec().probe_model.to_owned())
+    }
+
+    /// The smallest request that proves the account works ("test this account").
+    fn probe(&self, _rec: &Account, model: &str) -> (Op, serde_json::Value) {
+        (
+            Op::Messages,
+            serde_json::json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "ping"}]}),
+        )
+    }
+}
+
+/// The implementation of an account type: the one dispatch on `Platform`.
+pub fn account_type(p: Platform) -> &'static dyn AccountType {
+    match p {
+        Platform::Claude => &claude::Claude,
+        Platform::ClaudeConsole => &console::Console,
+        Platform::Ccr => &ccr::Ccr,
+        Platform::OpenAIResponses => &responses::Responses,
+        Platform::AzureOpenAI => &azure::Azure,
+        Platform::GeminiApi => &gemini_api::GeminiApi,
+        Platform::Droid => &droid::Droid,
+        Platform::Bedrock => &bedrock::Bedrock,
+    }
+}
+
+/// Decrypt one secret field ("" stays "").
+pub fn decrypt(secrets: &Secrets, field: &str, v: &str) -> Result<Secret> {
+    if v.is_empty() {
+        return Ok(Secret(String::new()));
+    }
+    secrets
+        .decrypt(v)
+        .map(Secret)
+        .with_context(|| format!("decrypting {field}"))
+}
+
+fn content_type(h: &reqwest::header::HeaderMap) -> &str {
+    h.get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Is `body` an error object in `format` (so it can pass through to a client of that format)?
+pub fn is_error_body(format: ClientFormat, body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let v = match (&v, format) {
+        (serde_json::Value::Array(a), ClientFormat::Gemini) => {
+            a.first().cloned().unwrap_or_default()
+        }
+        _ => v,
+    };
+    v.get("error").is_some_and(|e| e.is_object())
+}
+
+/// The human message inside an upstream error body, in any of the formats.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let v = v.as_array().and_then(|a| a.first().cloned()).unwrap_or(v);
+    v.pointer("/error/message")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("Message"))
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
+}
+
+/// Anthropic error type for a status (other formats map it further).
+pub fn error_kind(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 | 503 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// An error body in the client's format.
+pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) -> String {
+    match format {
+        ClientFormat::Anthropic => anthropic::error_body(kind, message),
+        ClientFormat::OpenAI => openai::error_body(kind, message),
+        ClientFormat::Gemini => gemini::error_body(status, message),
+    }
 }

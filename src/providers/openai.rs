@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::StreamTap;
 use crate::model::Account;
-use crate::relay::wire::Op;
+use super::Op;
 use crate::usage::TokenUsage;
 
 fn join(base: &str, default_base: &str, v1_path: &str) -> String {

@@ -12,15 +12,16 @@ use salvo::http::StatusCode;
 use salvo::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::admin::blocking;
-use crate::auth::admin::{admin_from_request, admin_token};
+use crate::web::blocking;
+use crate::auth::admin::{admin_token, verify_token};
 use crate::auth::extract_key;
 use crate::limits::KeyEntry;
 use crate::model::micros_to_dollars;
 use crate::state::AppState;
 use crate::usage::query::key_usage;
 use crate::usage::{Counters, TokenUsage, bucket};
-use crate::web::{json, json_body, state};
+use crate::state::state;
+use crate::web::{json, json_body};
 
 pub fn router() -> Router {
     Router::with_path("apiStats")
@@ -145,7 +146,7 @@ async fn is_admin(st: &Arc<AppState>, req: &Request) -> bool {
         return false;
     }
     let st = st.clone();
-    tokio::task::spawn_blocking(move || admin_from_request(&st, Some(token)).is_some())
+    tokio::task::spawn_blocking(move || verify_token(&st.store, &st.secrets.session_key, &token).is_some())
         .await
         .unwrap_or(false)
 }
@@ -168,7 +169,7 @@ fn usage_obj(c: &Counters) -> Value {
 
 fn user_stats_data(st: &AppState, e: &KeyEntry) -> anyhow::Result<Value> {
     let k = &e.rec;
-    let u = key_usage(st, &k.id)?;
+    let u = key_usage(&st.store, &st.clock, &k.id)?;
     let now = Utc::now();
     let mut m = e.rt.meter.lock().clone();
     m.roll(k, now, st.clock.offset());
@@ -545,7 +546,7 @@ async fn batch_stats(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         let (mut all, mut day, mut month) = (Counters::default(), Counters::default(), Counters::default());
         let mut individual = Vec::new();
         for e in &entries {
-            let u = key_usage(&st2, &e.rec.id)?;
+            let u = key_usage(&st2.store, &st2.clock, &e.rec.id)?;
             all.add(&u.total);
             day.add(&u.daily);
             month.add(&u.monthly);

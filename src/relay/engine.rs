@@ -16,11 +16,13 @@ use salvo::http::{HeaderMap, HeaderValue, StatusCode, header};
 use salvo::prelude::*;
 
 use super::stream::{StreamOutcome, pump};
-use super::wire::{self, Op};
+use super::wire;
+use crate::providers::{self, Op};
 use super::{Outcome, record_failure, record_usage};
 use crate::accounts::AccountRt;
 use crate::accounts::cooldown::{self, Effect, Verdict};
-use crate::limits::{Admission, ClientFormat, Service};
+use crate::limits::{Admission, Service};
+use crate::providers::ClientFormat;
 use crate::model::Platform;
 use crate::scheduler::{self, Pick, Want};
 use crate::state::AppState;
@@ -57,7 +59,7 @@ struct Failure {
 }
 
 pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) -> String {
-    wire::error_body(format, status, kind, message)
+    providers::error_body(format, status, kind, message)
 }
 
 pub fn write_error(
@@ -94,8 +96,7 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
             // Out of rotation at once; the status change is persisted off the request path.
             acc.rt
                 .cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
-            crate::admin::accounts::mark_status(
-                st.clone(),
+            st.accounts.mark_status(
                 acc.rec.id.clone(),
                 status,
                 reason.clone(),
@@ -108,15 +109,15 @@ fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
     wire::copy_response_headers(&f.headers, res);
     // The upstream's own error body passes through when it speaks the client's format.
-    if f.upstream_format == Some(format) && wire::is_error_body(format, &f.body) {
+    if f.upstream_format == Some(format) && providers::is_error_body(format, &f.body) {
         raw_json(res, status, f.body);
         return;
     }
     let text = String::from_utf8_lossy(&f.body[..f.body.len().min(300)])
         .trim()
         .to_owned();
-    let msg = wire::error_message(&f.body).unwrap_or(text);
-    let kind = wire::error_kind(f.status);
+    let msg = providers::error_message(&f.body).unwrap_or(text);
+    let kind = providers::error_kind(f.status);
     write_error(
         res,
         format,
@@ -139,7 +140,17 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
             session: call.session.as_deref(),
             exclude: &exclude,
         };
-        let pick = match scheduler::pick(&st, &want) {
+        let picked = {
+            let pool = st.accounts.load();
+            let inputs = scheduler::Inputs {
+                pool: &pool,
+                sticky: &st.sticky,
+                rr: &st.rr,
+                offset: st.clock.offset(),
+            };
+            scheduler::pick(&inputs, &want)
+        };
+        let pick = match picked {
             Ok(p) => p,
             Err(e) => {
                 match last {
@@ -260,7 +271,7 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
                 status,
                 headers,
                 body,
-                upstream_format: wire::upstream_format(&acc, call.op),
+                upstream_format: acc.kind().upstream_format(call.op),
             };
             if v.retry && attempt + 1 < max {
                 exclude.push(acc.rec.id.clone());
@@ -310,7 +321,7 @@ async fn respond(
 ) {
     let acc = pick.account.clone();
     let status = up.status().as_u16();
-    let is_stream = wire::is_stream_response(&acc, call.op, up.headers());
+    let is_stream = acc.kind().is_stream(up.headers());
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
     wire::copy_response_headers(up.headers(), res);
     let account_id = acc.rec.id.clone();
@@ -321,7 +332,7 @@ async fn respond(
         stream: is_stream,
     };
     if is_stream {
-        if let Some(ct) = wire::stream_content_type(&acc, call.op) {
+        if let Some(ct) = acc.kind().stream_content_type() {
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
@@ -329,7 +340,7 @@ async fn respond(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
-        let tap = wire::new_tap(&acc, call.op, call.format);
+        let tap = acc.kind().tap(call.op);
         let st2 = st.clone();
         let service = call.service;
         // The admission and the account slot live until the stream is over.
@@ -371,7 +382,7 @@ async fn respond(
             );
         }
     };
-    let body = match wire::usage_from_body(&acc, call.op, &body) {
+    let body = match acc.kind().usage_from_body(call.op, &body) {
         Some((usage, answered_model)) => {
             let model = answered_model.filter(|m| !m.is_empty()).unwrap_or(model);
             record_usage(
@@ -383,10 +394,10 @@ async fn respond(
                 usage,
                 outcome,
             );
-            wire::transform_body(&acc, call.op, body)
+            body
         }
         None => {
-            if wire::op_has_usage(call.op) {
+            if call.op.has_usage() {
                 tracing::warn!(account_id = %account_id, "upstream success body carried no usage");
             }
             body

@@ -7,12 +7,12 @@ use serde_json::json;
 
 use super::engine::{self, Call, write_error};
 use super::ingress::{Ingress, ingress};
-use super::wire::Op;
-use crate::auth::authenticate;
+use crate::providers::Op;
 use crate::limits::{ClientFormat, Rejection, Service};
 use crate::model::Platform;
 use crate::providers::gemini::Method;
-use crate::web::{json, state};
+use crate::state::state;
+use crate::web::{json};
 
 const GEMINI: &[Platform] = &[Platform::GeminiApi];
 
@@ -90,7 +90,7 @@ const MODELS: &[&str] = &[
 #[handler]
 async fn list_models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    if let Err(e) = authenticate(&st, req) {
+    if let Err(e) = st.authenticate(req) {
         return Rejection::Auth(e).write(ClientFormat::Gemini, res);
     }
     let models: Vec<_> = MODELS

@@ -7,11 +7,11 @@ use salvo::http::StatusCode;
 use salvo::prelude::*;
 use serde_json::json;
 
-use crate::admin::blocking;
-use crate::auth::authenticate;
+use crate::web::blocking;
 use crate::limits::KeyEntry;
 use crate::usage::query::{UsageTotals, key_usage};
-use crate::web::{json, state};
+use crate::state::state;
+use crate::web::{json};
 
 /// Models listed to clients. The shape satisfies both the Anthropic SDK (`type`,
 /// `display_name`, `created_at`, `has_more`) and OpenAI-style readers (`object`, `owned_by`).
@@ -86,7 +86,7 @@ pub async fn event_logging(res: &mut Response) {
 #[handler]
 pub async fn models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    if let Err(e) = authenticate(&st, req) {
+    if let Err(e) = st.authenticate(req) {
         return e.write(res);
     }
     let data: Vec<_> = MODELS
@@ -111,7 +111,7 @@ async fn key_with_usage(
     what: &str,
 ) -> Option<(Arc<KeyEntry>, UsageTotals)> {
     let st = state(depot);
-    let key = match authenticate(&st, req) {
+    let key = match st.authenticate(req) {
         Ok(k) => k,
         Err(e) => {
             e.write(res);
@@ -120,7 +120,7 @@ async fn key_with_usage(
     };
     st.ledger.flush().await;
     let id = key.rec.id.clone();
-    match blocking(move || key_usage(&st, &id)).await {
+    match blocking(move || key_usage(&st.store, &st.clock, &id)).await {
         Ok(u) => Some((key, u)),
         Err(e) => {
             crate::web::internal_error(res, what, e);
@@ -163,7 +163,7 @@ pub async fn usage(req: &mut Request, depot: &mut Depot, res: &mut Response) {
 #[handler]
 pub async fn me(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let key = match authenticate(&st, req) {
+    let key = match st.authenticate(req) {
         Ok(k) => k,
         Err(e) => return e.write(res),
     };

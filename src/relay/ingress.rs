@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::engine::write_error;
-use crate::auth::{AuthError, authenticate};
+use crate::limits::AuthError;
 use crate::limits::{Admission, Ask, ClientFormat, KeyEntry, Rejection, Service, admit_key};
 use crate::state::AppState;
 use crate::web::{BodyError, read_body};
@@ -182,7 +182,7 @@ pub async fn ingress(
     model: Option<String>,
 ) -> Option<Ingress> {
     let started = Instant::now();
-    let entry: Arc<KeyEntry> = match authenticate(st, req) {
+    let entry: Arc<KeyEntry> = match st.authenticate(req) {
         Ok(k) => k,
         Err(e) => {
             if e != AuthError::Missing {
@@ -230,7 +230,7 @@ pub async fn ingress(
         model: Some(&pk.model),
         metered,
     };
-    match admit_key(st, entry, req, ask).await {
+    match admit_key(&st.keys, entry, req, ask).await {
         Ok(adm) => Some(Ingress {
             adm,
             body,

@@ -5,10 +5,10 @@ use salvo::prelude::*;
 
 use super::engine::{self, Call};
 use super::ingress::{Ingress, ingress};
-use super::wire::Op;
+use crate::providers::Op;
 use crate::limits::{ClientFormat, KeyEntry, Service};
 use crate::model::Platform;
-use crate::web::state;
+use crate::state::state;
 
 pub const CLAUDE_PLATFORMS: &[Platform] = &[
     Platform::Claude,

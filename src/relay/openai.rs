@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::engine::{self, Call};
 use super::ingress::{Ingress, ingress};
-use super::wire::Op;
-use crate::auth::authenticate;
+use crate::providers::Op;
 use crate::limits::{ClientFormat, Rejection, Service};
 use crate::model::Platform;
-use crate::web::{json, state};
+use crate::state::state;
+use crate::web::{json};
 
 #[derive(Clone, Copy)]
 struct Route {
@@ -143,7 +143,7 @@ const OPENAI_MODELS: &[&str] = &[
 #[handler]
 pub async fn models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    if let Err(e) = authenticate(&st, req) {
+    if let Err(e) = st.authenticate(req) {
         return Rejection::Auth(e).write(ClientFormat::OpenAI, res);
     }
     let data: Vec<_> = OPENAI_MODELS

@@ -15,8 +15,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::usage::Counters;
-use crate::usage::ledger::RequestRecord;
+mod rows;
+pub use rows::{Counters, RequestRecord, TokenUsage};
 
 pub const SCHEMA_VERSION: u32 = 1;
 

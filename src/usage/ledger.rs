@@ -11,10 +11,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{Clock, Counters, TokenUsage, bucket};
+pub use crate::store::RequestRecord;
 use crate::store::Store;
 
 /// Commit early once this many events are pending.
@@ -46,27 +46,6 @@ impl UsageEvent {
     }
 }
 
-/// One stored request record (the last N per key, and a global recent list).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default, rename_all = "camelCase")]
-pub struct RequestRecord {
-    pub timestamp: Option<DateTime<Utc>>,
-    pub key_id: String,
-    pub account_id: String,
-    pub model: String,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_create_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub ephemeral_5m_tokens: u64,
-    pub ephemeral_1h_tokens: u64,
-    pub real_cost_micros: i64,
-    pub rated_cost_micros: i64,
-    pub latency_ms: u32,
-    pub status: u16,
-    pub stream: bool,
-}
-
 impl From<&UsageEvent> for RequestRecord {
     fn from(e: &UsageEvent) -> Self {
         RequestRecord {
@@ -94,7 +73,7 @@ impl From<&UsageEvent> for RequestRecord {
 /// up, not once per request.
 enum Msg {
     Wake,
-    Sticky(String, crate::accounts::sticky::StickyEntry),
+    Sticky(String, crate::model::StickyEntry),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -169,7 +148,7 @@ impl Ledger {
     }
 
     /// Persist a sticky-session mapping with the next commit.
-    pub fn sticky(&self, key: String, entry: crate::accounts::sticky::StickyEntry) {
+    pub fn sticky(&self, key: String, entry: crate::model::StickyEntry) {
         let _ = self.tx.send(Msg::Sticky(key, entry));
     }
 
@@ -231,7 +210,7 @@ struct Worker {
     /// happens once per group at commit time, not once per event.
     pending: HashMap<Group, Counters>,
     records: Vec<RequestRecord>,
-    sticky: HashMap<String, crate::accounts::sticky::StickyEntry>,
+    sticky: HashMap<String, crate::model::StickyEntry>,
     events: usize,
     last_prune: Option<Instant>,
 }

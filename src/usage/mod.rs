@@ -1,12 +1,11 @@
 //! Usage accounting: counters, their buckets, and the ledger that group-commits them.
 
-mod counters;
 pub mod ledger;
 pub mod pricing;
 pub mod query;
 pub mod realtime;
 
-pub use counters::{Counters, TokenUsage};
+pub use crate::store::{Counters, TokenUsage};
 pub use ledger::{Ledger, UsageEvent};
 
 use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc};

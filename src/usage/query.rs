@@ -4,9 +4,9 @@ use anyhow::Result;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::{Counters, bucket};
+use super::{Clock, Counters, bucket};
 use crate::model::micros_to_dollars;
-use crate::state::AppState;
+use crate::store::Store;
 
 /// All-time, today and this month, in the accounting time zone.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,14 +45,14 @@ impl UsageTotals {
     }
 }
 
-fn totals(st: &AppState, dim: impl Fn(&str) -> String) -> Result<UsageTotals> {
-    let p = st.clock.periods(Utc::now());
+fn totals(store: &Store, clock: &Clock, dim: impl Fn(&str) -> String) -> Result<UsageTotals> {
+    let p = clock.periods(Utc::now());
     let keys = vec![
         dim(bucket::TOTAL),
         dim(&bucket::day(&p.day)),
         dim(&bucket::month(&p.month)),
     ];
-    let got = st.store.usage_get_many(&keys)?;
+    let got = store.usage_get_many(&keys)?;
     Ok(UsageTotals {
         total: got[0].unwrap_or_default(),
         daily: got[1].unwrap_or_default(),
@@ -60,14 +60,14 @@ fn totals(st: &AppState, dim: impl Fn(&str) -> String) -> Result<UsageTotals> {
     })
 }
 
-pub fn key_usage(st: &AppState, key_id: &str) -> Result<UsageTotals> {
-    totals(st, |period| bucket::key(period, key_id))
+pub fn key_usage(store: &Store, clock: &Clock, key_id: &str) -> Result<UsageTotals> {
+    totals(store, clock, |period| bucket::key(period, key_id))
 }
 
-pub fn account_usage(st: &AppState, account_id: &str) -> Result<UsageTotals> {
-    totals(st, |period| bucket::account(period, account_id))
+pub fn account_usage(store: &Store, clock: &Clock, account_id: &str) -> Result<UsageTotals> {
+    totals(store, clock, |period| bucket::account(period, account_id))
 }
 
-pub fn global_usage(st: &AppState) -> Result<UsageTotals> {
-    totals(st, bucket::global)
+pub fn global_usage(store: &Store, clock: &Clock) -> Result<UsageTotals> {
+    totals(store, clock, bucket::global)
 }

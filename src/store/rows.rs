@@ -1,4 +1,5 @@
 use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Token counts of one upstream answer, normalised the same way for every provider:
@@ -102,6 +103,27 @@ impl Counters {
             Err(e) => bail!("usage counter record does not decode: {e}"),
         }
     }
+}
+
+/// One stored request record (the last N per key, and a global recent list).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RequestRecord {
+    pub timestamp: Option<DateTime<Utc>>,
+    pub key_id: String,
+    pub account_id: String,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_create_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub ephemeral_5m_tokens: u64,
+    pub ephemeral_1h_tokens: u64,
+    pub real_cost_micros: i64,
+    pub rated_cost_micros: i64,
+    pub latency_ms: u32,
+    pub status: u16,
+    pub stream: bool,
 }
 
 #[cfg(test)]

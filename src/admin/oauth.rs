@@ -1,0 +1,170 @@
+//! Claude OAuth in the admin API: the authorisation URL, the code exchange and a manual
+//! token refresh (v1's `/admin/claude-accounts/...` paths). The flow itself is
+//! `accounts::oauth`'s.
+
+use salvo::http::StatusCode;
+use salvo::prelude::*;
+use serde_json::{Value, json};
+
+use super::fields::Body;
+use crate::accounts::oauth::{exchange, refresh, start_authorisation};
+use crate::model::Platform;
+use crate::providers::http::proxy_url;
+use crate::state::state;
+use crate::web::{json, json_body};
+
+pub fn router() -> Router {
+    Router::with_path("claude-accounts")
+        .push(Router::with_path("generate-auth-url").post(generate_auth_url))
+        .push(Router::with_path("generate-setup-token-url").post(generate_setup_url))
+        .push(Router::with_path("exchange-code").post(exchange_code))
+        .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
+        .push(Router::with_path("{id}/refresh").post(refresh_now))
+}
+
+fn proxy_from_body(b: &Body) -> String {
+    let Some(p) = b.get("proxy").and_then(Value::as_object) else {
+        return String::new();
+    };
+    let host = p.get("host").and_then(Value::as_str).unwrap_or("");
+    let port = p
+        .get("port")
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .unwrap_or(0);
+    if host.is_empty() || port == 0 {
+        return String::new();
+    }
+    let cfg = crate::model::ProxyConfig {
+        kind: p
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("http")
+            .to_owned(),
+        host: host.to_owned(),
+        port: port as u16,
+        username: p
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        password: String::new(),
+    };
+    proxy_url(
+        &cfg,
+        p.get("password").and_then(Value::as_str).unwrap_or(""),
+    )
+}
+
+async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setup: bool) {
+    let st = state(depot);
+    let b = json_body::<Body>(req, res, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let (url, session) = start_authorisation(&st.accounts.oauth, setup, proxy_from_body(&b));
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"success": true, "data": {
+            "authUrl": url,
+            "sessionId": session,
+            "instructions": [
+                "Open the URL and sign in with the Claude account to share",
+                "Approve the access request",
+                "Copy the code shown (or the whole callback URL) and paste it back here",
+            ],
+        }}),
+    );
+}
+
+#[handler]
+async fn generate_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    generate(req, depot, res, false).await
+}
+
+#[handler]
+async fn generate_setup_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    generate(req, depot, res, true).await
+}
+
+#[handler]
+async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
+    let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
+    let code = b
+        .get("authorizationCode")
+        .or_else(|| b.get("callbackUrl"))
+        .or_else(|| b.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if session.is_empty() || code.is_empty() {
+        return json(
+            res,
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "sessionId and authorizationCode (or callbackUrl) are required"}),
+        );
+    }
+    match exchange(&st.accounts, session, code).await {
+        Ok(data) => {
+            tracing::info!("Claude OAuth code exchanged");
+            json(res, StatusCode::OK, &json!({"success": true, "data": data}));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Claude OAuth code exchange failed");
+            json(
+                res,
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "Code exchange failed", "message": e.to_string()}),
+            );
+        }
+    }
+}
+
+#[handler]
+async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let id = req.param::<String>("id").unwrap_or_default();
+    let Some(acc) = st
+        .accounts
+        .load()
+        .by_id
+        .get(&id)
+        .cloned()
+        .filter(|a| a.rec.platform == Platform::Claude)
+    else {
+        return json(
+            res,
+            StatusCode::NOT_FOUND,
+            &json!({"error": "Account not found"}),
+        );
+    };
+    let lock = st.accounts.oauth.lock_for(&id);
+    let _g = lock.lock().await;
+    match refresh(&st.accounts, &acc).await {
+        Ok(_) => {
+            let exp = st
+                .accounts
+                .load()
+                .by_id
+                .get(&id)
+                .map(|a| a.rec.expires_at)
+                .unwrap_or(0);
+            json(
+                res,
+                StatusCode::OK,
+                &json!({"success": true, "data": {"expiresAt": exp}}),
+            );
+        }
+        Err(e) => json(
+            res,
+            StatusCode::BAD_GATEWAY,
+            &json!({"error": "Token refresh failed", "message": e.to_string()}),
+        ),
+    }
+}
+
