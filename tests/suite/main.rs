@@ -12,6 +12,7 @@ mod cli;
 mod e2e_claude_code;
 mod e2e_codex;
 mod import;
+mod layering;
 mod limits;
 mod providers;
 mod proxy;
