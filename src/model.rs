@@ -71,13 +71,14 @@ pub struct ApiKey {
     pub allowed_clients: Vec<String>,
     pub tags: Vec<String>,
     pub service_rates: BTreeMap<String, f64>,
-    pub claude_account_id: String,
-    pub claude_console_account_id: String,
-    pub gemini_account_id: String,
-    pub openai_account_id: String,
-    pub azure_openai_account_id: String,
-    pub bedrock_account_id: String,
-    pub droid_account_id: String,
+    /// The binding fields (see `BindingField`; read them through `binding`).
+    pub claude_account_id: Binding,
+    pub claude_console_account_id: Binding,
+    pub gemini_account_id: Binding,
+    pub openai_account_id: Binding,
+    pub azure_openai_account_id: Binding,
+    pub bedrock_account_id: Binding,
+    pub droid_account_id: Binding,
     /// Owner (v1's user feature): id and display name.
     pub user_id: String,
     pub user_username: String,
@@ -95,6 +96,43 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// One of the seven binding fields: the only place that lists them.
+    pub fn binding(&self, f: BindingField) -> &Binding {
+        match f {
+            BindingField::Claude => &self.claude_account_id,
+            BindingField::ClaudeConsole => &self.claude_console_account_id,
+            BindingField::Gemini => &self.gemini_account_id,
+            BindingField::OpenAI => &self.openai_account_id,
+            BindingField::AzureOpenAI => &self.azure_openai_account_id,
+            BindingField::Bedrock => &self.bedrock_account_id,
+            BindingField::Droid => &self.droid_account_id,
+        }
+    }
+
+    pub fn binding_mut(&mut self, f: BindingField) -> &mut Binding {
+        match f {
+            BindingField::Claude => &mut self.claude_account_id,
+            BindingField::ClaudeConsole => &mut self.claude_console_account_id,
+            BindingField::Gemini => &mut self.gemini_account_id,
+            BindingField::OpenAI => &mut self.openai_account_id,
+            BindingField::AzureOpenAI => &mut self.azure_openai_account_id,
+            BindingField::Bedrock => &mut self.bedrock_account_id,
+            BindingField::Droid => &mut self.droid_account_id,
+        }
+    }
+
+    /// The key's binding for a route served by `platforms`: the first set binding field of
+    /// those account types, in table order (`Binding::None` when none is set).
+    pub fn binding_for(&self, platforms: &[Platform]) -> Binding {
+        platforms
+            .iter()
+            .filter_map(|p| p.spec().binding)
+            .map(|(f, _)| self.binding(f))
+            .find(|b| !b.is_none())
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn new(id: String) -> Self {
         ApiKey {
             id,
@@ -118,7 +156,12 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [Service::Claude, Service::Gemini, Service::OpenAI, Service::Droid];
+    pub const ALL: [Service; 4] = [
+        Service::Claude,
+        Service::Gemini,
+        Service::OpenAI,
+        Service::Droid,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

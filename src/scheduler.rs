@@ -15,7 +15,7 @@ use chrono::{FixedOffset, Utc};
 use crate::accounts::sticky::Sticky;
 use crate::accounts::{AccountPool, AccountRt};
 use crate::limits::Slot;
-use crate::model::Platform;
+use crate::model::{Binding, Platform};
 
 /// What the scheduler reads: the account snapshot, the sticky sessions, the round-robin
 /// cursor and the accounting time zone (for daily quotas).
@@ -62,9 +62,8 @@ impl NoAccount {
 pub struct Want<'a> {
     pub platforms: &'a [Platform],
     pub model: &'a str,
-    /// The key's binding for this service: `""`, an account id (v1 prefixes `responses:` and
-    /// `api:` allowed) or `group:{id}`.
-    pub binding: &'a str,
+    /// The key's binding for this service.
+    pub binding: &'a Binding,
     /// Sticky-session key, if the request has one.
     pub session: Option<&'a str>,
     /// Accounts that already failed this request.
@@ -136,12 +135,7 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
     };
 
     // 1. A binding to one account.
-    let binding = want.binding.trim();
-    if !binding.is_empty() && !binding.starts_with("group:") {
-        let id = binding
-            .strip_prefix("responses:")
-            .or_else(|| binding.strip_prefix("api:"))
-            .unwrap_or(binding);
+    if let Binding::Account { id, .. } = want.binding {
         return pool
             .by_id
             .get(id)
@@ -149,15 +143,15 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
                 !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
             })
             .and_then(|a| eligible(inp.offset, a, want.model, now_ms).and_then(|m| try_take(a, m)))
-            .ok_or_else(|| NoAccount::BoundUnavailable(binding.to_owned()));
+            .ok_or_else(|| NoAccount::BoundUnavailable(want.binding.to_string()));
     }
 
     // 2. The candidate set: a group's members, or the shared pool.
-    let group = binding.strip_prefix("group:");
+    let group = want.binding.group();
     let members: Option<&Vec<String>> = match group {
         Some(gid) => match pool.groups.get(gid) {
             Some(g) => Some(&g.members),
-            None => return Err(NoAccount::BoundUnavailable(binding.to_owned())),
+            None => return Err(NoAccount::BoundUnavailable(want.binding.to_string())),
         },
         None => None,
     };
@@ -211,7 +205,7 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
         }
     }
     Err(match group {
-        Some(_) => NoAccount::BoundUnavailable(binding.to_owned()),
+        Some(_) => NoAccount::BoundUnavailable(want.binding.to_string()),
         None => NoAccount::NoneForModel(want.model.to_owned()),
     })
 }

@@ -14,8 +14,8 @@ use crate::auth::admin::ensure_admin;
 use crate::config::Config;
 use crate::crypto::Secrets;
 use crate::state::AppState;
-use crate::store::Store;
 use crate::state::StateHoop;
+use crate::store::Store;
 use crate::web::json;
 
 /// A running server. Dropping it does not stop it; call `shutdown`.

@@ -15,11 +15,13 @@ use serde_json::{Value, json};
 
 use super::blocking;
 use super::fields::{self, Body};
-use crate::model::{Account, AccountGroup, ApiKey, Platform, ProxyConfig, micros_to_dollars};
+use crate::model::{
+    Account, AccountGroup, ApiKey, Binding, BindingField, Platform, ProxyConfig, micros_to_dollars,
+};
 use crate::state::AppState;
+use crate::state::state;
 use crate::store::Table;
 use crate::usage::query::{UsageTotals, account_usage};
-use crate::state::state;
 use crate::web::{json, json_body};
 
 fn bad(res: &mut Response, msg: impl Into<String>) {
@@ -623,7 +625,13 @@ impl Handler for Accounts {
                     accts.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
                     accts
                         .iter()
-                        .map(|a| Ok(view(&st2, a, Some(&account_usage(&st2.store, &st2.clock, &a.id)?))))
+                        .map(|a| {
+                            Ok(view(
+                                &st2,
+                                a,
+                                Some(&account_usage(&st2.store, &st2.clock, &a.id)?),
+                            ))
+                        })
                         .collect::<anyhow::Result<Vec<Value>>>()
                 })
                 .await;
@@ -779,26 +787,14 @@ impl Handler for Accounts {
                 let st2 = st.clone();
                 let r = blocking(move || {
                     // Keys bound to this account go back to the shared pool, as in v1.
-                    let bound = |b: &str| {
-                        b == id
-                            || b.strip_prefix("responses:") == Some(&id)
-                            || b.strip_prefix("api:") == Some(&id)
-                    };
                     let keys: Vec<ApiKey> = st2.store.load_all(Table::ApiKeys)?;
                     let mut unbound = 0u32;
                     for mut k in keys {
                         let mut changed = false;
-                        for slot in [
-                            &mut k.claude_account_id,
-                            &mut k.claude_console_account_id,
-                            &mut k.gemini_account_id,
-                            &mut k.openai_account_id,
-                            &mut k.azure_openai_account_id,
-                            &mut k.bedrock_account_id,
-                            &mut k.droid_account_id,
-                        ] {
-                            if bound(slot) {
-                                slot.clear();
+                        for f in BindingField::ALL {
+                            let slot = k.binding_mut(f);
+                            if slot.account() == Some(id.as_str()) {
+                                *slot = Binding::None;
                                 changed = true;
                             }
                         }

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::blocking;
 use super::fields::{self, Body};
-use crate::model::{AccountGroup, ApiKey};
-use crate::store::Table;
+use crate::model::{AccountGroup, ApiKey, Binding, BindingField};
 use crate::state::state;
+use crate::store::Table;
 use crate::web::{json, json_body};
 
 const FAMILIES: &[&str] = &["claude", "openai", "gemini", "droid"];
@@ -180,7 +180,7 @@ async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         return not_found(res);
     }
     // Refuse while keys are bound to the group: they would silently lose their accounts.
-    let binding = format!("group:{id}");
+    let binding = Binding::Group(id.clone());
     let bound: Vec<String> = st
         .keys
         .load()
@@ -189,15 +189,7 @@ async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         .filter(|e| !e.rec.is_deleted)
         .filter(|e| {
             let k: &ApiKey = &e.rec;
-            [
-                &k.claude_account_id,
-                &k.claude_console_account_id,
-                &k.gemini_account_id,
-                &k.openai_account_id,
-                &k.droid_account_id,
-            ]
-            .iter()
-            .any(|b| **b == binding)
+            BindingField::ALL.iter().any(|f| *k.binding(*f) == binding)
         })
         .map(|e| e.rec.name.clone())
         .collect();

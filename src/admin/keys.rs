@@ -13,11 +13,11 @@ use super::fields::{self, Body};
 use crate::auth::admin::AdminUser;
 use crate::auth::generate_key;
 use crate::limits::{KeyEntry, KeyRuntime};
-use crate::model::{ApiKey, micros_to_dollars};
+use crate::model::{ApiKey, Binding, BindingField, micros_to_dollars};
 use crate::state::AppState;
+use crate::state::state;
 use crate::store::Table;
 use crate::usage::query::{UsageTotals, key_usage};
-use crate::state::state;
 use crate::web::{json, json_body};
 
 pub const PERMISSIONS: &[&str] = &["claude", "gemini", "openai", "droid"];
@@ -166,17 +166,9 @@ pub fn apply_fields(k: &mut ApiKey, b: &Body, creating: bool) -> Result<(), Stri
             _ => return Err("serviceRates must be an object of {service: rate}".into()),
         }
     }
-    for (field, slot) in [
-        ("claudeAccountId", &mut k.claude_account_id),
-        ("claudeConsoleAccountId", &mut k.claude_console_account_id),
-        ("geminiAccountId", &mut k.gemini_account_id),
-        ("openaiAccountId", &mut k.openai_account_id),
-        ("azureOpenaiAccountId", &mut k.azure_openai_account_id),
-        ("bedrockAccountId", &mut k.bedrock_account_id),
-        ("droidAccountId", &mut k.droid_account_id),
-    ] {
-        if let Some(v) = fields::string(b, field, 200)? {
-            *slot = v;
+    for f in BindingField::ALL {
+        if let Some(v) = fields::string(b, f.name(), 200)? {
+            *k.binding_mut(f) = Binding::parse(&v);
         }
     }
     if let Some(v) = fields::string(b, "icon", 200_000)? {
@@ -260,13 +252,6 @@ pub fn view(
         "allowedClients": k.allowed_clients,
         "tags": k.tags,
         "serviceRates": k.service_rates,
-        "claudeAccountId": k.claude_account_id,
-        "claudeConsoleAccountId": k.claude_console_account_id,
-        "geminiAccountId": k.gemini_account_id,
-        "openaiAccountId": k.openai_account_id,
-        "azureOpenaiAccountId": k.azure_openai_account_id,
-        "bedrockAccountId": k.bedrock_account_id,
-        "droidAccountId": k.droid_account_id,
         "icon": k.icon,
         "allow1mContext": k.allow_1m_context,
         "userId": k.user_id,
@@ -276,6 +261,9 @@ pub fn view(
         "deletedBy": k.deleted_by,
         "deletedByType": k.deleted_by_type,
     });
+    for f in BindingField::ALL {
+        v[f.name()] = json!(k.binding(f));
+    }
     if let Some(u) = usage {
         v["usage"] = u.to_json();
     }

@@ -167,4 +167,3 @@ async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         ),
     }
 }
-

@@ -284,4 +284,3 @@ pub async fn current_user(req: &mut Request, depot: &mut Depot, res: &mut Respon
         ),
     }
 }
-

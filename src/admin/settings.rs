@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::blocking;
 use super::fields::Body;
-use crate::store::Table;
 use crate::state::state;
+use crate::store::Table;
 use crate::web::{json, json_body};
 
 #[handler]

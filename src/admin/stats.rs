@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use super::blocking;
 use crate::model::micros_to_dollars;
 use crate::state::AppState;
+use crate::state::state;
 use crate::usage::ledger::RequestRecord;
 use crate::usage::{Counters, bucket};
-use crate::state::state;
-use crate::web::{json};
+use crate::web::json;
 
 fn internal(res: &mut Response, e: anyhow::Error) {
     tracing::error!(error = %e, "statistics query failed");

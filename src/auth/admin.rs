@@ -74,12 +74,8 @@ pub fn issue_token(session_key: &[u8], ttl_secs: u64, admin: &Admin) -> Result<S
 pub fn verify_token(store: &Store, session_key: &[u8], token: &str) -> Option<Admin> {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 5;
-    let data = jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(session_key),
-        &v,
-    )
-    .ok()?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(session_key), &v).ok()?;
     let admin: Admin = store.get(Table::Admins, &data.claims.sub).ok()??;
     (admin.token_version == data.claims.ver).then_some(admin)
 }

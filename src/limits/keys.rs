@@ -278,7 +278,9 @@ impl Keys {
                     tracing::info!(key_id = %id, expires_at = ?k.expires_at, "activation-mode key activated")
                 }
                 Ok(None) => {}
-                Err(e) => tracing::error!(key_id = %id, error = %e, "persisting key activation failed"),
+                Err(e) => {
+                    tracing::error!(key_id = %id, error = %e, "persisting key activation failed")
+                }
             }
         });
     }
@@ -378,7 +380,6 @@ pub fn authenticate(
     }
     Ok(e.clone())
 }
-
 
 #[cfg(test)]
 mod tests {

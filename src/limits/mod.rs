@@ -20,10 +20,10 @@ use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::{Value, json};
 
-use crate::model::{ApiKey, micros_to_dollars};
-use crate::web::json;
 pub use crate::model::Service;
+use crate::model::{ApiKey, micros_to_dollars};
 pub use crate::providers::ClientFormat;
+use crate::web::json;
 pub use gate::{Gate, GateError, Slot};
 pub use keys::{AuthError, KeyEntry, KeyIndex, KeyRuntime, Keys, authenticate, extract_key};
 pub use meter::{Meter, RateKind};

@@ -15,7 +15,7 @@ use super::mapping::{
 use super::report::Report;
 use super::usage::{Dim, UsageKind, parse_bucket, parse_v1, read_hash};
 use crate::accounts::sticky::StickyEntry;
-use crate::model::{Account, AccountGroup, Admin, ApiKey};
+use crate::model::{Account, AccountGroup, Admin, ApiKey, Binding, BindingField};
 use crate::store::{Store, Table};
 use crate::usage::Counters;
 use crate::usage::ledger::RequestRecord;
@@ -435,27 +435,12 @@ impl<'a> Importer<'a> {
         let group_ids: std::collections::HashSet<&str> =
             plan.groups.iter().map(|g| g.id.as_str()).collect();
         for k in &self.api_keys {
-            for b in [
-                &k.claude_account_id,
-                &k.claude_console_account_id,
-                &k.gemini_account_id,
-                &k.openai_account_id,
-                &k.azure_openai_account_id,
-                &k.bedrock_account_id,
-                &k.droid_account_id,
-            ] {
-                if b.is_empty() {
-                    continue;
-                }
-                let ok = match b.strip_prefix("group:") {
-                    Some(g) => group_ids.contains(g),
-                    None => {
-                        let id = b
-                            .strip_prefix("responses:")
-                            .or_else(|| b.strip_prefix("api:"))
-                            .unwrap_or(b);
-                        known.contains(id)
-                    }
+            for f in BindingField::ALL {
+                let b = k.binding(f);
+                let ok = match b {
+                    Binding::None => continue,
+                    Binding::Group(g) => group_ids.contains(g.as_str()),
+                    Binding::Account { id, .. } => known.contains(id.as_str()),
                 };
                 if !ok && !k.is_deleted {
                     r.warnings.push(format!(

@@ -78,7 +78,6 @@ fn urlencode(s: &str) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use memchr::memmem;
 use serde::Deserialize;
 
+use super::Op;
 use super::StreamTap;
 use crate::model::Account;
-use super::Op;
 use crate::usage::TokenUsage;
 
 fn join(base: &str, default_base: &str, v1_path: &str) -> String {

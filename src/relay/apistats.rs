@@ -12,15 +12,15 @@ use salvo::http::StatusCode;
 use salvo::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::web::blocking;
 use crate::auth::admin::{admin_token, verify_token};
 use crate::auth::extract_key;
 use crate::limits::KeyEntry;
 use crate::model::micros_to_dollars;
 use crate::state::AppState;
+use crate::state::state;
 use crate::usage::query::key_usage;
 use crate::usage::{Counters, TokenUsage, bucket};
-use crate::state::state;
+use crate::web::blocking;
 use crate::web::{json, json_body};
 
 pub fn router() -> Router {
@@ -146,9 +146,11 @@ async fn is_admin(st: &Arc<AppState>, req: &Request) -> bool {
         return false;
     }
     let st = st.clone();
-    tokio::task::spawn_blocking(move || verify_token(&st.store, &st.secrets.session_key, &token).is_some())
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || {
+        verify_token(&st.store, &st.secrets.session_key, &token).is_some()
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn usage_obj(c: &Counters) -> Value {
@@ -224,10 +226,10 @@ fn user_stats_data(st: &AppState, e: &KeyEntry) -> anyhow::Result<Value> {
             "windowRemainingSeconds": remaining,
         },
         "accounts": {
-            "claudeAccountId": none_if_empty(&k.claude_account_id),
-            "claudeConsoleAccountId": none_if_empty(&k.claude_console_account_id),
-            "geminiAccountId": none_if_empty(&k.gemini_account_id),
-            "openaiAccountId": none_if_empty(&k.openai_account_id),
+            "claudeAccountId": none_if_empty(&k.claude_account_id.to_string()),
+            "claudeConsoleAccountId": none_if_empty(&k.claude_console_account_id.to_string()),
+            "geminiAccountId": none_if_empty(&k.gemini_account_id.to_string()),
+            "openaiAccountId": none_if_empty(&k.openai_account_id.to_string()),
             "details": Value::Null,
         },
         "restrictions": {

@@ -17,13 +17,13 @@ use salvo::prelude::*;
 
 use super::stream::{StreamOutcome, pump};
 use super::wire;
-use crate::providers::{self, Op};
 use super::{Outcome, record_failure, record_usage};
 use crate::accounts::AccountRt;
 use crate::accounts::cooldown::{self, Effect, Verdict};
 use crate::limits::{Admission, Service};
+use crate::model::{Binding, Platform};
 use crate::providers::ClientFormat;
-use crate::model::Platform;
+use crate::providers::{self, Op};
 use crate::scheduler::{self, Pick, Want};
 use crate::state::AppState;
 use crate::web::raw_json;
@@ -35,8 +35,8 @@ pub struct Call {
     pub format: ClientFormat,
     pub op: Op,
     pub platforms: &'static [Platform],
-    /// The key's binding for this service (account id, prefixed id or `group:{id}`).
-    pub binding: String,
+    /// The key's binding for this service.
+    pub binding: Binding,
     pub session: Option<String>,
     pub model: String,
     pub body: Bytes,
@@ -96,11 +96,8 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
             // Out of rotation at once; the status change is persisted off the request path.
             acc.rt
                 .cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
-            st.accounts.mark_status(
-                acc.rec.id.clone(),
-                status,
-                reason.clone(),
-            );
+            st.accounts
+                .mark_status(acc.rec.id.clone(), status, reason.clone());
         }
     }
 }

@@ -7,14 +7,17 @@ use serde_json::json;
 
 use super::engine::{self, Call, write_error};
 use super::ingress::{Ingress, ingress};
-use crate::providers::Op;
 use crate::limits::{ClientFormat, Rejection, Service};
 use crate::model::Platform;
+use crate::providers::Op;
 use crate::providers::gemini::Method;
 use crate::state::state;
-use crate::web::{json};
+use crate::web::json;
 
-const GEMINI: &[Platform] = &[Platform::GeminiApi];
+/// Gemini routes are served by the account types of the Gemini service.
+fn gemini_platforms() -> &'static [Platform] {
+    Platform::serving(Service::Gemini)
+}
 
 async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_v1: bool) {
     let st = state(depot);
@@ -53,12 +56,12 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
         return;
     };
     let call = Call {
-        binding: adm.key.rec.gemini_account_id.clone(),
+        binding: adm.key.rec.binding_for(gemini_platforms()),
         adm,
         service: Service::Gemini,
         format: ClientFormat::Gemini,
         op: Op::Gemini { method, v1: use_v1 },
-        platforms: GEMINI,
+        platforms: gemini_platforms(),
         session: peek.session,
         model: peek.model,
         body,

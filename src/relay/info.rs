@@ -7,11 +7,11 @@ use salvo::http::StatusCode;
 use salvo::prelude::*;
 use serde_json::json;
 
-use crate::web::blocking;
 use crate::limits::KeyEntry;
-use crate::usage::query::{UsageTotals, key_usage};
 use crate::state::state;
-use crate::web::{json};
+use crate::usage::query::{UsageTotals, key_usage};
+use crate::web::blocking;
+use crate::web::json;
 
 /// Models listed to clients. The shape satisfies both the Anthropic SDK (`type`,
 /// `display_name`, `created_at`, `has_more`) and OpenAI-style readers (`object`, `owned_by`).

@@ -5,32 +5,24 @@ use salvo::prelude::*;
 
 use super::engine::{self, Call};
 use super::ingress::{Ingress, ingress};
-use crate::providers::Op;
-use crate::limits::{ClientFormat, KeyEntry, Service};
+use crate::limits::{ClientFormat, Service};
 use crate::model::Platform;
+use crate::providers::Op;
 use crate::state::state;
 
-pub const CLAUDE_PLATFORMS: &[Platform] = &[
-    Platform::Claude,
-    Platform::ClaudeConsole,
-    Platform::Bedrock,
-    Platform::Ccr,
-];
-/// Bedrock has no token counting.
-const COUNT_PLATFORMS: &[Platform] = &[Platform::Claude, Platform::ClaudeConsole, Platform::Ccr];
-
-/// The key's binding for Claude routes: subscription/group first, then console, then Bedrock.
-fn binding(k: &KeyEntry) -> String {
-    let r = &k.rec;
-    [
-        &r.claude_account_id,
-        &r.claude_console_account_id,
-        &r.bedrock_account_id,
-    ]
-    .into_iter()
-    .find(|b| !b.is_empty())
-    .cloned()
-    .unwrap_or_default()
+/// The account types that serve Claude routes, and those of them that count tokens.
+fn platforms(op: Op) -> &'static [Platform] {
+    static COUNT: std::sync::LazyLock<Vec<Platform>> = std::sync::LazyLock::new(|| {
+        Platform::serving(Service::Claude)
+            .iter()
+            .copied()
+            .filter(|p| p.spec().count_tokens)
+            .collect()
+    });
+    match op {
+        Op::CountTokens => &COUNT,
+        _ => Platform::serving(Service::Claude),
+    }
 }
 
 async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op) {
@@ -55,16 +47,12 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         return;
     };
     let call = Call {
-        binding: binding(&adm.key),
+        binding: adm.key.rec.binding_for(platforms(op)),
         adm,
         service: Service::Claude,
         format: ClientFormat::Anthropic,
         op,
-        platforms: if op == Op::CountTokens {
-            COUNT_PLATFORMS
-        } else {
-            CLAUDE_PLATFORMS
-        },
+        platforms: platforms(op),
         session: peek.session,
         model: peek.model,
         body,

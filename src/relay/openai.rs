@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::engine::{self, Call};
 use super::ingress::{Ingress, ingress};
-use crate::providers::Op;
 use crate::limits::{ClientFormat, Rejection, Service};
 use crate::model::Platform;
+use crate::providers::Op;
 use crate::state::state;
-use crate::web::{json};
+use crate::web::json;
 
 #[derive(Clone, Copy)]
 struct Route {
@@ -31,12 +31,7 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, r: Rou
     else {
         return;
     };
-    let k = &adm.key.rec;
-    let binding = match r.platforms.first() {
-        Some(Platform::AzureOpenAI) => k.azure_openai_account_id.clone(),
-        Some(Platform::Droid) => k.droid_account_id.clone(),
-        _ => k.openai_account_id.clone(),
-    };
+    let binding = adm.key.rec.binding_for(r.platforms);
     let call = Call {
         binding,
         adm,

@@ -395,8 +395,8 @@ async fn import_from_redis_then_serve() {
         let g: AccountGroup = store.get(Table::Groups, G1).unwrap().unwrap();
         assert_eq!(g.members, vec![OA1.to_owned()]);
         let k5: ApiKey = store.get(Table::ApiKeys, K5).unwrap().unwrap();
-        assert_eq!(k5.claude_console_account_id, CC2);
-        assert_eq!(k5.openai_account_id, format!("responses:{OR1}"));
+        assert_eq!(k5.claude_console_account_id.to_string(), CC2);
+        assert_eq!(k5.openai_account_id.to_string(), format!("responses:{OR1}"));
         let k3: ApiKey = store.get(Table::ApiKeys, K3).unwrap().unwrap();
         assert_eq!(k3.total_cost_limit_micros, 50_000);
         assert_eq!(k3.restricted_models, vec!["claude-opus-4-1-20250805"]);

@@ -3,29 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::common::{Fields, Out};
-use crate::model::ApiKey;
-
-pub const BINDINGS: [&str; 7] = [
-    "claudeAccountId",
-    "claudeConsoleAccountId",
-    "geminiAccountId",
-    "openaiAccountId",
-    "azureOpenaiAccountId",
-    "bedrockAccountId",
-    "droidAccountId",
-];
-
-fn binding_slots(k: &mut ApiKey) -> [&mut String; 7] {
-    [
-        &mut k.claude_account_id,
-        &mut k.claude_console_account_id,
-        &mut k.gemini_account_id,
-        &mut k.openai_account_id,
-        &mut k.azure_openai_account_id,
-        &mut k.bedrock_account_id,
-        &mut k.droid_account_id,
-    ]
-}
+use crate::model::{ApiKey, Binding, BindingField};
 
 /// `apikey:{id}` -> ApiKey. Unmodelled fields land in `extra`.
 pub fn import_key(id: &str, pairs: &[(String, String)]) -> ApiKey {
@@ -106,9 +84,8 @@ pub fn import_key(id: &str, pairs: &[(String, String)]) -> ApiKey {
                 .collect()
         })
         .unwrap_or_default();
-    let slots = binding_slots(&mut k);
-    for (i, name) in BINDINGS.iter().enumerate() {
-        *slots[i] = f.s(name).unwrap_or_default();
+    for b in BindingField::ALL {
+        *k.binding_mut(b) = Binding::parse(&f.s(b.name()).unwrap_or_default());
     }
     k.user_id = f.s("userId").unwrap_or_default();
     k.user_username = f.s("userUsername").unwrap_or_default();
@@ -174,10 +151,8 @@ pub fn export_key(k: &ApiKey) -> Vec<(String, String)> {
     o.s("allowedClients", json!(k.allowed_clients).to_string());
     o.s("tags", json!(k.tags).to_string());
     o.s("serviceRates", json!(k.service_rates).to_string());
-    let mut k2 = k.clone();
-    let slots = binding_slots(&mut k2);
-    for (i, name) in BINDINGS.iter().enumerate() {
-        o.s(name, slots[i].as_str());
+    for b in BindingField::ALL {
+        o.s(b.name(), &k.binding(b).to_string());
     }
     o.s("userId", &k.user_id);
     o.s("userUsername", &k.user_username);
@@ -221,7 +196,7 @@ mod tests {
         assert_eq!(k.permissions, vec!["claude"]);
         assert_eq!(k.daily_cost_limit_micros, 5_000_000);
         assert_eq!(k.total_cost_limit_micros, 50_000);
-        assert_eq!(k.openai_account_id, "responses:or1");
+        assert_eq!(k.openai_account_id.to_string(), "responses:or1");
         assert_eq!(k.service_rates["claude"], 1.5);
         assert_eq!(
             k.extra

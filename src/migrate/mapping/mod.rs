@@ -10,7 +10,7 @@ pub use accounts::{AccountOut, Keys, export_account, import_account};
 pub use common::{
     FAMILIES, Family, Fields, Out, family_for_key, family_for_platform, fmt_dollars, iso, simple_id,
 };
-pub use keys::{BINDINGS, export_key, import_key};
+pub use keys::{export_key, import_key};
 
 use serde_json::{Value, json};
 

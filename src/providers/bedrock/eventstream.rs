@@ -11,7 +11,6 @@ use super::super::StreamTap;
 use super::super::anthropic::{self, SseTap};
 use crate::usage::TokenUsage;
 
-
 // The AWS event stream (application/vnd.amazon.eventstream)
 
 /// Largest frame AWS sends (16 MiB), and the most header bytes one may carry (128 KiB).

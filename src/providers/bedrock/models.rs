@@ -1,6 +1,5 @@
 //! Bedrock model ids: from the Claude names clients send, and back.
 
-
 // Model ids
 
 /// The Bedrock model id for the model a request names (after the account's own

@@ -6,9 +6,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::sigv4::uri_encode;
 use super::BEDROCK_ANTHROPIC_VERSION;
-
+use super::sigv4::uri_encode;
 
 // URL and body
 

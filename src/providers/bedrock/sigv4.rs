@@ -3,7 +3,6 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-
 // SigV4
 
 /// What a SigV4 signature is made with.
