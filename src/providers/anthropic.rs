@@ -4,6 +4,7 @@
 use memchr::memmem;
 use serde::Deserialize;
 
+use super::sse::DataLines;
 use crate::usage::TokenUsage;
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -113,8 +114,7 @@ pub fn usage_from_body(body: &[u8]) -> Option<(TokenUsage, Option<String>)> {
 /// Watches an SSE byte stream go by and keeps the usage it reports. It never changes bytes.
 #[derive(Default)]
 pub struct SseTap {
-    /// An incomplete line carried over from the previous chunk.
-    partial: Vec<u8>,
+    lines: DataLines,
     pub usage: TokenUsage,
     pub model: Option<String>,
     /// `message_start` seen: the upstream began answering (input tokens are billed).
@@ -144,32 +144,16 @@ impl SseTap {
 
     /// True when the bytes seen so far end in the middle of a line.
     pub fn mid_line(&self) -> bool {
-        !self.partial.is_empty()
+        self.lines.mid_line()
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let line = &rest[..nl];
-            if self.partial.is_empty() {
-                self.line(line);
-            } else {
-                let mut joined = std::mem::take(&mut self.partial);
-                joined.extend_from_slice(line);
-                self.line(&joined);
-            }
-            rest = &rest[nl + 1..];
-        }
-        if !rest.is_empty() {
-            self.partial.extend_from_slice(rest);
-        }
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.feed(chunk, |data| self.data(data));
+        self.lines = lines;
     }
 
-    fn line(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
+    fn data(&mut self, data: &[u8]) {
         // Only the few event types that carry usage or errors are parsed; content deltas,
         // the bulk of a stream, are skipped by a substring check.
         let interesting = memmem::find(data, b"\"message_").is_some()
@@ -177,7 +161,7 @@ impl SseTap {
         if !interesting {
             return;
         }
-        let Ok(ev) = serde_json::from_slice::<Event>(data.trim_ascii_start()) else {
+        let Ok(ev) = serde_json::from_slice::<Event>(data) else {
             return;
         };
         match ev.kind.as_ref() {

@@ -7,6 +7,7 @@ use memchr::memmem;
 use serde::Deserialize;
 
 use super::StreamTap;
+use super::sse::DataLines;
 use crate::usage::TokenUsage;
 
 pub const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
@@ -106,7 +107,7 @@ pub fn usage_from_body(body: &[u8]) -> Option<(TokenUsage, Option<String>)> {
 /// `alt=sse` stream: each chunk may repeat `usageMetadata`; the last one is final.
 #[derive(Default)]
 pub struct GeminiTap {
-    partial: Vec<u8>,
+    lines: DataLines,
     usage: TokenUsage,
     model: Option<String>,
     started: bool,
@@ -139,18 +140,9 @@ impl GeminiTap {
 
 impl StreamTap for GeminiTap {
     fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
-        let mut rest: &[u8] = chunk;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let mut line = std::mem::take(&mut self.partial);
-            line.extend_from_slice(&rest[..nl]);
-            let l = line.strip_suffix(b"\r").unwrap_or(&line);
-            if let Some(d) = l.strip_prefix(b"data:") {
-                let d = d.trim_ascii_start().to_vec();
-                self.data(&d);
-            }
-            rest = &rest[nl + 1..];
-        }
-        self.partial.extend_from_slice(rest);
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.feed(chunk, |d| self.data(d));
+        self.lines = lines;
         None
     }
     fn usage(&self) -> TokenUsage {
@@ -166,7 +158,7 @@ impl StreamTap for GeminiTap {
         self.finished
     }
     fn mid_line(&self) -> bool {
-        !self.partial.is_empty()
+        self.lines.mid_line()
     }
     fn error_event(&self, message: &str) -> Bytes {
         Bytes::from(format!("data: {}\r\n\r\n", error_body(500, message)))

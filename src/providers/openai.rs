@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::Op;
 use super::StreamTap;
+use super::sse::DataLines;
 use crate::model::Account;
 use crate::usage::TokenUsage;
 
@@ -158,41 +159,10 @@ pub fn chat_usage_from_body(body: &[u8]) -> Option<(TokenUsage, Option<String>)>
     Some((r.usage?.normalise(), r.model))
 }
 
-/// Splits a byte stream into SSE `data:` payloads.
-#[derive(Default)]
-struct Lines {
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    fn feed(&mut self, chunk: &[u8], mut on_data: impl FnMut(&[u8])) {
-        let mut rest = chunk;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let line = &rest[..nl];
-            if self.partial.is_empty() {
-                data_of(line, &mut on_data);
-            } else {
-                let mut joined = std::mem::take(&mut self.partial);
-                joined.extend_from_slice(line);
-                data_of(&joined, &mut on_data);
-            }
-            rest = &rest[nl + 1..];
-        }
-        self.partial.extend_from_slice(rest);
-    }
-}
-
-fn data_of(line: &[u8], on_data: &mut impl FnMut(&[u8])) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if let Some(d) = line.strip_prefix(b"data:") {
-        on_data(d.trim_ascii_start());
-    }
-}
-
 /// Responses API stream: usage and model from `response.completed`.
 #[derive(Default)]
 pub struct ResponsesTap {
-    lines: Lines,
+    lines: DataLines,
     usage: TokenUsage,
     model: Option<String>,
     started: bool,
@@ -262,7 +232,7 @@ impl StreamTap for ResponsesTap {
         self.finished
     }
     fn mid_line(&self) -> bool {
-        !self.lines.partial.is_empty()
+        self.lines.mid_line()
     }
     fn error_event(&self, message: &str) -> Bytes {
         let ev = serde_json::json!({"type": "response.failed", "response": {"status": "failed",
@@ -274,7 +244,7 @@ impl StreamTap for ResponsesTap {
 /// Chat Completions stream: usage from the final chunk (`stream_options.include_usage`).
 #[derive(Default)]
 pub struct ChatTap {
-    lines: Lines,
+    lines: DataLines,
     usage: TokenUsage,
     model: Option<String>,
     started: bool,
@@ -328,7 +298,7 @@ impl StreamTap for ChatTap {
         self.finished
     }
     fn mid_line(&self) -> bool {
-        !self.lines.partial.is_empty()
+        self.lines.mid_line()
     }
     fn error_event(&self, message: &str) -> Bytes {
         Bytes::from(format!("data: {}\n\n", error_body("api_error", message)))

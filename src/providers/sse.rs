@@ -1,1 +1,83 @@
-//! placeholder
+//! The one SSE line splitter every stream tap uses: bytes in, in any chunking; the payload of
+//! each complete `data:` line out. Lines may end in `\n` or `\r\n`; a line split across
+//! chunks is joined before it is handed on. Bytes are only read, never changed.
+
+/// Splits a byte stream into the payloads of its `data:` lines.
+#[derive(Default, Debug)]
+pub struct DataLines {
+    /// An incomplete line carried over from the previous chunk.
+    partial: Vec<u8>,
+}
+
+impl DataLines {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feed one chunk; `on_data` gets each complete `data:` payload (leading spaces trimmed).
+    pub fn feed(&mut self, chunk: &[u8], mut on_data: impl FnMut(&[u8])) {
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..nl];
+            if self.partial.is_empty() {
+                data_of(line, &mut on_data);
+            } else {
+                let mut joined = std::mem::take(&mut self.partial);
+                joined.extend_from_slice(line);
+                data_of(&joined, &mut on_data);
+                // Keep the allocation for the next split line.
+                joined.clear();
+                self.partial = joined;
+            }
+            rest = &rest[nl + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    /// The bytes so far end in the middle of a line.
+    pub fn mid_line(&self) -> bool {
+        !self.partial.is_empty()
+    }
+}
+
+fn data_of(line: &[u8], on_data: &mut impl FnMut(&[u8])) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if let Some(d) = line.strip_prefix(b"data:") {
+        on_data(d.trim_ascii_start());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(chunks: &[&[u8]]) -> (Vec<String>, bool) {
+        let mut lines = DataLines::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            lines.feed(c, |d| out.push(String::from_utf8(d.to_vec()).unwrap()));
+        }
+        (out, lines.mid_line())
+    }
+
+    #[test]
+    fn payloads_in_any_chunking() {
+        let stream = b"event: a\ndata: {\"x\":1}\r\n\ndata:{\"y\":2}\n: comment\ndata: tail";
+        let (whole, mid) = collect(&[stream]);
+        assert_eq!(whole, vec!["{\"x\":1}", "{\"y\":2}"]);
+        assert!(mid, "the unterminated last line is held back");
+        for split in 0..stream.len() {
+            let (a, b) = stream.split_at(split);
+            assert_eq!(collect(&[a, b]).0, whole, "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(collect(&bytes).0, whole);
+    }
+
+    #[test]
+    fn nothing_but_data_lines() {
+        let (out, mid) = collect(&[b"event: ping\nid: 3\nretry: 10\n\n"]);
+        assert!(out.is_empty());
+        assert!(!mid);
+    }
+}
