@@ -37,14 +37,12 @@ pub struct ApiKey {
     pub created_by: String,
     pub updated_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
-    /// "fixed" or "activation".
-    pub expiration_mode: String,
+    pub expiration_mode: ExpirationMode,
     pub expires_at: Option<DateTime<Utc>>,
     pub is_activated: bool,
     pub activated_at: Option<DateTime<Utc>>,
     pub activation_days: u32,
-    /// "days" or "hours".
-    pub activation_unit: String,
+    pub activation_unit: ActivationUnit,
     pub token_limit: u64,
     pub concurrency_limit: u32,
     pub concurrency_queue_enabled: bool,
@@ -65,8 +63,7 @@ pub struct ApiKey {
     pub permissions: Vec<String>,
     pub enable_model_restriction: bool,
     pub restricted_models: Vec<String>,
-    /// "deny" (v1's behaviour) or "allow".
-    pub model_restriction_mode: String,
+    pub model_restriction_mode: RestrictionMode,
     pub enable_client_restriction: bool,
     pub allowed_clients: Vec<String>,
     pub tags: Vec<String>,
@@ -137,12 +134,149 @@ impl ApiKey {
         ApiKey {
             id,
             is_active: true,
-            expiration_mode: "fixed".into(),
-            activation_unit: "days".into(),
-            model_restriction_mode: "deny".into(),
             weekly_reset_day: 1,
             ..Default::default()
         }
+    }
+}
+
+/// A closed set of v1's string values as an enum: written as v1's strings, and an empty or
+/// unknown string reads as the default.
+macro_rules! v1_choice {
+    ($(#[$m:meta])* $name:ident, default $def:ident, { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $var,)+
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$def
+            }
+        }
+
+        impl $name {
+            /// v1's names, in declaration order.
+            pub const NAMES: &[&str] = &[$($s),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$var => $s,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($s => Some($name::$var),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = Option::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Ok(s.and_then(|s| $name::parse(&s)).unwrap_or_default())
+            }
+        }
+    };
+}
+
+v1_choice!(
+    /// When a key stops working: at a fixed date, or a duration after its first use.
+    ExpirationMode, default Fixed, {
+        Fixed = "fixed",
+        Activation = "activation",
+    }
+);
+
+v1_choice!(
+    /// The unit of `activation_days`.
+    ActivationUnit, default Days, {
+        Days = "days",
+        Hours = "hours",
+    }
+);
+
+v1_choice!(
+    /// How `restricted_models` is read: the models a key may not use (v1), or the only ones it may.
+    RestrictionMode, default Deny, {
+        Deny = "deny",
+        Allow = "allow",
+    }
+);
+
+/// An account's status (v1's names). Statuses this version does not know are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccountStatus {
+    #[default]
+    Active,
+    /// The upstream refused the credential (401).
+    Unauthorized,
+    /// The upstream banned or disabled the organisation.
+    Blocked,
+    Error,
+    /// An OAuth token refresh failed.
+    RefreshFailed,
+    Suspended,
+    Other(String),
+}
+
+impl AccountStatus {
+    pub fn parse(s: &str) -> AccountStatus {
+        match s {
+            "" | "active" => AccountStatus::Active,
+            "unauthorized" => AccountStatus::Unauthorized,
+            "blocked" => AccountStatus::Blocked,
+            "error" => AccountStatus::Error,
+            "refresh_failed" => AccountStatus::RefreshFailed,
+            "suspended" => AccountStatus::Suspended,
+            other => AccountStatus::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Unauthorized => "unauthorized",
+            AccountStatus::Blocked => "blocked",
+            AccountStatus::Error => "error",
+            AccountStatus::RefreshFailed => "refresh_failed",
+            AccountStatus::Suspended => "suspended",
+            AccountStatus::Other(s) => s,
+        }
+    }
+
+    /// Statuses that keep an account out of rotation until it recovers or an admin acts.
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self,
+            AccountStatus::Unauthorized
+                | AccountStatus::Blocked
+                | AccountStatus::RefreshFailed
+                | AccountStatus::Error
+                | AccountStatus::Suspended
+        )
+    }
+}
+
+impl Serialize for AccountStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Option::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(AccountStatus::parse(s.as_deref().unwrap_or("")))
     }
 }
 
@@ -581,8 +715,7 @@ pub struct Account {
     pub updated_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub subscription_expires_at: Option<DateTime<Utc>>,
-    /// "active", "unauthorized", "error", "refresh_failed", ...
-    pub status: String,
+    pub status: AccountStatus,
     pub error_message: String,
     // Claude official OAuth.
     pub access_token: String,
@@ -619,7 +752,6 @@ impl Account {
             schedulable: true,
             is_active: true,
             account_type: "shared".into(),
-            status: "active".into(),
             rate_limit_duration: 60,
             quota_reset_time: "00:00".into(),
             ..Default::default()
@@ -686,5 +818,121 @@ mod tests {
         assert_eq!(dollars_to_micros(-1.0), 0);
         assert_eq!(dollars_to_micros(f64::NAN), 0);
         assert_eq!(micros_to_dollars(5_143_900), 5.1439);
+    }
+
+    #[test]
+    fn platform_table_rows_match_their_platforms() {
+        let mut names = std::collections::HashSet::new();
+        let mut paths = std::collections::HashSet::new();
+        for p in Platform::ALL {
+            let s = p.spec();
+            assert_eq!(s.platform, p);
+            assert_eq!(Platform::parse(s.name), Some(p));
+            assert_eq!(
+                serde_json::to_value(p).unwrap(),
+                serde_json::json!(s.name),
+                "serde name and table name agree"
+            );
+            assert!(names.insert(s.name) && paths.insert(s.admin_path));
+            assert!(!s.services.is_empty());
+        }
+        assert_eq!(
+            Platform::serving(Service::Claude),
+            &[
+                Platform::Claude,
+                Platform::ClaudeConsole,
+                Platform::Bedrock,
+                Platform::Ccr
+            ]
+        );
+        assert_eq!(Platform::serving(Service::Gemini), &[Platform::GeminiApi]);
+    }
+
+    #[test]
+    fn bindings_keep_v1_forms() {
+        for (text, parsed) in [
+            ("", Binding::None),
+            ("group:g1", Binding::Group("g1".into())),
+            (
+                "responses:or1",
+                Binding::Account {
+                    id: "or1".into(),
+                    prefix: Prefix::Responses,
+                },
+            ),
+            (
+                "api:ga1",
+                Binding::Account {
+                    id: "ga1".into(),
+                    prefix: Prefix::Api,
+                },
+            ),
+            (
+                "c1",
+                Binding::Account {
+                    id: "c1".into(),
+                    prefix: Prefix::None,
+                },
+            ),
+        ] {
+            assert_eq!(Binding::parse(text), parsed);
+            assert_eq!(parsed.to_string(), text);
+            let k: ApiKey =
+                serde_json::from_value(serde_json::json!({"openaiAccountId": text})).unwrap();
+            assert_eq!(k.openai_account_id, parsed);
+            assert_eq!(serde_json::to_value(&k).unwrap()["openaiAccountId"], text);
+        }
+        let k: ApiKey = serde_json::from_str(r#"{"geminiAccountId": null}"#).unwrap();
+        assert!(k.gemini_account_id.is_none());
+    }
+
+    #[test]
+    fn a_route_takes_the_first_binding_of_its_account_types() {
+        let mut k = ApiKey::new("k".into());
+        assert!(k.binding_for(Platform::serving(Service::Claude)).is_none());
+        k.bedrock_account_id = Binding::parse("b1");
+        k.claude_console_account_id = Binding::parse("group:g");
+        k.openai_account_id = Binding::parse("responses:o");
+        assert_eq!(
+            k.binding_for(Platform::serving(Service::Claude)),
+            Binding::Group("g".into()),
+            "console comes before Bedrock"
+        );
+        assert_eq!(
+            k.binding_for(&[Platform::OpenAIResponses]).account(),
+            Some("o")
+        );
+        assert!(k.binding_for(&[Platform::AzureOpenAI]).is_none());
+    }
+
+    #[test]
+    fn v1_choices_read_unknown_as_default_and_statuses_keep_unknown() {
+        let k: ApiKey = serde_json::from_str(
+            r#"{"expirationMode":"activation","activationUnit":"weeks","modelRestrictionMode":""}"#,
+        )
+        .unwrap();
+        assert_eq!(k.expiration_mode, ExpirationMode::Activation);
+        assert_eq!(k.activation_unit, ActivationUnit::Days);
+        assert_eq!(k.model_restriction_mode, RestrictionMode::Deny);
+        assert_eq!(
+            serde_json::to_value(&k).unwrap()["expirationMode"],
+            "activation"
+        );
+        for s in [
+            "active",
+            "unauthorized",
+            "blocked",
+            "error",
+            "refresh_failed",
+            "suspended",
+            "created",
+        ] {
+            let a: Account = serde_json::from_value(serde_json::json!({"status": s})).unwrap();
+            assert_eq!(a.status.as_str(), s);
+            assert_eq!(serde_json::to_value(&a).unwrap()["status"], s);
+        }
+        assert!(AccountStatus::parse("blocked").needs_attention());
+        assert!(!AccountStatus::parse("created").needs_attention());
+        assert_eq!(AccountStatus::parse(""), AccountStatus::Active);
     }
 }

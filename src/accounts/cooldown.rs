@@ -1,6 +1,7 @@
 //! How an upstream failure affects the account that answered: which failures are retried on
 //! another account, and how long the account (or only the model) stays out of rotation.
 
+use crate::model::AccountStatus;
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 
@@ -27,7 +28,7 @@ pub enum Effect {
     },
     /// The credential was refused: out of rotation until an admin looks (status change).
     NeedsAttention {
-        status: &'static str,
+        status: AccountStatus,
         reason: String,
     },
 }
@@ -119,7 +120,7 @@ pub fn judge_status(
         401 | 403 => Verdict {
             retry: true,
             effect: Effect::NeedsAttention {
-                status: "unauthorized",
+                status: AccountStatus::Unauthorized,
                 reason: format!("upstream refused the credential ({status}): {}", text()),
             },
         },
@@ -217,7 +218,7 @@ mod tests {
                 && matches!(
                     v.effect,
                     Effect::NeedsAttention {
-                        status: "unauthorized",
+                        status: AccountStatus::Unauthorized,
                         ..
                     }
                 )

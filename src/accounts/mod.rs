@@ -17,7 +17,7 @@ pub use registry::Accounts;
 
 use crate::limits::Gate;
 use crate::model::{Account, AccountGroup, Platform};
-use crate::providers::{AccountType, Credential, account_type};
+use crate::providers::{AccountType, Credential, Outgoing, Upstream, account_type};
 
 /// Per-account state kept across snapshot swaps (by account id).
 #[derive(Debug)]
@@ -139,11 +139,30 @@ impl AccountRt {
 
     /// Statuses that keep an account out of rotation until an admin acts.
     pub fn needs_attention(&self) -> bool {
-        matches!(
-            self.rec.status.as_str(),
-            "unauthorized" | "blocked" | "refresh_failed" | "error" | "suspended"
-        )
+        self.rec.status.needs_attention()
     }
+}
+
+/// The upstream request for one attempt on `acc`: a fresh OAuth access token first where the
+/// account type needs one (single-flight per account), then the type's own request.
+pub async fn upstream_request(
+    accounts: &Arc<Accounts>,
+    acc: &AccountRt,
+    out: &Outgoing<'_>,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    let kind = acc.kind();
+    let token = if kind.oauth() {
+        Some(oauth::fresh_access_token(accounts, acc).await?)
+    } else {
+        None
+    };
+    let up = Upstream {
+        rec: &acc.rec,
+        credential: &acc.credential,
+        client: &acc.client,
+        token: token.as_ref(),
+    };
+    kind.build(&up, out)
 }
 
 #[derive(Default, Debug)]

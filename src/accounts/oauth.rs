@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{AccountRt, Accounts};
 use crate::config::Config;
 use crate::crypto::{Secret, random_bytes};
-use crate::model::Platform;
+use crate::model::{AccountStatus, Platform};
 
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
 
@@ -239,8 +239,11 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
                         a.scopes = s;
                     }
                     a.last_refresh_at = Some(Utc::now());
-                    if a.status == "refresh_failed" || a.status == "unauthorized" {
-                        a.status = "active".into();
+                    if matches!(
+                        a.status,
+                        AccountStatus::RefreshFailed | AccountStatus::Unauthorized
+                    ) {
+                        a.status = AccountStatus::Active;
                         a.error_message.clear();
                     }
                     Ok(true)
@@ -254,7 +257,11 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
         }
         Err(e) => {
             tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, error = %e, "ALERT: OAuth token refresh failed; account taken out of rotation");
-            accounts.mark_status(id, "refresh_failed", format!("token refresh failed: {e}"));
+            accounts.mark_status(
+                id,
+                AccountStatus::RefreshFailed,
+                format!("token refresh failed: {e}"),
+            );
             Err(e)
         }
     }
@@ -306,7 +313,7 @@ pub fn spawn_refresher(accounts: &Arc<Accounts>) {
                         && !a.rec.refresh_token.is_empty()
                         && a.rec.expires_at > 0
                         && a.rec.expires_at - now < REFRESH_AHEAD_MS
-                        && a.rec.status != "refresh_failed"
+                        && a.rec.status != AccountStatus::RefreshFailed
                 })
                 .cloned()
                 .collect();

@@ -11,7 +11,7 @@ use chrono::Utc;
 use super::oauth::OAuthState;
 use super::{AccountPool, AccountRt, AccountRuntime};
 use crate::crypto::Secrets;
-use crate::model::{Account, AccountGroup};
+use crate::model::{Account, AccountGroup, AccountStatus};
 use crate::providers::account_type;
 use crate::providers::http::{HttpClients, proxy_url};
 use crate::store::{Store, Table};
@@ -102,12 +102,12 @@ impl Accounts {
     }
 
     /// Record a status change (`unauthorized`, `refresh_failed`, ...) off the request path.
-    pub fn mark_status(self: &Arc<Self>, id: String, status: &'static str, reason: String) {
+    pub fn mark_status(self: &Arc<Self>, id: String, status: AccountStatus, reason: String) {
         let accounts = self.clone();
         tokio::spawn(async move {
             let r = accounts
                 .update(&id, move |a| {
-                    a.status = status.to_owned();
+                    a.status = status;
                     a.error_message = reason;
                     Ok(true)
                 })

@@ -9,8 +9,8 @@ use salvo::http::HeaderMap;
 use serde::Serialize;
 
 use crate::accounts::AccountRt;
-use crate::accounts::oauth::fresh_access_token;
-use crate::providers::{Outgoing, Upstream, error_message};
+use crate::accounts::upstream_request;
+use crate::providers::{Outgoing, error_message};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
@@ -33,30 +33,16 @@ pub async fn run(st: &Arc<AppState>, acc: &AccountRt, model: Option<&str>) -> Te
     let upstream_model = crate::scheduler::map_model(acc, &model).unwrap_or(model.clone());
     let headers = HeaderMap::new();
     let started = Instant::now();
-    let built = async {
-        let token = if kind.oauth() {
-            Some(fresh_access_token(&st.accounts, acc).await?)
-        } else {
-            None
-        };
-        let up = Upstream {
-            rec: &acc.rec,
-            credential: &acc.credential,
-            client: &acc.client,
-            token: token.as_ref(),
-        };
-        let out = Outgoing {
-            op,
-            body: &body,
-            model: &model,
-            upstream_model: &upstream_model,
-            stream: false,
-            headers: &headers,
-            query: None,
-        };
-        kind.build(&up, &out)
+    let out = Outgoing {
+        op,
+        body: &body,
+        model: &model,
+        upstream_model: &upstream_model,
+        stream: false,
+        headers: &headers,
+        query: None,
     };
-    let result = match built.await {
+    let result = match upstream_request(&st.accounts, acc, &out).await {
         Ok(rb) => tokio::time::timeout(std::time::Duration::from_secs(60), rb.send()).await,
         Err(e) => {
             return TestResult {

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use super::blocking;
 use super::fields::{self, Body};
 use crate::model::{
-    Account, AccountGroup, ApiKey, Binding, BindingField, Platform, ProxyConfig, micros_to_dollars,
+    Account, AccountGroup, AccountStatus, ApiKey, Binding, BindingField, Platform, ProxyConfig,
+    micros_to_dollars,
 };
 use crate::state::AppState;
 use crate::state::state;
@@ -240,9 +241,9 @@ pub fn apply_fields(
     if let Some(v) = fields::instant(b, "subscriptionExpiresAt")? {
         a.subscription_expires_at = v;
     }
+    url_field(b, a.platform.spec().url_field, &mut a.api_url)?;
     match a.platform {
         Platform::ClaudeConsole | Platform::Ccr => {
-            url_field(b, "apiUrl", &mut a.api_url)?;
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             required(
                 &a.api_url,
@@ -256,7 +257,6 @@ pub fn apply_fields(
             )?;
         }
         Platform::Claude => {
-            url_field(b, "apiUrl", &mut a.api_url)?;
             secret_field(st, b, "email", &mut a.email)?;
             secret_field(st, b, "password", &mut a.password)?;
             if let Some(v) = fields::string(b, "subscriptionInfo", 10_000)? {
@@ -299,12 +299,11 @@ pub fn apply_fields(
                 "claudeAiOauth with accessToken is required (use the authorisation flow or paste tokens)",
             )?;
             if oauth.is_some() {
-                a.status = "active".into();
+                a.status = AccountStatus::Active;
                 a.error_message.clear();
             }
         }
         Platform::OpenAIResponses => {
-            url_field(b, "baseApi", &mut a.api_url)?;
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             if let Some(v) = fields::string(b, "providerEndpoint", 64)? {
                 a.provider_endpoint = v;
@@ -321,12 +320,10 @@ pub fn apply_fields(
             )?;
         }
         Platform::GeminiApi => {
-            url_field(b, "baseUrl", &mut a.api_url)?;
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             required(&a.api_key, creating, "Name and apiKey are required")?;
         }
         Platform::AzureOpenAI => {
-            url_field(b, "azureEndpoint", &mut a.api_url)?;
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             if let Some(v) = fields::string(b, "apiVersion", 64)? {
                 a.api_version = v;
@@ -373,7 +370,6 @@ pub fn apply_fields(
                     *slot = v;
                 }
             }
-            url_field(b, "endpointUrl", &mut a.api_url)?;
             required(
                 &a.region,
                 creating,
@@ -391,7 +387,6 @@ pub fn apply_fields(
             )?;
         }
         Platform::Droid => {
-            url_field(b, "baseUrl", &mut a.api_url)?;
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             if let Some(v) = fields::choice(b, "endpointType", &["anthropic", "openai"])? {
                 a.endpoint_type = v;
@@ -440,14 +435,7 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         "updatedAt": a.updated_at,
         "lastUsedAt": a.last_used_at,
     });
-    let url_field = match a.platform {
-        Platform::OpenAIResponses => "baseApi",
-        Platform::GeminiApi | Platform::Droid => "baseUrl",
-        Platform::AzureOpenAI => "azureEndpoint",
-        Platform::Bedrock => "endpointUrl",
-        _ => "apiUrl",
-    };
-    v[url_field] = json!(a.api_url);
+    v[a.platform.spec().url_field] = json!(a.api_url);
     match a.platform {
         Platform::Claude => {
             v["accessTokenMasked"] = json!(masked(st, &a.access_token));
@@ -748,7 +736,7 @@ impl Handler for Accounts {
                 let Some(mut a) = current(&st, platform, &id) else {
                     return not_found(res);
                 };
-                a.status = "active".into();
+                a.status = AccountStatus::Active;
                 a.error_message.clear();
                 a.updated_at = Some(Utc::now());
                 if let Some(rt) = st.accounts.load().by_id.get(&id) {

@@ -13,7 +13,10 @@ use super::fields::{self, Body};
 use crate::auth::admin::AdminUser;
 use crate::auth::generate_key;
 use crate::limits::{KeyEntry, KeyRuntime};
-use crate::model::{ApiKey, Binding, BindingField, micros_to_dollars};
+use crate::model::{
+    ActivationUnit, ApiKey, Binding, BindingField, ExpirationMode, RestrictionMode,
+    micros_to_dollars,
+};
 use crate::state::AppState;
 use crate::state::state;
 use crate::store::Table;
@@ -132,8 +135,8 @@ pub fn apply_fields(k: &mut ApiKey, b: &Body, creating: bool) -> Result<(), Stri
     if let Some(v) = fields::string_list(b, "restrictedModels")? {
         k.restricted_models = v;
     }
-    if let Some(v) = fields::choice(b, "modelRestrictionMode", &["deny", "allow"])? {
-        k.model_restriction_mode = v;
+    if let Some(v) = fields::choice(b, "modelRestrictionMode", RestrictionMode::NAMES)? {
+        k.model_restriction_mode = RestrictionMode::parse(&v).unwrap_or_default();
     }
     if let Some(v) = fields::boolean(b, "enableClientRestriction")? {
         k.enable_client_restriction = v;
@@ -183,19 +186,19 @@ pub fn apply_fields(k: &mut ApiKey, b: &Body, creating: bool) -> Result<(), Stri
     if let Some(v) = fields::string(b, "userUsername", 200)? {
         k.user_username = v;
     }
-    if let Some(v) = fields::choice(b, "expirationMode", &["fixed", "activation"])? {
-        k.expiration_mode = v;
+    if let Some(v) = fields::choice(b, "expirationMode", ExpirationMode::NAMES)? {
+        k.expiration_mode = ExpirationMode::parse(&v).unwrap_or_default();
     }
     if let Some(v) = fields::uint(b, "activationDays", 36_500)? {
         k.activation_days = v as u32;
     }
-    if let Some(v) = fields::choice(b, "activationUnit", &["days", "hours"])? {
-        k.activation_unit = v;
+    if let Some(v) = fields::choice(b, "activationUnit", ActivationUnit::NAMES)? {
+        k.activation_unit = ActivationUnit::parse(&v).unwrap_or_default();
     }
     if let Some(v) = fields::instant(b, "expiresAt")? {
         k.expires_at = v;
     }
-    if k.expiration_mode == "activation" && !k.is_activated {
+    if k.expiration_mode == ExpirationMode::Activation && !k.is_activated {
         if k.activation_days == 0 {
             return Err("activationDays must be a positive number in activation mode".into());
         }

@@ -58,7 +58,10 @@ pub use crate::web::blocking;
 async fn account_types(res: &mut salvo::Response) {
     let types: Vec<serde_json::Value> = crate::model::Platform::ALL
         .iter()
-        .map(|p| serde_json::json!({"platform": p.as_str(), "path": format!("/admin/{}", p.admin_path()), "group": p.group_family()}))
+        .map(|p| {
+            let s = p.spec();
+            serde_json::json!({"platform": s.name, "label": s.label, "path": format!("/admin/{}", s.admin_path), "group": s.group_family, "services": s.services.iter().map(|x| x.as_str()).collect::<Vec<_>>()})
+        })
         .collect();
     crate::web::json(
         res,

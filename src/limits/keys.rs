@@ -15,7 +15,7 @@ use salvo::prelude::*;
 
 use super::{Gate, Meter};
 use crate::crypto::Secrets;
-use crate::model::ApiKey;
+use crate::model::{ActivationUnit, ApiKey, ExpirationMode};
 use crate::store::{Store, Table};
 use crate::usage::Clock;
 use crate::web::v1_error;
@@ -76,11 +76,11 @@ impl KeyEntry {
     /// When the key stops working: the fixed date, or activation + duration.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         let k = &self.rec;
-        if k.expiration_mode == "activation" {
+        if k.expiration_mode == ExpirationMode::Activation {
             let start = k
                 .activated_at
                 .or_else(|| self.rt.activated_at.get().copied())?;
-            let d = if k.activation_unit == "hours" {
+            let d = if k.activation_unit == ActivationUnit::Hours {
                 Duration::hours(k.activation_days as i64)
             } else {
                 Duration::days(k.activation_days as i64)
@@ -262,7 +262,7 @@ impl Keys {
                     if k.is_activated {
                         return false;
                     }
-                    let d = if k.activation_unit == "hours" {
+                    let d = if k.activation_unit == ActivationUnit::Hours {
                         Duration::hours(k.activation_days as i64)
                     } else {
                         Duration::days(k.activation_days as i64)

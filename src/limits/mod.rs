@@ -21,7 +21,7 @@ use salvo::prelude::*;
 use serde_json::{Value, json};
 
 pub use crate::model::Service;
-use crate::model::{ApiKey, micros_to_dollars};
+use crate::model::{ApiKey, ExpirationMode, micros_to_dollars};
 pub use crate::providers::ClientFormat;
 use crate::web::json;
 pub use gate::{Gate, GateError, Slot};
@@ -310,7 +310,7 @@ pub async fn admit_key(
     }
     if let Some(model) = ask.model
         && k.enable_model_restriction
-        && models::refused(model, &k.restricted_models, &k.model_restriction_mode)
+        && models::refused(model, &k.restricted_models, k.model_restriction_mode)
     {
         return Err(Rejection::ModelForbidden(model.to_owned()));
     }
@@ -335,7 +335,7 @@ pub async fn admit_key(
         .last_used_ms
         .store(now.timestamp_millis(), Ordering::Relaxed);
     if ask.metered
-        && k.expiration_mode == "activation"
+        && k.expiration_mode == ExpirationMode::Activation
         && !k.is_activated
         && entry.rt.activated_at.set(now).is_ok()
     {

@@ -1,6 +1,8 @@
 //! Model names as clients write them, reduced to a canonical form for restriction lists:
 //! lower case, no provider or region prefix, no date or version suffix, no context tag.
 
+use crate::model::RestrictionMode;
+
 /// `anthropic/claude-sonnet-4-5-20250929` -> `claude-sonnet-4-5`;
 /// `us.anthropic.claude-3-5-haiku-20241022-v1:0` -> `claude-3-5-haiku`;
 /// `claude-sonnet-4-5@20250929` -> `claude-sonnet-4-5`; `claude-sonnet-4-5[1m]` -> `claude-sonnet-4-5`;
@@ -60,10 +62,13 @@ pub fn normalize(model: &str) -> String {
 }
 
 /// Whether `model` is refused by a key's restriction list in `mode` ("deny" or "allow").
-pub fn refused(model: &str, list: &[String], mode: &str) -> bool {
+pub fn refused(model: &str, list: &[String], mode: RestrictionMode) -> bool {
     let n = normalize(model);
     let listed = list.iter().any(|l| normalize(l) == n);
-    if mode == "allow" { !listed } else { listed }
+    match mode {
+        RestrictionMode::Allow => !listed,
+        RestrictionMode::Deny => listed,
+    }
 }
 
 /// Claude-family models, whose cost v1's "weekly Opus" counter holds.
@@ -101,13 +106,21 @@ mod tests {
     #[test]
     fn deny_and_allow_lists() {
         let list = vec!["claude-opus-4-1-20250805".to_string()];
-        assert!(refused("claude-opus-4-1-20250805", &list, "deny"));
-        assert!(refused("anthropic/claude-opus-4-1", &list, "deny"));
-        assert!(!refused("claude-sonnet-4-5", &list, "deny"));
-        assert!(!refused("claude-opus-4-1", &list, "allow"));
-        assert!(refused("claude-sonnet-4-5", &list, "allow"));
-        assert!(refused("anything", &[], "allow"));
-        assert!(!refused("anything", &[], "deny"));
+        assert!(refused(
+            "claude-opus-4-1-20250805",
+            &list,
+            RestrictionMode::Deny
+        ));
+        assert!(refused(
+            "anthropic/claude-opus-4-1",
+            &list,
+            RestrictionMode::Deny
+        ));
+        assert!(!refused("claude-sonnet-4-5", &list, RestrictionMode::Deny));
+        assert!(!refused("claude-opus-4-1", &list, RestrictionMode::Allow));
+        assert!(refused("claude-sonnet-4-5", &list, RestrictionMode::Allow));
+        assert!(refused("anything", &[], RestrictionMode::Allow));
+        assert!(!refused("anything", &[], RestrictionMode::Deny));
     }
 
     #[test]

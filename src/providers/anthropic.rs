@@ -2,6 +2,7 @@
 //! streams, and the error body shape.
 
 use memchr::memmem;
+use salvo::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
 use super::sse::DataLines;
@@ -43,6 +44,16 @@ pub fn endpoint(api_url: &str, op: super::Op, query: Option<&str>) -> String {
         url.push_str("/count_tokens");
     }
     super::request::with_query(url, query)
+}
+
+/// The client's `anthropic-version`, or the default.
+pub fn version_header(h: &mut HeaderMap, from: &HeaderMap) {
+    h.insert(
+        "anthropic-version",
+        from.get("anthropic-version")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(DEFAULT_VERSION)),
+    );
 }
 
 /// An Anthropic error body: `{"type":"error","error":{"type":..,"message":..}}`.

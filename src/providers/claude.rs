@@ -4,7 +4,7 @@
 use anyhow::Result;
 use salvo::http::{HeaderValue, header};
 
-use super::request::{ANTHROPIC_FORWARD, anthropic_version, base_headers, bearer, body, forward};
+use super::request::{ANTHROPIC_FORWARD, base_headers, bearer, body, forward};
 use super::{AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, anthropic, decrypt};
 use crate::crypto::Secrets;
 use crate::model::Account;
@@ -26,7 +26,7 @@ impl AccountType for Claude {
     fn build(&self, up: &Upstream, out: &Outgoing) -> Result<reqwest::RequestBuilder> {
         let mut h = base_headers(up, out);
         forward(&mut h, out.headers, ANTHROPIC_FORWARD);
-        anthropic_version(&mut h, out.headers);
+        anthropic::version_header(&mut h, out.headers);
         let base = if up.rec.api_url.is_empty() {
             anthropic::OFFICIAL_BASE
         } else {

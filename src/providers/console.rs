@@ -4,7 +4,7 @@
 use anyhow::Result;
 use salvo::http::{HeaderValue, header};
 
-use super::request::{ANTHROPIC_FORWARD, anthropic_version, base_headers, bearer, body, forward};
+use super::request::{ANTHROPIC_FORWARD, base_headers, bearer, body, forward};
 use super::{AccountType, ClientFormat, Op, Outgoing, Upstream, anthropic};
 
 pub struct Console;
@@ -13,7 +13,7 @@ pub struct Console;
 pub fn build_with_key(up: &Upstream, out: &Outgoing) -> Result<reqwest::RequestBuilder> {
     let mut h = base_headers(up, out);
     forward(&mut h, out.headers, ANTHROPIC_FORWARD);
-    anthropic_version(&mut h, out.headers);
+    anthropic::version_header(&mut h, out.headers);
     let url = anthropic::endpoint(&up.rec.api_url, out.op, out.query);
     let key = &up.credential.secret.0;
     if key.starts_with("sk-ant-") {

@@ -4,11 +4,9 @@
 use anyhow::Result;
 use salvo::http::header;
 
-use super::request::{
-    ANTHROPIC_FORWARD, OPENAI_FORWARD, anthropic_version, base_headers, bearer, body, forward,
-};
+use super::request::{ANTHROPIC_FORWARD, OPENAI_FORWARD, base_headers, bearer, body, forward};
 use super::responses::responses_probe;
-use super::{AccountType, ClientFormat, Op, Outgoing, Upstream};
+use super::{AccountType, ClientFormat, Op, Outgoing, Upstream, anthropic};
 use crate::model::Account;
 
 pub struct Droid;
@@ -27,7 +25,7 @@ impl AccountType for Droid {
         };
         let (url, names) = match out.op {
             Op::Messages | Op::CountTokens => {
-                anthropic_version(&mut h, out.headers);
+                anthropic::version_header(&mut h, out.headers);
                 let mut u = format!("{base}/a/v1/messages");
                 if out.op == Op::CountTokens {
                     u.push_str("/count_tokens");

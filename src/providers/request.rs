@@ -75,16 +75,6 @@ pub fn base_headers(up: &Upstream, out: &Outgoing) -> HeaderMap {
     h
 }
 
-/// The client's `anthropic-version`, or the default.
-pub fn anthropic_version(h: &mut HeaderMap, from: &HeaderMap) {
-    h.insert(
-        "anthropic-version",
-        from.get("anthropic-version")
-            .cloned()
-            .unwrap_or(HeaderValue::from_static(super::anthropic::DEFAULT_VERSION)),
-    );
-}
-
 /// Replace the body's model when the account maps it to another name. Only then is the body
 /// re-serialised; otherwise the client's bytes go upstream as they came.
 pub fn with_model(body: &Bytes, requested: &str, upstream: &str) -> Bytes {

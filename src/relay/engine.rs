@@ -16,14 +16,14 @@ use salvo::http::{HeaderMap, HeaderValue, StatusCode, header};
 use salvo::prelude::*;
 
 use super::stream::{StreamOutcome, pump};
-use super::wire;
 use super::{Outcome, record_failure, record_usage};
 use crate::accounts::AccountRt;
 use crate::accounts::cooldown::{self, Effect, Verdict};
+use crate::accounts::upstream_request;
 use crate::limits::{Admission, Service};
 use crate::model::{Binding, Platform};
 use crate::providers::ClientFormat;
-use crate::providers::{self, Op};
+use crate::providers::{self, Op, Outgoing};
 use crate::scheduler::{self, Pick, Want};
 use crate::state::AppState;
 use crate::web::raw_json;
@@ -97,14 +97,14 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
             acc.rt
                 .cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
             st.accounts
-                .mark_status(acc.rec.id.clone(), status, reason.clone());
+                .mark_status(acc.rec.id.clone(), status.clone(), reason.clone());
         }
     }
 }
 
 fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
     let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    wire::copy_response_headers(&f.headers, res);
+    copy_response_headers(&f.headers, res);
     // The upstream's own error body passes through when it speaks the client's format.
     if f.upstream_format == Some(format) && providers::is_error_body(format, &f.body) {
         raw_json(res, status, f.body);
@@ -172,7 +172,7 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
             started: call.started,
             stream: call.stream,
         };
-        let rb = match wire::build_request(&st, &acc, &call, &pick.upstream_model).await {
+        let rb = match build_request(&st, &acc, &call, &pick.upstream_model).await {
             Ok(rb) => rb,
             Err(e) => {
                 tracing::error!(account_id = %acc.rec.id, error = %e, "building the upstream request failed");
@@ -320,7 +320,7 @@ async fn respond(
     let status = up.status().as_u16();
     let is_stream = acc.kind().is_stream(up.headers());
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
-    wire::copy_response_headers(up.headers(), res);
+    copy_response_headers(up.headers(), res);
     let account_id = acc.rec.id.clone();
     let model = pick.upstream_model.clone();
     let outcome = Outcome {
@@ -448,4 +448,43 @@ fn finish_stream(
         out.tap.usage(),
         outcome,
     );
+}
+
+/// The upstream request for one attempt on `acc`.
+async fn build_request(
+    st: &AppState,
+    acc: &AccountRt,
+    call: &Call,
+    upstream_model: &str,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    let out = Outgoing {
+        op: call.op,
+        body: &call.body,
+        model: &call.model,
+        upstream_model,
+        stream: call.stream,
+        headers: &call.client_headers,
+        query: call.query.as_deref(),
+    };
+    upstream_request(&st.accounts, acc, &out).await
+}
+
+/// Upstream response headers worth passing back to the client.
+pub fn copy_response_headers(from: &reqwest::header::HeaderMap, res: &mut Response) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if n == "content-type"
+            || n == "request-id"
+            || n == "x-request-id"
+            || n == "retry-after"
+            || n == "x-should-retry"
+            || n.starts_with("anthropic-ratelimit-")
+            || n == "anthropic-organization-id"
+            || n.starts_with("x-ratelimit-")
+            || n == "openai-processing-ms"
+            || n == "openai-version"
+        {
+            res.headers_mut().append(name.clone(), value.clone());
+        }
+    }
 }

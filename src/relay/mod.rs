@@ -10,7 +10,6 @@ pub mod ingress;
 pub mod messages;
 pub mod openai;
 mod stream;
-pub mod wire;
 
 use chrono::Utc;
 use salvo::prelude::*;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::common::{Family, Fields, Out, family_for_platform, iso};
 use crate::crypto::Secrets;
 use crate::migrate::v1crypto::{V1Crypto, looks_encrypted};
-use crate::model::{Account, Platform, ProxyConfig};
+use crate::model::{Account, AccountStatus, Platform, ProxyConfig};
 
 /// Encryption on both sides of a mapping: v1's (with the deployment's ENCRYPTION_KEY) and
 /// crs's own.
@@ -193,7 +193,7 @@ pub fn import_account(
     a.updated_at = f.date("updatedAt");
     a.last_used_at = f.date("lastUsedAt");
     a.subscription_expires_at = f.date("subscriptionExpiresAt");
-    a.status = f.str_or("status", "active");
+    a.status = AccountStatus::parse(&f.str_or("status", "active"));
     a.error_message = f.s("errorMessage").unwrap_or_default();
     let mut extra_secret: Vec<(String, String)> = Vec::new();
     let ctx = |field: &str| format!("account {id} field {field}");
@@ -421,7 +421,7 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
     o.date("updatedAt", &a.updated_at);
     o.date("lastUsedAt", &a.last_used_at);
     o.date("subscriptionExpiresAt", &a.subscription_expires_at);
-    o.s("status", &a.status);
+    o.s("status", a.status.as_str());
     o.s("errorMessage", &a.error_message);
     match a.platform {
         Platform::ClaudeConsole | Platform::Ccr => {

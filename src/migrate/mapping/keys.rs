@@ -3,7 +3,9 @@
 use serde_json::{Map, Value, json};
 
 use super::common::{Fields, Out};
-use crate::model::{ApiKey, Binding, BindingField};
+use crate::model::{
+    ActivationUnit, ApiKey, Binding, BindingField, ExpirationMode, RestrictionMode,
+};
 
 /// `apikey:{id}` -> ApiKey. Unmodelled fields land in `extra`.
 pub fn import_key(id: &str, pairs: &[(String, String)]) -> ApiKey {
@@ -19,18 +21,14 @@ pub fn import_key(id: &str, pairs: &[(String, String)]) -> ApiKey {
     k.created_by = f.s("createdBy").unwrap_or_default();
     k.updated_at = f.date("updatedAt");
     k.last_used_at = f.date("lastUsedAt");
-    k.expiration_mode = f.str_or("expirationMode", "fixed");
-    if k.expiration_mode.is_empty() {
-        k.expiration_mode = "fixed".into();
-    }
+    k.expiration_mode =
+        ExpirationMode::parse(&f.str_or("expirationMode", "fixed")).unwrap_or_default();
     k.expires_at = f.date("expiresAt");
     k.is_activated = f.b("isActivated", false);
     k.activated_at = f.date("activatedAt");
     k.activation_days = f.u("activationDays").unwrap_or(0) as u32;
-    k.activation_unit = f.str_or("activationUnit", "days");
-    if k.activation_unit.is_empty() {
-        k.activation_unit = "days".into();
-    }
+    k.activation_unit =
+        ActivationUnit::parse(&f.str_or("activationUnit", "days")).unwrap_or_default();
     k.token_limit = f.u("tokenLimit").unwrap_or(0);
     k.concurrency_limit = f.u("concurrencyLimit").unwrap_or(0) as u32;
     k.concurrency_queue_enabled = f.b("concurrencyQueueEnabled", false);
@@ -62,10 +60,8 @@ pub fn import_key(id: &str, pairs: &[(String, String)]) -> ApiKey {
     };
     k.enable_model_restriction = f.b("enableModelRestriction", false);
     k.restricted_models = f.list("restrictedModels").unwrap_or_default();
-    k.model_restriction_mode = f.str_or("modelRestrictionMode", "deny");
-    if k.model_restriction_mode.is_empty() {
-        k.model_restriction_mode = "deny".into();
-    }
+    k.model_restriction_mode =
+        RestrictionMode::parse(&f.str_or("modelRestrictionMode", "deny")).unwrap_or_default();
     k.enable_client_restriction = f.b("enableClientRestriction", false);
     k.allowed_clients = f.list("allowedClients").unwrap_or_default();
     k.tags = f.list("tags").unwrap_or_default();
@@ -123,12 +119,12 @@ pub fn export_key(k: &ApiKey) -> Vec<(String, String)> {
     o.s("createdBy", &k.created_by);
     o.date("updatedAt", &k.updated_at);
     o.date("lastUsedAt", &k.last_used_at);
-    o.s("expirationMode", &k.expiration_mode);
+    o.s("expirationMode", k.expiration_mode.as_str());
     o.date("expiresAt", &k.expires_at);
     o.b("isActivated", k.is_activated);
     o.date("activatedAt", &k.activated_at);
     o.n("activationDays", k.activation_days);
-    o.s("activationUnit", &k.activation_unit);
+    o.s("activationUnit", k.activation_unit.as_str());
     o.n("tokenLimit", k.token_limit);
     o.n("concurrencyLimit", k.concurrency_limit);
     o.b("concurrencyQueueEnabled", k.concurrency_queue_enabled);
@@ -146,13 +142,13 @@ pub fn export_key(k: &ApiKey) -> Vec<(String, String)> {
     o.s("permissions", json!(k.permissions).to_string());
     o.b("enableModelRestriction", k.enable_model_restriction);
     o.s("restrictedModels", json!(k.restricted_models).to_string());
-    o.s("modelRestrictionMode", &k.model_restriction_mode);
+    o.s("modelRestrictionMode", k.model_restriction_mode.as_str());
     o.b("enableClientRestriction", k.enable_client_restriction);
     o.s("allowedClients", json!(k.allowed_clients).to_string());
     o.s("tags", json!(k.tags).to_string());
     o.s("serviceRates", json!(k.service_rates).to_string());
     for b in BindingField::ALL {
-        o.s(b.name(), &k.binding(b).to_string());
+        o.s(b.name(), k.binding(b).to_string());
     }
     o.s("userId", &k.user_id);
     o.s("userUsername", &k.user_username);
