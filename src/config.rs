@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub ledger_flush_ms: Option<u64>,
     pub sticky_session_ttl_hours: Option<f64>,
     pub max_body_mb: Option<usize>,
+    pub max_inflight_body_mb: Option<usize>,
+    pub max_upstream_body_mb: Option<usize>,
     pub store_cache_mb: Option<usize>,
     pub upstream_idle_connections: Option<usize>,
 }
@@ -68,6 +70,11 @@ pub struct Config {
     pub admin_session: Duration,
     pub ledger_flush: Duration,
     pub max_body_bytes: usize,
+    /// All client request bodies held in memory at once, across keys (a request waits briefly
+    /// for room, then gets 503).
+    pub max_inflight_body_bytes: usize,
+    /// The largest non-stream upstream answer read (a larger one is a 502).
+    pub max_upstream_body_bytes: usize,
     /// The store's page cache (redb's default is 1 GiB, which a long-running server fills with
     /// every usage bucket it ever touched).
     pub store_cache_bytes: usize,
@@ -77,6 +84,8 @@ pub struct Config {
     pub sticky_ttl: Duration,
     /// Attempts per request across accounts before the error reaches the client.
     pub max_attempts: u32,
+    /// The longest an OAuth token endpoint may take to answer.
+    pub oauth_timeout: Duration,
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
     pub claude_oauth_token_url: String,
     pub claude_oauth_authorize_url: String,
@@ -112,6 +121,9 @@ impl Config {
             admin_session: Duration::from_secs(24 * 3600),
             ledger_flush: Duration::from_millis(100),
             max_body_bytes: 64 * 1024 * 1024,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
+            oauth_timeout: Duration::from_secs(30),
+            max_upstream_body_bytes: 64 * 1024 * 1024,
             store_cache_bytes: DEFAULT_STORE_CACHE_MB * 1024 * 1024,
             upstream_idle_connections: 32,
             sticky_ttl: Duration::from_secs(3600),
@@ -265,6 +277,15 @@ impl Config {
                 None => Ok(file_val),
             }
         };
+        if let Some(secs) = count("CRS_OAUTH_TIMEOUT_SECS", None)? {
+            c.oauth_timeout = Duration::from_secs(secs.max(1) as u64);
+        }
+        if let Some(mb) = count("CRS_MAX_INFLIGHT_BODY_MB", file.max_inflight_body_mb)? {
+            c.max_inflight_body_bytes = mb.max(1) * 1024 * 1024;
+        }
+        if let Some(mb) = count("CRS_MAX_UPSTREAM_BODY_MB", file.max_upstream_body_mb)? {
+            c.max_upstream_body_bytes = mb.max(1) * 1024 * 1024;
+        }
         if let Some(mb) = count("CRS_STORE_CACHE_MB", file.store_cache_mb)? {
             c.store_cache_bytes = mb.max(1) * 1024 * 1024;
         }

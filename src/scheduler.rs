@@ -87,8 +87,22 @@ pub fn map_model(acc: &AccountRt, model: &str) -> Option<String> {
 
 /// Can `a` take a request for `model` now? Returns the upstream model name.
 fn eligible(offset: FixedOffset, a: &AccountRt, model: &str, now_ms: i64) -> Option<String> {
+    if a.rt.cooling(now_ms) {
+        return None;
+    }
+    eligible_but_cooling(offset, a, model, now_ms)
+}
+
+/// `eligible`, except that a transient account cooldown (after a 429, 5xx or timeout) does not
+/// count: the last resort when every otherwise usable account is cooling down.
+fn eligible_but_cooling(
+    offset: FixedOffset,
+    a: &AccountRt,
+    model: &str,
+    now_ms: i64,
+) -> Option<String> {
     let r = &a.rec;
-    if !r.is_active || !r.schedulable || a.needs_attention() || a.rt.cooling(now_ms) {
+    if !r.is_active || !r.schedulable || a.needs_attention() {
         return None;
     }
     if r.subscription_expires_at
@@ -142,7 +156,10 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
             .filter(|a| {
                 !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
             })
-            .and_then(|a| eligible(inp.offset, a, want.model, now_ms).and_then(|m| try_take(a, m)))
+            .and_then(|a| {
+                // The only account the key may use: cooling down or not, it is tried.
+                eligible_but_cooling(inp.offset, a, want.model, now_ms).and_then(|m| try_take(a, m))
+            })
             .ok_or_else(|| NoAccount::BoundUnavailable(want.binding.to_string()));
     }
 
@@ -202,6 +219,26 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
                 }
                 return Ok(p);
             }
+        }
+    }
+    // 5. Every usable account is cooling down: a transient cooldown must not leave the key
+    // with no account at all, so the one whose cooldown ends first (the least recently
+    // failed) is tried.
+    let mut cooling: Vec<(i64, &Arc<AccountRt>, String)> = pool
+        .accounts
+        .iter()
+        .filter(|a| usable(a) && in_set(a))
+        .filter_map(|a| {
+            let until = a.rt.cooldown(now_ms)?.0;
+            let m = eligible_but_cooling(inp.offset, a, want.model, now_ms)?;
+            Some((until, a, m))
+        })
+        .collect();
+    cooling.sort_by_key(|(until, _, _)| *until);
+    for (_, a, m) in cooling {
+        if let Some(p) = try_take(a, m) {
+            tracing::info!(account_id = %a.rec.id, "every usable account is cooling down; trying the least recently failed");
+            return Ok(p);
         }
     }
     Err(match group {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub admin_lock: Arc<tokio::sync::Mutex<()>>,
     /// Round-robin cursor among accounts of equal priority.
     pub rr: std::sync::atomic::AtomicUsize,
+    /// Client request bodies held in memory, in KiB (`max_inflight_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,6 +98,9 @@ impl AppState {
             OAuthState::new(&config),
             admin_lock.clone(),
         )?;
+        let body_budget = Arc::new(tokio::sync::Semaphore::new(
+            (config.max_inflight_body_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let state = Arc::new(AppState {
             pricing,
             realtime: Default::default(),
@@ -108,6 +113,7 @@ impl AppState {
             accounts: Arc::new(accounts),
             sticky,
             started_at: Instant::now(),
+            body_budget,
             admin_lock,
             rr: Default::default(),
         });

@@ -44,14 +44,26 @@ fn parse_reset(v: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Some(t.with_timezone(&Utc).timestamp_millis());
     }
-    v.parse::<i64>()
-        .ok()
-        .map(|n| if n > 10_000_000_000 { n } else { n * 1000 })
+    v.parse::<i64>().ok().map(|n| {
+        if n > 10_000_000_000 {
+            n
+        } else {
+            n.saturating_mul(1000)
+        }
+    })
 }
 
 /// When a 429 ends: the latest reset of an exhausted Anthropic limit, else `retry-after`,
 /// else the unified (subscription) reset, else `fallback_mins` from now.
 pub fn rate_limit_until(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
+    // Whatever the upstream says, no cooldown outlasts a weekly window by much.
+    rate_limit_until_unclamped(h, now_ms, fallback_mins).clamp(now_ms, now_ms + MAX_COOLDOWN_MS)
+}
+
+/// The longest an upstream's own reset times can park an account: eight days.
+pub const MAX_COOLDOWN_MS: i64 = 8 * 24 * 3_600_000;
+
+fn rate_limit_until_unclamped(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     let mut exhausted_reset: Option<i64> = None;
     for (name, value) in h {
@@ -70,7 +82,7 @@ pub fn rate_limit_until(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
         return t;
     }
     if let Some(secs) = get("retry-after").and_then(|v| v.trim().parse::<i64>().ok()) {
-        return now_ms + secs.max(1) * 1000;
+        return now_ms.saturating_add(secs.max(1).saturating_mul(1000));
     }
     if let Some(t) = get("anthropic-ratelimit-unified-reset")
         .and_then(parse_reset)
@@ -78,7 +90,7 @@ pub fn rate_limit_until(h: &HeaderMap, now_ms: i64, fallback_mins: u32) -> i64 {
     {
         return t;
     }
-    now_ms + fallback_mins.max(1) as i64 * 60_000
+    now_ms.saturating_add(fallback_mins.max(1) as i64 * 60_000)
 }
 
 /// Does the error body say the problem is this model (not the whole account)?
@@ -227,5 +239,29 @@ mod tests {
         assert!(!v.retry && v.effect == Effect::None);
         assert!(judge_status(503, &h(&[]), b"", "m", NOW, 60).retry);
         assert!(judge_transport(NOW, "connect").retry);
+    }
+
+    #[test]
+    fn absurd_reset_headers_neither_overflow_nor_park_for_ever() {
+        for v in [
+            "9223372036854775807",
+            "-9223372036854775807",
+            "99999999999999999",
+        ] {
+            let until = rate_limit_until(&h(&[("retry-after", v)]), NOW, 60);
+            assert!(
+                (NOW..=NOW + MAX_COOLDOWN_MS).contains(&until),
+                "{v}: {until}"
+            );
+        }
+        let until = rate_limit_until(
+            &h(&[
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "-9223372036854775807"),
+            ]),
+            NOW,
+            60,
+        );
+        assert!((NOW..=NOW + MAX_COOLDOWN_MS).contains(&until));
     }
 }

@@ -41,6 +41,7 @@ pub struct PendingAuth {
 pub struct OAuthState {
     authorize_url: String,
     token_url: String,
+    deadline: Duration,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -50,6 +51,7 @@ impl OAuthState {
         OAuthState {
             authorize_url: config.claude_oauth_authorize_url.clone(),
             token_url: config.claude_oauth_token_url.clone(),
+            deadline: config.oauth_timeout,
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
                 .time_to_live(Duration::from_secs(600))
@@ -147,7 +149,29 @@ struct TokenResponse {
     scope: Option<String>,
 }
 
-async fn token_call(client: &reqwest::Client, url: &str, body: Value) -> Result<TokenResponse> {
+/// A token endpoint call, within `deadline` (`oauth_timeout`: the call runs under the
+/// account's refresh lock, and requests for the account wait on it).
+async fn token_call(
+    client: &reqwest::Client,
+    url: &str,
+    body: Value,
+    deadline: Duration,
+) -> Result<TokenResponse> {
+    tokio::time::timeout(deadline, token_call_once(client, url, body))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "token endpoint did not answer within {} s",
+                deadline.as_secs()
+            )
+        })?
+}
+
+async fn token_call_once(
+    client: &reqwest::Client,
+    url: &str,
+    body: Value,
+) -> Result<TokenResponse> {
     let r = client
         .post(url)
         .header("content-type", "application/json")
@@ -187,7 +211,13 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
     if p.setup {
         body["expires_in"] = json!(31_536_000);
     }
-    let t = token_call(&client, &accounts.oauth.token_url, body).await?;
+    let t = token_call(
+        &client,
+        &accounts.oauth.token_url,
+        body,
+        accounts.oauth.deadline,
+    )
+    .await?;
     accounts.oauth.pending.invalidate(session);
     let expires_at = Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
     let scopes: Vec<String> = t
@@ -221,7 +251,13 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
         bail!("the account has no refresh token");
     }
     let body = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": CLIENT_ID});
-    let outcome = token_call(&acc.client, &accounts.oauth.token_url, body).await;
+    let outcome = token_call(
+        &acc.client,
+        &accounts.oauth.token_url,
+        body,
+        accounts.oauth.deadline,
+    )
+    .await;
     let id = acc.rec.id.clone();
     match outcome {
         Ok(t) => {

@@ -122,6 +122,9 @@ fn proxy(
     if host.is_empty() {
         return Ok(None);
     }
+    if !valid_proxy_host(&host) {
+        return Err("proxy.host must be a host name or an IP address".into());
+    }
     let port = match m.get("port") {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
@@ -134,6 +137,7 @@ fn proxy(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
+    header_safe("proxy.username", &username)?;
     // An absent password keeps the stored one (the UI never sees it to send it back).
     let password = match m.get("password") {
         Some(Value::String(p)) if !p.is_empty() => st.secrets.encrypt(p),
@@ -158,10 +162,31 @@ fn required(a_val: &str, creating: bool, msg: &str) -> Result<(), String> {
     }
 }
 
+/// Values that become upstream header values (keys, tokens, user agents) may not hold control
+/// characters: a CR or LF would let an admin field inject headers.
+fn header_safe(field: &str, v: &str) -> Result<(), String> {
+    if v.chars().any(|c| c.is_control()) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A proxy host: a DNS name, an IPv4 address, or an IPv6 address (bracketed or not).
+fn valid_proxy_host(h: &str) -> bool {
+    let ipv6 = h.trim_start_matches('[').trim_end_matches(']');
+    (!h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !h.starts_with(['-', '.']))
+        || ipv6.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
 fn secret_field(st: &AppState, b: &Body, field: &str, slot: &mut String) -> Result<(), String> {
     if let Some(v) = fields::string(b, field, 16_384)?
         && !v.is_empty()
     {
+        header_safe(field, &v)?;
         *slot = st.secrets.encrypt(&v);
     }
     Ok(())
@@ -215,6 +240,7 @@ pub fn apply_fields(
         a.supported_models = supported_models(v)?;
     }
     if let Some(v) = fields::string(b, "userAgent", 512)? {
+        header_safe("userAgent", &v)?;
         a.user_agent = v;
     }
     if let Some(v) = b.get("proxy") {
@@ -352,10 +378,12 @@ pub fn apply_fields(
             };
             let src = creds.as_ref().unwrap_or(b);
             if let Some(v) = fields::string(src, "accessKeyId", 256)? {
+                header_safe("accessKeyId", &v)?;
                 a.aws_access_key_id = v;
             }
             secret_field(st, src, "secretAccessKey", &mut a.aws_secret_access_key)?;
             if let Some(v) = fields::string(src, "sessionToken", 16_384)? {
+                header_safe("sessionToken", &v)?;
                 a.aws_session_token = if v.is_empty() {
                     v
                 } else {

@@ -393,7 +393,7 @@ async fn list_impl(req: &mut Request, depot: &mut Depot, res: &mut Response, del
     let total = all.len();
     let items: Vec<Arc<KeyEntry>> = all
         .into_iter()
-        .skip((page - 1) * size)
+        .skip((page - 1).saturating_mul(size))
         .take(size)
         .filter_map(|k| idx.by_id.get(&k.id).cloned())
         .collect();

@@ -1,10 +1,12 @@
 //! Key policy and limits, enforced the same way on every client route, in memory.
 //!
-//! `admit` runs the checks in one order everywhere: authenticate (active, not expired) ->
-//! service permission -> client restriction -> model restriction -> cost limits (402) ->
-//! concurrency slot (429, may queue) -> rate window (429; the request is counted only here,
-//! once admitted) -> activation on first admitted use. Rejections are written in the route's
-//! client format (`ClientFormat`).
+//! The checks run in one order everywhere. Before the body is read (`admit_key`): authenticate
+//! (active, not expired) -> service permission -> client restriction -> 1M-context flag ->
+//! cost limits (402) -> concurrency slot (429, may queue). Then the body is read, within the
+//! global body budget, and once the model is known (`admit_model`): model restriction ->
+//! Claude-family weekly limit -> rate window (429; the request is counted only here, once
+//! admitted) -> activation on first admitted use. Rejections are written in the route's client
+//! format (`ClientFormat`).
 
 pub mod clients;
 pub mod gate;
@@ -34,6 +36,8 @@ pub enum Rejection {
     Auth(AuthError),
     Permission(Service),
     ModelForbidden(String),
+    /// The key may not use the 1M-token context window (its `allow1mContext` is off).
+    LongContext,
     ClientNotAllowed {
         allowed: Vec<String>,
         user_agent: String,
@@ -87,6 +91,7 @@ impl Rejection {
             Rejection::Auth(_) => StatusCode::UNAUTHORIZED,
             Rejection::Permission(_)
             | Rejection::ModelForbidden(_)
+            | Rejection::LongContext
             | Rejection::ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
             Rejection::RateLimit { .. } | Rejection::Concurrency(_) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -116,6 +121,8 @@ impl Rejection {
                 "message": format!("This API key does not have permission to access {}", s.display())}}),
             Rejection::ModelForbidden(m) => json!({"error": {"type": "forbidden",
                 "message": format!("This API key is not allowed to use the model {m}")}}),
+            Rejection::LongContext => json!({"error": {"type": "permission_error",
+                "message": "This API key is not allowed to use the 1M-token context window (anthropic-beta context-1m)"}}),
             Rejection::ClientNotAllowed {
                 allowed,
                 user_agent,
@@ -215,6 +222,7 @@ impl Rejection {
             Rejection::Auth(_) => ("invalid_request_error", "invalid_api_key".into()),
             Rejection::Permission(_) => ("permission_denied", "permission_denied".into()),
             Rejection::ModelForbidden(_) => ("permission_denied", "model_not_allowed".into()),
+            Rejection::LongContext => ("permission_denied", "long_context_not_allowed".into()),
             Rejection::ClientNotAllowed { .. } => {
                 ("permission_denied", "client_not_allowed".into())
             }
@@ -260,34 +268,59 @@ impl Rejection {
     }
 }
 
-/// An admitted request: the key, and its concurrency slot (released on drop).
+/// An admitted request: the key, its concurrency slot, and its share of the global body
+/// budget (all released on drop, when the request is over).
 #[derive(Debug)]
 pub struct Admission {
     pub key: Arc<KeyEntry>,
     pub slot: Option<Slot>,
+    pub body_budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn permits(k: &ApiKey, s: Service) -> bool {
     k.permissions.is_empty() || k.permissions.iter().any(|p| p == "all" || p == s.as_str())
 }
 
-/// What a route asks of `admit`.
+/// What a route asks of `admit_key`, before the body is read.
 #[derive(Debug, Clone, Copy)]
-pub struct Ask<'a> {
+pub struct Ask {
     pub service: Service,
-    pub model: Option<&'a str>,
-    /// Take a concurrency slot and count the request in the rate window (false for
-    /// token counting and other calls that do not reach a model).
-    pub metered: bool,
+    /// Take a concurrency slot (false for calls that do not reach a model, such as token
+    /// counting). Taken before the body is read, so a key's concurrency limit also bounds how
+    /// many of its bodies are in memory.
+    pub slot: bool,
 }
 
-/// The rules after authentication, for routes that authenticate first and read the body
-/// before they know the model.
+/// What a route asks of `admit_model`, once it knows the model.
+#[derive(Debug, Clone, Copy)]
+pub struct AskModel<'a> {
+    pub model: &'a str,
+    /// Count the request in the key's rate window. Every request that reaches an upstream
+    /// counts, token counting included.
+    pub window: bool,
+    /// Record the first use of an activation-mode key (requests that reach a model).
+    pub activates: bool,
+}
+
+/// Does the request ask for the 1M-token context window? Anthropic enables it per request
+/// with an `anthropic-beta` flag `context-1m-<date>` (Claude Code sends it for `[1m]` models).
+pub fn asks_long_context(headers: &salvo::http::HeaderMap) -> bool {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|b| b.trim().starts_with("context-1m"))
+}
+
+/// The rules that need no body, after authentication (see the module docs for the order):
+/// service permission, client restriction, the 1M-context flag, cost limits, then the
+/// concurrency slot.
 pub async fn admit_key(
     keys: &Arc<Keys>,
     entry: Arc<KeyEntry>,
     req: &Request,
-    ask: Ask<'_>,
+    ask: Ask,
 ) -> Result<Admission, Rejection> {
     let k = &entry.rec;
     if !permits(k, ask.service) {
@@ -308,40 +341,62 @@ pub async fn admit_key(
             user_agent: ua,
         });
     }
-    if let Some(model) = ask.model
-        && k.enable_model_restriction
-        && models::refused(model, &k.restricted_models, k.model_restriction_mode)
-    {
-        return Err(Rejection::ModelForbidden(model.to_owned()));
+    if !k.allow_1m_context && asks_long_context(req.headers()) {
+        return Err(Rejection::LongContext);
     }
     let off = keys.clock().offset();
-    let claude = ask.service == Service::Claude || ask.model.is_some_and(models::is_claude);
     entry
         .rt
         .meter
         .lock()
-        .check_costs(k, Utc::now(), off, claude)?;
-    let slot = if ask.metered {
-        let gate = entry.rt.gate.load_full();
-        let slot = gate.acquire().await?;
-        entry.rt.meter.lock().admit_window(k, Utc::now())?;
-        slot
+        .check_costs(k, Utc::now(), off, ask.service == Service::Claude)?;
+    let slot = if ask.slot {
+        entry.rt.gate.load_full().acquire().await?
     } else {
         None
     };
+    Ok(Admission {
+        key: entry,
+        slot,
+        body_budget: None,
+    })
+}
+
+/// The rules that need the model, once the body is read: model restriction, the Claude-family
+/// weekly limit for Claude models on other routes, the rate window (the request is counted
+/// only here, once admitted), activation on first use.
+pub fn admit_model(keys: &Arc<Keys>, adm: &Admission, ask: AskModel) -> Result<(), Rejection> {
+    let entry = &adm.key;
+    let k = &entry.rec;
+    if k.enable_model_restriction
+        && models::refused(ask.model, &k.restricted_models, k.model_restriction_mode)
+    {
+        return Err(Rejection::ModelForbidden(ask.model.to_owned()));
+    }
+    let off = keys.clock().offset();
+    if models::is_claude(ask.model) {
+        entry
+            .rt
+            .meter
+            .lock()
+            .check_costs(k, Utc::now(), off, true)?;
+    }
+    if ask.window {
+        entry.rt.meter.lock().admit_window(k, Utc::now())?;
+    }
     let now = Utc::now();
     entry
         .rt
         .last_used_ms
         .store(now.timestamp_millis(), Ordering::Relaxed);
-    if ask.metered
+    if ask.activates
         && k.expiration_mode == ExpirationMode::Activation
         && !k.is_activated
         && entry.rt.activated_at.set(now).is_ok()
     {
         keys.activate(k.id.clone(), now);
     }
-    Ok(Admission { key: entry, slot })
+    Ok(())
 }
 
 /// Rebuild a key's cost meter from the usage buckets (at start, or when a cost limit is

@@ -3,6 +3,24 @@
 
 use crate::model::RestrictionMode;
 
+/// The longest model name crs accepts from a client. Real names are well under 100 bytes
+/// (`us.anthropic.claude-3-5-sonnet-20241022-v2:0` is 45).
+pub const MAX_NAME: usize = 200;
+
+/// Is `name` a model name crs passes on, logs and records? ASCII letters, digits and
+/// `-._:/@[]+`, at most `MAX_NAME` bytes: every naming scheme in use (Anthropic, Bedrock ids
+/// and ARNs, `provider/model`, Vertex `model@date`, `[1m]` context tags, Gemini `models/..`)
+/// and nothing that could break a log line, a usage bucket key or a URL (no `.` or `..` path
+/// segment either).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:/@[]+".contains(&b))
+        && !name.split('/').any(|seg| seg == "." || seg == "..")
+}
+
 /// `anthropic/claude-sonnet-4-5-20250929` -> `claude-sonnet-4-5`;
 /// `us.anthropic.claude-3-5-haiku-20241022-v1:0` -> `claude-3-5-haiku`;
 /// `claude-sonnet-4-5@20250929` -> `claude-sonnet-4-5`; `claude-sonnet-4-5[1m]` -> `claude-sonnet-4-5`;
@@ -39,21 +57,21 @@ pub fn normalize(model: &str) -> String {
     if let Some(rest) = m.strip_suffix("-latest") {
         m = rest.to_owned();
     }
+    // Byte checks only: the name may hold any UTF-8 (normalise is total), and every cut below
+    // is at an ASCII '-', so a char boundary.
     let bytes = m.as_bytes();
-    if m.len() > 9
-        && bytes[m.len() - 9] == b'-'
-        && m[m.len() - 8..].chars().all(|c| c.is_ascii_digit())
-    {
-        m.truncate(m.len() - 9);
-    } else if m.len() > 11 {
-        let tail = &m[m.len() - 11..];
-        let b = tail.as_bytes();
+    let digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+    let n = bytes.len();
+    if n > 9 && bytes[n - 9] == b'-' && digits(&bytes[n - 8..]) {
+        m.truncate(n - 9);
+    } else if n > 11 {
+        let b = &bytes[n - 11..];
         if b[0] == b'-'
             && b[5] == b'-'
             && b[8] == b'-'
-            && tail[1..5].chars().all(|c| c.is_ascii_digit())
-            && tail[6..8].chars().all(|c| c.is_ascii_digit())
-            && tail[9..].chars().all(|c| c.is_ascii_digit())
+            && digits(&b[1..5])
+            && digits(&b[6..8])
+            && digits(&b[9..])
         {
             m.truncate(m.len() - 11);
         }

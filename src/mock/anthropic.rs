@@ -118,6 +118,10 @@ impl Handler for Messages {
             })
         };
         if !stream {
+            // A slow upstream: the whole answer after `delay_ms`.
+            if d.delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(d.delay_ms)).await;
+            }
             state.served.lock().push(usage);
             let body = json!({
                 "id": msg_id, "type": "message", "role": "assistant", "model": model,

@@ -4,7 +4,7 @@
 //!
 //! A request can steer the mock with directives anywhere in its body text (tests put them in
 //! the system prompt): `mock:usage=IN,OUT,CACHE_CREATE,CACHE_READ[,CACHE_1H]`,
-//! `mock:status=429`, `mock:delay_ms=N` (between SSE events), `mock:chunks=N`, `mock:cut`
+//! `mock:status=429`, `mock:delay_ms=N` (between SSE events; before a non-stream Messages answer), `mock:chunks=N`, `mock:cut`
 //! (drop the connection mid-stream). Without directives usage is derived from the body size.
 
 use std::net::SocketAddr;

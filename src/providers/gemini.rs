@@ -48,6 +48,8 @@ pub fn url(base: &str, v1: bool, model: &str, method: Method) -> String {
     } else {
         ""
     };
+    // The model comes from the client's path: one segment, encoded, whatever it holds.
+    let model = super::request::encode_segment(model);
     format!("{b}/{ver}/models/{model}:{}{alt}", method.as_str())
 }
 

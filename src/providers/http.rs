@@ -58,24 +58,12 @@ pub fn proxy_url(p: &ProxyConfig, password: &str) -> String {
     } else {
         format!(
             "{scheme}://{}:{}@{}:{}",
-            urlencode(&p.username),
-            urlencode(password),
+            super::request::encode_segment(&p.username),
+            super::request::encode_segment(password),
             p.host,
             p.port
         )
     }
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

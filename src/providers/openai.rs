@@ -52,6 +52,9 @@ pub fn azure_url(a: &Account, op: Op, model: &str) -> anyhow::Result<String> {
             } else {
                 a.api_version.as_str()
             };
+            // The deployment may be the client's model name: one segment, encoded.
+            let deployment = super::request::encode_segment(deployment);
+            let ver = super::request::encode_segment(ver);
             Ok(format!(
                 "{ep}/openai/deployments/{deployment}/chat/completions?api-version={ver}"
             ))
@@ -63,6 +66,7 @@ pub fn azure_url(a: &Account, op: Op, model: &str) -> anyhow::Result<String> {
                 a.api_version.as_str()
             };
             let c = if compact { "/compact" } else { "" };
+            let ver = super::request::encode_segment(ver);
             Ok(format!("{ep}/openai/responses{c}?api-version={ver}"))
         }
         _ => anyhow::bail!("an Azure OpenAI account cannot serve this request"),

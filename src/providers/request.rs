@@ -112,3 +112,33 @@ pub fn with_query(mut url: String, q: Option<&str>) -> String {
     }
     url
 }
+
+/// Percent-encode `s` as one URL path segment (or userinfo part): only RFC 3986's unreserved
+/// characters stay as they are, so a client's `/`, `?`, `#` or `%` cannot change the URL crs
+/// sends upstream.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cannot_escape() {
+        assert_eq!(encode_segment("gemini-2.5-pro"), "gemini-2.5-pro");
+        assert_eq!(
+            encode_segment("../../v1beta/cachedContents?x="),
+            "..%2F..%2Fv1beta%2FcachedContents%3Fx%3D"
+        );
+        assert_eq!(encode_segment("a b#c%"), "a%20b%23c%25");
+    }
+}

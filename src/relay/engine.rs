@@ -124,7 +124,45 @@ fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
     );
 }
 
+/// Serve `call` into `res`. The work runs on a task of its own, so a client that hangs up
+/// cannot cut it short once an upstream has the request: a non-stream answer is still read and
+/// billed, and a stream's pump records the usage of what arrived (and cancels the upstream).
 pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
+    let format = call.format;
+    let work = tokio::spawn(async move {
+        let mut out = Response::new();
+        serve(st, call, &mut out).await;
+        out
+    });
+    match work.await {
+        Ok(mut out) => {
+            if let Some(status) = out.status_code {
+                res.status_code(status);
+            }
+            let mut last = None;
+            for (name, value) in std::mem::take(&mut out.headers) {
+                // `None`: another value of the previous name.
+                if let Some(n) = name.or(last.take()) {
+                    res.headers_mut().append(n.clone(), value);
+                    last = Some(n);
+                }
+            }
+            res.replace_body(out.take_body());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "relay task failed");
+            write_error(
+                res,
+                format,
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "The relay failed while serving this request",
+            );
+        }
+    }
+}
+
+async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
     let mut exclude: Vec<String> = Vec::new();
     let mut last: Option<Failure> = None;
     let max = st.config.max_attempts.max(1);
@@ -296,6 +334,21 @@ pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
     }
 }
 
+/// A whole non-stream upstream body, refused past `max` bytes.
+async fn read_limited(mut up: reqwest::Response, max: usize) -> Result<Bytes, String> {
+    if up.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("declared body over {max} bytes"));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = up.chunk().await.map_err(|e| e.to_string())? {
+        if buf.len() + chunk.len() > max {
+            return Err(format!("body over {max} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
 async fn read_capped(mut up: reqwest::Response) -> Bytes {
     let mut buf = Vec::new();
     while let Ok(Some(chunk)) = up.chunk().await {
@@ -355,10 +408,15 @@ async fn respond(
         res.stream(stream);
         return;
     }
-    let body = match tokio::time::timeout(st.config.upstream_timeout, up.bytes()).await {
+    let read = read_limited(up, st.config.max_upstream_body_bytes);
+    let body = match tokio::time::timeout(st.config.upstream_timeout, read).await {
         Ok(Ok(b)) => b,
-        _ => {
-            tracing::warn!(account_id = %account_id, "upstream body failed after headers");
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e,
+                _ => "timed out".into(),
+            };
+            tracing::warn!(account_id = %account_id, reason = %why, "upstream body failed after headers");
             record_failure(
                 &st,
                 &call.adm.key,

@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 
 use super::engine::write_error;
 use crate::limits::AuthError;
-use crate::limits::{Admission, Ask, ClientFormat, KeyEntry, Rejection, Service, admit_key};
+use crate::limits::{
+    Admission, Ask, AskModel, ClientFormat, KeyEntry, Rejection, Service, admit_key, admit_model,
+    models,
+};
 use crate::state::AppState;
 use crate::web::{BodyError, read_body};
 
@@ -154,6 +157,27 @@ pub fn peek(
     })
 }
 
+/// The client's query string as it may go upstream: without `key=` (where Gemini clients put
+/// their crs key), which must never leave crs.
+pub fn upstream_query(q: Option<&str>) -> Option<String> {
+    let kept: Vec<&str> = q?
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Session keys are held in memory and stored: a long one (a client's own id can be anything)
+/// is kept as its hash.
+fn bounded_session(s: String) -> String {
+    const MAX: usize = 128;
+    if s.len() <= MAX {
+        s
+    } else {
+        format!("h:{}", short_hash(s.as_bytes()))
+    }
+}
+
 /// A session key from headers, which win over the body's.
 pub fn header_session(req: &Request) -> Option<String> {
     for name in ["x-session-affinity", "session_id", "x-session-id"] {
@@ -170,8 +194,10 @@ pub fn header_session(req: &Request) -> Option<String> {
     None
 }
 
-/// Authenticate, read, peek and admit. `model` overrides the body's (Gemini puts it in the
-/// path); `metered` takes a concurrency slot and counts the request in the rate window.
+/// Authenticate, admit what needs no body (taking the concurrency slot), read the body within
+/// the global body budget, peek, then admit the model. `model` overrides the body's (Gemini
+/// puts it in the path); `metered` takes a concurrency slot and marks a request that reaches a
+/// model (false for token counting, which is still counted in the rate window).
 pub async fn ingress(
     st: &Arc<AppState>,
     req: &mut Request,
@@ -192,6 +218,25 @@ pub async fn ingress(
             return None;
         }
     };
+    let refused = |r: Rejection, res: &mut Response| {
+        tracing::info!(
+            status = r.status().as_u16(),
+            "request refused by key policy"
+        );
+        r.write(format, res);
+    };
+    let ask = Ask {
+        service,
+        slot: metered,
+    };
+    let mut adm = match admit_key(&st.keys, entry, req, ask).await {
+        Ok(adm) => adm,
+        Err(r) => {
+            refused(r, res);
+            return None;
+        }
+    };
+    adm.body_budget = Some(body_budget(st, req, format, res).await?);
     let body = match read_body(req, st.config.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -222,27 +267,74 @@ pub async fn ingress(
     if let Some(m) = model {
         pk.model = m;
     }
+    if !models::valid_name(&pk.model) {
+        write_error(
+            res,
+            format,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!(
+                "model: not a valid model name (at most {} characters: letters, digits and -._:/@[]+)",
+                models::MAX_NAME
+            ),
+        );
+        return None;
+    }
     if let Some(s) = header_session(req) {
         pk.session = Some(s);
     }
-    let ask = Ask {
-        service,
-        model: Some(&pk.model),
-        metered,
+    pk.session = pk.session.map(bounded_session);
+    let ask = AskModel {
+        model: &pk.model,
+        window: true,
+        activates: metered,
     };
-    match admit_key(&st.keys, entry, req, ask).await {
-        Ok(adm) => Some(Ingress {
-            adm,
-            body,
-            peek: pk,
-            started,
-        }),
-        Err(r) => {
-            tracing::info!(
-                status = r.status().as_u16(),
-                "request refused by key policy"
+    if let Err(r) = admit_model(&st.keys, &adm, ask) {
+        refused(r, res);
+        return None;
+    }
+    Some(Ingress {
+        adm,
+        body,
+        peek: pk,
+        started,
+    })
+}
+
+/// Room for this request's body in the global budget of bodies held in memory: its declared
+/// length (or the largest body allowed, when it declares none), in KiB. A request waits up to
+/// five seconds for room, then gets 503.
+async fn body_budget(
+    st: &AppState,
+    req: &Request,
+    format: ClientFormat,
+    res: &mut Response,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let max = st.config.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(salvo::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(max)
+        .min(max)
+        .min(st.config.max_inflight_body_bytes);
+    let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let wait = st.body_budget.clone().acquire_many_owned(kib);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), wait).await {
+        Ok(Ok(p)) => Some(p),
+        _ => {
+            tracing::warn!(
+                bytes = declared,
+                "request bodies in flight are at their limit; request refused"
             );
-            r.write(format, res);
+            write_error(
+                res,
+                format,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                "The server is receiving too many request bodies at once; retry shortly",
+            );
             None
         }
     }

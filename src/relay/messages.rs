@@ -58,7 +58,7 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         body,
         stream: peek.stream,
         client_headers: req.headers().clone(),
-        query: req.uri().query().map(str::to_owned),
+        query: super::ingress::upstream_query(req.uri().query()),
         started,
     };
     engine::run(st, call, res).await

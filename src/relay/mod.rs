@@ -40,6 +40,9 @@ pub fn router() -> Router {
     r
 }
 
+/// The model recorded for failed requests whose model the price table does not know.
+pub const UNKNOWN_MODEL: &str = "unknown";
+
 /// What the relay knows about a request when it is over.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
@@ -115,6 +118,13 @@ pub fn record_failure(
     model: String,
     outcome: Outcome,
 ) {
+    // A failed request's model is the client's word for it: one the price table does not
+    // know is recorded as "unknown", so made-up names cannot grow the usage buckets.
+    let model = if st.pricing.lookup(&model).1.is_unknown() {
+        UNKNOWN_MODEL.to_owned()
+    } else {
+        model
+    };
     let now = Utc::now();
     st.realtime.add(now.timestamp_millis(), 0, false);
     st.ledger.record(UsageEvent {

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod e2e_claude_code;
 mod e2e_codex;
+mod hardening;
 mod import;
 mod layering;
 mod limits;
