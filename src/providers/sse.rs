@@ -2,11 +2,17 @@
 //! each complete `data:` line out. Lines may end in `\n` or `\r\n`; a line split across
 //! chunks is joined before it is handed on. Bytes are only read, never changed.
 
+/// The longest line a tap reads. A longer one still reaches the client unchanged; the tap
+/// only stops holding it (memory stays bounded whatever an upstream sends) and skips it.
+pub const MAX_LINE: usize = 8 * 1024 * 1024;
+
 /// Splits a byte stream into the payloads of its `data:` lines.
 #[derive(Default, Debug)]
 pub struct DataLines {
     /// An incomplete line carried over from the previous chunk.
     partial: Vec<u8>,
+    /// The current line outgrew `MAX_LINE`: skip it up to its newline.
+    skipping: bool,
 }
 
 impl DataLines {
@@ -19,7 +25,9 @@ impl DataLines {
         let mut rest = chunk;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             let line = &rest[..nl];
-            if self.partial.is_empty() {
+            if self.skipping {
+                self.skipping = false;
+            } else if self.partial.is_empty() {
                 data_of(line, &mut on_data);
             } else {
                 let mut joined = std::mem::take(&mut self.partial);
@@ -31,12 +39,20 @@ impl DataLines {
             }
             rest = &rest[nl + 1..];
         }
+        if self.skipping {
+            return;
+        }
+        if self.partial.len() + rest.len() > MAX_LINE {
+            self.partial = Vec::new();
+            self.skipping = true;
+            return;
+        }
         self.partial.extend_from_slice(rest);
     }
 
     /// The bytes so far end in the middle of a line.
     pub fn mid_line(&self) -> bool {
-        !self.partial.is_empty()
+        !self.partial.is_empty() || self.skipping
     }
 }
 
@@ -72,6 +88,25 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(collect(&bytes).0, whole);
+    }
+
+    #[test]
+    fn an_endless_line_is_skipped_not_held() {
+        let mut lines = DataLines::new();
+        let mut out = Vec::new();
+        let big = vec![b'x'; 1024 * 1024];
+        lines.feed(b"data: ", |d| out.push(d.to_vec()));
+        for _ in 0..(MAX_LINE / big.len() + 2) {
+            lines.feed(&big, |d| out.push(d.to_vec()));
+        }
+        assert!(
+            lines.partial.capacity() <= MAX_LINE,
+            "the tap held the whole line"
+        );
+        assert!(lines.mid_line());
+        lines.feed(b"xx\ndata: {\"ok\":1}\n", |d| out.push(d.to_vec()));
+        assert_eq!(out, vec![b"{\"ok\":1}".to_vec()]);
+        assert!(!lines.mid_line());
     }
 
     #[test]

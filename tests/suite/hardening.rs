@@ -136,8 +136,12 @@ async fn open_request(env: &Env, key: &str, body_len: usize) -> tokio::net::TcpS
 }
 
 async fn read_status(s: &mut tokio::net::TcpStream) -> Option<String> {
+    read_status_within(s, Duration::from_secs(5)).await
+}
+
+async fn read_status_within(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+    let n = tokio::time::timeout(wait, s.read(&mut buf))
         .await
         .ok()?
         .ok()?;
@@ -165,6 +169,32 @@ async fn a_key_at_its_concurrency_limit_is_refused_before_its_body_is_read() {
         "the refusal must not wait for the body"
     );
     drop(first);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_in_flight_are_bounded_across_keys() {
+    let env = Env::start_with(|c| c.max_inflight_body_bytes = 1024 * 1024).await;
+    env.create_account(json!({})).await;
+    let (_, a) = env.create_key(json!({"name": "a"})).await;
+    let (_, b) = env.create_key(json!({"name": "b"})).await;
+    // Keys without concurrency limits: the first announces 900 KB and trickles it.
+    let mut first = open_request(&env, &a, 900_000).await;
+    first.write_all(b"{\"model\":").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second does not fit beside it: after a short wait, 503, without its body read.
+    let mut second = open_request(&env, &b, 900_000).await;
+    let status = read_status_within(&mut second, Duration::from_secs(10)).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 503 Service Unavailable"));
+    // Once the first is gone, there is room again.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = env
+        .messages(&b, msg_body("claude-sonnet-4-5-20250929", false, "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     env.stop().await;
 }
 
