@@ -19,6 +19,8 @@ use crate::store::Store;
 
 /// Commit early once this many events are pending.
 const MAX_PENDING_EVENTS: usize = 2048;
+/// Request records held while commits fail (the oldest go first).
+const MAX_PENDING_RECORDS: usize = 20_000;
 /// Prune old hourly buckets at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -212,6 +214,8 @@ struct Worker {
     records: Vec<RequestRecord>,
     sticky: HashMap<String, crate::model::StickyEntry>,
     events: usize,
+    /// Commits that failed in a row.
+    failures: u64,
     last_prune: Option<Instant>,
 }
 
@@ -225,6 +229,7 @@ impl Worker {
             records: Vec::new(),
             sticky: HashMap::new(),
             events: 0,
+            failures: 0,
             last_prune: None,
         }
     }
@@ -244,6 +249,13 @@ impl Worker {
         self.pending.entry(g).or_default().add(&delta);
         self.records.push(RequestRecord::from(ev));
         self.events += 1;
+    }
+
+    /// Keep at most `MAX_PENDING_RECORDS` request records, the newest; returns how many went.
+    fn bound_records(&mut self) -> usize {
+        let dropped = self.records.len().saturating_sub(MAX_PENDING_RECORDS);
+        self.records.drain(..dropped);
+        dropped
     }
 
     fn offset_secs(&self) -> i64 {
@@ -305,13 +317,29 @@ impl Worker {
                     buckets = deltas.len(),
                     "usage committed"
                 );
+                if self.failures > 0 {
+                    tracing::info!(failures = self.failures, "usage commit succeeded again");
+                    self.failures = 0;
+                }
                 self.pending.clear();
                 self.records.clear();
                 self.events = 0;
             }
-            // Keep the deltas and try again at the next commit: nothing is dropped.
+            // Keep the deltas and try again at the next commit: no counted usage is dropped.
+            // Request records (a display log, trimmed to the newest anyway) are kept up to a
+            // bound, so a store that keeps failing cannot grow memory without end.
             Err(e) => {
-                tracing::error!(error = %e, events = self.events, "usage commit failed; will retry")
+                let dropped = self.bound_records();
+                self.failures += 1;
+                if self.failures == 1 || self.failures.is_multiple_of(100) {
+                    tracing::error!(
+                        error = %e,
+                        events = self.events,
+                        failures = self.failures,
+                        records_dropped = dropped,
+                        "ALERT: usage commit failed; usage is kept in memory and retried"
+                    )
+                }
             }
         }
     }
@@ -408,6 +436,24 @@ impl Worker {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn records_held_for_a_failing_store_are_bounded_to_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("crs.redb")).unwrap();
+        let mut w = Worker::new(store, Clock::new(0), Retention::default());
+        for i in 0..(MAX_PENDING_RECORDS as u64 + 500) {
+            w.add(&ev("k1", i));
+        }
+        assert_eq!(w.bound_records(), 500);
+        assert_eq!(w.records.len(), MAX_PENDING_RECORDS);
+        assert_eq!(w.records[0].input_tokens, 500, "the oldest went first");
+        assert_eq!(
+            w.events,
+            MAX_PENDING_RECORDS + 500,
+            "counted usage is all kept"
+        );
+    }
 
     fn ev(key: &str, input: u64) -> UsageEvent {
         UsageEvent {
