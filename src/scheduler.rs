@@ -98,7 +98,7 @@ fn eligible(offset: FixedOffset, a: &AccountRt, model: &str, now_ms: i64) -> Opt
     }
     if r.daily_quota_micros > 0 {
         let day = crate::limits::meter::local_day(Utc::now(), offset);
-        if a.rt.cost_today(day) >= r.daily_quota_micros {
+        if a.rt.quota_reached(day, r.daily_quota_micros) {
             return None;
         }
     }
