@@ -17,9 +17,10 @@ pub type Micros = i64;
 /// Integer pico-dollars (1 USD = 10^12): the unit of every recorded cost and running total
 /// (usage buckets, request records, ledger events, key meters, account spend). It is the
 /// pricing table's unit (`usage::pricing`: prices per token), so a sum of request costs is
-/// exactly price x summed tokens, with no rounding anywhere. An i64 holds about 9.2 million
-/// dollars; totals add with saturating arithmetic, so a bucket that reached that would stop
-/// there rather than wrap. Rounding happens only for display (`picos_to_dollars`) and for
+/// exactly price x summed tokens, with no rounding anywhere (nano-dollars would not do: nearly
+/// a thousand prices in LiteLLM's table, such as $0.3125 per million tokens, are not whole
+/// nano-dollars per token). An i64 holds about 9.2 million dollars; totals add with saturating
+/// arithmetic, so a bucket that reached that would stop there rather than wrap. Rounding happens only for display (`picos_to_dollars`) and for
 /// v1's integer micro-dollar fields on export (`picos_to_micros`).
 pub type Picos = i64;
 
