@@ -49,8 +49,8 @@ fn main() -> anyhow::Result<()> {
                     input_tokens: 10_000 + (ki * 31 + mi * 7) as u64,
                     output_tokens: 1_000,
                     cache_read_tokens: 5_000,
-                    real_cost_micros: 20_000 + mi as i64 * 5_000,
-                    rated_cost_micros: 20_000 + mi as i64 * 5_000,
+                    real_cost_picos: (20_000 + mi as i64 * 5_000) * 1_000_000,
+                    rated_cost_picos: (20_000 + mi as i64 * 5_000) * 1_000_000,
                     ..Default::default()
                 };
                 let acc = &accounts[ki % accounts.len()];

@@ -2,14 +2,30 @@
 //!
 //! Records are JSON with `#[serde(default)]` on every struct: a field added later reads as its
 //! default from an older record, and a field unknown to this version is ignored rather than
-//! failing the load. Money is integer micro-dollars; times are UTC.
+//! failing the load. Money is integers: configured limits and quotas in micro-dollars, recorded
+//! costs in pico-dollars (see `Picos`); times are UTC.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Integer micro-dollars (1 USD = 10^6): the unit of what people configure (key cost limits,
+/// account daily quotas), as v1.
 pub type Micros = i64;
+
+/// Integer pico-dollars (1 USD = 10^12): the unit of every recorded cost and running total
+/// (usage buckets, request records, ledger events, key meters, account spend). It is the
+/// pricing table's unit (`usage::pricing`: prices per token), so a sum of request costs is
+/// exactly price x summed tokens, with no rounding anywhere (nano-dollars would not do: nearly
+/// a thousand prices in LiteLLM's table, such as $0.3125 per million tokens, are not whole
+/// nano-dollars per token). An i64 holds about 9.2 million dollars; totals add with saturating
+/// arithmetic, so a bucket that reached that would stop there rather than wrap. Rounding happens only for display (`picos_to_dollars`) and for
+/// v1's integer micro-dollar fields on export (`picos_to_micros`).
+pub type Picos = i64;
+
+pub const PICOS_PER_MICRO: i64 = 1_000_000;
+const PICOS_PER_DOLLAR: u128 = 1_000_000_000_000;
 
 pub fn dollars_to_micros(d: f64) -> Micros {
     if !d.is_finite() || d <= 0.0 {
@@ -20,6 +36,102 @@ pub fn dollars_to_micros(d: f64) -> Micros {
 
 pub fn micros_to_dollars(m: Micros) -> f64 {
     m as f64 / 1_000_000.0
+}
+
+/// A configured micro-dollar amount in the unit costs are counted in (saturating).
+pub fn micros_to_picos(m: Micros) -> Picos {
+    m.saturating_mul(PICOS_PER_MICRO)
+}
+
+/// The nearest micro-dollar, halves away from zero (v1's integer `*CostMicro` fields).
+pub fn picos_to_micros(p: Picos) -> Micros {
+    let m = PICOS_PER_MICRO as i128;
+    let a = (p as i128).abs();
+    let r = ((a + m / 2) / m) as i64;
+    if p < 0 { -r } else { r }
+}
+
+/// Dollars for display: the f64 nearest the exact amount. For amounts of existing
+/// micro-dollar data this is the same number `micros_to_dollars` gave.
+pub fn picos_to_dollars(p: Picos) -> f64 {
+    // Both operands are exact below 2^53, and IEEE division rounds correctly.
+    if p.unsigned_abs() <= 1 << 53 {
+        return p as f64 / PICOS_PER_DOLLAR as f64;
+    }
+    fmt_picos(p).parse().unwrap_or(0.0)
+}
+
+/// The exact amount as decimal dollars without trailing zeros: `0.056484`, `12`,
+/// `-0.000000000001`.
+pub fn fmt_picos(p: Picos) -> String {
+    let a = p.unsigned_abs() as u128;
+    let (whole, frac) = (a / PICOS_PER_DOLLAR, a % PICOS_PER_DOLLAR);
+    let sign = if p < 0 { "-" } else { "" };
+    if frac == 0 {
+        return format!("{sign}{whole}");
+    }
+    let frac = format!("{frac:012}");
+    format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// Decimal dollars (`0.05715000000000001`, `1e-7`, `-3`, as v1 and JavaScript write them) in
+/// pico-dollars, read exactly from the digits and rounded once, halves away from zero;
+/// saturating. `None` when the text is not a decimal number.
+pub fn parse_dollars(text: &str) -> Option<Picos> {
+    let s = text.trim();
+    let (neg, s) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    let digits = digits.trim_start_matches('0');
+    // value = digits x 10^scale pico-dollars
+    let scale = exp as i64 - frac.len() as i64 + 12;
+    // Digits kept before the pico-dollar point.
+    let kept = digits.len() as i64 + scale.min(0);
+    let magnitude: u128 = if digits.is_empty() || kept < 0 {
+        0
+    } else if kept + scale.max(0) > 20 {
+        u128::MAX
+    } else {
+        let head = &digits[..kept as usize];
+        let mut v: u128 = if head.is_empty() {
+            0
+        } else {
+            head.parse().ok()?
+        };
+        v *= 10u128.pow(scale.max(0) as u32);
+        if digits
+            .as_bytes()
+            .get(kept as usize)
+            .is_some_and(|d| *d >= b'5')
+        {
+            v += 1;
+        }
+        v
+    };
+    let v = magnitude.min(i64::MAX as u128) as i64;
+    Some(if neg { -v } else { v })
+}
+
+/// A floating-point dollar amount in pico-dollars: its shortest decimal form (the one
+/// JavaScript and Rust print), read exactly. Not a finite number: 0.
+pub fn dollars_to_picos(d: f64) -> Picos {
+    if !d.is_finite() {
+        return 0;
+    }
+    parse_dollars(&format!("{d}")).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -818,6 +930,65 @@ mod tests {
         assert_eq!(dollars_to_micros(-1.0), 0);
         assert_eq!(dollars_to_micros(f64::NAN), 0);
         assert_eq!(micros_to_dollars(5_143_900), 5.1439);
+    }
+
+    #[test]
+    fn pico_dollars() {
+        assert_eq!(micros_to_picos(5_143_900), 5_143_900_000_000);
+        assert_eq!(micros_to_picos(i64::MAX), i64::MAX, "saturates");
+        assert_eq!(picos_to_micros(1_472_500_000), 1473, "half away from zero");
+        assert_eq!(picos_to_micros(1_472_499_999), 1472);
+        assert_eq!(picos_to_micros(-1_500_000), -2);
+        assert_eq!(picos_to_micros(i64::MAX), i64::MAX / PICOS_PER_MICRO + 1);
+        // Display of micro-dollar amounts is what it was.
+        for m in [0, 1, 186, 5_143_900, 57_150, 123_456_789_012, -42] {
+            assert_eq!(
+                picos_to_dollars(micros_to_picos(m)),
+                micros_to_dollars(m),
+                "{m}"
+            );
+        }
+        assert_eq!(picos_to_dollars(56_484_000_000), 0.056484);
+        assert_eq!(picos_to_dollars(1), 1e-12);
+        // Beyond 2^53 the f64 nearest the exact decimal amount.
+        assert_eq!(
+            picos_to_dollars(i64::MAX),
+            "9223372.036854775807".parse::<f64>().unwrap()
+        );
+        assert_eq!(fmt_picos(56_484_000_000), "0.056484");
+        assert_eq!(fmt_picos(12_000_000_000_000), "12");
+        assert_eq!(fmt_picos(-1), "-0.000000000001");
+        assert_eq!(fmt_picos(0), "0");
+    }
+
+    #[test]
+    fn decimal_dollars_parse_exactly() {
+        assert_eq!(parse_dollars("0.05715000000000001"), Some(57_150_000_000));
+        assert_eq!(parse_dollars("0.0051439"), Some(5_143_900_000));
+        assert_eq!(parse_dollars(" 12 "), Some(12_000_000_000_000));
+        assert_eq!(parse_dollars("1e-7"), Some(100_000));
+        assert_eq!(parse_dollars("2.5E-13"), Some(0));
+        assert_eq!(parse_dollars("5e-13"), Some(1), "half away from zero");
+        assert_eq!(parse_dollars("-5e-13"), Some(-1));
+        assert_eq!(parse_dollars("0.0000000000004999"), Some(0));
+        assert_eq!(parse_dollars(".5"), Some(500_000_000_000));
+        assert_eq!(parse_dollars("3."), Some(3_000_000_000_000));
+        assert_eq!(parse_dollars("1e30"), Some(i64::MAX), "saturates");
+        assert_eq!(parse_dollars("-1e30"), Some(-i64::MAX));
+        assert_eq!(parse_dollars("0e999"), Some(0));
+        assert_eq!(parse_dollars("0.000"), Some(0));
+        for bad in [
+            "", "-", ".", "abc", "1.2.3", "1e", "0x10", "NaN", "inf", "1 000",
+        ] {
+            assert_eq!(parse_dollars(bad), None, "{bad:?}");
+        }
+        assert_eq!(dollars_to_picos(0.000235350), 235_350_000);
+        assert_eq!(dollars_to_picos(1e-7), 100_000);
+        assert_eq!(dollars_to_picos(f64::NAN), 0);
+        // Exact pico amounts survive a trip through f64 (v1's request records).
+        for p in [1, 235_350_000, 56_484_123_456, 999_999_999_999_999] {
+            assert_eq!(dollars_to_picos(picos_to_dollars(p)), p, "{p}");
+        }
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn eligible_but_cooling(
     }
     if r.daily_quota_micros > 0 {
         let day = crate::limits::meter::local_day(Utc::now(), offset);
-        if a.rt.cost_today(day) >= r.daily_quota_micros {
+        if a.rt.quota_reached(day, r.daily_quota_micros) {
             return None;
         }
     }

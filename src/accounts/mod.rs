@@ -28,8 +28,8 @@ pub struct AccountRuntime {
     cooldown_reason: Mutex<String>,
     /// Per-model cooldowns: model -> until (unix ms).
     model_cooldowns: Mutex<HashMap<String, i64>>,
-    /// (local day number, micro-dollars spent that day) for the daily quota.
-    pub daily_cost: Mutex<(i32, i64)>,
+    /// (local day number, real cost that day in pico-dollars) for the daily quota.
+    pub daily_cost: Mutex<(i32, crate::model::Picos)>,
     pub restored: AtomicBool,
     pub last_used_ms: AtomicI64,
 }
@@ -98,17 +98,24 @@ impl AccountRuntime {
             .collect()
     }
 
-    pub fn add_cost(&self, day: i32, micros: i64) {
+    /// Count a request's real cost (pico-dollars, saturating) on local day `day`.
+    pub fn add_cost(&self, day: i32, picos: crate::model::Picos) {
         let mut d = self.daily_cost.lock();
         if d.0 != day {
             *d = (day, 0);
         }
-        d.1 += micros;
+        d.1 = d.1.saturating_add(picos);
     }
 
-    pub fn cost_today(&self, day: i32) -> i64 {
+    /// Real cost on local day `day`, in pico-dollars.
+    pub fn cost_today(&self, day: i32) -> crate::model::Picos {
         let d = self.daily_cost.lock();
         if d.0 == day { d.1 } else { 0 }
+    }
+
+    /// Has the spend of `day` reached a daily quota configured in micro-dollars (0 = none)?
+    pub fn quota_reached(&self, day: i32, quota_micros: crate::model::Micros) -> bool {
+        quota_micros > 0 && self.cost_today(day) >= crate::model::micros_to_picos(quota_micros)
     }
 }
 
@@ -176,5 +183,28 @@ pub struct AccountPool {
 impl AccountPool {
     pub fn of_platform(&self, p: Platform) -> impl Iterator<Item = &Arc<AccountRt>> {
         self.accounts.iter().filter(move |a| a.rec.platform == p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_quota_compares_exact_spend_with_the_configured_micro_dollars() {
+        let rt = AccountRuntime::new(&Account::default());
+        // 1,000 requests of 0.4 micro-dollars: 400 micro-dollars, not 0 as rounded per request.
+        for _ in 0..999 {
+            rt.add_cost(7, 400_000);
+        }
+        assert_eq!(rt.cost_today(7), 399_600_000);
+        assert!(!rt.quota_reached(7, 400));
+        rt.add_cost(7, 400_000);
+        assert!(rt.quota_reached(7, 400), "reached at exactly the quota");
+        assert!(!rt.quota_reached(7, 0), "0 = no quota");
+        assert!(!rt.quota_reached(8, 400), "a new day starts from zero");
+        rt.add_cost(8, i64::MAX);
+        rt.add_cost(8, 1);
+        assert_eq!(rt.cost_today(8), i64::MAX, "saturates");
     }
 }

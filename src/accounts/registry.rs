@@ -149,7 +149,7 @@ impl Accounts {
                         &crate::usage::bucket::day(&p.day),
                         &rec.id,
                     ))?
-                    .map(|c| c.real_cost_micros)
+                    .map(|c| c.real_cost_picos)
                     .unwrap_or(0);
                 *rt.daily_cost.lock() = (day, spent);
             }

@@ -513,7 +513,7 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
             .collect::<Vec<_>>());
         v["currentConcurrency"] = json!(rt.rt.gate.load().in_use());
         let day = crate::limits::meter::local_day(Utc::now(), st.clock.offset());
-        v["todayCost"] = json!(micros_to_dollars(rt.rt.cost_today(day)));
+        v["todayCost"] = json!(crate::model::picos_to_dollars(rt.rt.cost_today(day)));
         let last = rt
             .rt
             .last_used_ms

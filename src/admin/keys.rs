@@ -15,7 +15,7 @@ use crate::auth::generate_key;
 use crate::limits::{KeyEntry, KeyRuntime};
 use crate::model::{
     ActivationUnit, ApiKey, Binding, BindingField, ExpirationMode, RestrictionMode,
-    micros_to_dollars,
+    micros_to_dollars, picos_to_dollars,
 };
 use crate::state::AppState;
 use crate::state::state;
@@ -280,13 +280,13 @@ pub fn view(
         v["queuedRequests"] = json!(gate.waiting());
         let mut m = rt.meter.lock();
         m.roll(k, Utc::now(), off);
-        v["dailyCost"] = json!(micros_to_dollars(m.daily));
-        v["totalCost"] = json!(micros_to_dollars(m.total));
-        v["weeklyOpusCost"] = json!(micros_to_dollars(m.weekly_claude));
-        v["fiveHourCost"] = json!(micros_to_dollars(m.five_hour_cost()));
+        v["dailyCost"] = json!(picos_to_dollars(m.daily));
+        v["totalCost"] = json!(picos_to_dollars(m.total));
+        v["weeklyOpusCost"] = json!(picos_to_dollars(m.weekly_claude));
+        v["fiveHourCost"] = json!(picos_to_dollars(m.five_hour_cost()));
         v["currentWindowRequests"] = json!(m.win_requests);
         v["currentWindowTokens"] = json!(m.win_tokens);
-        v["currentWindowCost"] = json!(micros_to_dollars(m.win_cost));
+        v["currentWindowCost"] = json!(picos_to_dollars(m.win_cost));
         if let Some(start) = m.win_start_ms {
             let end = start + k.rate_limit_window as i64 * 60_000;
             v["windowStartTime"] = json!(start);

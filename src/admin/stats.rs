@@ -11,7 +11,7 @@ use salvo::prelude::*;
 use serde_json::{Value, json};
 
 use super::blocking;
-use crate::model::micros_to_dollars;
+use crate::model::picos_to_dollars;
 use crate::state::AppState;
 use crate::state::state;
 use crate::usage::ledger::RequestRecord;
@@ -40,8 +40,8 @@ pub fn figures(c: &Counters) -> serde_json::Map<String, Value> {
         "cacheCreateTokens": c.cache_create_tokens,
         "cacheReadTokens": c.cache_read_tokens,
         "allTokens": c.all_tokens(),
-        "cost": micros_to_dollars(c.rated_cost_micros),
-        "realCost": micros_to_dollars(c.real_cost_micros),
+        "cost": picos_to_dollars(c.rated_cost_picos),
+        "realCost": picos_to_dollars(c.real_cost_picos),
         "errors": c.errors,
     });
     match v {
@@ -127,16 +127,16 @@ pub fn dashboard_data(st: &AppState) -> anyhow::Result<Value> {
         .into_iter()
         .collect();
     models.sort_by(|a, b| {
-        b.1.rated_cost_micros
-            .cmp(&a.1.rated_cost_micros)
+        b.1.rated_cost_picos
+            .cmp(&a.1.rated_cost_picos)
             .then(b.1.requests.cmp(&a.1.requests))
     });
     let mut keys: Vec<(String, Counters)> = scan_dim(st, std::slice::from_ref(&day), "k")?
         .into_iter()
         .collect();
     keys.sort_by(|a, b| {
-        b.1.rated_cost_micros
-            .cmp(&a.1.rated_cost_micros)
+        b.1.rated_cost_picos
+            .cmp(&a.1.rated_cost_picos)
             .then(b.1.requests.cmp(&a.1.requests))
     });
     keys.truncate(10);
@@ -161,7 +161,7 @@ pub fn dashboard_data(st: &AppState) -> anyhow::Result<Value> {
                 "status": a.rec.status, "schedulable": a.rec.schedulable, "isActive": a.rec.is_active,
                 "requests": c.requests, "errors": c.errors,
                 "errorRate": if attempts == 0 { 0.0 } else { c.errors as f64 / attempts as f64 },
-                "cost": micros_to_dollars(c.rated_cost_micros), "allTokens": c.all_tokens(),
+                "cost": picos_to_dollars(c.rated_cost_picos), "allTokens": c.all_tokens(),
             })
         })
         .collect();
@@ -294,8 +294,8 @@ pub fn breakdown(st: &AppState, by: &str, periods: &[String]) -> anyhow::Result<
     };
     let mut rows: Vec<(String, Counters)> = scan_dim(st, periods, dim)?.into_iter().collect();
     rows.sort_by(|a, b| {
-        b.1.rated_cost_micros
-            .cmp(&a.1.rated_cost_micros)
+        b.1.rated_cost_picos
+            .cmp(&a.1.rated_cost_picos)
             .then(b.1.requests.cmp(&a.1.requests))
             .then(a.0.cmp(&b.0))
     });
@@ -359,8 +359,8 @@ pub fn record_json(st: &AppState, r: &RequestRecord) -> Value {
         "ephemeral5mTokens": r.ephemeral_5m_tokens,
         "ephemeral1hTokens": r.ephemeral_1h_tokens,
         "allTokens": r.input_tokens + r.output_tokens + r.cache_create_tokens + r.cache_read_tokens,
-        "cost": micros_to_dollars(r.rated_cost_micros),
-        "realCost": micros_to_dollars(r.real_cost_micros),
+        "cost": picos_to_dollars(r.rated_cost_picos),
+        "realCost": picos_to_dollars(r.real_cost_picos),
         "latencyMs": r.latency_ms,
         "status": r.status,
         "stream": r.stream,

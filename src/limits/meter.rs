@@ -1,13 +1,17 @@
 //! Per-key running totals for limits: the rate window, daily / weekly-Claude / total cost and a
 //! rolling five-hour cost. In memory, updated on every recorded request, rebuilt from the
 //! usage buckets at start for keys that have cost limits.
+//!
+//! Costs are rated pico-dollars (`model::Picos`, added saturating); the limits on the key stay
+//! in the micro-dollars they were configured in and are compared in pico-dollars
+//! (`micros_to_picos`), so a limit trips when the exact spend reaches it.
 
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveTime, TimeZone, Utc};
 
 use super::Rejection;
-use crate::model::ApiKey;
+use crate::model::{ApiKey, Micros, Picos, micros_to_picos};
 
 const FIVE_HOURS_MS: i64 = 5 * 3600 * 1000;
 
@@ -16,16 +20,16 @@ pub struct Meter {
     pub win_start_ms: Option<i64>,
     pub win_requests: u64,
     pub win_tokens: u64,
-    pub win_cost: i64,
+    pub win_cost: Picos,
     /// Local day number (days from CE) that `daily` belongs to.
     pub day: i32,
-    pub daily: i64,
+    pub daily: Picos,
     /// Start of the weekly period `weekly_claude` belongs to (UTC ms).
     pub week_start_ms: i64,
-    pub weekly_claude: i64,
-    pub total: i64,
+    pub weekly_claude: Picos,
+    pub total: Picos,
     /// (minute since epoch, cost) for the rolling five hours, oldest first.
-    pub five_hour: VecDeque<(i64, i64)>,
+    pub five_hour: VecDeque<(i64, Picos)>,
 }
 
 pub fn local_day(now: DateTime<Utc>, off: FixedOffset) -> i32 {
@@ -67,8 +71,13 @@ pub fn week_start(
     }
 }
 
-fn dollars(m: i64) -> f64 {
+fn dollars(m: Micros) -> f64 {
     crate::model::micros_to_dollars(m)
+}
+
+/// `spent` has reached a limit of `limit` micro-dollars (0 = no limit).
+fn reached(spent: Picos, limit: Micros) -> bool {
+    limit > 0 && spent >= micros_to_picos(limit)
 }
 
 impl Meter {
@@ -107,8 +116,10 @@ impl Meter {
         }
     }
 
-    pub fn five_hour_cost(&self) -> i64 {
-        self.five_hour.iter().map(|(_, c)| c).sum()
+    pub fn five_hour_cost(&self) -> Picos {
+        self.five_hour
+            .iter()
+            .fold(0, |sum: Picos, (_, c)| sum.saturating_add(*c))
     }
 
     /// Cost limits: 402 when a limit is reached. `claude_request`: the weekly limit applies to
@@ -121,7 +132,7 @@ impl Meter {
         claude_request: bool,
     ) -> Result<(), Rejection> {
         self.roll(k, now, off);
-        if k.daily_cost_limit_micros > 0 && self.daily >= k.daily_cost_limit_micros {
+        if reached(self.daily, k.daily_cost_limit_micros) {
             return Err(Rejection::Cost {
                 code: "daily_cost_limit_exceeded",
                 message: format!(
@@ -129,11 +140,11 @@ impl Meter {
                     dollars(k.daily_cost_limit_micros)
                 ),
                 current: self.daily,
-                limit: k.daily_cost_limit_micros,
+                limit: micros_to_picos(k.daily_cost_limit_micros),
                 reset_at: Some(next_midnight(now, off)),
             });
         }
-        if k.total_cost_limit_micros > 0 && self.total >= k.total_cost_limit_micros {
+        if reached(self.total, k.total_cost_limit_micros) {
             return Err(Rejection::Cost {
                 code: "total_cost_limit_exceeded",
                 message: format!(
@@ -141,14 +152,11 @@ impl Meter {
                     dollars(k.total_cost_limit_micros)
                 ),
                 current: self.total,
-                limit: k.total_cost_limit_micros,
+                limit: micros_to_picos(k.total_cost_limit_micros),
                 reset_at: None,
             });
         }
-        if claude_request
-            && k.weekly_opus_cost_limit_micros > 0
-            && self.weekly_claude >= k.weekly_opus_cost_limit_micros
-        {
+        if claude_request && reached(self.weekly_claude, k.weekly_opus_cost_limit_micros) {
             return Err(Rejection::Cost {
                 code: "weekly_opus_cost_limit_exceeded",
                 message: format!(
@@ -156,14 +164,14 @@ impl Meter {
                     dollars(k.weekly_opus_cost_limit_micros)
                 ),
                 current: self.weekly_claude,
-                limit: k.weekly_opus_cost_limit_micros,
+                limit: micros_to_picos(k.weekly_opus_cost_limit_micros),
                 reset_at: DateTime::from_timestamp_millis(self.week_start_ms)
                     .map(|t| t + Duration::days(7)),
             });
         }
         if k.five_hour_cost_limit_micros > 0 {
             let cur = self.five_hour_cost();
-            if cur >= k.five_hour_cost_limit_micros {
+            if reached(cur, k.five_hour_cost_limit_micros) {
                 // Frees up when the oldest spending leaves the five hours.
                 let reset = self.five_hour.front().and_then(|(m, _)| {
                     DateTime::from_timestamp_millis(m * 60_000 + FIVE_HOURS_MS + 60_000)
@@ -175,7 +183,7 @@ impl Meter {
                         dollars(k.five_hour_cost_limit_micros)
                     ),
                     current: cur,
-                    limit: k.five_hour_cost_limit_micros,
+                    limit: micros_to_picos(k.five_hour_cost_limit_micros),
                     reset_at: reset,
                 });
             }
@@ -222,7 +230,7 @@ impl Meter {
                     remaining_minutes,
                 });
             }
-            if k.rate_limit_cost_micros > 0 && self.win_cost >= k.rate_limit_cost_micros {
+            if reached(self.win_cost, k.rate_limit_cost_micros) {
                 return Err(Rejection::RateLimit {
                     message: format!(
                         "Cost limit for the window reached (${}); resets in {remaining_minutes} minutes",
@@ -230,7 +238,7 @@ impl Meter {
                     ),
                     kind: RateKind::Cost {
                         current: self.win_cost,
-                        limit: k.rate_limit_cost_micros,
+                        limit: micros_to_picos(k.rate_limit_cost_micros),
                     },
                     reset_at,
                     remaining_minutes,
@@ -243,30 +251,30 @@ impl Meter {
         Ok(())
     }
 
-    /// Count an answered request's tokens and (rated) cost.
+    /// Count an answered request's tokens and (rated) cost in pico-dollars.
     pub fn on_usage(
         &mut self,
         k: &ApiKey,
         now: DateTime<Utc>,
         off: FixedOffset,
         tokens: u64,
-        cost: i64,
+        cost: Picos,
         claude: bool,
     ) {
         self.roll(k, now, off);
         if self.win_start_ms.is_some() {
             self.win_tokens += tokens;
-            self.win_cost += cost;
+            self.win_cost = self.win_cost.saturating_add(cost);
         }
-        self.daily += cost;
-        self.total += cost;
+        self.daily = self.daily.saturating_add(cost);
+        self.total = self.total.saturating_add(cost);
         if claude {
-            self.weekly_claude += cost;
+            self.weekly_claude = self.weekly_claude.saturating_add(cost);
         }
         if cost != 0 {
             let minute = now.timestamp_millis() / 60_000;
             match self.five_hour.back_mut() {
-                Some((m, c)) if *m == minute => *c += cost,
+                Some((m, c)) if *m == minute => *c = c.saturating_add(cost),
                 _ => self.five_hour.push_back((minute, cost)),
             }
         }
@@ -275,9 +283,19 @@ impl Meter {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RateKind {
-    Requests { current: u64, limit: u64 },
-    Tokens { current: u64, limit: u64 },
-    Cost { current: i64, limit: i64 },
+    Requests {
+        current: u64,
+        limit: u64,
+    },
+    Tokens {
+        current: u64,
+        limit: u64,
+    },
+    /// Pico-dollars, both.
+    Cost {
+        current: Picos,
+        limit: Picos,
+    },
 }
 
 #[cfg(test)]
@@ -290,6 +308,8 @@ mod tests {
     fn off8() -> FixedOffset {
         FixedOffset::east_opt(8 * 3600).unwrap()
     }
+    /// Pico-dollars per micro-dollar.
+    const M: i64 = 1_000_000;
 
     #[test]
     fn week_start_matches_v1_period_string() {
@@ -313,7 +333,7 @@ mod tests {
         let mut k = ApiKey::new("k".into());
         k.daily_cost_limit_micros = 100;
         let mut m = Meter::default();
-        m.on_usage(&k, at("2026-11-22T15:00:00Z"), off8(), 1, 150, false);
+        m.on_usage(&k, at("2026-11-22T15:00:00Z"), off8(), 1, 150 * M, false);
         assert!(
             m.check_costs(&k, at("2026-11-22T15:59:00Z"), off8(), false)
                 .is_err()
@@ -322,7 +342,7 @@ mod tests {
             m.check_costs(&k, at("2026-11-22T16:00:00Z"), off8(), false)
                 .is_ok()
         );
-        assert_eq!(m.total, 150);
+        assert_eq!(m.total, 150 * M);
     }
 
     #[test]
@@ -362,7 +382,7 @@ mod tests {
         let mut m = Meter::default();
         let t0 = at("2026-11-22T00:00:00Z");
         m.admit_window(&k, t0).unwrap();
-        m.on_usage(&k, t0, off8(), 100, 10, false);
+        m.on_usage(&k, t0, off8(), 100, 10 * M, false);
         assert!(matches!(
             m.admit_window(&k, t0),
             Err(Rejection::RateLimit {
@@ -374,13 +394,13 @@ mod tests {
             })
         ));
         k.token_limit = 0;
-        m.on_usage(&k, t0, off8(), 0, 990, false);
+        m.on_usage(&k, t0, off8(), 0, 990 * M, false);
         assert!(matches!(
             m.admit_window(&k, t0),
             Err(Rejection::RateLimit {
                 kind: RateKind::Cost {
-                    current: 1000,
-                    limit: 1000
+                    current: 1_000_000_000,
+                    limit: 1_000_000_000
                 },
                 ..
             })
@@ -393,8 +413,8 @@ mod tests {
         k.five_hour_cost_limit_micros = 100;
         let mut m = Meter::default();
         let t0 = at("2026-11-22T00:00:00Z");
-        m.on_usage(&k, t0, off8(), 0, 60, false);
-        m.on_usage(&k, t0 + Duration::hours(2), off8(), 0, 50, false);
+        m.on_usage(&k, t0, off8(), 0, 60 * M, false);
+        m.on_usage(&k, t0 + Duration::hours(2), off8(), 0, 50 * M, false);
         assert!(
             m.check_costs(&k, t0 + Duration::hours(3), off8(), false)
                 .is_err()
@@ -409,7 +429,7 @@ mod tests {
             )
             .is_ok()
         );
-        assert_eq!(m.five_hour_cost(), 50);
+        assert_eq!(m.five_hour_cost(), 50 * M);
     }
 
     #[test]
@@ -418,9 +438,9 @@ mod tests {
         k.weekly_opus_cost_limit_micros = 100;
         let mut m = Meter::default();
         let t0 = at("2026-11-22T03:00:00Z");
-        m.on_usage(&k, t0, off8(), 0, 100, true);
-        m.on_usage(&k, t0, off8(), 0, 500, false);
-        assert_eq!(m.weekly_claude, 100);
+        m.on_usage(&k, t0, off8(), 0, 100 * M, true);
+        m.on_usage(&k, t0, off8(), 0, 500 * M, false);
+        assert_eq!(m.weekly_claude, 100 * M);
         assert!(m.check_costs(&k, t0, off8(), true).is_err());
         assert!(
             m.check_costs(&k, t0, off8(), false).is_ok(),
@@ -431,5 +451,74 @@ mod tests {
             m.check_costs(&k, at("2026-11-23T16:00:00Z"), off8(), true)
                 .is_ok()
         );
+    }
+
+    /// Every cost limit, configured in micro-dollars, trips when the exact spend reaches it:
+    /// one pico-dollar short passes, the limit itself does not. Spending that is not a whole
+    /// number of micro-dollars per request counts in full.
+    #[test]
+    fn cost_limits_trip_at_the_configured_micro_dollars() {
+        let t0 = at("2026-11-22T03:00:00Z");
+        let limit_micros = 100;
+        let limit = limit_micros * M;
+        let key = |set: fn(&mut ApiKey, i64)| {
+            let mut k = ApiKey::new("k".into());
+            k.rate_limit_window = 60;
+            set(&mut k, limit_micros);
+            k
+        };
+        let keys: [(ApiKey, &str); 5] = [
+            (key(|k, v| k.daily_cost_limit_micros = v), "daily"),
+            (key(|k, v| k.total_cost_limit_micros = v), "total"),
+            (key(|k, v| k.weekly_opus_cost_limit_micros = v), "weekly"),
+            (key(|k, v| k.five_hour_cost_limit_micros = v), "five hours"),
+            (key(|k, v| k.rate_limit_cost_micros = v), "window"),
+        ];
+        for (k, what) in &keys {
+            let check = |m: &mut Meter| {
+                m.check_costs(k, t0, off8(), true)?;
+                m.admit_window(k, t0)
+            };
+            let mut m = Meter::default();
+            m.admit_window(k, t0).unwrap();
+            // 300 requests of 0.333333 micro-dollars: 99.9999 micro-dollars (rounded per
+            // request they would have counted 0).
+            for _ in 0..300 {
+                m.on_usage(k, t0, off8(), 0, 333_333, true);
+            }
+            assert_eq!(m.total, limit - 100, "{what}");
+            assert!(check(&mut m).is_ok(), "{what}: 100 pico-dollars short");
+            m.on_usage(k, t0, off8(), 0, 99, true);
+            assert!(check(&mut m).is_ok(), "{what}: one pico-dollar short");
+            m.on_usage(k, t0, off8(), 0, 1, true);
+            let e = check(&mut m).expect_err(what);
+            match e {
+                Rejection::Cost {
+                    current, limit: l, ..
+                } => {
+                    assert_eq!((current, l), (limit, limit), "{what}")
+                }
+                Rejection::RateLimit {
+                    kind: RateKind::Cost { current, limit: l },
+                    ..
+                } => assert_eq!((current, l), (limit, limit), "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn meters_saturate() {
+        let k = ApiKey::new("k".into());
+        let mut m = Meter::default();
+        let t0 = at("2026-11-22T03:00:00Z");
+        m.on_usage(&k, t0, off8(), 0, i64::MAX, true);
+        m.on_usage(&k, t0, off8(), 0, i64::MAX, true);
+        m.on_usage(&k, t0 + Duration::minutes(1), off8(), 0, 1, true);
+        assert_eq!(
+            (m.daily, m.total, m.weekly_claude),
+            (i64::MAX, i64::MAX, i64::MAX)
+        );
+        assert_eq!(m.five_hour_cost(), i64::MAX);
     }
 }

@@ -23,7 +23,7 @@ use salvo::prelude::*;
 use serde_json::{Value, json};
 
 pub use crate::model::Service;
-use crate::model::{ApiKey, ExpirationMode, micros_to_dollars};
+use crate::model::{ApiKey, ExpirationMode, Picos, picos_to_dollars};
 pub use crate::providers::ClientFormat;
 use crate::web::json;
 pub use gate::{Gate, GateError, Slot};
@@ -52,8 +52,9 @@ pub enum Rejection {
     Cost {
         code: &'static str,
         message: String,
-        current: i64,
-        limit: i64,
+        /// Pico-dollars, both (the limit converted from its configured micro-dollars).
+        current: Picos,
+        limit: Picos,
         reset_at: Option<DateTime<Utc>>,
     },
 }
@@ -149,8 +150,8 @@ impl Rejection {
                         v["tokenLimit"] = json!(limit);
                     }
                     RateKind::Cost { current, limit } => {
-                        v["currentCost"] = json!(micros_to_dollars(*current));
-                        v["costLimit"] = json!(micros_to_dollars(*limit));
+                        v["currentCost"] = json!(picos_to_dollars(*current));
+                        v["costLimit"] = json!(picos_to_dollars(*limit));
                     }
                 }
                 v["resetAt"] = json!(reset_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -185,8 +186,8 @@ impl Rejection {
             } => {
                 let mut v = json!({
                     "error": {"type": "insufficient_quota", "message": message, "code": code},
-                    "currentCost": micros_to_dollars(*current),
-                    "costLimit": micros_to_dollars(*limit),
+                    "currentCost": picos_to_dollars(*current),
+                    "costLimit": picos_to_dollars(*limit),
                 });
                 if let Some(r) = reset_at {
                     v["resetAt"] = json!(r.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -412,10 +413,10 @@ pub fn restore_meter(
     let mut m = Meter::default();
     m.roll(k, now, off);
     let p = clock.periods(now);
-    let rated = |key: String| -> anyhow::Result<i64> {
+    let rated = |key: String| -> anyhow::Result<Picos> {
         Ok(store
             .usage_get(&key)?
-            .map(|c| c.rated_cost_micros)
+            .map(|c| c.rated_cost_picos)
             .unwrap_or(0))
     };
     m.total = rated(bucket::key(bucket::TOTAL, &k.id))?;
@@ -429,10 +430,11 @@ pub fn restore_meter(
             .usage_scan(&prefix)?
             .into_iter()
             .filter(|(key, _)| models::is_claude(key.rsplit('|').next().unwrap_or("")))
-            .map(|(_, c)| c.rated_cost_micros)
-            .sum())
+            .fold(0, |sum: Picos, (_, c)| {
+                sum.saturating_add(c.rated_cost_picos)
+            }))
     };
-    let mut weekly = 0;
+    let mut weekly: Picos = 0;
     let first = clock.periods(ws);
     let mut t = ws;
     // The hours of the first local day, unless the week starts at midnight (the usual case:
@@ -443,13 +445,21 @@ pub fn restore_meter(
         if starts_at_midnight || pp.day != first.day || t > now {
             break;
         }
-        weekly += claude_sum(format!("{}|km|{}|", bucket::hour(&pp.hour), k.id))?;
+        weekly = weekly.saturating_add(claude_sum(format!(
+            "{}|km|{}|",
+            bucket::hour(&pp.hour),
+            k.id
+        ))?);
         t += Duration::hours(1);
     }
     // Whole days after it, up to today.
     while t <= now {
         let pp = clock.periods(t);
-        weekly += claude_sum(format!("{}|km|{}|", bucket::day(&pp.day), k.id))?;
+        weekly = weekly.saturating_add(claude_sum(format!(
+            "{}|km|{}|",
+            bucket::day(&pp.day),
+            k.id
+        ))?);
         t += Duration::days(1);
     }
     m.weekly_claude = weekly;
@@ -494,8 +504,8 @@ mod tests {
         let r = Rejection::Cost {
             code: "daily_cost_limit_exceeded",
             message: "Daily cost limit reached ($5)".into(),
-            current: 5_100_000,
-            limit: 5_000_000,
+            current: 5_100_000_000_000,
+            limit: 5_000_000_000_000,
             reset_at: None,
         };
         let o = r.body(ClientFormat::OpenAI);

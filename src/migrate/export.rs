@@ -18,7 +18,7 @@ use super::mapping::{
 use super::report::Report;
 use super::usage::{Dim, parse_bucket, v1_hash_name, v1_period, write_hash};
 use crate::accounts::sticky::StickyEntry;
-use crate::model::{Account, AccountGroup, Admin, ApiKey};
+use crate::model::{Account, AccountGroup, Admin, ApiKey, Picos, fmt_picos};
 use crate::store::{Store, Table};
 
 /// The v1 version whose layout this exporter writes.
@@ -341,8 +341,8 @@ impl<'a> Exporter<'a> {
         let buckets = self.store.usage_all()?;
         // Per-model fields of account hourly hashes: hash name -> fields.
         let mut embedded: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        // Claude-family key-model costs per key: (period, real, rated).
-        let mut claude: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+        // Claude-family key-model costs per key: (period, real, rated), in pico-dollars.
+        let mut claude: HashMap<String, Vec<(String, Picos, Picos)>> = HashMap::new();
         let mut hashes = 0u64;
         for (bkey, c) in &buckets {
             let Some((period, dim)) = parse_bucket(bkey) else {
@@ -381,12 +381,12 @@ impl<'a> Exporter<'a> {
             }
             if let Dim::KM(k, m) = &dim
                 && crate::limits::models::is_claude(m)
-                && (c.real_cost_micros != 0 || c.rated_cost_micros != 0)
+                && (c.real_cost_picos != 0 || c.rated_cost_picos != 0)
             {
                 claude.entry(k.clone()).or_default().push((
                     period.to_owned(),
-                    c.real_cost_micros,
-                    c.rated_cost_micros,
+                    c.real_cost_picos,
+                    c.rated_cost_picos,
                 ));
             }
             if let (Dim::AM(a, m), Some(("hourly", p))) = (&dim, &gran) {
@@ -397,33 +397,26 @@ impl<'a> Exporter<'a> {
                     fields.push((format!("model:{m}:{f}"), v));
                 }
             }
-            // Cost strings of keys.
+            // Cost strings of keys: decimal dollars (v1 adds to them with INCRBYFLOAT), written
+            // exactly.
             if let Dim::K(k) = &dim {
                 let (cost_gran, suffix) = match &gran {
                     None => ("total", String::new()),
                     Some((g, p)) => (*g, format!(":{p}")),
                 };
                 let ttl = self.ttl("cost", period);
-                if c.rated_cost_micros != 0 {
+                if c.rated_cost_picos != 0 {
                     let name = format!("usage:cost:{cost_gran}:{k}{suffix}");
                     self.put(
                         "cost counters (usage:cost:*)",
-                        V1Key::new(
-                            name,
-                            ttl,
-                            V1Value::Str(mapping::fmt_dollars(c.rated_cost_micros)),
-                        ),
+                        V1Key::new(name, ttl, V1Value::Str(fmt_picos(c.rated_cost_picos))),
                     );
                 }
-                if c.real_cost_micros != 0 && matches!(cost_gran, "total" | "daily") {
+                if c.real_cost_picos != 0 && matches!(cost_gran, "total" | "daily") {
                     let name = format!("usage:cost:real:{cost_gran}:{k}{suffix}");
                     self.put(
                         "cost counters (usage:cost:*)",
-                        V1Key::new(
-                            name,
-                            ttl,
-                            V1Value::Str(mapping::fmt_dollars(c.real_cost_micros)),
-                        ),
+                        V1Key::new(name, ttl, V1Value::Str(fmt_picos(c.real_cost_picos))),
                     );
                 }
             }
@@ -458,10 +451,10 @@ impl<'a> Exporter<'a> {
         // Weekly and total cost of Claude models per key (v1's `usage:opus:*`).
         let settings: HashMap<&str, &ApiKey> = keys.iter().map(|k| (k.id.as_str(), k)).collect();
         for (key_id, rows) in claude {
-            let (mut real, mut rated) = (0, 0);
+            let (mut real, mut rated): (Picos, Picos) = (0, 0);
             for (_, re, ra) in rows.iter().filter(|r| r.0 == crate::usage::bucket::TOTAL) {
-                real += re;
-                rated += ra;
+                real = real.saturating_add(*re);
+                rated = rated.saturating_add(*ra);
             }
             for (infix, v) in [("", rated), ("real:", real)] {
                 if v != 0 {
@@ -470,7 +463,7 @@ impl<'a> Exporter<'a> {
                         V1Key::new(
                             format!("usage:opus:{infix}total:{key_id}"),
                             -1,
-                            V1Value::Str(mapping::fmt_dollars(v)),
+                            V1Value::Str(fmt_picos(v)),
                         ),
                     );
                 }
@@ -488,7 +481,7 @@ impl<'a> Exporter<'a> {
                 .with_timezone(&self.off)
                 .format("%Y-%m-%d")
                 .to_string();
-            let (mut wreal, mut wrated) = (0, 0);
+            let (mut wreal, mut wrated): (Picos, Picos) = (0, 0);
             // As `limits::restore_meter`: the hours of the first (partial) day from the reset
             // hour on, then whole days up to today.
             for (p, re, ra) in &rows {
@@ -500,8 +493,8 @@ impl<'a> Exporter<'a> {
                     false
                 };
                 if include {
-                    wreal += re;
-                    wrated += ra;
+                    wreal = wreal.saturating_add(*re);
+                    wrated = wrated.saturating_add(*ra);
                 }
             }
             let period = ws_local.format("%Y-%m-%dT%H").to_string();
@@ -513,7 +506,7 @@ impl<'a> Exporter<'a> {
                         V1Key::new(
                             format!("usage:opus:{infix}weekly:{key_id}:{period}"),
                             ttl,
-                            V1Value::Str(mapping::fmt_dollars(v)),
+                            V1Value::Str(fmt_picos(v)),
                         ),
                     );
                 }

@@ -15,7 +15,9 @@ use super::mapping::{
 use super::report::Report;
 use super::usage::{Dim, UsageKind, parse_bucket, parse_v1, read_hash};
 use crate::accounts::sticky::StickyEntry;
-use crate::model::{Account, AccountGroup, Admin, ApiKey, Binding, BindingField};
+use crate::model::{
+    Account, AccountGroup, Admin, ApiKey, Binding, BindingField, Picos, parse_dollars,
+};
 use crate::store::{Store, Table};
 use crate::usage::Counters;
 use crate::usage::ledger::RequestRecord;
@@ -95,14 +97,16 @@ fn derived(name: &str) -> Option<&'static str> {
     None
 }
 
-/// One bucket being assembled from v1's hash and cost strings.
+/// One bucket being assembled from v1's hash and cost strings; costs in pico-dollars.
 #[derive(Debug, Default, Clone)]
 struct Acc {
     c: Counters,
-    micro_real: Option<i64>,
-    micro_rated: Option<i64>,
-    str_real: Option<i64>,
-    str_rated: Option<i64>,
+    /// The hash's own cost fields (`HashCounters::real_picos`).
+    hash_real: Option<Picos>,
+    hash_rated: Option<Picos>,
+    /// The key's cost strings (`usage:cost:*`), read exactly.
+    str_real: Option<Picos>,
+    str_rated: Option<Picos>,
 }
 
 /// Everything an import writes.
@@ -250,31 +254,27 @@ impl<'a> Importer<'a> {
                     if let Dim::A(acc) = &u.dim {
                         for (model, e) in &h.embedded {
                             let mut c = e.c;
-                            c.real_cost_micros = e.real_micros.unwrap_or(0);
-                            c.rated_cost_micros = e.rated_micros.unwrap_or(0);
+                            c.real_cost_picos = e.real_picos().unwrap_or(0);
+                            c.rated_cost_picos = e.rated_picos().unwrap_or(0);
                             self.embedded
                                 .insert(Dim::AM(acc.clone(), model.clone()).bucket(&u.period), c);
                         }
                     }
                     let acc = self.buckets.entry(u.dim.bucket(&u.period)).or_default();
                     acc.c = h.c;
-                    acc.micro_real = h.real_micros;
-                    acc.micro_rated = h.rated_micros;
+                    acc.hash_real = h.real_picos();
+                    acc.hash_rated = h.rated_picos();
                     Report::add(&mut self.report.imported, "usage hashes", 1);
                 }
                 (UsageKind::Cost { real }, V1Value::Str(s)) => {
-                    let micros = s
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|d| d.is_finite())
-                        .map(|d| (d * 1_000_000.0).round() as i64)
-                        .unwrap_or(0);
+                    // v1 adds each request's unrounded float cost (INCRBYFLOAT): the decimal
+                    // text is read exactly, to the pico-dollar.
+                    let picos = parse_dollars(s).unwrap_or(0);
                     let acc = self.buckets.entry(u.dim.bucket(&u.period)).or_default();
                     if *real {
-                        acc.str_real = Some(micros);
+                        acc.str_real = Some(picos);
                     } else {
-                        acc.str_rated = Some(micros);
+                        acc.str_rated = Some(picos);
                     }
                     Report::add(&mut self.report.imported, "cost counters (usage:cost:*)", 1);
                 }
@@ -458,8 +458,8 @@ impl<'a> Importer<'a> {
             buckets.entry(key).or_insert_with(|| {
                 from_embedded += 1;
                 Acc {
-                    micro_real: (c.real_cost_micros != 0).then_some(c.real_cost_micros),
-                    micro_rated: (c.rated_cost_micros != 0).then_some(c.rated_cost_micros),
+                    hash_real: (c.real_cost_picos != 0).then_some(c.real_cost_picos),
+                    hash_rated: (c.rated_cost_picos != 0).then_some(c.rated_cost_picos),
                     c,
                     ..Default::default()
                 }
@@ -541,8 +541,8 @@ fn derive_aggregates(buckets: &mut HashMap<String, Acc>, r: &mut Report) {
     let mut add = |key: String, c: &Counters, why: &'static str| {
         let e = sums.entry(key).or_insert((Counters::default(), why));
         let mut c = *c;
-        c.real_cost_micros = 0;
-        c.rated_cost_micros = 0;
+        c.real_cost_picos = 0;
+        c.rated_cost_picos = 0;
         e.0.add(&c);
     };
     for (key, acc) in buckets.iter() {
@@ -592,8 +592,9 @@ fn derive_aggregates(buckets: &mut HashMap<String, Acc>, r: &mut Report) {
     }
 }
 
-/// Final costs of every bucket, in integer micro-dollars:
-/// - a hash's own `realCostMicro` / `ratedCostMicro` (v1 keeps them on key-model hashes);
+/// Final costs of every bucket, in integer pico-dollars:
+/// - a hash's own `realCostMicro` / `ratedCostMicro` (v1 keeps them on key-model hashes), or
+///   the exact `realCostPico` / `ratedCostPico` a crs export put beside them;
 /// - else the key's cost strings (`usage:cost:*` rated, `usage:cost:real:*` real);
 /// - else the sum of the bucket's key-model parts (keys, models, global) or account-model
 ///   parts (accounts);
@@ -604,15 +605,15 @@ fn resolve_costs(
     pricing: &Pricing,
     r: &mut Report,
 ) -> Vec<(String, Counters)> {
-    // Leaf costs (key-model and account-model buckets): their own micro-dollar fields, else
-    // priced from their tokens.
-    let mut leaf: HashMap<String, (i64, i64)> = HashMap::new();
+    // Leaf costs (key-model and account-model buckets): their own cost fields, else priced
+    // from their tokens.
+    let mut leaf: HashMap<String, (Picos, Picos)> = HashMap::new();
     // Sums of leaf costs per aggregate bucket (key, model and global from key-model; account
     // from account-model).
-    let mut parts: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut parts: HashMap<String, (Picos, Picos)> = HashMap::new();
     let (mut priced_km, mut priced_am, mut unpriced) = (0u64, 0u64, 0u64);
     // All-time account-model buckets v1 lacks (derived from months) take their months' costs.
-    let mut months: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut months: HashMap<String, (Picos, Picos)> = HashMap::new();
     let mut alltime_am: Vec<&String> = Vec::new();
     for (key, acc) in &buckets {
         let (targets, model, is_km) = match parse_bucket(key) {
@@ -626,7 +627,7 @@ fn resolve_costs(
                 true,
             ),
             Some((period, Dim::AM(a, m))) => {
-                let no_cost = acc.micro_real.is_none() && acc.micro_rated.is_none();
+                let no_cost = acc.hash_real.is_none() && acc.hash_rated.is_none();
                 if period == crate::usage::bucket::TOTAL && no_cost {
                     alltime_am.push(key);
                     continue;
@@ -635,7 +636,7 @@ fn resolve_costs(
             }
             _ => continue,
         };
-        let cost = match (acc.micro_real, acc.micro_rated) {
+        let cost = match (acc.hash_real, acc.hash_rated) {
             (None, None) => {
                 let c = estimate(pricing, &model, &acc.c);
                 match (c.is_some(), is_km) {
@@ -651,8 +652,8 @@ fn resolve_costs(
         leaf.insert(key.clone(), cost);
         for t in targets {
             let e = parts.entry(t).or_default();
-            e.0 += cost.0;
-            e.1 += cost.1;
+            e.0 = e.0.saturating_add(cost.0);
+            e.1 = e.1.saturating_add(cost.1);
         }
         if !is_km
             && key.starts_with("m:")
@@ -661,8 +662,8 @@ fn resolve_costs(
             let e = months
                 .entry(Dim::AM(a, m).bucket(crate::usage::bucket::TOTAL))
                 .or_default();
-            e.0 += cost.0;
-            e.1 += cost.1;
+            e.0 = e.0.saturating_add(cost.0);
+            e.1 = e.1.saturating_add(cost.1);
         }
     }
     for key in alltime_am {
@@ -678,8 +679,8 @@ fn resolve_costs(
         };
         leaf.insert(key.clone(), cost);
         let e = parts.entry(Dim::A(a).bucket(period)).or_default();
-        e.0 += cost.0;
-        e.1 += cost.1;
+        e.0 = e.0.saturating_add(cost.0);
+        e.1 = e.1.saturating_add(cost.1);
     }
     Report::add(
         &mut r.rebuilt,
@@ -704,8 +705,8 @@ fn resolve_costs(
             let (real, rated) = match leaf.get(&key) {
                 Some(cost) => *cost,
                 None => {
-                    let rated = acc.micro_rated.or(acc.str_rated);
-                    let real = acc.micro_real.or(acc.str_real);
+                    let rated = acc.hash_rated.or(acc.str_rated);
+                    let real = acc.hash_real.or(acc.str_real);
                     let p = parts.get(&key);
                     if p.is_some() && (real.is_none() || rated.is_none()) {
                         summed += 1;
@@ -721,8 +722,8 @@ fn resolve_costs(
                     }
                 }
             };
-            c.real_cost_micros = real;
-            c.rated_cost_micros = rated;
+            c.real_cost_picos = real;
+            c.rated_cost_picos = rated;
             (key, c)
         })
         .collect();
@@ -735,9 +736,9 @@ fn resolve_costs(
     out
 }
 
-/// The cost of a bucket's tokens at the model's base prices, rounded half up; `None` for a
-/// model the table does not know.
-fn estimate(pricing: &Pricing, model: &str, c: &Counters) -> Option<i64> {
+/// The exact cost of a bucket's tokens at the model's base prices, in pico-dollars
+/// (saturating); `None` for a model the table does not know.
+fn estimate(pricing: &Pricing, model: &str, c: &Counters) -> Option<Picos> {
     let p = pricing.price(model)?;
     let r = &p.base;
     let write_1h = c.ephemeral_1h_tokens;
@@ -751,7 +752,7 @@ fn estimate(pricing: &Pricing, model: &str, c: &Counters) -> Option<i64> {
         + t(write_5m, r.cache_write_5m)
         + t(write_1h, r.cache_write_1h)
         + t(c.cache_read_tokens, r.cache_read);
-    Some(((pico + 500_000).div_euclid(1_000_000)) as i64)
+    Some(pico.clamp(i64::MIN as i128, i64::MAX as i128) as Picos)
 }
 
 impl Plan {

@@ -1,5 +1,14 @@
 //! v1's usage keys <-> crs buckets: key names, periods and hash fields.
+//!
+//! Costs: v1 keeps integer micro-dollars in its hashes (`realCostMicro` / `ratedCostMicro`,
+//! each request rounded before it is added) and float dollars in its cost strings; crs keeps
+//! exact pico-dollars. On export a hash gets v1's micro-dollar fields (rounded), and, when the
+//! exact amount is not a whole number of micro-dollars, crs's own `realCostPico` /
+//! `ratedCostPico` beside them, which v1 ignores. On import the pico-dollar fields are taken
+//! while they still round to the micro-dollar fields (v1 has not added to the bucket since),
+//! else the micro-dollar fields; so crs -> v1 -> crs keeps every cost exactly.
 
+use crate::model::{PICOS_PER_MICRO, Picos, micros_to_picos, picos_to_micros};
 use crate::usage::{Counters, bucket};
 
 /// A bucket dimension, as in `usage::bucket`.
@@ -232,12 +241,36 @@ pub fn v1_hash_name(period: &str, dim: &Dim) -> Option<String> {
 #[derive(Debug, Default, Clone)]
 pub struct HashCounters {
     pub c: Counters,
+    /// v1's `realCostMicro` / `ratedCostMicro`.
     pub real_micros: Option<i64>,
     pub rated_micros: Option<i64>,
+    /// crs's exact `realCostPico` / `ratedCostPico`, written by `crs export`.
+    pub real_exact: Option<Picos>,
+    pub rated_exact: Option<Picos>,
     /// Fields this importer does not map (reported).
     pub unknown: Vec<String>,
     /// `model:{model}:{field}` fields of account hourly hashes: model -> its counters.
     pub embedded: Vec<(String, HashCounters)>,
+}
+
+impl HashCounters {
+    /// The hash's real cost in pico-dollars, if it has one (see the module docs).
+    pub fn real_picos(&self) -> Option<Picos> {
+        exact(self.real_micros, self.real_exact)
+    }
+
+    /// The hash's rated cost in pico-dollars, if it has one.
+    pub fn rated_picos(&self) -> Option<Picos> {
+        exact(self.rated_micros, self.rated_exact)
+    }
+}
+
+fn exact(micros: Option<i64>, picos: Option<Picos>) -> Option<Picos> {
+    match (micros, picos) {
+        (Some(m), Some(p)) if picos_to_micros(p) == m => Some(p),
+        (Some(m), _) => Some(micros_to_picos(m)),
+        (None, p) => p,
+    }
 }
 
 fn num(v: &str) -> u64 {
@@ -283,6 +316,8 @@ fn apply(h: &mut HashCounters, field: &str, v: &str) -> bool {
         "errors" => c.errors = num(v),
         "realCostMicro" => h.real_micros = Some(inum(v)),
         "ratedCostMicro" => h.rated_micros = Some(inum(v)),
+        "realCostPico" => h.real_exact = Some(inum(v)),
+        "ratedCostPico" => h.rated_exact = Some(inum(v)),
         // Sums of the fields above, recomputed by crs.
         "tokens" | "Tokens" | "allTokens" | "AllTokens" => {}
         _ => return false,
@@ -348,10 +383,16 @@ pub fn write_hash(period: &str, dim: &Dim, c: &Counters) -> Vec<(String, String)
         out.push((name("allTokens"), c.all_tokens().to_string()));
     }
     // v1 keeps micro-dollar costs on key-model hashes; crs writes them wherever a bucket has
-    // a cost, so a round trip through v1's layout keeps every bucket's cost exactly.
-    if matches!(dim, Dim::KM(..)) || c.real_cost_micros != 0 || c.rated_cost_micros != 0 {
-        out.push(("realCostMicro".into(), c.real_cost_micros.to_string()));
-        out.push(("ratedCostMicro".into(), c.rated_cost_micros.to_string()));
+    // a cost, with the exact pico-dollars beside them when rounding lost something, so a
+    // round trip through v1's layout keeps every bucket's cost exactly.
+    let (real, rated) = (c.real_cost_picos, c.rated_cost_picos);
+    if matches!(dim, Dim::KM(..)) || real != 0 || rated != 0 {
+        out.push(("realCostMicro".into(), picos_to_micros(real).to_string()));
+        out.push(("ratedCostMicro".into(), picos_to_micros(rated).to_string()));
+        if real % PICOS_PER_MICRO != 0 || rated % PICOS_PER_MICRO != 0 {
+            out.push(("realCostPico".into(), real.to_string()));
+            out.push(("ratedCostPico".into(), rated.to_string()));
+        }
     }
     if c.errors != 0 {
         out.push(("errors".into(), c.errors.to_string()));
@@ -473,25 +514,85 @@ mod tests {
             cache_read_tokens: 30,
             ephemeral_5m_tokens: 10,
             ephemeral_1h_tokens: 0,
-            real_cost_micros: 5144,
-            rated_cost_micros: 6000,
+            real_cost_picos: 5_144_000_000,
+            rated_cost_picos: 6_000_000_000,
             errors: 1,
         };
-        for (period, dim) in [
-            ("t", Dim::K("k".into())),
-            ("d:2026-11-22", Dim::M("m".into())),
-        ] {
-            let f = write_hash(period, &dim, &c);
-            let h = read_hash(&f);
-            assert!(h.unknown.is_empty(), "{:?}", h.unknown);
-            let mut back = h.c;
-            back.real_cost_micros = h.real_micros.unwrap();
-            back.rated_cost_micros = h.rated_micros.unwrap();
-            assert_eq!(back, c);
+        let exact = Counters {
+            real_cost_picos: 5_143_900_001,
+            rated_cost_picos: 6_000_000_000,
+            ..c
+        };
+        for c in [c, exact] {
+            for (period, dim) in [
+                ("t", Dim::K("k".into())),
+                ("d:2026-11-22", Dim::M("m".into())),
+            ] {
+                let f = write_hash(period, &dim, &c);
+                let h = read_hash(&f);
+                assert!(h.unknown.is_empty(), "{:?}", h.unknown);
+                let mut back = h.c;
+                back.real_cost_picos = h.real_picos().unwrap();
+                back.rated_cost_picos = h.rated_picos().unwrap();
+                assert_eq!(back, c);
+            }
         }
+        // Whole micro-dollars: v1's fields only, as v1 writes them.
+        let f = write_hash("t", &Dim::K("k".into()), &c);
+        assert!(f.iter().any(|(k, v)| k == "realCostMicro" && v == "5144"));
+        assert!(!f.iter().any(|(k, _)| k.ends_with("Pico")));
+        // Otherwise v1's rounded fields and the exact ones.
+        let f = write_hash("t", &Dim::K("k".into()), &exact);
+        assert!(f.iter().any(|(k, v)| k == "realCostMicro" && v == "5144"));
+        assert!(
+            f.iter()
+                .any(|(k, v)| k == "realCostPico" && v == "5143900001")
+        );
+        assert!(
+            f.iter()
+                .any(|(k, v)| k == "ratedCostPico" && v == "6000000000")
+        );
         let f = write_hash("t", &Dim::K("k".into()), &c);
         assert!(f.iter().any(|(k, v)| k == "totalAllTokens" && v == "586"));
         assert!(f.iter().any(|(k, v)| k == "totalTokens" && v == "546"));
+    }
+
+    #[test]
+    fn exact_costs_give_way_to_what_v1_added_since() {
+        let read = |pairs: &[(&str, &str)]| {
+            let f: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let h = read_hash(&f);
+            (h.real_picos(), h.rated_picos())
+        };
+        // As exported: the exact amounts.
+        assert_eq!(
+            read(&[
+                ("realCostMicro", "186"),
+                ("ratedCostMicro", "373"),
+                ("realCostPico", "186400000"),
+                ("ratedCostPico", "372800000"),
+            ]),
+            (Some(186_400_000), Some(372_800_000))
+        );
+        // v1 served more requests on it afterwards: its own fields win.
+        assert_eq!(
+            read(&[
+                ("realCostMicro", "372"),
+                ("ratedCostMicro", "745"),
+                ("realCostPico", "186400000"),
+                ("ratedCostPico", "372800000"),
+            ]),
+            (Some(372_000_000), Some(745_000_000))
+        );
+        // v1's own hashes.
+        assert_eq!(
+            read(&[("realCostMicro", "186"), ("ratedCostMicro", "186")]),
+            (Some(186_000_000), Some(186_000_000))
+        );
+        assert_eq!(read(&[("requests", "1")]), (None, None));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::admin::{admin_token, verify_token};
 use crate::auth::extract_key;
 use crate::limits::KeyEntry;
-use crate::model::micros_to_dollars;
+use crate::model::{micros_to_dollars, picos_to_dollars};
 use crate::state::AppState;
 use crate::state::state;
 use crate::usage::query::key_usage;
@@ -154,7 +154,7 @@ async fn is_admin(st: &Arc<AppState>, req: &Request) -> bool {
 }
 
 fn usage_obj(c: &Counters) -> Value {
-    let cost = micros_to_dollars(c.rated_cost_micros);
+    let cost = picos_to_dollars(c.rated_cost_picos);
     json!({
         "requests": c.requests,
         "tokens": c.all_tokens(),
@@ -164,7 +164,7 @@ fn usage_obj(c: &Counters) -> Value {
         "cacheCreateTokens": c.cache_create_tokens,
         "cacheReadTokens": c.cache_read_tokens,
         "cost": cost,
-        "realCost": micros_to_dollars(c.real_cost_micros),
+        "realCost": picos_to_dollars(c.real_cost_picos),
         "formattedCost": format_cost(cost),
     })
 }
@@ -216,11 +216,11 @@ fn user_stats_data(st: &AppState, e: &KeyEntry) -> anyhow::Result<Value> {
             "weeklyResetHour": k.weekly_reset_hour,
             "currentWindowRequests": m.win_requests,
             "currentWindowTokens": m.win_tokens,
-            "currentWindowCost": d(m.win_cost),
-            "currentDailyCost": d(u.daily.rated_cost_micros),
-            "currentTotalCost": d(u.total.rated_cost_micros),
-            "weeklyOpusCost": d(m.weekly_claude),
-            "fiveHourCost": d(m.five_hour_cost()),
+            "currentWindowCost": picos_to_dollars(m.win_cost),
+            "currentDailyCost": picos_to_dollars(u.daily.rated_cost_picos),
+            "currentTotalCost": picos_to_dollars(u.total.rated_cost_picos),
+            "weeklyOpusCost": picos_to_dollars(m.weekly_claude),
+            "fiveHourCost": picos_to_dollars(m.five_hour_cost()),
             "windowStartTime": start,
             "windowEndTime": end,
             "windowRemainingSeconds": remaining,
@@ -315,7 +315,7 @@ fn model_period(st: &AppState, period: &str) -> String {
 }
 
 fn model_stat(st: &AppState, model: &str, c: &Counters) -> Value {
-    let part = |u: TokenUsage| micros_to_dollars(st.pricing.cost(model, &u).micros);
+    let part = |u: TokenUsage| picos_to_dollars(st.pricing.cost(model, &u).picos);
     let input = part(TokenUsage {
         input_tokens: c.input_tokens,
         ..Default::default()
@@ -334,7 +334,7 @@ fn model_stat(st: &AppState, model: &str, c: &Counters) -> Value {
         cache_read_tokens: c.cache_read_tokens,
         ..Default::default()
     });
-    let total = micros_to_dollars(c.rated_cost_micros);
+    let total = picos_to_dollars(c.rated_cost_picos);
     let pricing = st.pricing.price(model).map(|p| {
         let per_m = |pico: i64| pico as f64 / 1e6;
         json!({"input": per_m(p.base.input), "output": per_m(p.base.output),
@@ -349,7 +349,7 @@ fn model_stat(st: &AppState, model: &str, c: &Counters) -> Value {
         "cacheReadTokens": c.cache_read_tokens,
         "allTokens": c.all_tokens(),
         "costs": {"input": input, "output": output, "cacheWrite": cache_write, "cacheRead": cache_read,
-                  "total": total, "real": micros_to_dollars(c.real_cost_micros), "rated": total},
+                  "total": total, "real": picos_to_dollars(c.real_cost_picos), "rated": total},
         "formatted": {"input": format_cost(input), "output": format_cost(output), "cacheWrite": format_cost(cache_write),
                       "cacheRead": format_cost(cache_read), "total": format_cost(total)},
         "pricing": pricing,
@@ -446,7 +446,7 @@ async fn user_trend(req: &mut Request, depot: &mut Depot, res: &mut Response) {
                 let c = c.unwrap_or_default();
                 json!({"period": d, "requests": c.requests, "allTokens": c.all_tokens(),
                        "inputTokens": c.input_tokens, "outputTokens": c.output_tokens,
-                       "cost": micros_to_dollars(c.rated_cost_micros)})
+                       "cost": picos_to_dollars(c.rated_cost_picos)})
             })
             .collect::<Vec<_>>())
     })

@@ -72,17 +72,14 @@ pub fn record_usage(
         .get(service.as_str())
         .copied()
         .unwrap_or(1.0);
-    let rated = if rate == 1.0 {
-        cost.micros
-    } else {
-        (cost.micros as f64 * rate).round() as i64
-    };
+    // The rate applies to the exact cost; the rated cost is rounded to a pico-dollar once.
+    let rated = crate::usage::pricing::apply_rate(cost.picos, rate);
     let now = Utc::now();
     if let Some(acc) = st.accounts.load().by_id.get(account_id) {
         // The account's daily quota counts what the upstream charged (real cost).
         acc.rt.add_cost(
             crate::limits::meter::local_day(now, st.clock.offset()),
-            cost.micros,
+            cost.picos,
         );
     }
     key.rt.meter.lock().on_usage(
@@ -101,8 +98,8 @@ pub fn record_usage(
         model,
         at: now,
         usage,
-        real_cost_micros: cost.micros,
-        rated_cost_micros: rated,
+        real_cost_picos: cost.picos,
+        rated_cost_picos: rated,
         status: outcome.status,
         latency_ms: outcome.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
         stream: outcome.stream,
@@ -133,8 +130,8 @@ pub fn record_failure(
         model,
         at: now,
         usage: TokenUsage::default(),
-        real_cost_micros: 0,
-        rated_cost_micros: 0,
+        real_cost_picos: 0,
+        rated_cost_picos: 0,
         status: if (200..300).contains(&outcome.status) {
             502
         } else {

@@ -5,20 +5,26 @@
 //! (load everything), by admin writes, and by the ledger's group commits.
 //!
 //! Invariant: a schema version lives in `meta`; opening a file written by a newer schema fails
-//! instead of guessing, and a migration to a newer schema copies the file to a backup first.
+//! instead of guessing, and a migration to a newer schema copies the file to a backup first
+//! (`{file}.schema-{old}.bak`, next to it) and then converts it in one transaction.
+//!
+//! Schemas: 1 kept usage costs in micro-dollars; 2 keeps them in pico-dollars (bucket records
+//! tagged `V2`, request records with `realCostPicos` / `ratedCostPicos`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod rows;
 pub use rows::{Counters, RequestRecord, TokenUsage};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
@@ -75,6 +81,90 @@ impl Table {
     }
 }
 
+/// The schema version of an opened file; `None` for a new one.
+fn stored_version(db: &Database) -> Result<Option<u32>> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(meta
+        .get("schema_version")?
+        .map(|v| u32::from_le_bytes(v.value().try_into().unwrap_or([0; 4]))))
+}
+
+/// Copy the store file to `{file}.schema-{old}.bak` before it is migrated (through a temporary
+/// file, so a backup on disk is always whole). A later migration of a file at the same old
+/// version replaces it.
+fn backup_before_migration(path: &Path, old: u32) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "crs.redb".into());
+    let backup = path.with_file_name(format!("{name}.schema-{old}.bak"));
+    let tmp = path.with_file_name(format!("{name}.schema-{old}.bak.tmp"));
+    std::fs::copy(path, &tmp)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &backup))
+        .with_context(|| {
+            format!(
+                "backing up {} to {} before upgrading it",
+                path.display(),
+                backup.display()
+            )
+        })?;
+    Ok(backup)
+}
+
+/// Schema 1 -> 2: usage buckets and request records from micro-dollars to pico-dollars
+/// (x 1,000,000, saturating). Buckets are re-encoded (`Counters::decode` reads the old form);
+/// records get `realCostPicos` / `ratedCostPicos` in place of `realCostMicros` /
+/// `ratedCostMicros`. A row that does not decode is left as it is, never deleted.
+fn upgrade_costs_to_picos(txn: &WriteTransaction) -> Result<(u64, u64)> {
+    let mut usage = txn.open_table(USAGE)?;
+    let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
+    for row in usage.iter()? {
+        let (k, v) = row?;
+        match Counters::decode(v.value()) {
+            Ok(c) => rows.push((k.value().to_owned(), c.encode())),
+            Err(e) => {
+                tracing::error!(bucket = %k.value(), error = %e, "usage bucket does not decode; left as it is")
+            }
+        }
+    }
+    for (k, v) in &rows {
+        usage.insert(k.as_str(), v.as_slice())?;
+    }
+    let buckets = rows.len() as u64;
+    let mut records = 0u64;
+    for def in [RECORDS, RECENT] {
+        let mut t = txn.open_table(def)?;
+        let mut rows: Vec<(String, Vec<u8>)> = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(v.value()) else {
+                continue;
+            };
+            for (old, new) in [
+                ("realCostMicros", "realCostPicos"),
+                ("ratedCostMicros", "ratedCostPicos"),
+            ] {
+                if let Some(micros) = m.remove(old) {
+                    let picos = crate::model::micros_to_picos(micros.as_i64().unwrap_or(0));
+                    m.insert(new.into(), picos.into());
+                }
+            }
+            rows.push((k.value().to_owned(), serde_json::to_vec(&m)?));
+        }
+        for (k, v) in &rows {
+            t.insert(k.as_str(), v.as_slice())?;
+        }
+        records += rows.len() as u64;
+    }
+    Ok((buckets, records))
+}
+
 /// A record as stored: JSON without the fields that hold their default value (they read back
 /// as the default through `#[serde(default)]`), so records stay small and load fast.
 fn encode<T: Serialize + Default>(record: &T) -> Result<Vec<u8>> {
@@ -110,10 +200,25 @@ impl Store {
 
     /// Open with a page cache of at most `cache_bytes` (the server's, `Config::store_cache_bytes`).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Arc<Self>> {
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .with_context(|| format!("opening store {}", path.display()))?;
+        let create = || {
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .with_context(|| format!("opening store {}", path.display()))
+        };
+        let mut db = create()?;
+        if let Some(old) = stored_version(&db)?.filter(|v| *v < SCHEMA_VERSION) {
+            // Closed while it is copied, so the backup is the file as the old version left it.
+            drop(db);
+            let backup = backup_before_migration(path, old)?;
+            tracing::info!(
+                from = old,
+                to = SCHEMA_VERSION,
+                backup = %backup.display(),
+                "upgrading the store; the file as it was is kept as the backup"
+            );
+            db = create()?;
+        }
         let store = Store {
             db,
             path: path.to_owned(),
@@ -158,7 +263,21 @@ impl Store {
                     self.path.display()
                 );
             }
-            // Older schemas migrate here (after `backup_before_migration`); there are none yet.
+            // Older schemas migrate here, in this one transaction (the file was copied by
+            // `backup_before_migration` when it was opened).
+            Some(v) if v < SCHEMA_VERSION => {
+                if v < 2 {
+                    let (buckets, records) = upgrade_costs_to_picos(&txn)?;
+                    tracing::info!(
+                        buckets,
+                        records,
+                        "usage costs converted from micro-dollars to pico-dollars"
+                    );
+                }
+                txn.open_table(META)?
+                    .insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                txn.commit()?;
+            }
             _ => txn.commit()?,
         }
         Ok(())
@@ -690,6 +809,116 @@ mod tests {
         }
         let e = Store::open(&p).unwrap_err();
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    /// A data directory written by schema 1 (costs in micro-dollars) keeps its totals: the
+    /// file is backed up, then buckets and request records are converted to pico-dollars.
+    #[test]
+    fn schema_1_store_is_upgraded_with_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("crs.redb");
+        let bucket = Counters {
+            requests: 240,
+            input_tokens: 1680,
+            errors: 3,
+            ..Default::default()
+        };
+        let record = |real: i64, rated: i64| {
+            serde_json::json!({"keyId": "k1", "model": "m", "inputTokens": 7, "status": 200,
+                "realCostMicros": real, "ratedCostMicros": rated})
+            .to_string()
+        };
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = s.db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            {
+                let mut u = txn.open_table(USAGE).unwrap();
+                for key in ["t|k|k1", "d:2026-11-22|g"] {
+                    u.insert(key, bucket.encode_v1(1440, 2880).as_slice())
+                        .unwrap();
+                }
+                u.insert("t|g", [7u8, 7].as_slice()).unwrap();
+                let rec = record(6, 12);
+                txn.open_table(RECORDS)
+                    .unwrap()
+                    .insert("k1|0001", rec.as_bytes())
+                    .unwrap();
+                txn.open_table(RECENT)
+                    .unwrap()
+                    .insert("0001|k1", rec.as_bytes())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let backup = dir.path().join("crs.redb.schema-1.bak");
+        assert!(!backup.exists());
+
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert!(s.ping());
+        let want = Counters {
+            real_cost_picos: 1_440_000_000,
+            rated_cost_picos: 2_880_000_000,
+            ..bucket
+        };
+        assert_eq!(s.usage_get("t|k|k1").unwrap(), Some(want));
+        assert_eq!(s.usage_get("d:2026-11-22|g").unwrap(), Some(want));
+        {
+            let txn = s.db.begin_read().unwrap();
+            let u = txn.open_table(USAGE).unwrap();
+            assert_eq!(
+                u.get("t|k|k1").unwrap().unwrap().value()[0],
+                1,
+                "rewritten as V2"
+            );
+            assert_eq!(
+                u.get("t|g").unwrap().unwrap().value(),
+                [7, 7],
+                "a bucket that does not decode is left as it was"
+            );
+        }
+        for r in [
+            &s.records_for_key("k1", 10).unwrap()[0],
+            &s.recent_records(10).unwrap()[0],
+        ] {
+            assert_eq!(
+                (r.real_cost_picos, r.rated_cost_picos, r.input_tokens),
+                (6_000_000, 12_000_000, 7)
+            );
+        }
+        drop(s);
+
+        // The backup is the file as schema 1 left it.
+        {
+            let old = Database::open(&backup).unwrap();
+            assert_eq!(stored_version(&old).unwrap(), Some(1));
+            let txn = old.begin_read().unwrap();
+            let u = txn.open_table(USAGE).unwrap();
+            assert_eq!(
+                u.get("t|k|k1").unwrap().unwrap().value(),
+                bucket.encode_v1(1440, 2880).as_slice()
+            );
+        }
+        assert!(!dir.path().join("crs.redb.schema-1.bak.tmp").exists());
+
+        // Upgraded once: opening again neither converts nor backs up again.
+        std::fs::remove_file(&backup).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.usage_get("t|k|k1").unwrap(), Some(want));
+        assert!(!backup.exists());
+    }
+
+    #[test]
+    fn a_new_store_needs_no_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("crs.redb")).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
     }
 
     #[test]

@@ -32,8 +32,10 @@ pub struct UsageEvent {
     pub model: String,
     pub at: DateTime<Utc>,
     pub usage: TokenUsage,
-    pub real_cost_micros: i64,
-    pub rated_cost_micros: i64,
+    /// Exact cost by the price table, in pico-dollars (`model::Picos`).
+    pub real_cost_picos: crate::model::Picos,
+    /// `real_cost_picos` x the key's service rate, rounded to a pico-dollar once.
+    pub rated_cost_picos: crate::model::Picos,
     /// HTTP status the upstream answered with; not 2xx = a failed request (counted in
     /// `errors`, not in `requests`).
     pub status: u16,
@@ -61,8 +63,8 @@ impl From<&UsageEvent> for RequestRecord {
             cache_read_tokens: e.usage.cache_read_tokens,
             ephemeral_5m_tokens: e.usage.ephemeral_5m_tokens,
             ephemeral_1h_tokens: e.usage.ephemeral_1h_tokens,
-            real_cost_micros: e.real_cost_micros,
-            rated_cost_micros: e.rated_cost_micros,
+            real_cost_picos: e.real_cost_picos,
+            rated_cost_picos: e.rated_cost_picos,
             latency_ms: e.latency_ms,
             status: e.status,
             stream: e.stream,
@@ -236,7 +238,7 @@ impl Worker {
 
     fn add(&mut self, ev: &UsageEvent) {
         let delta = if ev.ok() {
-            Counters::from_usage(&ev.usage, ev.real_cost_micros, ev.rated_cost_micros)
+            Counters::from_usage(&ev.usage, ev.real_cost_picos, ev.rated_cost_picos)
         } else {
             Counters::error()
         };
@@ -273,8 +275,8 @@ impl Worker {
                 at: DateTime::from_timestamp(g.hour * 3600 - self.offset_secs(), 0)
                     .unwrap_or_default(),
                 usage: TokenUsage::default(),
-                real_cost_micros: 0,
-                rated_cost_micros: 0,
+                real_cost_picos: 0,
+                rated_cost_picos: 0,
                 status: 200,
                 latency_ms: 0,
                 stream: false,
@@ -466,8 +468,8 @@ mod tests {
                 output_tokens: 2,
                 ..Default::default()
             },
-            real_cost_micros: 5,
-            rated_cost_micros: 5,
+            real_cost_picos: 5,
+            rated_cost_picos: 5,
             status: 200,
             latency_ms: 10,
             stream: false,
@@ -491,7 +493,7 @@ mod tests {
         assert_eq!(g.requests, 100);
         assert_eq!(g.errors, 1);
         assert_eq!(g.input_tokens, 1000);
-        assert_eq!(g.real_cost_micros, 500);
+        assert_eq!(g.real_cost_picos, 500);
         let k1 = store.usage_get("d:2026-11-22|k|k1").unwrap().unwrap();
         assert_eq!((k1.requests, k1.errors), (50, 1));
         assert_eq!(
@@ -513,6 +515,59 @@ mod tests {
         let recs = store.records_for_key("k1", 1000).unwrap();
         assert_eq!(recs.len(), 51);
         assert_eq!(recs[0].status, 529, "newest first");
+    }
+
+    /// 240 small requests whose cost is not a whole number of micro-dollars each: every
+    /// bucket's total is price x summed tokens, exactly. (Rounded to a micro-dollar per
+    /// request, as crs used to record them, they came to $0.01152 instead of $0.011592.)
+    #[tokio::test]
+    async fn many_small_requests_sum_to_price_times_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("crs.redb")).unwrap();
+        let ledger = Ledger::start(store.clone(), Clock::new(480), Duration::from_secs(3600));
+        let pricing = super::super::pricing::Pricing::embedded();
+        let model = "claude-sonnet-4-5-20250929";
+        let usage = TokenUsage {
+            input_tokens: 1,
+            output_tokens: 3,
+            cache_read_tokens: 1,
+            ..Default::default()
+        };
+        let cost = pricing.cost(model, &usage).picos;
+        // $3/M + 3 x $15/M + $0.30/M = 48.3 micro-dollars.
+        assert_eq!(cost, 48_300_000);
+        let rate = 1.1;
+        let rated = super::super::pricing::apply_rate(cost, rate);
+        assert_eq!(rated, 53_130_000);
+        for i in 0..240 {
+            let mut e = ev(if i % 2 == 0 { "k1" } else { "k2" }, 0);
+            e.model = model.into();
+            e.usage = usage;
+            e.real_cost_picos = cost;
+            e.rated_cost_picos = rated;
+            ledger.record(e);
+            if i % 50 == 0 {
+                ledger.flush().await;
+            }
+        }
+        ledger.shutdown().await;
+        let p = pricing.price(model).unwrap().base;
+        let exact = 240 * (p.input + 3 * p.output + p.cache_read);
+        assert_eq!(exact, 11_592_000_000, "$0.011592");
+        let g = store.usage_get("t|g").unwrap().unwrap();
+        assert_eq!(g.requests, 240);
+        assert_eq!(g.real_cost_picos, exact);
+        assert_eq!(g.rated_cost_picos, 240 * 53_130_000);
+        assert_eq!(crate::model::picos_to_dollars(g.real_cost_picos), 0.011592);
+        let k1 = store.usage_get("d:2026-11-22|k|k1").unwrap().unwrap();
+        assert_eq!(k1.real_cost_picos, exact / 2);
+        let m = store
+            .usage_get(&format!("h:2026-11-22T11|am|acc|{model}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.real_cost_picos, exact);
+        let r = &store.records_for_key("k1", 1).unwrap()[0];
+        assert_eq!((r.real_cost_picos, r.rated_cost_picos), (cost, rated));
     }
 
     #[tokio::test]
@@ -590,8 +645,8 @@ mod offset_tests {
                 input_tokens: 1,
                 ..Default::default()
             },
-            real_cost_micros: 0,
-            rated_cost_micros: 0,
+            real_cost_picos: 0,
+            rated_cost_picos: 0,
             status: 200,
             latency_ms: 0,
             stream: false,

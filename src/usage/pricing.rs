@@ -3,7 +3,8 @@
 //! The table is `data/model_prices_and_context_window.json`, embedded at build time; a file with
 //! the same name in the data directory replaces it at start (`Pricing::load`). Prices are kept as
 //! integer pico-dollars per token (1 USD = 10^12), so a request's cost is an exact integer sum
-//! that is rounded once, half up, to micro-dollars.
+//! in pico-dollars (`model::Picos`), the unit every recorded cost and total is kept in: a sum
+//! of request costs is exactly price x summed tokens.
 //!
 //! Lookup order (`Pricing::cost`): the exact table key; then the normalized name (see
 //! `normalize`: case, provider paths like `anthropic/`, Bedrock region/vendor prefixes like
@@ -38,9 +39,12 @@
 //!   decides.
 //! - Cache writes: `ephemeral_1h_tokens` at the 1-hour price, the rest of `cache_create_tokens`
 //!   (all of it when the split is zero-zero) at the 5-minute price, as v1 and LiteLLM.
-//! - Rounding: per request, half up. v1 computed in floating point and then `Math.round`ed, so
-//!   a cost that is exactly x.5 micro-dollars can land one micro lower in v1 (see the test
-//!   `v1_float_noise_explains_one_micro`).
+//! - Rounding: none. v1 computed each request's cost in floating point and rounded it to
+//!   micro-dollars (`Math.round`) before adding it to its `*CostMicro` counters, so its totals
+//!   drift from the price table by up to half a micro-dollar per request (see the tests
+//!   `v1_fixture_per_key_and_model_costs` and `v1_float_noise_explains_one_micro`).
+//! - Service rates (`apply_rate`): the key's multiplier applies to the exact cost, and the
+//!   rated cost is rounded to a whole pico-dollar once per request.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,6 +54,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
 use super::TokenUsage;
+use crate::model::Picos;
 
 /// The name of the table, both embedded (from `data/`) and as an override in the data directory.
 pub const FILE_NAME: &str = "model_prices_and_context_window.json";
@@ -81,8 +86,6 @@ fn release_pages(data: &'static [u8]) {
 
 /// Pico-dollars per USD.
 const PICO_PER_USD: f64 = 1e12;
-/// Pico-dollars per micro-dollar.
-const PICO_PER_MICRO: i128 = 1_000_000;
 
 /// Prices of one model, in pico-dollars per token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,9 +172,24 @@ impl PriceMatch {
 /// The cost of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cost {
-    /// Integer micro-dollars, rounded half up from the exact pico-dollar sum.
-    pub micros: i64,
+    /// Exact, in pico-dollars (saturating at `i64::MAX`, about 9.2 million dollars).
+    pub picos: Picos,
     pub matched: PriceMatch,
+}
+
+/// A cost times a key's service rate, rounded to a whole pico-dollar once (halves away from
+/// zero). The product is taken in f64, which holds costs below 2^53 pico-dollars (about
+/// $9,000 per request) exactly, so the result is off by at most the rounding of that one
+/// multiplication, far below a pico-dollar. A rate of 1 returns the cost unchanged; a rate
+/// that is not a finite number counts as 0; results outside i64 saturate.
+pub fn apply_rate(picos: Picos, rate: f64) -> Picos {
+    if rate == 1.0 {
+        return picos;
+    }
+    if !rate.is_finite() {
+        return 0;
+    }
+    (picos as f64 * rate).round() as Picos
 }
 
 /// Family representatives, each a list of candidates tried in order (the first one the table
@@ -343,15 +361,15 @@ impl Pricing {
         }
     }
 
-    /// The cost of one request in micro-dollars. Unknown models cost 0 and are flagged.
+    /// The exact cost of one request in pico-dollars. Unknown models cost 0 and are flagged.
     pub fn cost(&self, model: &str, u: &TokenUsage) -> Cost {
         match self.resolve(model) {
             Some((i, matched)) => Cost {
-                micros: cost_micros(&self.prices[i], u),
+                picos: cost_picos(&self.prices[i], u),
                 matched,
             },
             None => Cost {
-                micros: 0,
+                picos: 0,
                 matched: PriceMatch::Unknown,
             },
         }
@@ -417,8 +435,8 @@ impl Pricing {
     }
 }
 
-/// The exact pico-dollar sum of one request, rounded half up to micro-dollars.
-fn cost_micros(p: &ModelPrice, u: &TokenUsage) -> i64 {
+/// The exact pico-dollar sum of one request (saturating).
+fn cost_picos(p: &ModelPrice, u: &TokenUsage) -> Picos {
     let prompt = u
         .input_tokens
         .saturating_add(u.cache_create_tokens)
@@ -437,8 +455,7 @@ fn cost_micros(p: &ModelPrice, u: &TokenUsage) -> i64 {
         + t(write_5m, r.cache_write_5m)
         + t(write_1h, r.cache_write_1h)
         + t(u.cache_read_tokens, r.cache_read);
-    let micros = (pico + PICO_PER_MICRO / 2).div_euclid(PICO_PER_MICRO);
-    micros.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    pico.clamp(i64::MIN as i128, i64::MAX as i128) as Picos
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,6 +765,8 @@ mod tests {
     use std::sync::LazyLock;
 
     static EMB: LazyLock<Pricing> = LazyLock::new(Pricing::embedded);
+    /// Pico-dollars per micro-dollar.
+    const M: i64 = 1_000_000;
 
     fn anthropic(input: u64, output: u64, cc: u64, cr: u64) -> TokenUsage {
         // The fixture's mock reported all cache creation as ephemeral_5m_input_tokens.
@@ -798,8 +817,9 @@ mod tests {
         assert!(EMB.price("sample_spec").is_none());
     }
 
-    /// Fixture crs-v1 (v1.1.314), "Per key and model": every row's realCostMicro, as the sum
-    /// of that key's per-request costs for the model ("Requests sent through CRS").
+    /// Fixture crs-v1 (v1.1.314), "Per key and model": the exact cost of each row's requests
+    /// ("Requests sent through CRS"), next to the realCostMicro v1 stored. v1 rounded every
+    /// request to a micro-dollar before adding it up; the exact sum is price x tokens.
     #[test]
     fn v1_fixture_per_key_and_model_costs() {
         let s45 = "claude-sonnet-4-5-20250929";
@@ -807,45 +827,40 @@ mod tests {
         let opus = "claude-opus-4-1-20250805";
         let s4 = "claude-sonnet-4-20250514";
         #[rustfmt::skip]
-        let rows: &[(&str, &str, &[TokenUsage], i64)] = &[
-            ("K1", haiku, &[anthropic(120, 22, 0, 30)], 186),
-            ("K1", opus, &[anthropic(130, 23, 0, 0)], 3675),
-            ("K1", s45, &[anthropic(100, 20, 0, 0), anthropic(110, 21, 10, 0)], 1283),
-            ("K2", opus, &[anthropic(220, 32, 0, 0)], 5700),
-            ("K2", s45, &[anthropic(200, 30, 50, 0), anthropic(210, 31, 0, 60), anthropic(230, 33, 0, 0)], 3536),
-            ("K2", "gpt-4.1", &[responses(300, 40, 100)], 770),
-            ("K2", "gpt-5", &[responses(310, 41, 0)], 798),
-            ("K3", s45, &[anthropic(8000, 400, 1000, 2000), anthropic(6000, 300, 0, 1000)], 57150),
-            ("K4", haiku, &[anthropic(420, 52, 30, 0)], 574),
-            ("K4", s45, &[anthropic(400, 50, 0, 0), anthropic(410, 51, 0, 200)], 4005),
-            ("K5", haiku, &[anthropic(510, 61, 0, 0)], 652),
-            ("K5", s4, &[anthropic(500, 60, 0, 0)], 2400),
-            // v1 stored 2697: request #25 costs exactly 1472.5 micro-dollars, which v1's float
-            // arithmetic computed as 1472.4999999999998 and rounded down. Exact integer
-            // arithmetic rounds it half up to 1473 (see v1_float_noise_explains_one_micro).
-            ("K5", "gpt-5", &[responses(600, 70, 200), responses(610, 71, 0)], 2698),
-            ("K6", s45, &[anthropic(700, 80, 0, 0)], 3300),
-            ("K6", "gpt-5", &[responses(710, 81, 0)], 1698),
+        let rows: &[(&str, &str, &[TokenUsage], i64, i64)] = &[
+            // Haiku 3.5: 120 x $0.8/M + 22 x $4/M + 30 x $0.08/M = 186.4 micro-dollars.
+            ("K1", haiku, &[anthropic(120, 22, 0, 30)], 186_400_000, 186),
+            ("K1", opus, &[anthropic(130, 23, 0, 0)], 3675 * M, 3675),
+            // 600 + 682.5 (v1: 600 + 683).
+            ("K1", s45, &[anthropic(100, 20, 0, 0), anthropic(110, 21, 10, 0)], 1_282_500_000, 1283),
+            ("K2", opus, &[anthropic(220, 32, 0, 0)], 5700 * M, 5700),
+            // 1237.5 + 1113 + 1185 (v1: 1238 + 1113 + 1185).
+            ("K2", s45, &[anthropic(200, 30, 50, 0), anthropic(210, 31, 0, 60), anthropic(230, 33, 0, 0)], 3_535_500_000, 3536),
+            ("K2", "gpt-4.1", &[responses(300, 40, 100)], 770 * M, 770),
+            // 310 x $1.25/M + 41 x $10/M = 797.5.
+            ("K2", "gpt-5", &[responses(310, 41, 0)], 797_500_000, 798),
+            ("K3", s45, &[anthropic(8000, 400, 1000, 2000), anthropic(6000, 300, 0, 1000)], 57150 * M, 57150),
+            ("K4", haiku, &[anthropic(420, 52, 30, 0)], 574 * M, 574),
+            ("K4", s45, &[anthropic(400, 50, 0, 0), anthropic(410, 51, 0, 200)], 4005 * M, 4005),
+            ("K5", haiku, &[anthropic(510, 61, 0, 0)], 652 * M, 652),
+            ("K5", s4, &[anthropic(500, 60, 0, 0)], 2400 * M, 2400),
+            // 1225 + 1472.5: v1's float arithmetic computed the second as 1472.4999999999998
+            // and rounded it down (see v1_float_noise_explains_one_micro).
+            ("K5", "gpt-5", &[responses(600, 70, 200), responses(610, 71, 0)], 2_697_500_000, 2697),
+            ("K6", s45, &[anthropic(700, 80, 0, 0)], 3300 * M, 3300),
+            ("K6", "gpt-5", &[responses(710, 81, 0)], 1_697_500_000, 1698),
         ];
-        for (key, model, requests, want) in rows {
-            let got: i64 = requests.iter().map(|u| EMB.cost(model, u).micros).sum();
+        for (key, model, requests, want, _v1) in rows {
+            let got: i64 = requests.iter().map(|u| EMB.cost(model, u).picos).sum();
             assert_eq!(got, *want, "{key} {model}");
             assert!(!EMB.cost(model, &requests[0]).matched.is_unknown());
         }
-        // The per-request examples.
-        assert_eq!(EMB.cost(haiku, &anthropic(120, 22, 0, 30)).micros, 186);
-        assert_eq!(EMB.cost(opus, &anthropic(130, 23, 0, 0)).micros, 3675);
-        assert_eq!(EMB.cost("gpt-4.1", &responses(300, 40, 100)).micros, 770);
-        assert_eq!(EMB.cost("gpt-5", &responses(310, 41, 0)).micros, 798);
-    }
-
-    #[test]
-    fn v1_float_noise_explains_one_micro() {
-        // v1 costCalculator: (tokens / 1e6) * (usd_per_token * 1e6), summed, * 1e6, Math.round.
-        let f = |n: f64, p: f64| (n / 1e6) * (p * 1e6);
-        let v1 = f(610.0, 1.25e-6) + f(71.0, 1e-5);
-        assert_eq!((v1 * 1e6).round(), 1472.0);
-        assert_eq!(EMB.cost("gpt-5", &responses(610, 71, 0)).micros, 1473);
+        // The fixture's whole traffic: v1's rounded per-request sums drift from the exact
+        // total. (v1's float cost strings per key hold the exact sums: K1's 0.0051439 is
+        // 186.4 + 3675 + 1282.5 micro-dollars.)
+        let exact: i64 = rows.iter().map(|r| r.3).sum();
+        let v1: i64 = rows.iter().map(|r| r.4).sum();
+        assert_eq!((exact, v1 * M), (88_422_900_000, 88_424 * M));
     }
 
     #[test]
@@ -879,7 +894,7 @@ mod tests {
             "claude-sonnet-4.5-20250929",
         ] {
             let c = EMB.cost(name, &usage(1000, 100));
-            assert_eq!(c.micros, want.micros, "{name}");
+            assert_eq!(c.picos, want.picos, "{name}");
             assert_eq!(
                 c.matched,
                 PriceMatch::Normalized("claude-sonnet-4-5-20250929".into()),
@@ -893,13 +908,13 @@ mod tests {
             "bedrock/anthropic.claude-opus-4-1-20250805-v1:0",
         ] {
             let c = EMB.cost(name, &usage(130, 23));
-            assert_eq!(c.micros, 3675, "{name}");
+            assert_eq!(c.picos, 3675 * M, "{name}");
             assert!(matches!(c.matched, PriceMatch::Normalized(_)), "{name}");
         }
         // An unknown date falls back to the undated name.
         let c = EMB.cost("gpt-4o-2099-01-01", &usage(1000, 0));
         assert_eq!(c.matched, PriceMatch::Normalized("gpt-4o".into()));
-        assert_eq!(c.micros, 2500);
+        assert_eq!(c.picos, 2500 * M);
         assert_eq!(
             EMB.cost("claude-sonnet-4-6-20990101", &usage(1, 1)).matched,
             PriceMatch::Normalized("claude-sonnet-4-6".into())
@@ -934,7 +949,7 @@ mod tests {
         let fam = |name: &str| EMB.cost(name, &usage(1_000_000, 0));
         let c = fam("claude-opus-9-9");
         assert_eq!(c.matched, PriceMatch::Family("claude-opus-4-7".into()));
-        assert_eq!(c.micros, 5_000_000);
+        assert_eq!(c.picos, 5_000_000 * M);
         assert_eq!(
             fam("claude-sonnet-4-5-20250929-thinking").matched,
             PriceMatch::Family("claude-sonnet-4-6".into())
@@ -969,7 +984,7 @@ mod tests {
             assert_eq!(
                 c,
                 Cost {
-                    micros: 0,
+                    picos: 0,
                     matched: PriceMatch::Unknown
                 },
                 "{name:?}"
@@ -988,17 +1003,17 @@ mod tests {
             ..Default::default()
         };
         // $3.75 vs $6 per million.
-        assert_eq!(EMB.cost(m, &split(1000, 1000, 0)).micros, 3750);
-        assert_eq!(EMB.cost(m, &split(1000, 0, 1000)).micros, 6000);
-        assert_eq!(EMB.cost(m, &split(1000, 400, 600)).micros, 1500 + 3600);
+        assert_eq!(EMB.cost(m, &split(1000, 1000, 0)).picos, 3750 * M);
+        assert_eq!(EMB.cost(m, &split(1000, 0, 1000)).picos, 6000 * M);
+        assert_eq!(EMB.cost(m, &split(1000, 400, 600)).picos, (1500 + 3600) * M);
         // Split unknown: all at the 5-minute price.
-        assert_eq!(EMB.cost(m, &split(1000, 0, 0)).micros, 3750);
+        assert_eq!(EMB.cost(m, &split(1000, 0, 0)).picos, 3750 * M);
         // Unattributed rest of a partial split: 5-minute price.
-        assert_eq!(EMB.cost(m, &split(1000, 0, 600)).micros, 1500 + 3600);
+        assert_eq!(EMB.cost(m, &split(1000, 0, 600)).picos, (1500 + 3600) * M);
         // Bedrock's Opus 4.1 entry has no 1-hour price: 2x input ($30), not the 5m $18.75.
         let o = "claude-opus-4-1-20250805";
-        assert_eq!(EMB.cost(o, &split(1000, 1000, 0)).micros, 18750);
-        assert_eq!(EMB.cost(o, &split(1000, 0, 1000)).micros, 30000);
+        assert_eq!(EMB.cost(o, &split(1000, 1000, 0)).picos, 18750 * M);
+        assert_eq!(EMB.cost(o, &split(1000, 0, 1000)).picos, 30000 * M);
     }
 
     const TABLE: &str = r#"{
@@ -1053,7 +1068,7 @@ mod tests {
             cache_read_tokens: 1000,
             ..Default::default()
         };
-        assert_eq!(p.cost("claude-test", &cr).micros, 300);
+        assert_eq!(p.cost("claude-test", &cr).picos, 300 * M);
 
         assert!(Pricing::from_json(b"[]").is_err());
         assert!(Pricing::from_json(b"{}").is_err());
@@ -1076,15 +1091,18 @@ mod tests {
             output_tokens: 1000,
             ..Default::default()
         };
-        assert_eq!(p.cost("tiered-test", &at).micros, 150_000 + 5_000 + 10_000);
+        assert_eq!(
+            p.cost("tiered-test", &at).picos,
+            (150_000 + 5_000 + 10_000) * M
+        );
         // One more token: every token at the tier price, output included.
         let over = TokenUsage {
             input_tokens: 150_001,
             ..at
         };
         assert_eq!(
-            p.cost("tiered-test", &over).micros,
-            300_002 + 10_000 + 15_000
+            p.cost("tiered-test", &over).picos,
+            (300_002 + 10_000 + 15_000) * M
         );
         // The highest exceeded tier wins; its missing fields come from the tier below.
         let far = TokenUsage {
@@ -1092,7 +1110,7 @@ mod tests {
             output_tokens: 1000,
             ..Default::default()
         };
-        assert_eq!(p.cost("tiered-test", &far).micros, 1_200_000 + 15_000);
+        assert_eq!(p.cost("tiered-test", &far).picos, (1_200_000 + 15_000) * M);
         // Cache writes count towards the threshold. Claude tier without cache prices:
         // multiples of the tier's input price ($6 -> 5m write $7.50, read $0.60).
         let claude = TokenUsage {
@@ -1103,30 +1121,67 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            p.cost("claude-tiered", &claude).micros,
-            600_000 + 750_008 + 600
+            p.cost("claude-tiered", &claude).picos,
+            600_000 * M + 750_007_500_000 + 600 * M
         );
 
         // The shipped table: Sonnet 4 (via Bedrock's entry) has a 200k tier, Sonnet 4.5 under
         // Anthropic is flat.
         let big = usage(250_000, 1000);
         assert_eq!(
-            EMB.cost("claude-sonnet-4-20250514", &big).micros,
-            1_500_000 + 22_500
+            EMB.cost("claude-sonnet-4-20250514", &big).picos,
+            (1_500_000 + 22_500) * M
         );
         assert_eq!(
-            EMB.cost("claude-sonnet-4-5-20250929", &big).micros,
-            750_000 + 15_000
+            EMB.cost("claude-sonnet-4-5-20250929", &big).picos,
+            (750_000 + 15_000) * M
         );
     }
 
     #[test]
-    fn rounding_is_half_up_per_request() {
+    fn costs_are_exact_pico_dollars() {
         let p = Pricing::from_json(br#"{"m": {"input_cost_per_token": 5e-07}}"#).unwrap();
-        assert_eq!(p.cost("m", &usage(1, 0)).micros, 1, "0.5 rounds up");
+        assert_eq!(
+            p.cost("m", &usage(1, 0)).picos,
+            500_000,
+            "half a micro-dollar"
+        );
         let p = Pricing::from_json(br#"{"m": {"input_cost_per_token": 4.99999e-07}}"#).unwrap();
-        assert_eq!(p.cost("m", &usage(1, 0)).micros, 0);
-        assert_eq!(p.cost("m", &usage(0, 0)).micros, 0);
+        assert_eq!(p.cost("m", &usage(1, 0)).picos, 499_999);
+        assert_eq!(p.cost("m", &usage(0, 0)).picos, 0);
+        // Saturates instead of wrapping: 10^12 tokens at $1 per token.
+        let p = Pricing::from_json(br#"{"m": {"input_cost_per_token": 1}}"#).unwrap();
+        assert_eq!(p.cost("m", &usage(1 << 40, 0)).picos, i64::MAX);
+    }
+
+    /// 240 small requests of 7 Haiku 3.5 input tokens, 5.6 micro-dollars each: their sum is
+    /// price x summed tokens, $0.001344. Rounded per request to a micro-dollar, as crs used to
+    /// record them, they came to $0.00144.
+    #[test]
+    fn many_small_requests_add_up_exactly() {
+        let haiku = "claude-3-5-haiku-20241022";
+        let one = usage(7, 0);
+        let each = EMB.cost(haiku, &one).picos;
+        assert_eq!(each, 5_600_000, "7 x $0.8/M = 5.6 micro-dollars");
+        let sum: i64 = (0..240).map(|_| EMB.cost(haiku, &one).picos).sum();
+        let rates = EMB.price(haiku).unwrap().base;
+        assert_eq!(sum, rates.input * 7 * 240);
+        assert_eq!(crate::model::picos_to_dollars(sum), 0.001344);
+        // Rounded per request it was 6 x 240 micro-dollars.
+        assert_ne!(sum, 6 * 240 * M);
+    }
+
+    #[test]
+    fn service_rates_apply_to_the_exact_cost_once() {
+        assert_eq!(apply_rate(5_600_000, 1.0), 5_600_000);
+        assert_eq!(apply_rate(5_600_000, 2.0), 11_200_000);
+        // 235.35 micro-dollars x 1.1 = 258.885, not 1.1 x a rounded 235.
+        assert_eq!(apply_rate(235_350_000, 1.1), 258_885_000);
+        // Rounded to the pico-dollar once: 3 x 0.5 = 1.5 -> 2.
+        assert_eq!(apply_rate(3, 0.5), 2);
+        assert_eq!(apply_rate(1_000, 0.0), 0);
+        assert_eq!(apply_rate(1_000, f64::NAN), 0);
+        assert_eq!(apply_rate(i64::MAX, 2.0), i64::MAX, "saturates");
     }
 
     #[test]

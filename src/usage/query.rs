@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{Clock, Counters, bucket};
-use crate::model::micros_to_dollars;
+use crate::model::picos_to_dollars;
 use crate::store::Store;
 
 /// All-time, today and this month, in the accounting time zone.
@@ -29,8 +29,8 @@ pub fn counters_json(c: &Counters) -> Value {
         "ephemeral5mTokens": c.ephemeral_5m_tokens,
         "ephemeral1hTokens": c.ephemeral_1h_tokens,
         "allTokens": c.all_tokens(),
-        "cost": micros_to_dollars(c.rated_cost_micros),
-        "realCost": micros_to_dollars(c.real_cost_micros),
+        "cost": picos_to_dollars(c.rated_cost_picos),
+        "realCost": picos_to_dollars(c.real_cost_picos),
         "errors": c.errors,
     })
 }

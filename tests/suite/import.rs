@@ -12,7 +12,7 @@ use crs::config::Config;
 use crs::crypto::Secrets;
 use crs::migrate::dump::{self, V1Key, V1Value};
 use crs::migrate::{ExportOptions, ImportOptions, Report, Source, Target};
-use crs::model::{Account, AccountGroup, Admin, ApiKey, dollars_to_micros};
+use crs::model::{Account, AccountGroup, Admin, ApiKey, dollars_to_picos, picos_to_dollars};
 use crs::store::{Store, Table};
 use crs::usage::Counters;
 use serde_json::{Value, json};
@@ -289,7 +289,7 @@ async fn import_from_redis_then_serve() {
     }
 
     // Usage as the store holds it: accounts, models (all-time, derived from key-models),
-    // global, key-models with v1's micro-dollar costs.
+    // global, key-models with v1's micro-dollar costs (in pico-dollars).
     {
         let (secrets, store) = open(dir.path());
         for (acc, want) in ACCOUNT_TOTALS {
@@ -320,21 +320,22 @@ async fn import_from_redis_then_serve() {
                     .unwrap()
                     .unwrap();
                 assert_eq!(five(&c), want, "{period} {k} {model}");
-                assert_eq!((c.real_cost_micros, c.rated_cost_micros), (micro, micro));
+                let picos = micro * 1_000_000;
+                assert_eq!((c.real_cost_picos, c.rated_cost_picos), (picos, picos));
             }
             if k == K3 {
                 claude_total += micro;
             }
         }
         assert_eq!(claude_total, 57150);
-        // Key buckets carry rated cost (the cost strings) for the limit meters.
+        // Key buckets carry rated cost (the cost strings, read exactly) for the limit meters.
         for (k, _, cost) in KEY_TOTALS {
             for period in ["t", "d:2026-11-22", "h:2026-11-22T11", "m:2026-11"] {
                 let c = store
                     .usage_get(&format!("{period}|k|{k}"))
                     .unwrap()
                     .unwrap();
-                assert_eq!(c.rated_cost_micros, dollars_to_micros(cost), "{period} {k}");
+                assert_eq!(c.rated_cost_picos, dollars_to_picos(cost), "{period} {k}");
             }
         }
 
@@ -424,8 +425,8 @@ async fn import_from_redis_then_serve() {
         assert_eq!(recs.len(), 4);
         assert_eq!(recs[0].model, "claude-opus-4-1-20250805", "newest first");
         assert_eq!(
-            (recs[0].real_cost_micros, recs[0].status, recs[0].stream),
-            (3675, 200, true)
+            (recs[0].real_cost_picos, recs[0].status, recs[0].stream),
+            (3_675_000_000, 200, true)
         );
         let admin: Admin = store.get(Table::Admins, ADMIN.0).unwrap().unwrap();
         assert!(admin.password_hash.starts_with("$2a$"));
@@ -512,8 +513,8 @@ async fn import_from_redis_then_serve() {
         ];
         assert_eq!(&got, want, "{id}");
         assert_eq!(
-            dollars_to_micros(t["cost"].as_f64().unwrap()),
-            dollars_to_micros(*cost),
+            t["cost"].as_f64().unwrap(),
+            picos_to_dollars(dollars_to_picos(*cost)),
             "{id}"
         );
     }
@@ -971,6 +972,17 @@ async fn crs_data_round_trips_through_v1() {
         assert_eq!(res.status(), 200);
         res.bytes().await.unwrap();
     }
+    // Costs that are not whole micro-dollars (7 x $0.8/M + 3 x $0.08/M = 5.84 micro-dollars)
+    // come back exactly.
+    let res = env
+        .messages(
+            &key,
+            crate::common::msg_body("claude-3-5-haiku-20241022", false, "mock:usage=7,0,0,3"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     let dir = env.stop().await;
     let mut before = snapshot(dir.path());
     // v1 keeps times in milliseconds (JavaScript dates): compare at that precision.
@@ -982,15 +994,21 @@ async fn crs_data_round_trips_through_v1() {
         before
             .buckets
             .iter()
-            .any(|(k, c)| k.starts_with("t|a|") && c.real_cost_micros > 0)
+            .any(|(k, c)| k.starts_with("t|a|") && c.real_cost_picos > 0)
     );
     assert!(
         before
             .buckets
             .iter()
-            .any(|(k, c)| k.starts_with("t|k|") && c.rated_cost_micros == 2 * c.real_cost_micros)
+            .any(|(k, c)| k.starts_with("t|k|") && c.rated_cost_picos == 2 * c.real_cost_picos)
     );
     assert!(!before.sticky.is_empty());
+    assert!(
+        before
+            .buckets
+            .iter()
+            .any(|(k, c)| k.starts_with("t|km|") && c.real_cost_picos == 5_840_000)
+    );
 
     let secrets: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("secrets.json")).unwrap())

@@ -301,6 +301,62 @@ async fn cost_limits_survive_a_restart() {
     env.stop().await;
 }
 
+/// Limits are configured in micro-dollars and compared with the exact spend: three requests
+/// of 330.4 micro-dollars (413 Haiku 3.5 input tokens) reach a $0.000991 limit, before and
+/// after a restart (the meter rebuilt from the usage buckets). Rounded per request they
+/// counted 990 and let a fourth through.
+#[tokio::test]
+async fn cost_limits_trip_at_the_configured_micro_dollars_on_exact_spend() {
+    let mut env = Env::start().await;
+    env.create_account(json!({})).await;
+    let haiku = "claude-3-5-haiku-20241022";
+    let mut keys = Vec::new();
+    for (field, code) in [
+        ("dailyCostLimit", "daily_cost_limit_exceeded"),
+        ("totalCostLimit", "total_cost_limit_exceeded"),
+        ("weeklyOpusCostLimit", "weekly_opus_cost_limit_exceeded"),
+        ("fiveHourCostLimit", "five_hour_cost_limit_exceeded"),
+    ] {
+        let (_, key) = env
+            .create_key(json!({"name": field, field: 0.000991}))
+            .await;
+        for i in 0..3 {
+            let (s, _, v) = send(&env, &key, msg_body(haiku, i == 1, "mock:usage=413,0,0,0")).await;
+            assert_eq!(s, 200, "{field} request {i}: {v}");
+        }
+        keys.push((key, code));
+    }
+    for round in ["before", "after"] {
+        for (key, code) in &keys {
+            let (s, _, v) = send(&env, key, msg_body(haiku, false, "x")).await;
+            assert_eq!(s, 402, "{code} {round} the restart: {v}");
+            assert_eq!(v["error"]["code"], *code);
+            assert_eq!(v["currentCost"], 0.0009912, "{code} {round}");
+            assert_eq!(v["costLimit"], 0.000991);
+        }
+        if round == "before" {
+            env.restart().await;
+        }
+    }
+    // The rate window's cost limit too.
+    let (_, key) = env
+        .create_key(json!({"name": "window", "rateLimitWindow": 10, "rateLimitCost": 0.000991}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(&env, &key, msg_body(haiku, false, "mock:usage=413,0,0,0"))
+                .await
+                .0,
+            200
+        );
+    }
+    let (s, _, v) = send(&env, &key, msg_body(haiku, false, "x")).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["currentCost"], 0.0009912);
+    assert_eq!(v["costLimit"], 0.000991);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn activation_starts_on_the_first_admitted_request() {
     let env = Env::start().await;

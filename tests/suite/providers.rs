@@ -217,7 +217,7 @@ async fn gemini_sse_passes_through_and_usage_metadata_is_recorded() {
         ),
         (1, 1000, 400, 50)
     );
-    assert!(c.real_cost_micros > 0, "Gemini is priced too");
+    assert!(c.real_cost_picos > 0, "Gemini is priced too");
     let t = usage_of(&env, &key).await;
     assert_eq!(t["requests"], 2);
 

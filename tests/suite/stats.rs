@@ -1,8 +1,9 @@
-//! Usage, pricing and statistics: exact to the token and the micro-dollar.
+//! Usage, pricing and statistics: exact to the token and the pico-dollar.
 
 use std::collections::HashMap;
 
 use crate::common::*;
+use crs::model::picos_to_dollars;
 use crs::usage::TokenUsage;
 use crs::usage::pricing::Pricing;
 use reqwest::Method;
@@ -21,6 +22,7 @@ struct Sum {
     output: u64,
     cc: u64,
     cr: u64,
+    /// Pico-dollars.
     cost: i64,
 }
 
@@ -39,15 +41,18 @@ impl Sum {
         assert_eq!(v["outputTokens"], self.output, "{what} output");
         assert_eq!(v["cacheCreateTokens"], self.cc, "{what} cache create");
         assert_eq!(v["cacheReadTokens"], self.cr, "{what} cache read");
-        let micros = (v["cost"].as_f64().unwrap() * 1e6).round() as i64;
-        assert_eq!(micros, self.cost, "{what} cost in micro-dollars");
+        assert_eq!(
+            v["cost"].as_f64().unwrap(),
+            picos_to_dollars(self.cost),
+            "{what} cost: the exact sum, shown in dollars"
+        );
     }
 }
 
 /// 240 concurrent stream and non-stream requests over 4 keys and 3 models, with cache writes
 /// (5m and 1h) and reads: usage equals what the mock served, cost equals the price table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_mixed_requests_are_exact_to_the_token_and_micro_dollar() {
+async fn concurrent_mixed_requests_are_exact_to_the_token_and_pico_dollar() {
     let env = Env::start().await;
     env.create_account(json!({})).await;
     let mut keys = Vec::new();
@@ -77,7 +82,7 @@ async fn concurrent_mixed_requests_are_exact_to_the_token_and_micro_dollar() {
             ephemeral_5m_tokens: cc - cc1h.min(cc),
             ephemeral_1h_tokens: cc1h.min(cc),
         };
-        let cost = pricing.cost(model, &usage).micros;
+        let cost = pricing.cost(model, &usage).picos;
         assert!(cost > 0);
         per_key.entry(id.clone()).or_default().add(&usage, cost);
         per_model.entry(model).or_default().add(&usage, cost);
@@ -145,6 +150,78 @@ async fn concurrent_mixed_requests_are_exact_to_the_token_and_micro_dollar() {
     assert_eq!(costs.len(), 4);
     assert!(costs.windows(2).all(|w| w[0] >= w[1]), "{costs:?}");
     env.stop().await;
+}
+
+/// 240 small requests through the relay, each costing a fraction of a micro-dollar more than
+/// a whole number (Haiku 3.5: 7 in, 1 out, 3 cache reads = 9.84 micro-dollars): every total
+/// is price x summed tokens exactly, in the store and in what the APIs show. Rounded per
+/// request, as crs used to record them, they came to $0.0024 instead of $0.0023616.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_requests_add_up_to_price_times_tokens() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (id, key) = env
+        .create_key(json!({"name": "small", "serviceRates": {"claude": 1.1}}))
+        .await;
+    let model = "claude-3-5-haiku-20241022";
+    let n = 240;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let req = env.messages(
+            &key,
+            msg_body(model, i % 2 == 0, "mock:usage=7,1,0,3 mock:chunks=2"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }));
+        if tasks.len() == 16 {
+            for t in tasks.drain(..) {
+                t.await.unwrap();
+            }
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let p = Pricing::embedded().price(model).unwrap().base;
+    let exact = n * (7 * p.input + p.output + 3 * p.cache_read);
+    assert_eq!(exact, 2_361_600_000, "$0.0023616");
+    // The rate applies to each request's exact cost, rounded once to the pico-dollar.
+    let rated = n * 10_824_000;
+
+    let u = env.usage(&key).await;
+    for period in ["total", "daily"] {
+        assert_eq!(
+            u["usage"][period]["cost"].as_f64().unwrap(),
+            0.00259776,
+            "{period}"
+        );
+    }
+    let (_, d) = env.admin(Method::GET, "/admin/dashboard", None).await;
+    assert_eq!(d["data"]["today"]["realCost"], 0.0023616);
+    let dir = env.stop().await;
+    let store = crs::store::Store::open(&dir.path().join("crs.redb")).unwrap();
+    for b in [
+        "t|g".to_owned(),
+        format!("t|k|{id}"),
+        format!("t|m|{model}"),
+        format!("t|km|{id}|{model}"),
+    ] {
+        let c = store.usage_get(&b).unwrap().unwrap();
+        assert_eq!(c.requests, n as u64, "{b}");
+        assert_eq!(
+            (c.real_cost_picos, c.rated_cost_picos),
+            (exact, rated),
+            "{b}"
+        );
+    }
+    let r = &store.records_for_key(&id, 1).unwrap()[0];
+    assert_eq!(
+        (r.real_cost_picos, r.rated_cost_picos),
+        (9_840_000, 10_824_000)
+    );
 }
 
 #[tokio::test]

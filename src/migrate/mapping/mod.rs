@@ -14,7 +14,7 @@ pub use keys::{export_key, import_key};
 
 use serde_json::{Value, json};
 
-use crate::model::{AccountGroup, Admin, micros_to_dollars};
+use crate::model::{AccountGroup, Admin, dollars_to_picos, picos_to_dollars};
 use crate::usage::ledger::RequestRecord;
 
 // ---------------------------------------------------------------------------------------------
@@ -101,13 +101,11 @@ pub fn import_record(key_id: &str, text: &str) -> Option<(RequestRecord, Vec<Str
         .cloned()
         .collect();
     let mut f = Fields(m);
+    // v1 writes each request's unrounded float cost in dollars: read exactly, to the
+    // pico-dollar, from its shortest decimal form.
     let rated = f.take("cost").and_then(|v| v.as_f64());
     let real = f.take("realCost").and_then(|v| v.as_f64()).or(rated);
-    let micros = |d: Option<f64>| -> i64 {
-        d.filter(|d| d.is_finite())
-            .map(|d| (d * 1_000_000.0).round() as i64)
-            .unwrap_or(0)
-    };
+    let picos = |d: Option<f64>| d.map(dollars_to_picos).unwrap_or(0);
     let r = RequestRecord {
         timestamp: f.date("timestamp"),
         key_id: key_id.to_owned(),
@@ -119,8 +117,8 @@ pub fn import_record(key_id: &str, text: &str) -> Option<(RequestRecord, Vec<Str
         cache_read_tokens: f.u("cacheReadTokens").unwrap_or(0),
         ephemeral_5m_tokens: f.u("ephemeral5mTokens").unwrap_or(0),
         ephemeral_1h_tokens: f.u("ephemeral1hTokens").unwrap_or(0),
-        real_cost_micros: micros(real),
-        rated_cost_micros: micros(rated),
+        real_cost_picos: picos(real),
+        rated_cost_picos: picos(rated),
         latency_ms: f.u("durationMs").unwrap_or(0).min(u32::MAX as u64) as u32,
         status: f.u("statusCode").unwrap_or(200).min(u16::MAX as u64) as u16,
         stream: f.b("stream", false),
@@ -144,8 +142,8 @@ pub fn export_record(r: &RequestRecord, account_type: &str) -> String {
         "ephemeral5mTokens": r.ephemeral_5m_tokens,
         "ephemeral1hTokens": r.ephemeral_1h_tokens,
         "totalTokens": r.input_tokens + r.output_tokens + r.cache_create_tokens + r.cache_read_tokens,
-        "cost": micros_to_dollars(r.rated_cost_micros),
-        "realCost": micros_to_dollars(r.real_cost_micros),
+        "cost": picos_to_dollars(r.rated_cost_picos),
+        "realCost": picos_to_dollars(r.real_cost_picos),
     })
     .to_string()
 }
@@ -197,5 +195,30 @@ mod tests {
             assert_eq!(sticky_key(v1).as_deref(), Some(crs));
             assert_eq!(sticky_name(crs), v1);
         }
+    }
+
+    /// v1's records hold each request's unrounded cost in float dollars: it arrives to the
+    /// pico-dollar, and crs's exact costs go back and forth unchanged.
+    #[test]
+    fn record_costs_are_exact() {
+        let (r, dropped) = import_record(
+            "k",
+            r#"{"timestamp":"2026-11-22T03:57:07.123Z","model":"claude-3-5-haiku-20241022",
+                "inputTokens":120,"outputTokens":22,"cacheReadTokens":30,
+                "cost":0.0001864,"realCost":0.0001864}"#,
+        )
+        .unwrap();
+        assert!(dropped.is_empty());
+        assert_eq!(
+            (r.real_cost_picos, r.rated_cost_picos),
+            (186_400_000, 186_400_000)
+        );
+        let mine = RequestRecord {
+            real_cost_picos: 48_300_001,
+            rated_cost_picos: 53_130_001,
+            ..r.clone()
+        };
+        let (back, _) = import_record("k", &export_record(&mine, "claude-console")).unwrap();
+        assert_eq!(back, mine);
     }
 }
