@@ -275,3 +275,6 @@ pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) 
         ClientFormat::Gemini => gemini::error_body(status, message),
     }
 }
+
+#[cfg(test)]
+mod tap_props;
