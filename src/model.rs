@@ -1106,4 +1106,44 @@ mod tests {
         assert!(!AccountStatus::parse("created").needs_attention());
         assert_eq!(AccountStatus::parse(""), AccountStatus::Active);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn binding_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[ ]?(group:|responses:|api:)?[ a-z0-9:-]{0,12}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn bindings_write_back_what_they_read(s in binding_text()) {
+                let b = Binding::parse(&s);
+                prop_assert_eq!(b.to_string(), s.trim());
+                prop_assert_eq!(Binding::parse(&b.to_string()), b.clone());
+                let k: ApiKey = serde_json::from_value(serde_json::json!({"claudeAccountId": s})).unwrap();
+                prop_assert_eq!(&k.claude_account_id, &b);
+                let back: ApiKey = serde_json::from_value(serde_json::to_value(&k).unwrap()).unwrap();
+                prop_assert_eq!(back.claude_account_id, b.clone());
+                match &b {
+                    Binding::None => prop_assert!(s.trim().is_empty()),
+                    Binding::Group(g) => prop_assert_eq!(s.trim().strip_prefix("group:"), Some(g.as_str())),
+                    Binding::Account { id, prefix } => {
+                        prop_assert_eq!(format!("{}{id}", prefix.as_str()), s.trim());
+                    }
+                }
+            }
+
+            #[test]
+            fn money_converts_without_panics(d in any::<f64>(), m in 0i64..=1_000_000_000_000_000) {
+                prop_assert!(dollars_to_micros(d) >= 0);
+                prop_assert_eq!(dollars_to_micros(micros_to_dollars(m)), m);
+            }
+        }
+    }
 }

@@ -264,4 +264,93 @@ mod tests {
         );
         assert!((NOW..=NOW + MAX_COOLDOWN_MS).contains(&until));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("retry-after".to_owned()),
+                Just("anthropic-ratelimit-unified-reset".to_owned()),
+                "anthropic-ratelimit-(requests|tokens|input-tokens|output-tokens|x)-(remaining|reset)",
+                "x-[a-z-]{1,10}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"0".to_vec()),
+                any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+                any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+                (
+                    -1_000_000_000_000i64..10_000_000_000_000,
+                    -86_399i32..86_399
+                )
+                    .prop_map(|(ms, off)| {
+                        let t = DateTime::from_timestamp_millis(ms).unwrap();
+                        let off = chrono::FixedOffset::east_opt(off).unwrap();
+                        t.with_timezone(&off).to_rfc3339().into_bytes()
+                    }),
+                "[ 0-9:TZ+.-]{0,30}".prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..40),
+            ]
+        }
+
+        fn headers() -> impl Strategy<Value = HeaderMap> {
+            prop::collection::vec((name(), value()), 0..8).prop_map(|pairs| {
+                let mut h = HeaderMap::new();
+                for (n, v) in pairs {
+                    if let (Ok(n), Ok(v)) = (
+                        reqwest::header::HeaderName::from_bytes(n.as_bytes()),
+                        HeaderValue::from_bytes(&v),
+                    ) {
+                        h.append(n, v);
+                    }
+                }
+                h
+            })
+        }
+
+        /// Now, from 1970 to the end of the century.
+        fn now() -> impl Strategy<Value = i64> {
+            0i64..4_102_444_800_000
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_reset_headers_give_a_bounded_cooldown(h in headers(), now in now(), fallback in any::<u32>()) {
+                let until = rate_limit_until(&h, now, fallback);
+                prop_assert!((now..=now + MAX_COOLDOWN_MS).contains(&until), "{:?}: {}", h, until - now);
+            }
+
+            #[test]
+            fn retry_after_alone_is_taken_as_said(secs in 1i64..=MAX_COOLDOWN_MS / 1000, now in now()) {
+                let mut h = HeaderMap::new();
+                h.insert("retry-after", HeaderValue::from_str(&secs.to_string()).unwrap());
+                prop_assert_eq!(rate_limit_until(&h, now, 60), now + secs * 1000);
+            }
+
+            #[test]
+            fn any_error_answer_is_judged(
+                status in 100u16..1000,
+                h in headers(),
+                body in prop::collection::vec(any::<u8>(), 0..400),
+                model in "[a-z0-9-]{0,12}",
+                now in now(),
+                fallback in any::<u32>(),
+            ) {
+                let v = judge_status(status, &h, &body, &model, now, fallback);
+                match v.effect {
+                    Effect::Account { until_ms, .. } | Effect::Model { until_ms, .. } => {
+                        prop_assert!(until_ms >= now && until_ms <= now + MAX_COOLDOWN_MS);
+                    }
+                    Effect::NeedsAttention { .. } => prop_assert!(matches!(status, 401 | 403)),
+                    Effect::None => prop_assert!(!v.retry),
+                }
+            }
+        }
+    }
 }

@@ -158,4 +158,130 @@ mod tests {
         assert!(!allowed(&allowed_list, &h(&[("user-agent", "curl/8")])));
         assert!(!allowed(&allowed_list, &h(&[])));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Whole-text glob matching by dynamic programming, as a reference.
+        fn reference(pattern: &str, text: &str) -> bool {
+            let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
+            let t: Vec<char> = text.to_ascii_lowercase().chars().collect();
+            // m[j]: p[..i] matches t[..j].
+            let mut m = vec![false; t.len() + 1];
+            m[0] = true;
+            for &pc in &p {
+                let mut next = vec![false; t.len() + 1];
+                if pc == '*' {
+                    let mut any = false;
+                    for j in 0..=t.len() {
+                        any |= m[j];
+                        next[j] = any;
+                    }
+                } else {
+                    for j in 1..=t.len() {
+                        next[j] = m[j - 1] && t[j - 1] == pc;
+                    }
+                }
+                m = next;
+            }
+            m[t.len()]
+        }
+
+        fn ua_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[abAB*/ .-]{0,12}",
+                any::<String>(),
+                "(claude-cli|Claude-Code|GeminiCLI|gemini-cli|codex_cli_rs|codex_exec|codex-cli|factory-cli|droid|droid-cli)/[0-9.]{0,6}( \\(.{0,10}\\))?",
+            ]
+        }
+
+        fn headers() -> impl Strategy<Value = HeaderMap> {
+            let value = prop_oneof![
+                ua_text().prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..24),
+            ];
+            let name = prop::sample::select(vec!["user-agent", "x-app", "originator", "x-other"]);
+            prop::collection::vec((name, value), 0..4).prop_map(|pairs| {
+                let mut h = HeaderMap::new();
+                for (n, v) in pairs {
+                    // Bytes a header may not hold are not sent by any client.
+                    if let Ok(v) = salvo::http::HeaderValue::from_bytes(&v) {
+                        h.append(n, v);
+                    }
+                }
+                h
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn glob_matches_like_the_reference(p in ua_text(), t in ua_text()) {
+                prop_assert_eq!(glob_match(&p, &t), reference(&p, &t), "{:?} ~ {:?}", p, t);
+            }
+
+            #[test]
+            fn a_pattern_from_the_text_matches_it(t in ua_text(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..3)) {
+                // Replacing any substrings of the text with `*` still matches it.
+                let t = t.replace('*', "");
+                let mut p: Vec<char> = t.chars().collect();
+                for c in cuts {
+                    if !p.is_empty() {
+                        let i = c.index(p.len());
+                        p[i] = '*';
+                    }
+                }
+                let p: String = p.into_iter().collect();
+                prop_assert!(glob_match(&p, &t), "{:?} ~ {:?}", p, t);
+                prop_assert!(glob_match(&t.to_ascii_uppercase(), &t));
+                prop_assert!(glob_match("*", &t));
+            }
+
+            #[test]
+            fn client_matching_reads_any_headers(h in headers(), list in prop::collection::vec(
+                prop_oneof![prop::sample::select(BUILTIN).prop_map(str::to_owned), ua_text()],
+                0..4,
+            )) {
+                let got = allowed(&list, &h);
+                let ua = h.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let want = list.iter().any(|a| if BUILTIN.contains(&a.as_str()) {
+                    is_client(a, &h)
+                } else {
+                    glob_match(a, ua)
+                });
+                prop_assert_eq!(got, want);
+                prop_assert!(!allowed(&[], &h));
+            }
+
+            #[test]
+            fn builtin_clients_by_user_agent_in_any_case(
+                (id, product) in prop::sample::select(vec![
+                    ("claude_code", "claude-cli/"),
+                    ("claude_code", "claude-code/"),
+                    ("gemini_cli", "GeminiCLI/"),
+                    ("gemini_cli", "gemini-cli/"),
+                    ("codex_cli", "codex_cli_rs/"),
+                    ("codex_cli", "codex_exec/"),
+                    ("droid_cli", "factory-cli/"),
+                    ("droid_cli", "droid/"),
+                ]),
+                upper in prop::collection::vec(any::<bool>(), 16),
+                rest in "[ -~]{0,20}",
+            ) {
+                let product: String = product
+                    .chars()
+                    .zip(upper.iter().cycle())
+                    .map(|(c, u)| if *u { c.to_ascii_uppercase() } else { c })
+                    .collect();
+                let mut h = HeaderMap::new();
+                h.insert("user-agent", salvo::http::HeaderValue::from_str(&format!(" {product}{rest}")).unwrap());
+                prop_assert!(is_client(id, &h), "{:?}", h);
+                for other in BUILTIN.iter().filter(|o| **o != id) {
+                    prop_assert!(!is_client(other, &h) || rest.is_empty() || *other == id);
+                }
+            }
+        }
+    }
 }

@@ -25,7 +25,22 @@ pub fn valid_name(name: &str) -> bool {
 /// `us.anthropic.claude-3-5-haiku-20241022-v1:0` -> `claude-3-5-haiku`;
 /// `claude-sonnet-4-5@20250929` -> `claude-sonnet-4-5`; `claude-sonnet-4-5[1m]` -> `claude-sonnet-4-5`;
 /// `models/gemini-2.5-pro` -> `gemini-2.5-pro`; `gpt-4o-2024-08-06` -> `gpt-4o`.
+///
+/// The cuts are repeated until nothing changes, so the result is its own canonical form
+/// (`claude-opus-4-1 [1m]` is `claude-opus-4-1`, not `claude-opus-4-1 `). Each repeat that
+/// changes the name shortens it, so this ends.
 pub fn normalize(model: &str) -> String {
+    let mut m = normalize_once(model);
+    loop {
+        let again = normalize_once(&m);
+        if again == m {
+            return m;
+        }
+        m = again;
+    }
+}
+
+fn normalize_once(model: &str) -> String {
     let mut m = model.trim().to_ascii_lowercase();
     // Context tags such as "[1m]".
     if let Some(i) = m.find('[') {
@@ -116,6 +131,8 @@ mod tests {
             ("gpt-5", "gpt-5"),
             ("claude-3-7-sonnet-latest", "claude-3-7-sonnet"),
             ("gpt-4.1", "gpt-4.1"),
+            ("claude-opus-4-1 [1m]", "claude-opus-4-1"),
+            ("claude-3-7-sonnet-20250219-latest", "claude-3-7-sonnet"),
         ] {
             assert_eq!(normalize(raw), want, "{raw}");
         }
@@ -147,5 +164,101 @@ mod tests {
         assert!(is_claude("us.anthropic.claude-opus-4-1-20250805-v1:0"));
         assert!(!is_claude("gpt-5"));
         assert!(!is_claude("gemini-2.5-pro"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Names in the accepted alphabet, with the prefixes and suffixes `normalize` cuts.
+        fn namish() -> impl Strategy<Value = String> {
+            (
+                prop::option::of("(anthropic|openai|models|bedrock|vertex_ai)/"),
+                prop::option::of("(us|eu|apac)\\.anthropic\\."),
+                "[a-zA-Z0-9.-]{0,24}",
+                prop::option::of("-(20[0-9]{6}|20[0-9]{2}-[0-9]{2}-[0-9]{2}|latest)"),
+                prop::option::of("-v[0-9]{1,2}"),
+                prop::option::of(":[0-9]"),
+                prop::option::of("@20[0-9]{6}"),
+                prop::option::of("\\[1m\\]"),
+            )
+                .prop_map(|(a, b, c, d, e, f, g, h)| {
+                    [a, b, Some(c), d, e, f, g, h]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                })
+        }
+
+        fn any_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                namish(),
+                "[ a-zA-Z0-9\\-._:/@\\[\\]+]{0,40}",
+                // The suffixes `normalize` cuts, repeated and in odd orders.
+                prop::collection::vec(
+                    "(-20250929|-2024-08-06|-latest|-v1|-v|:0|@x|\\[1m\\]|/|anthropic\\.| |-)",
+                    0..6
+                )
+                .prop_map(|v| v.concat()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn normalize_is_total_and_idempotent(name in any_name()) {
+                let n = normalize(&name);
+                prop_assert_eq!(&normalize(&n), &n, "normalize({:?}) = {:?}", name, n);
+                prop_assert!(!n.bytes().any(|b| b.is_ascii_uppercase()));
+                prop_assert!(n.len() <= name.len());
+                prop_assert_eq!(n.trim(), n.as_str());
+            }
+
+            #[test]
+            fn refused_agrees_with_itself(name in any_name(), other in any_name()) {
+                let list = vec![name.clone()];
+                prop_assert!(refused(&name, &list, RestrictionMode::Deny));
+                prop_assert!(!refused(&name, &list, RestrictionMode::Allow));
+                let list = vec![other.clone()];
+                prop_assert_eq!(
+                    refused(&name, &list, RestrictionMode::Allow),
+                    !refused(&name, &list, RestrictionMode::Deny)
+                );
+                // The list entry and the requested name are compared in the same form.
+                prop_assert_eq!(
+                    refused(&name, &list, RestrictionMode::Deny),
+                    refused(&normalize(&name), &[normalize(&other)], RestrictionMode::Deny)
+                );
+                let _ = is_claude(&name);
+            }
+
+            #[test]
+            fn valid_names_are_the_alphabet_within_the_length(name in any_name()) {
+                let alphabet = name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:/@[]+".contains(&b));
+                let dot_segment = name.split('/').any(|s| s == "." || s == "..");
+                prop_assert_eq!(
+                    valid_name(&name),
+                    !name.is_empty() && name.len() <= MAX_NAME && alphabet && !dot_segment
+                );
+                if valid_name(&name) {
+                    // Nothing that could break a log line, a bucket key or a URL.
+                    prop_assert!(!name.bytes().any(|b| b.is_ascii_whitespace()
+                        || b.is_ascii_control()
+                        || b"|%?#\\\"'".contains(&b)
+                        || !b.is_ascii()));
+                }
+            }
+
+            #[test]
+            fn names_over_the_limit_are_refused(c in "[a-z0-9]", extra in 1usize..64) {
+                let long = c.repeat(MAX_NAME + extra);
+                prop_assert!(!valid_name(&long));
+                prop_assert!(valid_name(&long[..MAX_NAME]));
+            }
+        }
     }
 }

@@ -349,4 +349,193 @@ mod tests {
         );
         assert!(usage_from_body(b"not json").is_none());
     }
+
+    mod props {
+        use super::*;
+        use crate::providers::tap_props::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        /// Reported usage fields: input, output, cache create, cache read, 5m, 1h.
+        type Reported = [Option<u64>; 6];
+
+        #[derive(Debug, Clone)]
+        enum Ev {
+            Start(Option<String>, Option<Reported>),
+            Delta(Option<Reported>),
+            Stop,
+            Text(String),
+            Ping,
+            Error(String),
+        }
+
+        fn reported() -> impl Strategy<Value = Reported> {
+            prop::array::uniform6(prop::option::of(tokens()))
+        }
+
+        fn ev() -> impl Strategy<Value = Ev> {
+            prop_oneof![
+                1 => (prop::option::of(text()), prop::option::of(reported()))
+                    .prop_map(|(m, u)| Ev::Start(m, u)),
+                1 => prop::option::of(reported()).prop_map(Ev::Delta),
+                1 => Just(Ev::Stop),
+                3 => text().prop_map(Ev::Text),
+                1 => Just(Ev::Ping),
+                1 => text().prop_map(Ev::Error),
+            ]
+        }
+
+        fn usage_json(r: &Reported) -> Value {
+            let mut m = Map::new();
+            let names = [
+                "input_tokens",
+                "output_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+            ];
+            for (n, v) in names.iter().zip(r) {
+                if let Some(v) = v {
+                    m.insert((*n).into(), json!(v));
+                }
+            }
+            if r[4].is_some() || r[5].is_some() {
+                let mut cc = Map::new();
+                if let Some(v) = r[4] {
+                    cc.insert("ephemeral_5m_input_tokens".into(), json!(v));
+                }
+                if let Some(v) = r[5] {
+                    cc.insert("ephemeral_1h_input_tokens".into(), json!(v));
+                }
+                m.insert("cache_creation".into(), Value::Object(cc));
+            }
+            Value::Object(m)
+        }
+
+        fn encode(e: &Ev) -> (Option<&'static str>, Vec<u8>) {
+            let (name, v) = match e {
+                Ev::Start(model, u) => {
+                    let mut msg = json!({"id": "msg_1", "type": "message", "role": "assistant", "content": []});
+                    if let Some(m) = model {
+                        msg["model"] = json!(m);
+                    }
+                    if let Some(u) = u {
+                        msg["usage"] = usage_json(u);
+                    }
+                    (
+                        "message_start",
+                        json!({"type": "message_start", "message": msg}),
+                    )
+                }
+                Ev::Delta(u) => {
+                    let mut v =
+                        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}});
+                    if let Some(u) = u {
+                        v["usage"] = usage_json(u);
+                    }
+                    ("message_delta", v)
+                }
+                Ev::Stop => ("message_stop", json!({"type": "message_stop"})),
+                Ev::Text(t) => (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+                ),
+                Ev::Ping => ("ping", json!({"type": "ping"})),
+                Ev::Error(m) => (
+                    "error",
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": m}}),
+                ),
+            };
+            (Some(name), v.to_string().into_bytes())
+        }
+
+        /// What the tap should report: the last reported value of each field.
+        fn expected(evs: &[Ev]) -> (TokenUsage, Option<String>, bool, bool, bool) {
+            let mut u = TokenUsage::default();
+            let mut model = None;
+            let apply = |u: &mut TokenUsage, r: &Reported| {
+                let fields = [
+                    &mut u.input_tokens,
+                    &mut u.output_tokens,
+                    &mut u.cache_create_tokens,
+                    &mut u.cache_read_tokens,
+                    &mut u.ephemeral_5m_tokens,
+                    &mut u.ephemeral_1h_tokens,
+                ];
+                for (f, v) in fields.into_iter().zip(r) {
+                    if let Some(v) = v {
+                        *f = *v;
+                    }
+                }
+            };
+            for e in evs {
+                match e {
+                    Ev::Start(m, r) => {
+                        if m.is_some() {
+                            model = m.clone();
+                        }
+                        if let Some(r) = r {
+                            apply(&mut u, r);
+                        }
+                    }
+                    Ev::Delta(Some(r)) => apply(&mut u, r),
+                    _ => {}
+                }
+            }
+            let has = |f: fn(&Ev) -> bool| evs.iter().any(f);
+            (
+                u,
+                model,
+                has(|e| matches!(e, Ev::Start(..))),
+                has(|e| matches!(e, Ev::Stop)),
+                has(|e| matches!(e, Ev::Error(_))),
+            )
+        }
+
+        fn make() -> Box<dyn crate::providers::StreamTap> {
+            Box::new(SseTap::new())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn stream_taps_the_same_in_any_chunking(
+                evs in prop::collection::vec(ev(), 0..12),
+                f in framing(),
+                cuts in cuts(),
+            ) {
+                let enc: Vec<_> = evs.iter().map(encode).collect();
+                let bytes = sse(&enc, f);
+                let seen = same_in_any_chunking(make, &bytes, &cuts)?;
+                prop_assert_eq!(&seen.out, &bytes, "bytes pass unchanged");
+                let (usage, model, started, finished, error) = expected(&evs);
+                prop_assert_eq!(seen.usage, usage);
+                prop_assert_eq!(seen.model, model);
+                prop_assert_eq!((seen.started, seen.finished), (started, finished));
+                prop_assert!(!seen.mid_line);
+                let mut tap = SseTap::new();
+                tap.feed(&bytes);
+                prop_assert_eq!(tap.error.is_some(), error);
+            }
+
+            #[test]
+            fn garbage_never_breaks_the_tap(bytes in garbage(), cuts in cuts()) {
+                let seen = same_in_any_chunking(make, &bytes, &cuts)?;
+                prop_assert_eq!(&seen.out, &bytes);
+            }
+
+            #[test]
+            fn body_usage_from_any_json(u in reported(), model in prop::option::of(text()), junk in garbage()) {
+                let mut v = json!({"type": "message", "usage": usage_json(&u)});
+                if let Some(m) = &model {
+                    v["model"] = json!(m);
+                }
+                let (got, m) = usage_from_body(v.to_string().as_bytes()).unwrap();
+                let (want, ..) = expected(&[Ev::Start(None, Some(u))]);
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(m, model);
+                let _ = usage_from_body(&junk);
+            }
+        }
+    }
 }

@@ -85,7 +85,10 @@ impl UsageMetadata {
         let cached = self.cached_content_token_count.min(self.prompt_token_count);
         TokenUsage {
             input_tokens: self.prompt_token_count - cached,
-            output_tokens: self.candidates_token_count + self.thoughts_token_count,
+            // Counts are the upstream's word: a sum past u64 saturates, never panics or wraps.
+            output_tokens: self
+                .candidates_token_count
+                .saturating_add(self.thoughts_token_count),
             cache_read_tokens: cached,
             ..Default::default()
         }
@@ -212,6 +215,107 @@ mod tests {
                 (6, 4, 7)
             );
             assert_eq!(t.model(), Some("gemini-2.5-flash"));
+        }
+    }
+
+    mod props {
+        use super::*;
+        use crate::providers::tap_props::*;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        /// prompt (with the cached part), candidates, cached, thoughts.
+        type Reported = [u64; 4];
+
+        #[derive(Debug, Clone)]
+        struct Chunk {
+            text: String,
+            finish: bool,
+            usage: Option<Reported>,
+            model: Option<String>,
+        }
+
+        /// Text without the words the tap looks for.
+        fn plain() -> impl Strategy<Value = String> {
+            prop_oneof!["[a-zA-Z0-9 .\"\\\\-]{0,16}", any::<String>()]
+        }
+
+        fn chunk() -> impl Strategy<Value = Chunk> {
+            (
+                plain(),
+                any::<bool>(),
+                prop::option::of(prop::array::uniform4(tokens())),
+                prop::option::of(plain()),
+            )
+                .prop_map(|(text, finish, usage, model)| Chunk {
+                    text,
+                    finish,
+                    usage,
+                    model,
+                })
+        }
+
+        fn normalised([prompt, candidates, cached, thoughts]: Reported) -> TokenUsage {
+            let cached = cached.min(prompt);
+            TokenUsage {
+                input_tokens: prompt - cached,
+                output_tokens: candidates.saturating_add(thoughts),
+                cache_read_tokens: cached,
+                ..Default::default()
+            }
+        }
+
+        fn encode(c: &Chunk) -> (Option<&'static str>, Vec<u8>) {
+            let mut cand =
+                json!({"content": {"parts": [{"text": c.text}], "role": "model"}, "index": 0});
+            if c.finish {
+                cand["finishReason"] = json!("STOP");
+            }
+            let mut v = json!({"candidates": [cand]});
+            if let Some([p, o, cached, t]) = c.usage {
+                v["usageMetadata"] = json!({"promptTokenCount": p, "candidatesTokenCount": o,
+                    "cachedContentTokenCount": cached, "thoughtsTokenCount": t});
+            }
+            if let Some(m) = &c.model {
+                v["modelVersion"] = json!(m);
+            }
+            (None, v.to_string().into_bytes())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn stream_taps_the_same_in_any_chunking(
+                chunks in prop::collection::vec(chunk(), 0..10),
+                f in framing(),
+                cuts in cuts(),
+            ) {
+                let bytes = sse(&chunks.iter().map(encode).collect::<Vec<_>>(), f);
+                let seen = same_in_any_chunking(|| Box::new(GeminiTap::new()), &bytes, &cuts)?;
+                prop_assert_eq!(&seen.out, &bytes);
+                let with_usage = || chunks.iter().filter(|c| c.usage.is_some());
+                let usage = with_usage().filter_map(|c| c.usage).last().map(normalised);
+                prop_assert_eq!(seen.usage, usage.unwrap_or_default());
+                prop_assert_eq!(seen.model, with_usage().filter_map(|c| c.model.clone()).last());
+                prop_assert_eq!(seen.started, !chunks.is_empty());
+                prop_assert_eq!(seen.finished, chunks.iter().any(|c| c.finish));
+            }
+
+            #[test]
+            fn garbage_never_breaks_the_tap(bytes in garbage(), cuts in cuts()) {
+                same_in_any_chunking(|| Box::new(GeminiTap::new()), &bytes, &cuts)?;
+                let _ = usage_from_body(&bytes);
+            }
+
+            #[test]
+            fn body_usage_from_any_counts(u in prop::array::uniform4(tokens())) {
+                let c = Chunk { text: String::new(), finish: true, usage: Some(u), model: None };
+                let (_, body) = encode(&c);
+                let (got, model) = usage_from_body(&body).unwrap();
+                prop_assert_eq!(got, normalised(u));
+                prop_assert_eq!(model, None);
+            }
         }
     }
 }

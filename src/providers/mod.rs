@@ -275,3 +275,42 @@ pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) 
         ClientFormat::Gemini => gemini::error_body(status, message),
     }
 }
+
+#[cfg(test)]
+mod tap_props;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn upstream_error_bodies_of_any_shape(
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                (any::<String>(), any::<bool>(), 0usize..3).prop_map(|(m, arr, shape)| {
+                    let v = match shape {
+                        0 => json!({"type": "error", "error": {"type": "x", "message": m}}),
+                        1 => json!({"message": m}),
+                        _ => json!({"Message": m}),
+                    };
+                    let v = if arr { json!([v]) } else { v };
+                    v.to_string().into_bytes()
+                }),
+            ],
+        ) {
+            for f in [ClientFormat::Anthropic, ClientFormat::OpenAI, ClientFormat::Gemini] {
+                let _ = is_error_body(f, &body);
+            }
+            if let Some(m) = error_message(&body) {
+                // The message is a string the body held.
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                prop_assert!(v.to_string().contains(&serde_json::to_string(&m).unwrap()));
+            }
+        }
+    }
+}

@@ -393,4 +393,193 @@ mod tests {
             (30, 20, 5)
         );
     }
+
+    mod props {
+        use super::*;
+        use crate::providers::tap_props::*;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        /// Input (with the cached part), output, cached.
+        type Reported = (u64, u64, Option<u64>);
+
+        fn reported() -> impl Strategy<Value = Reported> {
+            (tokens(), tokens(), prop::option::of(tokens()))
+        }
+
+        fn normalised((input, output, cached): Reported) -> TokenUsage {
+            let cached = cached.unwrap_or(0).min(input);
+            TokenUsage {
+                input_tokens: input - cached,
+                output_tokens: output,
+                cache_read_tokens: cached,
+                ..Default::default()
+            }
+        }
+
+        fn usage_json((input, output, cached): Reported, names: [&str; 3]) -> Value {
+            let mut u = json!({names[0]: input, names[1]: output});
+            if let Some(c) = cached {
+                u[names[2]] = json!({"cached_tokens": c});
+            }
+            u
+        }
+
+        const RESPONSES: [&str; 3] = ["input_tokens", "output_tokens", "input_tokens_details"];
+        const CHAT: [&str; 3] = [
+            "prompt_tokens",
+            "completion_tokens",
+            "prompt_tokens_details",
+        ];
+
+        #[derive(Debug, Clone)]
+        enum Rev {
+            /// A lifecycle event: created, in_progress, completed, failed, incomplete.
+            Life(&'static str, Option<String>, Option<Reported>),
+            Delta(String),
+        }
+
+        fn rev() -> impl Strategy<Value = Rev> {
+            let kind = prop::sample::select(vec![
+                "response.created",
+                "response.in_progress",
+                "response.completed",
+                "response.failed",
+                "response.incomplete",
+            ]);
+            prop_oneof![
+                1 => (kind, prop::option::of(text()), prop::option::of(reported()))
+                    .prop_map(|(k, m, u)| Rev::Life(k, m, u)),
+                2 => text().prop_map(Rev::Delta),
+            ]
+        }
+
+        fn encode_rev(e: &Rev) -> (Option<&str>, Vec<u8>) {
+            match e {
+                Rev::Life(kind, model, usage) => {
+                    let mut r = json!({"id": "resp_1", "object": "response", "usage": null});
+                    if let Some(m) = model {
+                        r["model"] = json!(m);
+                    }
+                    if let Some(u) = usage {
+                        r["usage"] = usage_json(*u, RESPONSES);
+                    }
+                    (
+                        Some(*kind),
+                        json!({"type": kind, "response": r})
+                            .to_string()
+                            .into_bytes(),
+                    )
+                }
+                Rev::Delta(t) => (
+                    Some("response.output_text.delta"),
+                    json!({"type": "response.output_text.delta", "delta": t})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Cev {
+            Chunk(Option<String>, String, Option<Reported>),
+            Done,
+        }
+
+        fn cev() -> impl Strategy<Value = Cev> {
+            prop_oneof![
+                4 => (prop::option::of(text()), text(), prop::option::of(reported()))
+                    .prop_map(|(m, t, u)| Cev::Chunk(m, t, u)),
+                1 => Just(Cev::Done),
+            ]
+        }
+
+        fn encode_cev(e: &Cev) -> (Option<&str>, Vec<u8>) {
+            match e {
+                Cev::Chunk(model, t, usage) => {
+                    let mut c = json!({"id": "c", "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": {"content": t}}]});
+                    if let Some(m) = model {
+                        c["model"] = json!(m);
+                    }
+                    if let Some(u) = usage {
+                        c["usage"] = usage_json(*u, CHAT);
+                    }
+                    (None, c.to_string().into_bytes())
+                }
+                Cev::Done => (None, b"[DONE]".to_vec()),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn responses_stream_taps_the_same_in_any_chunking(
+                evs in prop::collection::vec(rev(), 0..10),
+                f in framing(),
+                cuts in cuts(),
+            ) {
+                let bytes = sse(&evs.iter().map(encode_rev).collect::<Vec<_>>(), f);
+                let seen = same_in_any_chunking(|| Box::new(ResponsesTap::new()), &bytes, &cuts)?;
+                prop_assert_eq!(&seen.out, &bytes);
+                let life = || evs.iter().filter_map(|e| match e {
+                    Rev::Life(k, m, u) => Some((*k, m, u)),
+                    Rev::Delta(_) => None,
+                });
+                let usage = life().filter_map(|(_, _, u)| *u).last().map(normalised);
+                prop_assert_eq!(seen.usage, usage.unwrap_or_default());
+                prop_assert_eq!(seen.model, life().filter_map(|(_, m, _)| m.clone()).last());
+                prop_assert_eq!(seen.started, !evs.is_empty());
+                prop_assert_eq!(
+                    seen.finished,
+                    life().any(|(k, ..)| matches!(k, "response.completed" | "response.failed" | "response.incomplete"))
+                );
+            }
+
+            #[test]
+            fn chat_stream_taps_the_same_in_any_chunking(
+                evs in prop::collection::vec(cev(), 0..10),
+                f in framing(),
+                cuts in cuts(),
+            ) {
+                let bytes = sse(&evs.iter().map(encode_cev).collect::<Vec<_>>(), f);
+                let seen = same_in_any_chunking(|| Box::new(ChatTap::new()), &bytes, &cuts)?;
+                prop_assert_eq!(&seen.out, &bytes);
+                let chunks = || evs.iter().filter_map(|e| match e {
+                    Cev::Chunk(m, _, u) => Some((m, u)),
+                    Cev::Done => None,
+                });
+                let usage = chunks().filter_map(|(_, u)| *u).last().map(normalised);
+                prop_assert_eq!(seen.usage, usage.unwrap_or_default());
+                // The model of the first chunk that names one.
+                prop_assert_eq!(seen.model, chunks().find_map(|(m, _)| m.clone()));
+                prop_assert_eq!(seen.started, !evs.is_empty());
+                prop_assert_eq!(seen.finished, evs.iter().any(|e| matches!(e, Cev::Done)));
+            }
+
+            #[test]
+            fn garbage_never_breaks_the_taps(bytes in garbage(), cuts in cuts()) {
+                same_in_any_chunking(|| Box::new(ResponsesTap::new()), &bytes, &cuts)?;
+                same_in_any_chunking(|| Box::new(ChatTap::new()), &bytes, &cuts)?;
+                let _ = responses_usage_from_body(&bytes);
+                let _ = chat_usage_from_body(&bytes);
+            }
+
+            #[test]
+            fn body_usage_counts_cached_once(u in reported(), model in prop::option::of(text())) {
+                let mut r = json!({"object": "response", "usage": usage_json(u, RESPONSES)});
+                let mut c = json!({"object": "chat.completion", "usage": usage_json(u, CHAT)});
+                if let Some(m) = &model {
+                    r["model"] = json!(m);
+                    c["model"] = json!(m);
+                }
+                let want = normalised(u);
+                let (got, m) = responses_usage_from_body(r.to_string().as_bytes()).unwrap();
+                prop_assert_eq!((got, m.as_ref()), (want, model.as_ref()));
+                let (got, m) = chat_usage_from_body(c.to_string().as_bytes()).unwrap();
+                prop_assert_eq!((got, m.as_ref()), (want, model.as_ref()));
+            }
+        }
+    }
 }

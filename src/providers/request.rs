@@ -141,4 +141,74 @@ mod tests {
         );
         assert_eq!(encode_segment("a b#c%"), "a%20b%23c%25");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        fn decode(s: &str) -> Option<Vec<u8>> {
+            let b = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' {
+                    let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            Some(out)
+        }
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let value = prop_oneof![
+                Just(Value::Null),
+                any::<i64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+                Just(json!({"nested": [1, {"model": "inner"}]})),
+            ];
+            let key = prop_oneof![Just("model".to_owned()), "[a-z_]{1,8}"];
+            prop_oneof![
+                3 => prop::collection::vec((key, value), 0..6).prop_map(|kv| {
+                    serde_json::to_vec(&kv.into_iter().collect::<Map<_, _>>()).unwrap()
+                }),
+                1 => prop::collection::vec(any::<u8>(), 0..64),
+                1 => Just(br#"[{"model":"a"}]"#.to_vec()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn a_segment_is_one_segment(s in any::<String>()) {
+                let e = encode_segment(&s);
+                prop_assert!(e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)), "{}", e);
+                prop_assert_eq!(decode(&e), Some(s.into_bytes()));
+            }
+
+            #[test]
+            fn the_model_is_replaced_and_nothing_else(
+                b in body(),
+                requested in "[a-z0-9.-]{1,12}",
+                upstream in "[a-z0-9.-]{1,12}",
+            ) {
+                let bytes = Bytes::from(b.clone());
+                let out = with_model(&bytes, &requested, &upstream);
+                let parsed = serde_json::from_slice::<Map<String, Value>>(&b).ok();
+                match parsed {
+                    Some(mut m) if requested != upstream && m.contains_key("model") => {
+                        let got: Map<String, Value> = serde_json::from_slice(&out).unwrap();
+                        m.insert("model".into(), json!(upstream));
+                        prop_assert_eq!(got, m);
+                    }
+                    _ => prop_assert_eq!(&out[..], &b[..], "the client's bytes as they came"),
+                }
+            }
+        }
+    }
 }

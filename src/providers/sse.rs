@@ -115,4 +115,58 @@ mod tests {
         assert!(out.is_empty());
         assert!(!mid);
     }
+
+    mod props {
+        use super::*;
+        use crate::providers::tap_props::{cuts, garbage, split};
+        use proptest::prelude::*;
+
+        /// The payloads of the complete `data:` lines of `bytes`, read line by line.
+        fn reference(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+            let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+            let tail = lines.pop().unwrap_or_default();
+            let data = lines
+                .into_iter()
+                .filter_map(|l| {
+                    let l = l.strip_suffix(b"\r").unwrap_or(l);
+                    l.strip_prefix(b"data:")
+                        .map(|d| d.trim_ascii_start().to_vec())
+                })
+                .collect();
+            (data, !tail.is_empty())
+        }
+
+        fn lines() -> impl Strategy<Value = Vec<u8>> {
+            let line = prop_oneof![
+                "(data|event|id|:)?: ?[a-z{}\" \r]{0,12}".prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..16),
+            ];
+            prop::collection::vec(
+                (line, prop::sample::select(vec![&b"\n"[..], b"\r\n", b""])),
+                0..16,
+            )
+            .prop_map(|ls| {
+                ls.into_iter()
+                    .flat_map(|(l, e)| [l, e.to_vec()].concat())
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn payloads_in_any_chunking(
+                bytes in prop_oneof![lines(), garbage()],
+                cuts in cuts(),
+            ) {
+                let mut dl = DataLines::new();
+                let mut got = Vec::new();
+                for c in split(&bytes, &cuts) {
+                    dl.feed(&c, |d| got.push(d.to_vec()));
+                }
+                prop_assert_eq!((got, dl.mid_line()), reference(&bytes));
+            }
+        }
+    }
 }

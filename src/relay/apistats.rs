@@ -623,4 +623,17 @@ mod tests {
         assert_eq!(format_cost(0.00012), "$0.000120");
         assert_eq!(format_cost(0.0), "$0.000000");
     }
+
+    #[test]
+    fn any_cost_formats() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(256), |(d in any::<f64>())| {
+            let s = format_cost(d);
+            prop_assert!(s.starts_with('$'));
+            if d.is_finite() && d >= 0.0 {
+                let back: f64 = s[1..].parse().unwrap();
+                prop_assert!((back - d).abs() <= 0.005 + d * 1e-12, "{} -> {}", d, s);
+            }
+        });
+    }
 }

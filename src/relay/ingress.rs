@@ -92,6 +92,7 @@ pub fn session_from_user_id(uid: &str) -> Option<String> {
     if uid.starts_with('{')
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(uid)
         && let Some(s) = v.get("session_id").and_then(|s| s.as_str())
+        && !s.is_empty()
     {
         return Some(s.to_owned());
     }
@@ -105,7 +106,13 @@ pub fn peek(
     res: &mut Response,
     model_required: bool,
 ) -> Option<Peek> {
-    let p: BodyPeek = match serde_json::from_slice(body) {
+    // Only an object: serde would also read a struct from a JSON array of its fields.
+    let parsed = if body.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    } else {
+        Err("expected a JSON object".to_owned())
+    };
+    let p: BodyPeek = match parsed {
         Ok(p) => p,
         Err(e) => {
             write_error(
@@ -359,6 +366,12 @@ mod tests {
             Some("s-1")
         );
         assert!(session_from_user_id("someone").unwrap().starts_with("uid:"));
+        // An empty session id is no session id: the whole value is hashed.
+        assert!(
+            session_from_user_id(r#"{"session_id":""}"#)
+                .unwrap()
+                .starts_with("uid:")
+        );
         assert_eq!(session_from_user_id(""), None);
     }
 
@@ -391,6 +404,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.session.as_deref(), Some("pck:conv-1"));
+        // An array of the fields in order is not an object.
+        assert!(peek(br#" ["m", true]"#, ClientFormat::Anthropic, &mut res, true).is_none());
         assert!(
             peek(
                 br#"{"max_tokens":1}"#,
@@ -400,5 +415,183 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        const FIELDS: &[&str] = &[
+            "model",
+            "stream",
+            "metadata",
+            "user_id",
+            "prompt_cache_key",
+            "system",
+            "messages",
+            "input",
+            "contents",
+        ];
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(FIELDS).prop_map(str::to_owned),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                any::<String>().prop_map(Value::from),
+                "[ a-z0-9_-]{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A request body: mostly objects with the fields `peek` reads, in any types.
+        fn body() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                1 => json(),
+                3 => prop::collection::vec((key(), json()), 0..8)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        }
+
+        fn run(bytes: &[u8], model_required: bool) -> Option<Peek> {
+            let mut res = Response::new();
+            let p = peek(bytes, ClientFormat::Anthropic, &mut res, model_required);
+            if p.is_none() {
+                assert_eq!(res.status_code, Some(StatusCode::BAD_REQUEST));
+            }
+            p
+        }
+
+        /// Whether `peek` can read the fields it looks at in `m`: each absent, null or of its
+        /// type.
+        fn readable(m: &Map<String, Value>) -> bool {
+            let is =
+                |k: &str, ok: fn(&Value) -> bool| m.get(k).is_none_or(|v| v.is_null() || ok(v));
+            is("model", Value::is_string)
+                && is("stream", Value::is_boolean)
+                && is("prompt_cache_key", Value::is_string)
+                && is("metadata", |v| {
+                    let uid = |u: &Value| u.is_null() || u.is_string();
+                    // serde also reads a struct from the sequence of its fields: `[uid]`.
+                    v.as_object()
+                        .is_some_and(|md| md.get("user_id").is_none_or(uid))
+                        || v.as_array()
+                            .is_some_and(|a| a.len() <= 1 && a.iter().all(uid))
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn session_from_any_user_id(uid in prop_oneof![
+                any::<String>(),
+                "(user_[a-f0-9]{4}_account_[a-z0-9-]{0,8})?(_session_)?[a-z0-9-]{0,12}",
+                "[ ]{0,2}\\{\"session_id\":\"[a-z0-9 ]{0,8}\"\\}",
+            ]) {
+                let s = session_from_user_id(&uid);
+                prop_assert_eq!(s.is_none(), uid.trim().is_empty());
+                if let Some(s) = &s {
+                    prop_assert!(!s.is_empty());
+                    let t = uid.trim();
+                    if let Some(i) = t.rfind("_session_")
+                        && i + "_session_".len() < t.len()
+                    {
+                        prop_assert_eq!(s.as_str(), &t[i + "_session_".len()..]);
+                    }
+                }
+            }
+
+            #[test]
+            fn peek_reads_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Some(p) = run(&bytes, false) {
+                    // Only a JSON object is read.
+                    let v: Value = serde_json::from_slice(&bytes).unwrap();
+                    prop_assert!(v.is_object(), "{:?}", v);
+                    prop_assert_eq!(p.model.trim(), p.model.as_str());
+                }
+            }
+
+            #[test]
+            fn peek_reads_any_json(v in body(), model_required in any::<bool>()) {
+                let bytes = serde_json::to_vec(&v).unwrap();
+                let p = run(&bytes, model_required);
+                let Value::Object(m) = &v else {
+                    prop_assert!(p.is_none(), "a non-object was read: {}", v);
+                    return Ok(());
+                };
+                let model = m.get("model").and_then(Value::as_str).unwrap_or("").trim();
+                let want = readable(m) && !(model_required && model.is_empty());
+                prop_assert_eq!(p.is_some(), want, "{}", v);
+                if let Some(p) = p {
+                    prop_assert_eq!(p.model.as_str(), model);
+                    prop_assert_eq!(p.stream, m.get("stream") == Some(&Value::Bool(true)));
+                    // The same body always names the same session.
+                    prop_assert_eq!(&run(&bytes, model_required).unwrap().session, &p.session);
+                    let uid = match m.get("metadata") {
+                        Some(Value::Object(md)) => md.get("user_id").and_then(Value::as_str),
+                        Some(Value::Array(a)) => a.first().and_then(Value::as_str),
+                        _ => None,
+                    };
+                    if let Some(s) = uid.and_then(session_from_user_id) {
+                        prop_assert_eq!(p.session, Some(s));
+                    } else if let Some(k) = m
+                        .get("prompt_cache_key")
+                        .and_then(Value::as_str)
+                        .filter(|k| !k.is_empty())
+                    {
+                        prop_assert_eq!(p.session, Some(format!("pck:{k}")));
+                    } else if let Some(s) = p.session {
+                        prop_assert!(s.starts_with("h:") && s.len() == 34, "{}", s);
+                    }
+                }
+            }
+
+            #[test]
+            fn the_key_never_goes_upstream_in_the_query(
+                parts in prop::collection::vec(
+                    prop_oneof!["key(=[a-z0-9_%]{0,8})?", "[a-z=&%_]{0,10}", any::<String>()],
+                    0..6,
+                ),
+            ) {
+                let q = parts.join("&");
+                let kept = upstream_query(Some(&q));
+                let want: Vec<&str> = q
+                    .split('&')
+                    .filter(|p| !p.is_empty() && p.split('=').next() != Some("key"))
+                    .collect();
+                match kept {
+                    None => prop_assert!(want.is_empty()),
+                    Some(k) => {
+                        prop_assert_eq!(k.split('&').collect::<Vec<_>>(), want);
+                        prop_assert!(!k.split('&').any(|p| p == "key" || p.starts_with("key=")));
+                    }
+                }
+            }
+
+            #[test]
+            fn sessions_are_bounded(s in prop_oneof![any::<String>(), "[a-z]{100,300}"]) {
+                let b = bounded_session(s.clone());
+                prop_assert!(b.len() <= 128);
+                if s.len() <= 128 {
+                    prop_assert_eq!(b, s);
+                }
+            }
+        }
     }
 }

@@ -309,7 +309,8 @@ impl EventStreamTap {
         }
         let start = out.len();
         out.extend_from_slice(b"event: ");
-        out.extend_from_slice(head.kind.as_bytes());
+        // The name is one SSE line whatever the upstream put in it.
+        out.extend(head.kind.bytes().filter(|b| !matches!(b, b'\r' | b'\n')));
         out.extend_from_slice(b"\ndata: ");
         if event.contains(&b'\n') || event.contains(&b'\r') {
             // SSE data is one line: re-encode the (pretty-printed) event compactly.
@@ -611,5 +612,221 @@ mod tests {
         let mut tap = EventStreamTap::new();
         assert!(tap.feed(&Bytes::from(f)).unwrap().is_empty());
         assert!(!tap.finished());
+    }
+
+    mod props {
+        use super::*;
+        use crate::providers::tap_props::*;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        #[derive(Debug, Clone)]
+        enum F {
+            /// A chunk carrying an Anthropic event, compact or pretty-printed.
+            Event(Value, bool),
+            Exception(String, String),
+            Error(String, String),
+            /// A frame of an event type the tap does not know.
+            Other(String),
+        }
+
+        fn event() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                1 => (prop::option::of(text()), tokens(), tokens()).prop_map(|(m, i, o)| {
+                    let mut msg = json!({"type": "message", "usage": {"input_tokens": i, "output_tokens": o}});
+                    if let Some(m) = m {
+                        msg["model"] = json!(m);
+                    }
+                    json!({"type": "message_start", "message": msg})
+                }),
+                1 => tokens().prop_map(|o| json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": o}})),
+                3 => text().prop_map(|t| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})),
+                1 => prop::option::of((tokens(), tokens(), tokens(), tokens())).prop_map(|m| {
+                    let mut v = json!({"type": "message_stop"});
+                    if let Some((i, o, r, w)) = m {
+                        v["amazon-bedrock-invocationMetrics"] = json!({"inputTokenCount": i,
+                            "outputTokenCount": o, "cacheReadInputTokenCount": r,
+                            "cacheWriteInputTokenCount": w, "invocationLatency": 1});
+                    }
+                    v
+                }),
+                1 => Just(json!({"type": "ping"})),
+            ]
+        }
+
+        fn frame() -> impl Strategy<Value = F> {
+            let name = "[a-zA-Z]{0,12}(Exception)?";
+            prop_oneof![
+                12 => (event(), any::<bool>()).prop_map(|(e, pretty)| F::Event(e, pretty)),
+                1 => (name, text()).prop_map(|(t, m)| F::Exception(t, m)),
+                1 => (name, text()).prop_map(|(c, m)| F::Error(c, m)),
+                1 => name.prop_map(F::Other),
+            ]
+        }
+
+        fn encode(f: &F) -> Vec<u8> {
+            match f {
+                F::Event(e, false) => chunk_frame(e.to_string().as_bytes()),
+                F::Event(e, true) => {
+                    chunk_frame(serde_json::to_string_pretty(e).unwrap().as_bytes())
+                }
+                F::Exception(t, m) => exception_frame(t, m),
+                F::Error(c, m) => encode_frame(
+                    &[
+                        (":message-type", "error"),
+                        (":error-code", c),
+                        (":error-message", m),
+                    ],
+                    b"",
+                ),
+                F::Other(t) => {
+                    encode_frame(&[(":message-type", "event"), (":event-type", t)], b"{}")
+                }
+            }
+        }
+
+        /// The SSE the client should get: each event until the first exception or error frame,
+        /// which ends the stream with an error event.
+        fn expected_out(frames: &[F]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let fail = |out: &mut Vec<u8>, kind: &str, msg: &str| {
+                out.extend_from_slice(
+                    format!(
+                        "event: error\ndata: {}\n\n",
+                        anthropic::error_body(kind, msg)
+                    )
+                    .as_bytes(),
+                );
+            };
+            for f in frames {
+                match f {
+                    F::Event(e, _) => out.extend_from_slice(
+                        format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()).as_bytes(),
+                    ),
+                    F::Exception(t, m) => {
+                        fail(&mut out, exception_kind(t), &format!("Bedrock {t}: {m}"));
+                        break;
+                    }
+                    F::Error(c, m) => {
+                        fail(&mut out, "api_error", &format!("Bedrock {c}: {m}"));
+                        break;
+                    }
+                    F::Other(_) => {}
+                }
+            }
+            out
+        }
+
+        fn make() -> Box<dyn StreamTap> {
+            Box::new(EventStreamTap::new())
+        }
+
+        /// Every event is `event: <name>` then one `data:` line of JSON, then a blank line.
+        fn whole_events(out: &[u8]) -> Result<(), TestCaseError> {
+            let text = std::str::from_utf8(out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(text.is_empty() || text.ends_with("\n\n"), "{:?}", text);
+            for ev in text.split_terminator("\n\n") {
+                let lines: Vec<&str> = ev.split('\n').collect();
+                prop_assert_eq!(lines.len(), 2, "{:?}", ev);
+                prop_assert!(
+                    lines[0].starts_with("event: ") && !lines[0].contains('\r'),
+                    "{:?}",
+                    ev
+                );
+                let data = lines[1].strip_prefix("data: ");
+                prop_assert!(
+                    data.is_some_and(|d| serde_json::from_str::<Value>(d).is_ok()),
+                    "{:?}",
+                    ev
+                );
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn frames_convert_the_same_in_any_chunking(
+                frames in prop::collection::vec(frame(), 0..10),
+                cuts in cuts(),
+            ) {
+                let bytes: Vec<u8> = frames.iter().flat_map(encode).collect();
+                let seen = same_in_any_chunking(make, &bytes, &cuts)?;
+                let want = expected_out(&frames);
+                prop_assert_eq!(
+                    String::from_utf8_lossy(&seen.out),
+                    String::from_utf8_lossy(&want)
+                );
+                whole_events(&seen.out)?;
+                // Usage as the converted events report it, else Bedrock's invocation metrics.
+                let mut sse_tap = SseTap::new();
+                sse_tap.feed(&want);
+                let ended = frames.iter().position(|f| matches!(f, F::Exception(..) | F::Error(..)));
+                let metrics = frames[..ended.unwrap_or(frames.len())]
+                    .iter()
+                    .filter_map(|f| match f {
+                        F::Event(e, _) => e.get("amazon-bedrock-invocationMetrics"),
+                        _ => None,
+                    })
+                    .last();
+                let usage = match metrics {
+                    Some(m) if sse_tap.usage == TokenUsage::default() => {
+                        let n = |k: &str| m[k].as_u64().unwrap();
+                        TokenUsage {
+                            input_tokens: n("inputTokenCount"),
+                            output_tokens: n("outputTokenCount"),
+                            cache_create_tokens: n("cacheWriteInputTokenCount"),
+                            cache_read_tokens: n("cacheReadInputTokenCount"),
+                            ephemeral_5m_tokens: n("cacheWriteInputTokenCount"),
+                            ephemeral_1h_tokens: 0,
+                        }
+                    }
+                    _ => sse_tap.usage,
+                };
+                prop_assert_eq!(seen.usage, usage);
+                prop_assert_eq!(seen.model, sse_tap.model);
+                prop_assert_eq!(seen.started, sse_tap.started);
+                prop_assert_eq!(seen.finished, sse_tap.finished || ended.is_some());
+                prop_assert!(!seen.mid_line);
+            }
+
+            #[test]
+            fn any_event_name_stays_one_sse_event(
+                name in text(),
+                tail in prop::collection::vec(frame(), 0..3),
+                cuts in cuts(),
+            ) {
+                let mut bytes = chunk_frame(json!({"type": name, "x": 1}).to_string().as_bytes());
+                bytes.extend(tail.iter().flat_map(encode));
+                let seen = same_in_any_chunking(make, &bytes, &cuts)?;
+                whole_events(&seen.out)?;
+            }
+
+            #[test]
+            fn garbage_and_corrupt_frames_never_break_the_tap(
+                frames in prop::collection::vec(frame(), 0..4),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..3),
+                junk in garbage(),
+                junk_first in any::<bool>(),
+                cuts in cuts(),
+            ) {
+                let mut bytes: Vec<u8> = frames.iter().flat_map(encode).collect();
+                for (at, x) in &flips {
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] ^= x;
+                    }
+                }
+                if junk_first {
+                    bytes.splice(0..0, junk);
+                } else {
+                    bytes.extend(junk);
+                }
+                let seen = same_in_any_chunking(make, &bytes, &cuts)?;
+                whole_events(&seen.out)?;
+                let _ = decode_frame(&bytes);
+            }
+        }
     }
 }
