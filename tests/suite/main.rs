@@ -9,6 +9,7 @@ mod admin;
 mod bedrock;
 mod browser;
 mod cli;
+mod crash;
 mod e2e_claude_code;
 mod e2e_codex;
 mod hardening;
