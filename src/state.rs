@@ -39,6 +39,8 @@ pub struct AppState {
     pub admin_lock: Arc<tokio::sync::Mutex<()>>,
     /// Round-robin cursor among accounts of equal priority.
     pub rr: std::sync::atomic::AtomicUsize,
+    /// Admin login throttling and the password-check gate.
+    pub logins: crate::auth::login::Logins,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,6 +98,7 @@ impl AppState {
             OAuthState::new(&config),
             admin_lock.clone(),
         )?;
+        let logins = crate::auth::login::Logins::new(&config.login);
         let state = Arc::new(AppState {
             pricing,
             realtime: Default::default(),
@@ -110,6 +113,7 @@ impl AppState {
             started_at: Instant::now(),
             admin_lock,
             rr: Default::default(),
+            logins,
         });
         state.load_settings()?;
         let sticky: Vec<(String, StickyEntry)> = state
