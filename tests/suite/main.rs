@@ -14,6 +14,7 @@ mod e2e_codex;
 mod import;
 mod layering;
 mod limits;
+mod login;
 mod providers;
 mod proxy;
 mod relay;
