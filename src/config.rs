@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub max_upstream_body_mb: Option<usize>,
     pub store_cache_mb: Option<usize>,
     pub upstream_idle_connections: Option<usize>,
+    pub trust_proxy: Option<bool>,
 }
 
 /// Values given on the command line (already merged with their env fallbacks by clap).
@@ -89,6 +90,47 @@ pub struct Config {
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
     pub claude_oauth_token_url: String,
     pub claude_oauth_authorize_url: String,
+    /// crs runs behind a reverse proxy: the client address of an admin login (for throttling
+    /// and the log) is the last `X-Forwarded-For` entry, the one the proxy appended, instead of
+    /// the TCP peer (the proxy itself). Off by default: a client could put any address there.
+    pub trust_proxy: bool,
+    /// Admin login throttling and the bound on concurrent password checks.
+    pub login: LoginLimits,
+}
+
+/// Admin login defences (`auth::login`). Not in `config.toml`: the defaults suit every
+/// deployment; tests shorten the delays.
+#[derive(Debug, Clone)]
+pub struct LoginLimits {
+    /// Failed logins an address or a user name may have before each further failure locks it.
+    pub free_failures: u32,
+    /// The first lock; every further failure doubles it.
+    pub base_delay: Duration,
+    /// The longest lock of a client address.
+    pub address_max_delay: Duration,
+    /// The longest lock of a user name: short, so guesses from many addresses cannot keep the
+    /// real admin out for long.
+    pub user_max_delay: Duration,
+    /// Failures are forgotten after this long without one.
+    pub quiet_reset: Duration,
+    /// Password checks (argon2, 19 MiB each) running at once.
+    pub hash_permits: usize,
+    /// Logins waiting for a password check; more are answered 503.
+    pub hash_queue: usize,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            free_failures: 5,
+            base_delay: Duration::from_secs(2),
+            address_max_delay: Duration::from_secs(300),
+            user_max_delay: Duration::from_secs(60),
+            quiet_reset: Duration::from_secs(15 * 60),
+            hash_permits: 2,
+            hash_queue: 16,
+        }
+    }
 }
 
 /// The server's store page cache unless configured. The kernel's page cache already holds the
@@ -130,6 +172,8 @@ impl Config {
             max_attempts: 3,
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
+            trust_proxy: false,
+            login: LoginLimits::default(),
         }
     }
 
@@ -295,6 +339,14 @@ impl Config {
         )? {
             c.upstream_idle_connections = n;
         }
+        c.trust_proxy = match env_nonempty("CRS_TRUST_PROXY") {
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => bail!("CRS_TRUST_PROXY={v:?} is not true or false"),
+            },
+            None => file.trust_proxy.unwrap_or(false),
+        };
         Ok(c)
     }
 
@@ -372,6 +424,27 @@ mod tests {
         assert!(e.to_string().contains("TIMEZONE_OFFSET"), "{e}");
         let e = load(&[("CRS_STORE_CACHE_MB", "lots")], CliOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("CRS_STORE_CACHE_MB"), "{e}");
+        let e = load(&[("CRS_TRUST_PROXY", "maybe")], CliOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("CRS_TRUST_PROXY"), "{e}");
+    }
+
+    #[test]
+    fn proxy_headers_are_trusted_only_when_configured() {
+        assert!(!load(&[], CliOverrides::default()).unwrap().trust_proxy);
+        assert!(
+            load(&[("CRS_TRUST_PROXY", "true")], CliOverrides::default())
+                .unwrap()
+                .trust_proxy
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "trust_proxy = true\n").unwrap();
+        let cli = CliOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(load(&[], cli.clone()).unwrap().trust_proxy);
+        assert!(!load(&[("CRS_TRUST_PROXY", "0")], cli).unwrap().trust_proxy);
     }
 
     #[test]

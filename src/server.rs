@@ -9,8 +9,8 @@ use salvo::http::StatusCode;
 use salvo::prelude::*;
 use salvo::server::ServerHandle;
 
-use crate::admin::session::{change_password, current_user, login};
-use crate::auth::admin::ensure_admin;
+use crate::admin::session::{change_password, current_user, login, logout};
+use crate::auth::admin::{ensure_admin, prune_revoked};
 use crate::config::Config;
 use crate::crypto::Secrets;
 use crate::state::AppState;
@@ -69,6 +69,10 @@ pub fn open_state(config: Config) -> Result<Arc<AppState>> {
         eprintln!("    password: {password}");
         eprintln!();
     }
+    let pruned = prune_revoked(&state.store, chrono::Utc::now().timestamp())?;
+    if pruned > 0 {
+        tracing::debug!(sessions = pruned, "expired signed-out sessions pruned");
+    }
     Ok(state)
 }
 
@@ -76,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .hoop(StateHoop(state))
         .push(Router::with_path("web/auth/login").post(login))
+        .push(Router::with_path("web/auth/logout").post(logout))
         .push(Router::with_path("web/auth/change-password").post(change_password))
         .push(Router::with_path("web/auth/user").get(current_user))
         .push(crate::admin::router())

@@ -41,6 +41,8 @@ pub struct AppState {
     pub rr: std::sync::atomic::AtomicUsize,
     /// Client request bodies held in memory, in KiB (`max_inflight_body_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Admin login throttling and the password-check gate.
+    pub logins: crate::auth::login::Logins,
 }
 
 impl std::fmt::Debug for AppState {
@@ -101,6 +103,7 @@ impl AppState {
         let body_budget = Arc::new(tokio::sync::Semaphore::new(
             (config.max_inflight_body_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let logins = crate::auth::login::Logins::new(&config.login);
         let state = Arc::new(AppState {
             pricing,
             realtime: Default::default(),
@@ -116,6 +119,7 @@ impl AppState {
             body_budget,
             admin_lock,
             rr: Default::default(),
+            logins,
         });
         state.load_settings()?;
         let sticky: Vec<(String, StickyEntry)> = state

@@ -1,20 +1,24 @@
-//! Admin sessions over HTTP: the `/admin/*` guard, login, password change and the current
-//! user (`/web/auth/*`). Tokens and password checks are `auth::admin`'s.
+//! Admin sessions over HTTP: the `/admin/*` guard, login, logout, password change and the
+//! current user (`/web/auth/*`). Tokens and password checks are `auth::admin`'s, login
+//! throttling `auth::login`'s.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use chrono::Utc;
-use salvo::http::StatusCode;
+use salvo::http::{HeaderValue, StatusCode, header};
 use salvo::prelude::*;
 use serde::Deserialize;
 
-use crate::auth::admin::{AdminUser, DUMMY_HASH, admin_token, issue_token, verify_token};
+use crate::auth::admin::{AdminUser, admin_token, issue_token, revoke_token, verify_token};
+use crate::auth::login::{Attempt, GateError};
 use crate::crypto::{hash_password, verify_password};
 use crate::model::Admin;
 use crate::state::{AppState, state};
 use crate::store::Table;
-use crate::web::{json, json_body, v1_error};
+use crate::web::{blocking, json, json_body, v1_error};
 
 fn verify(st: &AppState, token: &str) -> Option<Admin> {
     verify_token(&st.store, &st.secrets.session_key, token)
@@ -74,13 +78,59 @@ struct LoginBody {
     password: String,
 }
 
+/// The client's address: the TCP peer, or with `trust_proxy` (crs behind a reverse proxy) the
+/// last `X-Forwarded-For` entry, the one the proxy appended.
+fn client_ip(req: &Request, trust_proxy: bool) -> IpAddr {
+    let peer = req
+        .remote_addr()
+        .ip()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if !trust_proxy {
+        return peer;
+    }
+    req.headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|s| {
+            let s = s.trim();
+            s.parse::<IpAddr>()
+                .ok()
+                .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        })
+        .unwrap_or(peer)
+}
+
+/// A client-given user name as it goes into the log: at most 64 characters, control
+/// characters replaced.
+fn log_name(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn retry_after(res: &mut Response, wait: Duration) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+}
+
+/// `POST /web/auth/login`. Throttled per client address and user name (`auth::login`); every
+/// attempt is logged with both, never with the password.
 #[handler]
 pub async fn login(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
+    let client = client_ip(req, st.config.trust_proxy);
     let Some(body) = json_body::<LoginBody>(req, res, 64 * 1024).await else {
+        tracing::warn!(client = %client, reason = "bad request", "admin login failed");
         return;
     };
+    let username = log_name(&body.username);
     if body.username.is_empty() || body.password.is_empty() {
+        tracing::warn!(username = %username, client = %client, reason = "missing credentials", "admin login failed");
         v1_error(
             res,
             StatusCode::BAD_REQUEST,
@@ -89,80 +139,136 @@ pub async fn login(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         );
         return;
     }
-    let st2 = st.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Option<Admin>> {
-        let Some(mut admin) = st2.store.get::<Admin>(Table::Admins, &body.username)? else {
-            // Spend the same time as a real check so usernames cannot be probed by timing.
-            let _ = verify_password(&body.password, DUMMY_HASH);
-            return Ok(None);
-        };
-        if !verify_password(&body.password, &admin.password_hash) {
-            return Ok(None);
-        }
-        if crate::crypto::is_bcrypt(&admin.password_hash) {
-            // An imported v1 hash: accepted once, replaced by argon2 now.
-            admin.password_hash = hash_password(&body.password);
-            tracing::info!(username = %admin.username, "imported v1 admin password rehashed with argon2");
-        }
-        admin.last_login_at = Some(Utc::now());
-        st2.store.put(Table::Admins, &admin.username, &admin)?;
-        Ok(Some(admin))
-    })
-    .await;
-    match outcome {
-        Ok(Ok(Some(admin))) => match issue_token(
-            &st.secrets.session_key,
-            st.config.admin_session.as_secs(),
-            &admin,
-        ) {
-            Ok(token) => {
-                tracing::info!(username = %admin.username, "admin logged in");
-                json(
-                    res,
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "success": true,
-                        "token": token,
-                        "expiresIn": st.config.admin_session.as_millis() as u64,
-                        "username": admin.username,
-                    }),
-                );
+    let attempt = st
+        .logins
+        .attempt(st.store.clone(), client, body.username, body.password)
+        .await;
+    let (reason, locked) = match attempt {
+        Ok(Attempt::Valid(admin)) => {
+            match issue_token(
+                &st.secrets.session_key,
+                st.config.admin_session.as_secs(),
+                &admin,
+            ) {
+                Ok(token) => {
+                    tracing::info!(username = %admin.username, client = %client, "admin logged in");
+                    json(
+                        res,
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "success": true,
+                            "token": token,
+                            "expiresIn": st.config.admin_session.as_millis() as u64,
+                            "username": admin.username,
+                        }),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, username = %admin.username, client = %client, "issuing admin token failed");
+                    v1_error(
+                        res,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Login failed",
+                        "Internal server error",
+                    );
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "issuing admin token failed");
-                v1_error(
-                    res,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Login failed",
-                    "Internal server error",
-                );
-            }
-        },
-        Ok(Ok(None)) => {
-            tracing::warn!("admin login failed");
+            return;
+        }
+        Ok(Attempt::UnknownUser { locked }) => ("unknown user", locked),
+        Ok(Attempt::WrongPassword { locked }) => ("wrong password", locked),
+        Ok(Attempt::Throttled(wait)) => {
+            tracing::warn!(
+                username = %username,
+                client = %client,
+                reason = "throttled",
+                retry_after_secs = wait.as_secs_f64().ceil() as u64,
+                "admin login failed"
+            );
+            // v1's answer when its login rate limiter trips (src/routes/web.js).
+            retry_after(res, wait);
             v1_error(
                 res,
-                StatusCode::UNAUTHORIZED,
-                "Invalid credentials",
-                "Invalid username or password",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "Too many admin login attempts. Please try again later.",
             );
+            return;
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "admin login failed on the store");
+        Ok(Attempt::Busy) => {
+            tracing::warn!(username = %username, client = %client, reason = "busy", "admin login failed");
+            retry_after(res, Duration::from_secs(1));
+            v1_error(
+                res,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service busy",
+                "Too many sign-in attempts are being checked. Please try again in a moment.",
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, username = %username, client = %client, "admin login failed on the store");
             v1_error(
                 res,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Login failed",
                 "Internal server error",
             );
+            return;
         }
-        Err(_) => v1_error(
-            res,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Login failed",
-            "Internal server error",
+    };
+    match locked {
+        Some(lock) => tracing::warn!(
+            username = %username,
+            client = %client,
+            reason,
+            locked_secs = lock.as_secs_f64().ceil() as u64,
+            "admin login failed"
         ),
+        None => {
+            tracing::warn!(username = %username, client = %client, reason, "admin login failed")
+        }
     }
+    v1_error(
+        res,
+        StatusCode::UNAUTHORIZED,
+        "Invalid credentials",
+        "Invalid username or password",
+    );
+}
+
+/// `POST /web/auth/logout` (v1's route and answer): ends the presented session for good, also
+/// across restarts. Answers success without a valid token too, as v1 does.
+#[handler]
+pub async fn logout(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let client = client_ip(req, st.config.trust_proxy);
+    if let Some(token) = admin_token(req) {
+        let st2 = st.clone();
+        match blocking(move || revoke_token(&st2.store, &st2.secrets.session_key, &token)).await {
+            Ok(Some(username)) => {
+                tracing::info!(username = %username, client = %client, "admin logged out")
+            }
+            Ok(None) => {
+                tracing::debug!(client = %client, "logout with a token that is not a live session")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, client = %client, "admin logout failed on the store");
+                v1_error(
+                    res,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Logout failed",
+                    "Internal server error",
+                );
+                return;
+            }
+        }
+    }
+    json(
+        res,
+        StatusCode::OK,
+        &serde_json::json!({"success": true, "message": "Logout successful"}),
+    );
 }
 
 #[derive(Deserialize)]
@@ -209,20 +315,22 @@ pub async fn change_password(req: &mut Request, depot: &mut Depot, res: &mut Res
         return;
     }
     let st2: Arc<AppState> = st.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<Result<String, &'static str>> {
-        let Some(mut admin) = verify(&st2, &token) else {
-            return Ok(Err("session"));
-        };
-        if !verify_password(&body.current_password, &admin.password_hash) {
-            return Ok(Err("password"));
-        }
-        admin.password_hash = hash_password(&body.new_password);
-        admin.token_version = admin.token_version.wrapping_add(1);
-        admin.updated_at = Some(Utc::now());
-        st2.store.put(Table::Admins, &admin.username, &admin)?;
-        Ok(Ok(admin.username))
-    })
-    .await;
+    let r = st
+        .logins
+        .hash_work(move || -> Result<Result<String, &'static str>> {
+            let Some(mut admin) = verify(&st2, &token) else {
+                return Ok(Err("session"));
+            };
+            if !verify_password(&body.current_password, &admin.password_hash) {
+                return Ok(Err("password"));
+            }
+            admin.password_hash = hash_password(&body.new_password);
+            admin.token_version = admin.token_version.wrapping_add(1);
+            admin.updated_at = Some(Utc::now());
+            st2.store.put(Table::Admins, &admin.username, &admin)?;
+            Ok(Ok(admin.username))
+        })
+        .await;
     match r {
         Ok(Ok(Ok(username))) => {
             tracing::info!(username = %username, "admin password changed");
@@ -244,6 +352,15 @@ pub async fn change_password(req: &mut Request, depot: &mut Depot, res: &mut Res
             "Invalid token",
             "Session expired or invalid",
         ),
+        Err(GateError::Busy) => {
+            retry_after(res, Duration::from_secs(1));
+            v1_error(
+                res,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service busy",
+                "Too many password checks are running. Please try again in a moment.",
+            );
+        }
         _ => v1_error(
             res,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -282,5 +399,48 @@ pub async fn current_user(req: &mut Request, depot: &mut Depot, res: &mut Respon
             "Invalid token",
             "Session expired or invalid",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, forwarded: &[&str]) -> Request {
+        let mut req = Request::new();
+        *req.remote_addr_mut() = peer.parse::<SocketAddr>().unwrap().into();
+        for f in forwarded {
+            req.headers_mut()
+                .append("x-forwarded-for", HeaderValue::from_str(f).unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_proxy_is_trusted() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let req = request("10.0.0.9:4000", &["203.0.113.7"]);
+        assert_eq!(client_ip(&req, false), ip("10.0.0.9"));
+        assert_eq!(client_ip(&req, true), ip("203.0.113.7"));
+        // The proxy appends what it saw: the last entry counts, not what the client wrote.
+        let req = request(
+            "10.0.0.9:4000",
+            &["1.1.1.1, 198.51.100.2", "203.0.113.7:5555"],
+        );
+        assert_eq!(client_ip(&req, true), ip("203.0.113.7"));
+        let req = request("[2001:db8::1]:4000", &["1.1.1.1, [2001:db8::7]:80"]);
+        assert_eq!(client_ip(&req, true), ip("2001:db8::7"));
+        // Nothing usable: the peer.
+        for bad in [&["not an address"][..], &[]] {
+            let req = request("10.0.0.9:4000", bad);
+            assert_eq!(client_ip(&req, true), ip("10.0.0.9"));
+        }
+    }
+
+    #[test]
+    fn user_names_are_bounded_and_control_free_in_the_log() {
+        assert_eq!(log_name("root"), "root");
+        assert_eq!(log_name("a\nb\u{1b}[31m"), "a?b?[31m");
+        assert_eq!(log_name(&"x".repeat(10_000)).chars().count(), 64);
     }
 }

@@ -1,7 +1,8 @@
-//! Authentication: admin sessions (signed tokens), new client keys. Client keys are checked
-//! by `limits::keys` (in memory, with the rest of a key's policy).
+//! Authentication: admin sessions (signed tokens), admin login defences, new client keys.
+//! Client keys are checked by `limits::keys` (in memory, with the rest of a key's policy).
 
 pub mod admin;
+pub mod login;
 
 pub use crate::limits::{AuthError, authenticate, extract_key};
 

@@ -38,6 +38,9 @@ const STICKY: TableDefinition<&str, &[u8]> = TableDefinition::new("sticky_sessio
 const V1_RAW: TableDefinition<&str, &[u8]> = TableDefinition::new("v1_raw");
 /// Small runtime settings (sticky TTL, ...): name -> JSON.
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// Admin sessions ended by a sign-out: token id (`jti`) -> the token's expiry (JSON, unix
+/// seconds). A row is useless once its token expired; `auth::admin` prunes those.
+const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_tokens");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// Request records per key: `{key_id}|{newest-first order}` -> JSON.
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -53,6 +56,7 @@ pub enum Table {
     Sticky,
     Settings,
     V1Raw,
+    RevokedTokens,
 }
 
 impl Table {
@@ -65,6 +69,7 @@ impl Table {
             Table::Sticky => STICKY,
             Table::Settings => SETTINGS,
             Table::V1Raw => V1_RAW,
+            Table::RevokedTokens => REVOKED,
         }
     }
 
@@ -77,6 +82,7 @@ impl Table {
             Table::Sticky => "sticky_sessions",
             Table::Settings => "settings",
             Table::V1Raw => "v1_raw",
+            Table::RevokedTokens => "revoked_tokens",
         }
     }
 }
@@ -244,6 +250,7 @@ impl Store {
             txn.open_table(STICKY)?;
             txn.open_table(SETTINGS)?;
             txn.open_table(V1_RAW)?;
+            txn.open_table(REVOKED)?;
             txn.open_table(USAGE)?;
             txn.open_table(RECORDS)?;
             txn.open_table(RECENT)?;

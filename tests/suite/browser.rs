@@ -864,6 +864,26 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     ui.set_viewport(WIDE).await;
     ui.assert_clean("at phone width");
 
+    // Signing out revokes the session on the server: a copy of its token stops working.
+    let token = ui
+        .eval("JSON.parse(localStorage.getItem('crs.session')).token")
+        .await;
+    let token = token.as_str().expect("a session token").to_owned();
+    ui.click("[data-logout]").await;
+    ui.wait_js(
+        "location.pathname === '/admin-next/login' && !localStorage.getItem('crs.session')",
+        "the login page after signing out",
+    )
+    .await;
+    let r = env
+        .http
+        .get(env.url("/web/auth/user"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the signed-out token still works");
+
     // A session the server no longer accepts sends the user back to the login page.
     ui.expect_failure("/admin/", 401);
     ui.expect_failure("/web/auth/user", 401);

@@ -16,6 +16,7 @@ mod hardening;
 mod import;
 mod layering;
 mod limits;
+mod login;
 mod providers;
 mod proxy;
 mod relay;

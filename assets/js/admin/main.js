@@ -3,7 +3,7 @@
 
 import { h, icon, mount } from "../lib/dom.js";
 import { showError, themeToggle } from "../lib/ui.js";
-import { adminApi, clearSession, getSession, onSessionEnded } from "./session.js";
+import { adminApi, getSession, onSessionEnded, signOut } from "./session.js";
 import renderLogin from "./pages/login.js";
 
 export const BASE = "/admin-next/";
@@ -84,8 +84,9 @@ function buildShell(username) {
     { type: "button", "aria-label": "Sign out", title: "Sign out", "data-logout": "" },
     icon("logout"),
   );
-  logout.addEventListener("click", () => {
-    clearSession();
+  logout.addEventListener("click", async () => {
+    logout.disabled = true;
+    await signOut();
     teardown();
     shell = null;
     navigate("login", { replace: true });

@@ -1,5 +1,5 @@
 // The admin session: a bearer token from /web/auth/login, kept in localStorage until it
-// expires or the server answers 401.
+// expires, the server answers 401, or the user signs out (/web/auth/logout revokes it).
 
 import { request } from "../lib/api.js";
 
@@ -28,6 +28,26 @@ export function setSession({ token, username, expiresIn }) {
 
 export function clearSession() {
   localStorage.removeItem(KEY);
+}
+
+/**
+ * Sign out: the server revokes the token first, so a copy of it stops working too; then it is
+ * forgotten here, also when the server cannot be reached.
+ */
+export async function signOut() {
+  const s = getSession();
+  if (s?.token) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), 5000);
+    try {
+      await request("/web/auth/logout", { method: "POST", token: s.token, signal: ctl.signal });
+    } catch {
+      /* the token is forgotten below either way */
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  clearSession();
 }
 
 /** Called when the server says the session is over (401 on an admin call). */
