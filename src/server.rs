@@ -52,8 +52,14 @@ impl Running {
 
 /// Open (or create) the data directory and build the shared state.
 pub fn open_state(config: Config) -> Result<Arc<AppState>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let tightened = crate::crypto::private_data_dir(&config.data_dir)?;
+    if !tightened.is_empty() {
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            changed = %tightened.join(", "),
+            "restricted the data directory to its owner"
+        );
+    }
     let (secrets, created) =
         Secrets::load_or_create(&config.secrets_path(), config.encryption_key.as_deref())?;
     if created {
