@@ -214,9 +214,12 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some((old, new)) = crate::listener::raise_nofile_limit() {
         tracing::debug!(old, new, "raised the open-file limit to the hard limit");
     }
+    // Installed before the server announces itself, so a signal sent as soon as it is
+    // listening stops it gracefully rather than killing it.
+    let stop = shutdown_signal()?;
     let mut running = start(config).await?;
     tokio::select! {
-        _ = shutdown_signal() => {
+        _ = stop => {
             tracing::info!("shutdown requested; finishing in-flight requests");
             running.shutdown(Duration::from_secs(30)).await;
             tracing::info!("usage flushed; bye");
@@ -228,19 +231,24 @@ pub async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves at the first SIGINT or SIGTERM; the handlers are in place when this returns.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
