@@ -17,5 +17,6 @@ mod limits;
 mod providers;
 mod proxy;
 mod relay;
+mod robustness;
 mod scheduler;
 mod stats;
