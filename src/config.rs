@@ -35,6 +35,10 @@ pub struct FileConfig {
     pub store_cache_mb: Option<usize>,
     pub upstream_idle_connections: Option<usize>,
     pub trust_proxy: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub body_min_rate: Option<u64>,
 }
 
 /// Values given on the command line (already merged with their env fallbacks by clap).
@@ -81,6 +85,17 @@ pub struct Config {
     pub store_cache_bytes: usize,
     /// Idle keep-alive connections kept per upstream host (each holds ~100 KiB).
     pub upstream_idle_connections: usize,
+    /// Client connections open at once; more wait in the listen backlog. `None`: sized from
+    /// the open-file limit (`listener::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Time for a client to send a request's headers (and to start the next request on an
+    /// idle keep-alive connection).
+    pub header_timeout: Duration,
+    /// Time for a request body to arrive, counted from its headers...
+    pub body_timeout: Duration,
+    /// ...plus one second per this many bytes received (0: no extension), so large bodies
+    /// that keep coming at this rate are not cut off.
+    pub body_min_rate: u64,
     /// How long a session keeps its account (v1's STICKY_SESSION_TTL_HOURS).
     pub sticky_ttl: Duration,
     /// Attempts per request across accounts before the error reaches the client.
@@ -138,6 +153,9 @@ impl Default for LoginLimits {
 /// still answers every dashboard query in under 3 ms (examples/stats_bench.rs).
 pub const DEFAULT_STORE_CACHE_MB: usize = 2;
 
+/// Bytes per second a request body must average, beyond `body_timeout`, to keep arriving.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 8 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -168,6 +186,10 @@ impl Config {
             max_upstream_body_bytes: 64 * 1024 * 1024,
             store_cache_bytes: DEFAULT_STORE_CACHE_MB * 1024 * 1024,
             upstream_idle_connections: 32,
+            max_connections: None,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
             sticky_ttl: Duration::from_secs(3600),
             max_attempts: 3,
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
@@ -347,6 +369,35 @@ impl Config {
             },
             None => file.trust_proxy.unwrap_or(false),
         };
+        if let Some(n) = count("CRS_MAX_CONNECTIONS", file.max_connections)? {
+            if n == 0 {
+                bail!(
+                    "CRS_MAX_CONNECTIONS must be at least 1 (unset it to size it from the open-file limit)"
+                );
+            }
+            c.max_connections = Some(n);
+        }
+        c.header_timeout = secs(
+            "CRS_HEADER_TIMEOUT_SECS",
+            file.header_timeout_secs,
+            c.header_timeout,
+        )?;
+        c.body_timeout = secs(
+            "CRS_BODY_TIMEOUT_SECS",
+            file.body_timeout_secs,
+            c.body_timeout,
+        )?;
+        for (name, d) in [
+            ("CRS_HEADER_TIMEOUT_SECS", c.header_timeout),
+            ("CRS_BODY_TIMEOUT_SECS", c.body_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("{name} must be at least 1 second");
+            }
+        }
+        if let Some(n) = count("CRS_BODY_MIN_RATE", file.body_min_rate.map(|n| n as usize))? {
+            c.body_min_rate = n as u64;
+        }
         Ok(c)
     }
 
@@ -453,6 +504,40 @@ mod tests {
         assert_eq!(c.store_cache_bytes, DEFAULT_STORE_CACHE_MB << 20);
         let c = load(&[("CRS_STORE_CACHE_MB", "64")], CliOverrides::default()).unwrap();
         assert_eq!(c.store_cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn connection_limits_and_timeouts_from_file_and_env() {
+        let c = load(&[], CliOverrides::default()).unwrap();
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.body_min_rate, DEFAULT_BODY_MIN_RATE);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "max_connections = 100\nheader_timeout_secs = 5\nbody_timeout_secs = 7\nbody_min_rate = 0\n",
+        )
+        .unwrap();
+        let cli = CliOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = load(&[("CRS_BODY_TIMEOUT_SECS", "9")], cli).unwrap();
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_timeout, Duration::from_secs(9));
+        assert_eq!(c.body_min_rate, 0);
+        for (k, v) in [
+            ("CRS_MAX_CONNECTIONS", "0"),
+            ("CRS_MAX_CONNECTIONS", "many"),
+            ("CRS_BODY_TIMEOUT_SECS", "0"),
+            ("CRS_HEADER_TIMEOUT_SECS", "soon"),
+        ] {
+            let e = load(&[(k, v)], CliOverrides::default()).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]

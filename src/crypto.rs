@@ -210,6 +210,48 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Create the data directory if it is missing and keep it to its owner: the directory 0700
+/// and the files crs writes in it (the store `crs.redb` and copies named after it, `secrets.*`)
+/// 0600. Returns what was tightened in a directory that already existed, as
+/// `"name 0755 -> 0700"` items (empty when nothing was, and for a new directory).
+pub fn private_data_dir(dir: &Path) -> Result<Vec<String>> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let mut changed = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut restrict = |path: &Path, name: &str, mode: u32| -> Result<()> {
+            let meta = std::fs::symlink_metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let old = meta.permissions().mode() & 0o777;
+            // Symbolic links are left alone: their target is not necessarily ours.
+            if meta.file_type().is_symlink() || old & !mode == 0 {
+                return Ok(());
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(old & mode))
+                .with_context(|| format!("restricting {} to its owner", path.display()))?;
+            changed.push(format!("{name} {old:04o} -> {:04o}", old & mode));
+            Ok(())
+        };
+        restrict(dir, ".", 0o700)?;
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("reading data directory {}", dir.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("crs.redb") || name.starts_with("secrets.") {
+                restrict(&entry.path(), &name, 0o600)?;
+            }
+        }
+    }
+    if !existed {
+        changed.clear();
+    }
+    Ok(changed)
+}
+
 /// Hash an admin password with argon2id (PHC string).
 pub fn hash_password(password: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};
@@ -288,6 +330,51 @@ mod tests {
         let other = Secrets::from_parts(random_bytes(), vec![1; 32], "x");
         assert!(other.decrypt(&c).is_err());
         assert!(s.decrypt("plain").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_directory_is_kept_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        assert!(
+            private_data_dir(&dir).unwrap().is_empty(),
+            "a new directory"
+        );
+        assert_eq!(mode(&dir), 0o700);
+
+        // An existing directory with looser modes is tightened; other files are left alone.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (name, m) in [
+            ("crs.redb", 0o644),
+            ("crs.redb.bak", 0o640),
+            ("secrets.json", 0o600),
+            ("config.toml", 0o644),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, b"x").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("secrets.link")).unwrap();
+        let mut changed = private_data_dir(&dir).unwrap();
+        changed.sort();
+        assert_eq!(
+            changed,
+            [
+                ". 0755 -> 0700",
+                "crs.redb 0644 -> 0600",
+                "crs.redb.bak 0640 -> 0600"
+            ]
+        );
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("crs.redb")), 0o600);
+        assert_eq!(mode(&dir.join("config.toml")), 0o644);
+        assert!(
+            private_data_dir(&dir).unwrap().is_empty(),
+            "nothing left to do"
+        );
     }
 
     #[test]

@@ -1,49 +1,228 @@
-//! A TCP acceptor that turns Nagle's algorithm off on every accepted connection.
+//! The TCP acceptor: `TCP_NODELAY` on every connection, a cap on open connections, calm
+//! handling of accept failures, and a listening socket that can be closed from outside.
 //!
-//! salvo's own `TcpAcceptor` leaves it on, so a response written as headers plus small body
-//! chunks (an SSE stream's first events) waits for the client's delayed ACK: about 40 ms of
-//! time-to-first-byte added for nothing. A relay must forward bytes as they come.
+//! - Nagle's algorithm off: salvo's own `TcpAcceptor` leaves it on, so a response written as
+//!   headers plus small body chunks (an SSE stream's first events) waits for the client's
+//!   delayed ACK: about 40 ms of time-to-first-byte added for nothing. A relay must forward
+//!   bytes as they come.
+//! - At most `max_connections` connections are open at once. Each accepted stream holds a
+//!   slot that is given back when the connection ends; at the cap the acceptor stops
+//!   accepting, so new connections wait in the kernel's listen backlog instead of using file
+//!   descriptors the process does not have.
+//! - When accept fails for want of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), the
+//!   acceptor waits a little longer each time (10 ms doubling to 100 ms) and tries again. It
+//!   never hands such an error to salvo, which would log every one of them.
+//! - `ListenerCloser::close` drops the listening socket at once (a graceful stop): new
+//!   connections are refused while accepted ones finish.
+//!
+//! Logs: the start of an episode (accepts failing, or the cap reached) is one warn line and its
+//! end one info line; within a minute of a logged start, further episodes are only counted and
+//! reported with the next logged one.
 
+use std::future::poll_fn;
 use std::io::Result as IoResult;
 use std::net::SocketAddr as StdSocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use salvo::conn::tcp::TcpCoupler;
 use salvo::conn::{Accepted, Acceptor, ConnCtrl, Holding, StraightStream};
 use salvo::fuse::{ArcFusePolicy, FuseAction, FuseInfo, TransProto};
 use salvo::http::Version;
 use salvo::http::uri::Scheme;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The listening socket, shared with `ListenerCloser`; `None` once closed.
+type Slot = Arc<Mutex<Option<TcpListener>>>;
 
 pub struct NoDelayAcceptor {
-    inner: TcpListener,
+    listener: Slot,
     holdings: Vec<Holding>,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
     /// A connection accepted by a call that was cancelled while its fuse was being decided.
-    pending: Option<(TcpStream, StdSocketAddr)>,
+    pending: Option<(Counted<TcpStream>, StdSocketAddr)>,
+    failing: Episode,
+    full: Episode,
+}
+
+/// Closes the listening socket of a `NoDelayAcceptor`: connections not yet accepted are
+/// refused from then on.
+#[derive(Clone)]
+pub struct ListenerCloser(Slot);
+
+impl ListenerCloser {
+    pub fn close(&self) {
+        drop(self.0.lock().take());
+    }
 }
 
 impl NoDelayAcceptor {
-    pub async fn bind(host: &str, port: u16) -> IoResult<Self> {
-        let inner = TcpListener::bind((host, port)).await?;
+    pub async fn bind(host: &str, port: u16, max_connections: usize) -> IoResult<Self> {
+        let inner = listen(host, port).await?;
         let local = inner.local_addr()?;
+        let max_connections = max_connections.max(1);
         Ok(NoDelayAcceptor {
             holdings: vec![Holding {
                 local_addr: local.into(),
                 http_versions: vec![Version::HTTP_11],
                 http_scheme: Scheme::HTTP,
             }],
-            inner,
+            listener: Arc::new(Mutex::new(Some(inner))),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             pending: None,
+            failing: Episode::default(),
+            full: Episode::default(),
         })
     }
 
     pub fn local_addr(&self) -> IoResult<StdSocketAddr> {
-        self.inner.local_addr()
+        match self.listener.lock().as_ref() {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotConnected)),
+        }
     }
+
+    pub fn closer(&self) -> ListenerCloser {
+        ListenerCloser(self.listener.clone())
+    }
+
+    /// Connections open now (accepted and not yet ended).
+    pub fn open_connections(&self) -> usize {
+        self.max_connections - self.slots.available_permits()
+    }
+
+    /// A connection slot; at the cap, wait for one to be given back.
+    async fn slot(&mut self) -> OwnedSemaphorePermit {
+        let now = Instant::now();
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            if let Some(ended) = self.full.clear(now) {
+                tracing::info!(
+                    max_connections = self.max_connections,
+                    waited_ms = ended.duration.as_millis() as u64,
+                    "open connections below the limit again"
+                );
+            }
+            return permit;
+        }
+        if let Some(earlier) = self.full.hit(now) {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                earlier_episodes = earlier,
+                "connection limit reached; new connections wait in the listen backlog"
+            );
+        }
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed")
+    }
+
+    /// The next connection from the listening socket. Failures that concern one connection
+    /// are skipped; resource failures are waited out with a growing pause.
+    async fn next_connection(&mut self) -> (TcpStream, StdSocketAddr) {
+        loop {
+            let listener = &self.listener;
+            let accepted = poll_fn(|cx: &mut Context<'_>| match listener.lock().as_ref() {
+                Some(l) => l.poll_accept(cx),
+                // Closed: a graceful stop is under way and salvo is about to drop this future.
+                None => Poll::Pending,
+            })
+            .await;
+            match accepted {
+                Ok(conn) => {
+                    if let Some(ended) = self.failing.clear(Instant::now()) {
+                        tracing::info!(
+                            failed_accepts = ended.count,
+                            paused_ms = ended.duration.as_millis() as u64,
+                            open_connections = self.open_connections(),
+                            "accepting connections again"
+                        );
+                    }
+                    return conn;
+                }
+                Err(e) if failure_of_one_connection(&e) => {
+                    tracing::debug!(error = %e, "a connection failed before it was accepted");
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    if let Some(earlier) = self.failing.hit(now) {
+                        tracing::warn!(
+                            error = %e,
+                            open_connections = self.open_connections(),
+                            max_connections = self.max_connections,
+                            earlier_episodes = earlier,
+                            "accepting connections fails; pausing accepts until it works again"
+                        );
+                    }
+                    tokio::time::sleep(backoff(self.failing.count)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Connections the kernel holds for us (handshake done, not yet accepted) while we are at the
+/// cap or out of descriptors; beyond it new clients' SYNs go unanswered and they retry after
+/// 1, 3, 7... seconds. The kernel caps it at `net.core.somaxconn`. (std and tokio use 128.)
+const BACKLOG: u32 = 1024;
+
+/// Bind and listen on the first address `host` resolves to that works.
+async fn listen(host: &str, port: u16) -> IoResult<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std does on Unix: a restart can bind while old connections sit in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the listen address resolves to nothing",
+        )
+    }))
+}
+
+/// The pause after the `n`th consecutive accept failure: 10 ms, doubling, at most 100 ms.
+fn backoff(n: u64) -> Duration {
+    let shift = n.saturating_sub(1).min(4) as u32;
+    Duration::from_millis((10u64 << shift).min(100))
+}
+
+/// Accept errors that concern only the connection being accepted (it was reset or aborted
+/// before we took it): the next accept is unaffected.
+fn failure_of_one_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EPROTO | libc::EPERM | libc::ENOPROTOOPT | libc::EHOSTUNREACH | libc::ENETUNREACH
+        )
+    )
 }
 
 impl Acceptor for NoDelayAcceptor {
     type Coupler = TcpCoupler<Self::Stream>;
-    type Stream = StraightStream<TcpStream>;
+    type Stream = StraightStream<Counted<TcpStream>>;
 
     fn holdings(&self) -> &[Holding] {
         &self.holdings
@@ -55,10 +234,17 @@ impl Acceptor for NoDelayAcceptor {
     ) -> IoResult<Accepted<Self::Coupler, Self::Stream>> {
         loop {
             if self.pending.is_none() {
-                let (conn, remote) = self.inner.accept().await?;
+                let slot = self.slot().await;
+                let (conn, remote) = self.next_connection().await;
                 // Best effort: a socket that refuses it still works, only slower.
                 let _ = conn.set_nodelay(true);
-                self.pending = Some((conn, remote));
+                self.pending = Some((
+                    Counted {
+                        inner: conn,
+                        _slot: slot,
+                    },
+                    remote,
+                ));
             }
             let remote = self.pending.as_ref().expect("pending set above").1;
             let local_addr = self.holdings[0].local_addr.clone();
@@ -93,5 +279,277 @@ impl Acceptor for NoDelayAcceptor {
                 http_scheme: Scheme::HTTP,
             });
         }
+    }
+}
+
+/// An accepted stream holding one of the acceptor's connection slots until it is dropped.
+pub struct Counted<S> {
+    inner: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<IoResult<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<IoResult<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<IoResult<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoResult<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoResult<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A condition that comes and goes (accepts failing, the connection cap reached), logged as
+/// episodes: `hit` at each occurrence, `clear` when things work. Only the first occurrence of
+/// an episode may log, and not within `QUIET_LOGS` of the last logged start; the episodes in
+/// between are counted and reported with the next logged one.
+#[derive(Debug, Default)]
+struct Episode {
+    active: bool,
+    logged: bool,
+    started: Option<Instant>,
+    /// Occurrences in the current (or last) episode.
+    count: u64,
+    last_logged: Option<Instant>,
+    /// Episodes since the last logged one that were not logged.
+    unlogged: u64,
+}
+
+/// At most one episode start is logged per this interval.
+const QUIET_LOGS: Duration = Duration::from_secs(60);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Ended {
+    count: u64,
+    duration: Duration,
+}
+
+impl Episode {
+    /// The condition occurred. `Some(earlier unlogged episodes)` when this starts an episode
+    /// that should be logged.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        if self.active {
+            self.count += 1;
+            return None;
+        }
+        self.active = true;
+        self.started = Some(now);
+        self.count = 1;
+        let quiet = self
+            .last_logged
+            .is_some_and(|t| now.saturating_duration_since(t) < QUIET_LOGS);
+        if quiet {
+            self.logged = false;
+            self.unlogged += 1;
+            return None;
+        }
+        self.logged = true;
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// Things work again. `Some` when a logged episode ends here.
+    fn clear(&mut self, now: Instant) -> Option<Ended> {
+        if !self.active {
+            return None;
+        }
+        self.active = false;
+        if !self.logged {
+            return None;
+        }
+        Some(Ended {
+            count: self.count,
+            duration: self
+                .started
+                .map(|s| now.saturating_duration_since(s))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The connection cap when none is configured, from the open-file limit: a quarter of the
+/// limit (at most 256) is kept for the store, the runtime and the log, and half of the rest
+/// for the upstream socket each relayed request holds. Between 8 and 4,096.
+pub fn max_connections_for(nofile: u64) -> usize {
+    let reserve = (nofile / 4).min(256);
+    (nofile.saturating_sub(reserve) / 2).clamp(8, 4096) as usize
+}
+
+/// The process's soft open-file limit (`None` when unknown or unlimited).
+// `rlim_t` is not 64 bits on every platform.
+#[allow(clippy::unnecessary_cast)]
+pub fn nofile_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
+            || r.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        Some(r.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The default connection cap for this process (see `max_connections_for`).
+pub fn default_max_connections() -> usize {
+    max_connections_for(nofile_limit().unwrap_or(u64::MAX))
+}
+
+/// Raise the soft open-file limit to the hard one (at most 1,048,576), as Go's runtime does:
+/// the soft default (often 1,024) is far below what a server with many clients needs, and the
+/// hard limit is what the administrator allows. Returns the (old, new) soft limit when it
+/// changed.
+#[allow(clippy::unnecessary_cast)]
+pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+            return None;
+        }
+        let want = r.rlim_max.min(1 << 20);
+        if r.rlim_cur >= want {
+            return None;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given; a refusal leaves the limit as it was.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return None;
+        }
+        Some((r.rlim_cur as u64, want as u64))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cap_follows_the_open_file_limit() {
+        assert_eq!(max_connections_for(64), 24);
+        assert_eq!(max_connections_for(1024), 384);
+        assert_eq!(max_connections_for(20_000), 4096);
+        assert_eq!(max_connections_for(u64::MAX), 4096);
+        assert_eq!(max_connections_for(10), 8);
+    }
+
+    #[test]
+    fn backoff_grows_to_a_tenth_of_a_second() {
+        let ms: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 100, 100, 100]);
+    }
+
+    #[test]
+    fn resource_errors_are_not_per_connection() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let enfile = std::io::Error::from_raw_os_error(libc::ENFILE);
+        let aborted = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert!(!failure_of_one_connection(&emfile));
+        assert!(!failure_of_one_connection(&enfile));
+        assert!(failure_of_one_connection(&aborted));
+    }
+
+    #[test]
+    fn an_episode_logs_its_start_and_end_once() {
+        let t0 = Instant::now();
+        let mut e = Episode::default();
+        assert_eq!(e.hit(t0), Some(0));
+        for i in 1..1000 {
+            assert_eq!(e.hit(t0 + Duration::from_millis(i)), None);
+        }
+        let ended = e.clear(t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(ended.count, 1000);
+        assert_eq!(ended.duration, Duration::from_secs(2));
+        assert_eq!(e.clear(t0 + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn episodes_that_flap_log_once_a_minute_with_a_count() {
+        let t0 = Instant::now();
+        let mut e = Episode::default();
+        let mut logged = Vec::new();
+        // An episode every second for three minutes.
+        for s in 0..180u64 {
+            let t = t0 + Duration::from_secs(s);
+            if let Some(earlier) = e.hit(t) {
+                logged.push((s, earlier));
+            }
+            let end = e.clear(t + Duration::from_millis(10));
+            assert_eq!(end.is_some(), logged.last().is_some_and(|l| l.0 == s));
+        }
+        assert_eq!(logged, [(0, 0), (60, 59), (120, 59)]);
+    }
+
+    #[tokio::test]
+    async fn each_connection_holds_a_slot_until_it_ends() {
+        let mut a = NoDelayAcceptor::bind("127.0.0.1", 0, 4).await.unwrap();
+        let addr = a.local_addr().unwrap();
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let s1 = a.accept(None).await.unwrap();
+        let s2 = a.accept(None).await.unwrap();
+        assert_eq!(a.open_connections(), 2);
+        drop(s1);
+        assert_eq!(a.open_connections(), 1);
+        drop(s2);
+        assert_eq!(a.open_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_listener_refuses_connections() {
+        let a = NoDelayAcceptor::bind("127.0.0.1", 0, 4).await.unwrap();
+        let addr = a.local_addr().unwrap();
+        a.closer().close();
+        let e = TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use salvo::fuse::FuseConfig;
 use salvo::http::StatusCode;
 use salvo::prelude::*;
 use salvo::server::ServerHandle;
@@ -13,16 +14,18 @@ use crate::admin::session::{change_password, current_user, login, logout};
 use crate::auth::admin::{ensure_admin, prune_revoked};
 use crate::config::Config;
 use crate::crypto::Secrets;
+use crate::listener::ListenerCloser;
 use crate::state::AppState;
 use crate::state::StateHoop;
 use crate::store::Store;
-use crate::web::json;
+use crate::web::{BodyPace, json};
 
 /// A running server. Dropping it does not stop it; call `shutdown`.
 pub struct Running {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
     handle: ServerHandle,
+    listener: ListenerCloser,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -32,7 +35,9 @@ impl Running {
     }
 
     /// Stop accepting, let in-flight requests finish (up to `grace`), then commit all usage.
+    /// The listening socket closes at once, so new connections are refused, not left waiting.
     pub async fn shutdown(self, grace: Duration) {
+        self.listener.close();
         self.handle.stop_graceful(Some(grace));
         let _ = self.join.await;
         self.state.ledger.shutdown().await;
@@ -52,8 +57,14 @@ impl Running {
 
 /// Open (or create) the data directory and build the shared state.
 pub fn open_state(config: Config) -> Result<Arc<AppState>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let tightened = crate::crypto::private_data_dir(&config.data_dir)?;
+    if !tightened.is_empty() {
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            changed = %tightened.join(", "),
+            "restricted the data directory to its owner"
+        );
+    }
     let (secrets, created) =
         Secrets::load_or_create(&config.secrets_path(), config.encryption_key.as_deref())?;
     if created {
@@ -77,7 +88,12 @@ pub fn open_state(config: Config) -> Result<Arc<AppState>> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let pace = PaceBodies {
+        timeout: state.config.body_timeout,
+        min_rate: state.config.body_min_rate,
+    };
     Router::new()
+        .hoop(pace)
         .hoop(StateHoop(state))
         .push(Router::with_path("web/auth/login").post(login))
         .push(Router::with_path("web/auth/logout").post(logout))
@@ -86,6 +102,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .push(crate::admin::router())
         .push(crate::relay::router())
         .push(crate::ui::router())
+}
+
+/// Gives every request its body deadline (`web::BodyPace`), counted from now: its headers are in.
+struct PaceBodies {
+    timeout: Duration,
+    min_rate: u64,
+}
+
+#[salvo::async_trait]
+impl Handler for PaceBodies {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _depot: &mut Depot,
+        _res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        req.extensions_mut().insert(BodyPace {
+            started: tokio::time::Instant::now(),
+            timeout: self.timeout,
+            min_rate: self.min_rate,
+        });
+    }
 }
 
 /// JSON bodies for requests no route answered (v1's 404 shape) and other bare errors.
@@ -121,14 +160,21 @@ async fn catcher(req: &mut Request, res: &mut Response, ctrl: &mut FlowCtrl) {
 
 pub async fn start(config: Config) -> Result<Running> {
     let (host, port) = (config.host.clone(), config.port);
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(crate::listener::default_max_connections);
+    // Slow or silent clients: the request head (and, on a kept-alive connection, the start of
+    // the next request) must arrive within this time; bodies have their own deadline.
+    let fuse = FuseConfig::default().with_http1_header_timeout(config.header_timeout);
     let state = open_state(config)?;
-    let acceptor = crate::listener::NoDelayAcceptor::bind(&host, port)
+    let acceptor = crate::listener::NoDelayAcceptor::bind(&host, port, max_connections)
         .await
         .with_context(|| format!("listening on {host}:{port}"))?;
     let addr = acceptor
         .local_addr()
         .context("listener has no local address")?;
-    let server = Server::new(acceptor);
+    let listener = acceptor.closer();
+    let server = Server::new(acceptor).fuse_config(fuse);
     let handle = server.handle();
     let service =
         Service::new(router(state.clone())).catcher(salvo::catcher::Catcher::new(catcher));
@@ -139,12 +185,14 @@ pub async fn start(config: Config) -> Result<Running> {
         url = %format!("http://{addr}"),
         admin = %format!("http://{addr}/admin-next/"),
         data_dir = %state.config.data_dir.display(),
+        max_connections,
         "crs is listening"
     );
     Ok(Running {
         addr,
         state,
         handle,
+        listener,
         join,
     })
 }
@@ -168,9 +216,15 @@ fn spawn_trimmer(state: &Arc<AppState>) {
 
 /// `crs serve`: run until SIGINT or SIGTERM, then stop gracefully and flush usage.
 pub async fn serve(config: Config) -> Result<()> {
+    if let Some((old, new)) = crate::listener::raise_nofile_limit() {
+        tracing::debug!(old, new, "raised the open-file limit to the hard limit");
+    }
+    // Installed before the server announces itself, so a signal sent as soon as it is
+    // listening stops it gracefully rather than killing it.
+    let stop = shutdown_signal()?;
     let mut running = start(config).await?;
     tokio::select! {
-        _ = shutdown_signal() => {
+        _ = stop => {
             tracing::info!("shutdown requested; finishing in-flight requests");
             running.shutdown(Duration::from_secs(30)).await;
             tracing::info!("usage flushed; bye");
@@ -182,19 +236,24 @@ pub async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves at the first SIGINT or SIGTERM; the handlers are in place when this returns.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -102,8 +102,7 @@ fn store_has_data(store: &Store) -> Result<bool> {
 /// v1 ENCRYPTION_KEY, and a store that is empty unless `merge`.
 fn prepare_target(opts: &ImportOptions) -> Result<(Secrets, std::sync::Arc<Store>)> {
     let cfg = Config::for_data_dir(&opts.data_dir);
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("creating data directory {}", opts.data_dir.display()))?;
+    crate::crypto::private_data_dir(&opts.data_dir)?;
     let store = Store::open(&cfg.db_path())?;
     let has_data = store_has_data(&store)?;
     if has_data && !opts.merge {

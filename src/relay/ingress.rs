@@ -19,7 +19,7 @@ use crate::limits::{
     models,
 };
 use crate::state::AppState;
-use crate::web::{BodyError, read_body};
+use crate::web::{BodyError, close_connection, read_body};
 
 #[derive(Deserialize, Default)]
 struct Meta<'a> {
@@ -257,6 +257,17 @@ pub async fn ingress(
                     st.config.max_body_bytes
                 ),
             );
+            return None;
+        }
+        Err(BodyError::Timeout) => {
+            write_error(
+                res,
+                format,
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout_error",
+                "The request body did not arrive in time",
+            );
+            close_connection(req, res);
             return None;
         }
         Err(BodyError::Read(e)) => {

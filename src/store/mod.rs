@@ -206,6 +206,18 @@ impl Store {
 
     /// Open with a page cache of at most `cache_bytes` (the server's, `Config::store_cache_bytes`).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Arc<Self>> {
+        // A new store is readable by its owner only (redb would create it with the umask's
+        // mode); redb initialises an empty file as a new database.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path);
+        }
         let create = || {
             redb::Builder::new()
                 .set_cache_size(cache_bytes)
@@ -761,6 +773,18 @@ mod tests {
         assert_eq!((c.requests, c.input_tokens), (2, 20));
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(s.ping());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("crs.redb");
+        drop(Store::open(&p).unwrap());
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(Store::open(&p).unwrap().ping(), "reopens as a database");
     }
 
     #[test]

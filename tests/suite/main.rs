@@ -20,5 +20,6 @@ mod login;
 mod providers;
 mod proxy;
 mod relay;
+mod robustness;
 mod scheduler;
 mod stats;
