@@ -457,15 +457,24 @@ async fn sigterm_refuses_new_connections_while_a_stream_finishes() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let mut body = stream.chunk().await.unwrap().unwrap().to_vec();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&first).contains("message_stop"));
+    // The rest of the stream is read meanwhile; when it ended is compared with the refusal.
+    let reading = tokio::spawn(async move {
+        let mut body = first.to_vec();
+        while let Some(c) = stream.chunk().await.unwrap() {
+            body.extend_from_slice(&c);
+        }
+        (String::from_utf8_lossy(&body).into_owned(), Instant::now())
+    });
 
     let pid = p.child.id() as libc::pid_t;
     // SAFETY: a signal to the child this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused_at = loop {
         match std::net::TcpStream::connect_timeout(&p.addr, Duration::from_millis(500)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break Instant::now(),
             other => {
                 assert!(
                     Instant::now() < deadline,
@@ -474,14 +483,13 @@ async fn sigterm_refuses_new_connections_while_a_stream_finishes() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    }
-    let text = String::from_utf8_lossy(&body).into_owned();
-    assert!(!text.contains("message_stop"), "the stream was still going");
-    while let Some(c) = stream.chunk().await.unwrap() {
-        body.extend_from_slice(&c);
-    }
-    let text = String::from_utf8_lossy(&body);
+    };
+    let (text, ended_at) = reading.await.unwrap();
     assert!(text.contains("event: message_stop"), "{text}");
+    assert!(
+        refused_at < ended_at,
+        "refused only once the stream had ended (the process was gone)"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = p.child.try_wait().unwrap() {
