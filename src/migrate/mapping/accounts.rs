@@ -256,11 +256,16 @@ pub fn import_account(
                             _ => String::new(),
                         });
                     }
-                    // Kept only when it holds more than what an export rebuilds it from.
+                    // What an export does not rebuild from the account is kept.
                     const REBUILT: [&str; 4] =
                         ["accessToken", "refreshToken", "expiresAt", "scopes"];
-                    if m.keys().any(|k| !REBUILT.contains(&k.as_str())) {
-                        extra_secret.push(("claudeAiOauth".into(), Value::Object(m).to_string()));
+                    let kept: Map<String, Value> = m
+                        .into_iter()
+                        .filter(|(k, _)| !REBUILT.contains(&k.as_str()))
+                        .collect();
+                    if !kept.is_empty() {
+                        extra_secret
+                            .push(("claudeAiOauth".into(), Value::Object(kept).to_string()));
                     }
                 } else {
                     extra_secret.push(("claudeAiOauth".into(), text));
@@ -458,7 +463,7 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             o.s("refreshToken", keys.v1.encrypt(salt, &refresh));
             o.s(
                 "expiresAt",
-                if a.expires_at > 0 {
+                if a.expires_at != 0 {
                     a.expires_at.to_string()
                 } else {
                     String::new()
@@ -466,29 +471,35 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             );
             o.s("scopes", &a.scopes);
             // The OAuth blob: the imported one (other fields kept) with the current tokens.
-            let mut blob = match a.extra.get("claudeAiOauth").and_then(Value::as_str) {
-                Some(enc) => {
-                    match serde_json::from_str::<Value>(&keys.plain(&what("claudeAiOauth"), enc)?) {
-                        Ok(Value::Object(m)) => m,
-                        _ => Map::new(),
-                    }
-                }
-                None => Map::new(),
+            let stored = match a.extra.get("claudeAiOauth").and_then(Value::as_str) {
+                Some(enc) => Some(keys.plain(&what("claudeAiOauth"), enc)?),
+                None => None,
             };
-            if !access.is_empty() || !blob.is_empty() {
-                blob.insert("accessToken".into(), json!(access));
-                blob.insert("refreshToken".into(), json!(refresh));
-                blob.insert("expiresAt".into(), json!(a.expires_at));
-                blob.insert(
-                    "scopes".into(),
-                    json!(a.scopes.split_whitespace().collect::<Vec<_>>()),
-                );
-                o.s(
+            let object = match stored.as_deref().map(serde_json::from_str::<Value>) {
+                None => Some(Map::new()),
+                Some(Ok(Value::Object(m))) => Some(m),
+                Some(_) => None,
+            };
+            match object {
+                // Imported as it was (not a JSON object): it goes back as it was.
+                None => o.s(
                     "claudeAiOauth",
-                    keys.v1.encrypt(salt, &Value::Object(blob).to_string()),
-                );
-            } else {
-                o.s("claudeAiOauth", "");
+                    keys.v1.encrypt(salt, stored.as_deref().unwrap_or_default()),
+                ),
+                Some(mut blob) if !access.is_empty() || !blob.is_empty() => {
+                    blob.insert("accessToken".into(), json!(access));
+                    blob.insert("refreshToken".into(), json!(refresh));
+                    blob.insert("expiresAt".into(), json!(a.expires_at));
+                    blob.insert(
+                        "scopes".into(),
+                        json!(a.scopes.split_whitespace().collect::<Vec<_>>()),
+                    );
+                    o.s(
+                        "claudeAiOauth",
+                        keys.v1.encrypt(salt, &Value::Object(blob).to_string()),
+                    );
+                }
+                Some(_) => o.s("claudeAiOauth", ""),
             }
             o.s("subscriptionInfo", &a.subscription_info);
             o.date("lastRefreshAt", &a.last_refresh_at);
@@ -737,5 +748,253 @@ mod tests {
             )
             .unwrap();
         assert!(text.contains("s3cret"), "{text}");
+    }
+
+    mod props {
+        use super::super::super::FAMILIES;
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// One v1 key for every case: scrypt runs once per salt.
+        fn crypto() -> &'static (V1Crypto, Secrets) {
+            static K: OnceLock<(V1Crypto, Secrets)> = OnceLock::new();
+            K.get_or_init(keys)
+        }
+
+        const COMMON: &[&str] = &[
+            "id",
+            "platform",
+            "name",
+            "description",
+            "priority",
+            "schedulable",
+            "isActive",
+            "accountType",
+            "supportedModels",
+            "userAgent",
+            "proxy",
+            "dailyQuota",
+            "quotaResetTime",
+            "maxConcurrentTasks",
+            "maxConcurrency",
+            "rateLimitDuration",
+            "disableAutoProtection",
+            "createdAt",
+            "updatedAt",
+            "lastUsedAt",
+            "subscriptionExpiresAt",
+            "status",
+            "errorMessage",
+        ];
+
+        /// The fields each account type reads besides the common ones; secrets marked.
+        fn own(p: Platform) -> &'static [&'static str] {
+            match p {
+                Platform::ClaudeConsole | Platform::Ccr => &["apiUrl", "apiKey*"],
+                Platform::OpenAIResponses => &["baseApi", "apiKey*", "providerEndpoint"],
+                Platform::GeminiApi => &["baseUrl", "apiKey*"],
+                Platform::AzureOpenAI => {
+                    &["azureEndpoint", "apiKey*", "apiVersion", "deploymentName"]
+                }
+                Platform::Claude => &[
+                    "apiUrl",
+                    "email*",
+                    "password*",
+                    "accessToken*",
+                    "refreshToken*",
+                    "expiresAt",
+                    "scopes",
+                    "claudeAiOauth*",
+                    "subscriptionInfo",
+                    "lastRefreshAt",
+                ],
+                Platform::Bedrock => &[
+                    "region",
+                    "defaultModel",
+                    "smallFastModel",
+                    "endpointUrl",
+                    "awsCredentials",
+                ],
+                Platform::Droid => &[
+                    "baseUrl",
+                    "endpointType",
+                    "accessToken*",
+                    "refreshToken*",
+                    "apiKeys",
+                ],
+            }
+        }
+
+        fn plain() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[a-zA-Z0-9 :/._-]{0,16}",
+                prop::sample::select(vec![
+                    "", "true", "false", "0", "1", "-1", "null", "{}", "[]", "active", "error"
+                ])
+                .prop_map(str::to_owned),
+                any::<i64>().prop_map(|n| n.to_string()),
+                (0i64..4_102_444_800_000).prop_map(|ms| ms.to_string()),
+                (0i64..4_102_444_800_000)
+                    .prop_map(|ms| iso(&chrono::DateTime::from_timestamp_millis(ms))),
+                Just("9cf68abdc888536094f4236f4e97678b:00".to_owned()),
+            ]
+        }
+
+        /// JSON text v1 keeps in some fields: model maps, proxies, OAuth blobs, credentials,
+        /// Droid key lists.
+        fn json_text(salt: &'static str) -> impl Strategy<Value = String> {
+            let (v1, _) = crypto();
+            prop_oneof![
+                prop::collection::btree_map("[a-z0-9.-]{1,8}", "[a-z0-9.-]{0,8}", 0..3)
+                    .prop_map(|m| json!(m).to_string()),
+                prop::collection::vec("[a-z0-9.-]{1,8}", 0..3).prop_map(|v| json!(v).to_string()),
+                ("(http|socks5|HTTPS)?", "[a-z0-9. ]{0,8}", any::<i64>(), "[a-z]{0,4}", "[a-z]{0,4}")
+                    .prop_map(|(t, h, port, u, pw)| json!({"type": t, "host": h, "port": port, "username": u, "password": pw}).to_string()),
+                ("[a-z0-9]{0,8}", "[a-z0-9]{0,8}", any::<i64>(), prop::option::of("[a-z:]{0,8}"), any::<bool>())
+                    .prop_map(move |(a, r, e, sc, enc)| {
+                        let blob = json!({"accessToken": a, "refreshToken": r, "expiresAt": e, "scopes": sc, "other": 1}).to_string();
+                        if enc { v1.encrypt(salt, &blob) } else { blob }
+                    }),
+                ("[A-Z0-9]{0,8}", "[a-z0-9]{0,8}", prop::option::of("[a-z0-9]{1,8}"), any::<bool>())
+                    .prop_map(move |(id, secret, token, enc)| {
+                        let creds = json!({"accessKeyId": id, "secretAccessKey": secret, "sessionToken": token}).to_string();
+                        if enc {
+                            let (e, iv) = v1.encrypt_bedrock(&creds);
+                            json!({"encrypted": e, "iv": iv}).to_string()
+                        } else {
+                            creds
+                        }
+                    }),
+                prop::collection::vec(("[a-z0-9-]{1,8}", "(active|error)", any::<bool>()), 0..3)
+                    .prop_map(move |ks| {
+                        let entries: Vec<Value> = ks
+                            .into_iter()
+                            .map(|(k, st, enc)| json!({"id": "e", "status": st,
+                                "encryptedKey": if enc { v1.encrypt(salt, &k) } else { k }}))
+                            .collect();
+                        json!(entries).to_string()
+                    }),
+            ]
+        }
+
+        fn value(salt: &'static str, secret: bool) -> impl Strategy<Value = String> {
+            let (v1, _) = crypto();
+            prop_oneof![
+                3 => plain(),
+                1 => json_text(salt),
+                (if secret { 2 } else { 0 }) => "[a-zA-Z0-9_-]{1,20}".prop_map(move |p| v1.encrypt(salt, &p)),
+            ]
+        }
+
+        /// A v1 record of any account type crs serves: its fields in any values, some extras.
+        fn record() -> impl Strategy<Value = (&'static Family, Map<String, Value>)> {
+            let served: Vec<&'static Family> =
+                FAMILIES.iter().filter(|f| f.platform.is_some()).collect();
+            prop::sample::select(served).prop_flat_map(|fam| {
+                let names: Vec<&'static str> = COMMON
+                    .iter()
+                    .chain(own(fam.platform.unwrap()))
+                    .copied()
+                    .collect();
+                let field = prop::sample::select(names).prop_flat_map(move |n| {
+                    let secret = n.ends_with('*');
+                    (
+                        Just(n.trim_end_matches('*').to_owned()),
+                        value(fam.salt, secret),
+                    )
+                });
+                let extra = ("x[A-Za-z]{1,8}", plain());
+                (
+                    Just(fam),
+                    prop::collection::vec(prop_oneof![4 => field, 1 => extra], 0..20),
+                    any::<bool>(),
+                )
+                    .prop_map(|(fam, fields, typed)| {
+                        let m = fields
+                            .into_iter()
+                            .map(|(k, v)| {
+                                // JSON-stored records (Bedrock) hold typed values.
+                                let v = match serde_json::from_str::<Value>(&v) {
+                                    Ok(t) if fam.json && typed && !t.is_string() => t,
+                                    _ => Value::String(v),
+                                };
+                                (k, v)
+                            })
+                            .collect();
+                        (fam, m)
+                    })
+            })
+        }
+
+        /// `a` with every crs-encrypted value decrypted (encryption is randomised).
+        fn plaintext(a: &Account, crs: &Secrets) -> Account {
+            let open = |v: &str| {
+                if v.is_empty() {
+                    String::new()
+                } else {
+                    crs.decrypt(v).unwrap()
+                }
+            };
+            let mut a = a.clone();
+            for f in [
+                &mut a.api_key,
+                &mut a.email,
+                &mut a.password,
+                &mut a.access_token,
+                &mut a.refresh_token,
+                &mut a.aws_secret_access_key,
+                &mut a.aws_session_token,
+            ] {
+                *f = open(f);
+            }
+            if let Some(p) = a.proxy.as_mut() {
+                p.password = open(&p.password);
+            }
+            for name in EXTRA_SECRETS {
+                if let Some(Value::String(v)) = a.extra.get_mut(*name) {
+                    *v = open(v);
+                }
+            }
+            if let Some(Value::String(text)) = a.extra.get_mut("apiKeys") {
+                let mut entries: Vec<Map<String, Value>> = serde_json::from_str(text).unwrap();
+                for e in &mut entries {
+                    if let Some(Value::String(k)) = e.get_mut("encryptedKey") {
+                        *k = open(k);
+                    }
+                }
+                *text = json!(entries).to_string();
+            }
+            a
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn accounts_import_any_fields_and_round_trip((fam, fields) in record()) {
+                let (v1, crs) = crypto();
+                let k = Keys { v1, crs };
+                // Values v1 could not have written (undecryptable secrets) are errors, not panics.
+                let Ok(AccountOut::Account(a)) = import_account(fam, "a1", fields, &k) else {
+                    return Ok(());
+                };
+                let out = export_account(&a, &k).unwrap();
+                let AccountOut::Account(b) = import_account(fam, "a1", out, &k).unwrap() else {
+                    panic!("an exported account comes back as an account");
+                };
+                let (mut want, got) = (plaintext(&a, crs), plaintext(&b, crs));
+                if a.platform == Platform::Droid {
+                    // v1 needs these on a Droid record; the export adds them when missing.
+                    for name in ["apiKeyCount", "authenticationMethod"] {
+                        if let Some(v) = got.extra.get(name) {
+                            want.extra.entry(name.into()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

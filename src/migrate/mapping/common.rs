@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Utc};
 use serde_json::{Map, Value};
 
 use crate::model::{Micros, Platform, dollars_to_micros, micros_to_dollars};
@@ -153,17 +153,28 @@ pub fn iso(t: &Option<DateTime<Utc>>) -> String {
         .unwrap_or_default()
 }
 
+/// v1's dates are JavaScript dates: milliseconds, which is also what `iso` writes back. A date
+/// RFC 3339 cannot write (before year 0 or after 9999) is no date.
 fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() || s == "null" {
         return None;
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().ok().and_then(DateTime::from_timestamp_millis);
+        return s.parse().ok().and_then(from_millis);
     }
     DateTime::parse_from_rfc3339(s)
         .ok()
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(3))
+        .filter(writable)
+}
+
+fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms).filter(writable)
+}
+
+fn writable(t: &DateTime<Utc>) -> bool {
+    (0..=9999).contains(&t.year())
 }
 
 /// A field map being consumed: what is left at the end goes to `extra`.
@@ -237,7 +248,7 @@ impl Fields {
     pub fn date(&mut self, k: &str) -> Option<DateTime<Utc>> {
         match self.take(k)? {
             Value::String(s) => parse_date(&s),
-            Value::Number(n) => n.as_i64().and_then(DateTime::from_timestamp_millis),
+            Value::Number(n) => n.as_i64().and_then(from_millis),
             _ => None,
         }
     }
@@ -341,5 +352,103 @@ pub fn fmt_dollars(m: Micros) -> String {
         format!("{}", d as i64)
     } else {
         format!("{d}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<String>().prop_map(Value::from),
+            "[ 0-9.eE+-]{0,12}".prop_map(Value::from),
+            "\\[[\"a-z, 0-9]{0,12}\\]?".prop_map(Value::from),
+            "\\{[\"a-z:, 0-9]{0,12}\\}?".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_reader_takes_any_value(v in value()) {
+            let readers: [fn(&mut Fields); 9] = [
+                |f| {
+                    let _ = f.s("k");
+                },
+                |f| {
+                    let _ = f.b("k", true);
+                },
+                |f| {
+                    let _ = f.u("k");
+                },
+                |f| {
+                    let _ = f.i("k");
+                },
+                |f| {
+                    let _ = f.dollars("k").map(|m| assert!(m >= 0));
+                },
+                |f| {
+                    let _ = f.date("k").map(|t| iso(&Some(t)));
+                },
+                |f| {
+                    let _ = f.list("k");
+                },
+                |f| {
+                    let _ = f.object("k");
+                },
+                |f| {
+                    let _ = f.str_or("k", "d");
+                },
+            ];
+            for read in readers {
+                let mut f = Fields([("k".to_owned(), v.clone()), ("other".to_owned(), json!(1))].into_iter().collect());
+                read(&mut f);
+                // The field is consumed; the rest stays for `extra`.
+                prop_assert!(!f.0.contains_key("k"));
+                prop_assert!(f.0.contains_key("other"));
+            }
+        }
+
+        #[test]
+        fn written_fields_read_back(
+            s in any::<String>(),
+            b in any::<bool>(),
+            n in any::<u64>(),
+            m in 0i64..1_000_000_000_000_000,
+            ms in 0i64..253_402_300_799_999,
+            list in prop::collection::vec(any::<String>(), 0..4),
+        ) {
+            let mut o = Out::default();
+            o.s("s", s.clone());
+            o.b("b", b);
+            o.n("n", n);
+            o.dollars("d", m);
+            let t = DateTime::from_timestamp_millis(ms);
+            o.date("t", &t);
+            o.s("l", json!(list).to_string());
+            let mut f = Fields::from_pairs(&o.into_pairs());
+            prop_assert_eq!(f.s("s"), Some(s));
+            prop_assert_eq!(f.b("b", !b), b);
+            prop_assert_eq!(f.u("n"), Some(n));
+            prop_assert_eq!(f.dollars("d"), Some(m));
+            prop_assert_eq!(f.date("t"), t);
+            prop_assert_eq!(f.list("l"), Some(list));
+        }
     }
 }

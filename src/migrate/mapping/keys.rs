@@ -155,7 +155,11 @@ pub fn export_key(k: &ApiKey) -> Vec<(String, String)> {
     o.s("icon", &k.icon);
     o.b("allow1mContext", k.allow_1m_context);
     o.b("isDeleted", k.is_deleted);
-    if k.is_deleted || k.deleted_at.is_some() {
+    if k.is_deleted
+        || k.deleted_at.is_some()
+        || !k.deleted_by.is_empty()
+        || !k.deleted_by_type.is_empty()
+    {
         o.date("deletedAt", &k.deleted_at);
         o.s("deletedBy", &k.deleted_by);
         o.s("deletedByType", &k.deleted_by_type);
@@ -210,5 +214,131 @@ mod tests {
         // Legacy permissions strings.
         let legacy = vec![("permissions".to_string(), "all".to_string())];
         assert!(import_key("x", &legacy).permissions.is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Every field `import_key` reads.
+        const FIELDS: &[&str] = &[
+            "activatedAt",
+            "activationDays",
+            "activationUnit",
+            "allow1mContext",
+            "allowedClients",
+            "apiKey",
+            "concurrencyLimit",
+            "concurrencyQueueEnabled",
+            "concurrencyQueueMax",
+            "concurrencyQueueTimeoutMs",
+            "createdAt",
+            "createdBy",
+            "dailyCostLimit",
+            "deletedAt",
+            "deletedBy",
+            "deletedByType",
+            "description",
+            "enableClientRestriction",
+            "enableModelRestriction",
+            "expirationMode",
+            "expiresAt",
+            "fiveHourCostLimit",
+            "icon",
+            "id",
+            "isActivated",
+            "isActive",
+            "isDeleted",
+            "keyPreview",
+            "lastUsedAt",
+            "modelRestrictionMode",
+            "name",
+            "permissions",
+            "rateLimitCost",
+            "rateLimitRequests",
+            "rateLimitWindow",
+            "restrictedModels",
+            "serviceRates",
+            "tags",
+            "tokenLimit",
+            "totalCostLimit",
+            "updatedAt",
+            "userId",
+            "userUsername",
+            "weeklyOpusCostLimit",
+            "weeklyResetDay",
+            "weeklyResetHour",
+            "claudeAccountId",
+            "claudeConsoleAccountId",
+            "geminiAccountId",
+            "openaiAccountId",
+            "azureOpenaiAccountId",
+            "bedrockAccountId",
+            "droidAccountId",
+        ];
+
+        /// Any string, and the shapes v1 writes: booleans, numbers, dates, JSON lists and
+        /// objects, bindings.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::sample::select(vec![
+                    "", "true", "false", "1", "0", "all", "null", "[]", "{}"
+                ])
+                .prop_map(str::to_owned),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|n| n.to_string()),
+                (0i64..4_102_444_800_000).prop_map(|ms| {
+                    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+                    if ms % 2 == 0 {
+                        super::super::super::common::iso(&Some(t))
+                    } else {
+                        ms.to_string()
+                    }
+                }),
+                prop::collection::vec("[a-z0-9 ,\"-]{0,8}", 0..4)
+                    .prop_map(|v| serde_json::json!(v).to_string()),
+                prop::collection::vec("[a-z0-9 ,-]{0,8}", 0..4).prop_map(|v| v.join(",")),
+                prop::collection::btree_map(
+                    "[a-z]{1,6}",
+                    prop_oneof![
+                        (0.0f64..10.0).prop_map(|f| serde_json::json!(f)),
+                        Just(serde_json::json!("1.5")),
+                        Just(serde_json::json!(-1)),
+                        Just(serde_json::json!(null)),
+                    ],
+                    0..3
+                )
+                .prop_map(|m| serde_json::json!(m).to_string()),
+                "(group:|responses:|api:)?[a-z0-9-]{0,8}",
+                "[0-9]{4}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][01][0-9]:[0-5][0-9])",
+                "-?[0-9]{13,20}(\\.[0-9]{1,4})?",
+                "[0-9]\\.?[0-9]{0,3}e[+-]?[0-9]{1,3}",
+            ]
+        }
+
+        fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+            let name = prop_oneof![
+                4 => prop::sample::select(FIELDS).prop_map(str::to_owned),
+                1 => "[a-zA-Z]{1,12}",
+            ];
+            prop::collection::vec((name, value()), 0..24)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn keys_import_any_fields_and_round_trip(p in prop_oneof![
+                pairs(),
+                // Limits past what micro-dollars in an i64 hold.
+                ("(daily|total|weeklyOpus|fiveHour)CostLimit|rateLimitCost", "[1-9][0-9]{12,20}(\\.[0-9])?|[1-9]e[1-3][0-9]{0,2}")
+                    .prop_map(|(k, v)| vec![(k, v)]),
+            ]) {
+                let k = import_key("k1", &p);
+                let again = import_key("k1", &export_key(&k));
+                prop_assert_eq!(again, k);
+            }
+        }
     }
 }

@@ -141,7 +141,10 @@ pub fn export_record(r: &RequestRecord, account_type: &str) -> String {
         "cacheReadTokens": r.cache_read_tokens,
         "ephemeral5mTokens": r.ephemeral_5m_tokens,
         "ephemeral1hTokens": r.ephemeral_1h_tokens,
-        "totalTokens": r.input_tokens + r.output_tokens + r.cache_create_tokens + r.cache_read_tokens,
+        "totalTokens": r.input_tokens
+            .saturating_add(r.output_tokens)
+            .saturating_add(r.cache_create_tokens)
+            .saturating_add(r.cache_read_tokens),
         "cost": picos_to_dollars(r.rated_cost_picos),
         "realCost": picos_to_dollars(r.real_cost_picos),
     })
@@ -220,5 +223,98 @@ mod tests {
         };
         let (back, _) = import_record("k", &export_record(&mine, "claude-console")).unwrap();
         assert_eq!(back, mine);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[a-z0-9 :.-]{0,12}",
+                prop::sample::select(vec!["", "true", "false", "1", "null", "1e30", "-5", "0.5"])
+                    .prop_map(str::to_owned),
+                (0i64..4_102_444_800_000).prop_map(|ms| ms.to_string()),
+                (0i64..4_102_444_800_000)
+                    .prop_map(|ms| iso(&chrono::DateTime::from_timestamp_millis(ms))),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                text().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                any::<bool>().prop_map(Value::from),
+                Just(Value::Null),
+                Just(json!({"a": [1]})),
+            ]
+        }
+
+        fn pairs(names: &'static [&'static str]) -> impl Strategy<Value = Vec<(String, String)>> {
+            let name = prop_oneof![
+                4 => prop::sample::select(names).prop_map(str::to_owned),
+                1 => "[a-zA-Z]{1,8}",
+            ];
+            prop::collection::vec((name, text()), 0..10)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn groups_round_trip(p in pairs(&["id", "name", "platform", "description", "createdAt", "updatedAt"])) {
+                let (g, _) = import_group("g1", &p);
+                let (again, dropped) = import_group("g1", &export_group(&g));
+                prop_assert_eq!(again, g);
+                prop_assert!(dropped.is_empty());
+            }
+
+            #[test]
+            fn admins_round_trip(p in pairs(&["username", "passwordHash", "createdAt", "updatedAt", "lastLogin"])) {
+                if let Some(a) = import_admin(&p) {
+                    prop_assert_eq!(import_admin(&export_admin(&a)), Some(a));
+                }
+            }
+
+            #[test]
+            fn request_records_round_trip(
+                fields in prop::collection::vec(
+                    (prop_oneof![4 => prop::sample::select(RECORD_FIELDS).prop_map(str::to_owned), 1 => "[a-z]{1,6}"], json_value()),
+                    0..16,
+                ),
+                junk in any::<String>(),
+            ) {
+                let _ = import_record("k1", &junk);
+                let text = Value::Object(fields.into_iter().collect()).to_string();
+                let (r, _) = import_record("k1", &text).unwrap();
+                let (again, dropped) = import_record("k1", &export_record(&r, "claude-console")).unwrap();
+                prop_assert_eq!(again, r);
+                prop_assert!(dropped.is_empty());
+            }
+
+            #[test]
+            fn sticky_keys_round_trip(
+                hash in "[0-9a-f]{32}",
+                id in "[A-Za-z0-9-]{1,40}",
+                kind in 0usize..5,
+            ) {
+                // The session keys crs makes go to v1 and back.
+                let key = match kind {
+                    0 => format!("h:{hash}"),
+                    1 => format!("uid:{hash}"),
+                    2 => format!("hdr:{id}"),
+                    3 => format!("pck:{id}"),
+                    _ => format!("v1o:{id}"),
+                };
+                prop_assert_eq!(sticky_key(&sticky_name(&key)), Some(key));
+                // And v1's names (content hashes and session ids) come back as they were.
+                for name in [format!("{CLAUDE_STICKY}{hash}"), format!("{CLAUDE_STICKY}{id}"), format!("{OPENAI_STICKY}{id}")] {
+                    prop_assert_eq!(sticky_name(&sticky_key(&name).unwrap()), name);
+                }
+            }
+        }
     }
 }
