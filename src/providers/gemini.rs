@@ -295,9 +295,9 @@ mod tests {
                 let seen = same_in_any_chunking(|| Box::new(GeminiTap::new()), &bytes, &cuts)?;
                 prop_assert_eq!(&seen.out, &bytes);
                 let with_usage = || chunks.iter().filter(|c| c.usage.is_some());
-                let usage = with_usage().filter_map(|c| c.usage).last().map(normalised);
+                let usage = with_usage().filter_map(|c| c.usage).next_back().map(normalised);
                 prop_assert_eq!(seen.usage, usage.unwrap_or_default());
-                prop_assert_eq!(seen.model, with_usage().filter_map(|c| c.model.clone()).last());
+                prop_assert_eq!(seen.model, with_usage().filter_map(|c| c.model.clone()).next_back());
                 prop_assert_eq!(seen.started, !chunks.is_empty());
                 prop_assert_eq!(seen.finished, chunks.iter().any(|c| c.finish));
             }

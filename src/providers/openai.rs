@@ -527,9 +527,9 @@ mod tests {
                     Rev::Life(k, m, u) => Some((*k, m, u)),
                     Rev::Delta(_) => None,
                 });
-                let usage = life().filter_map(|(_, _, u)| *u).last().map(normalised);
+                let usage = life().filter_map(|(_, _, u)| *u).next_back().map(normalised);
                 prop_assert_eq!(seen.usage, usage.unwrap_or_default());
-                prop_assert_eq!(seen.model, life().filter_map(|(_, m, _)| m.clone()).last());
+                prop_assert_eq!(seen.model, life().filter_map(|(_, m, _)| m.clone()).next_back());
                 prop_assert_eq!(seen.started, !evs.is_empty());
                 prop_assert_eq!(
                     seen.finished,
@@ -550,7 +550,7 @@ mod tests {
                     Cev::Chunk(m, _, u) => Some((m, u)),
                     Cev::Done => None,
                 });
-                let usage = chunks().filter_map(|(_, u)| *u).last().map(normalised);
+                let usage = chunks().filter_map(|(_, u)| *u).next_back().map(normalised);
                 prop_assert_eq!(seen.usage, usage.unwrap_or_default());
                 // The model of the first chunk that names one.
                 prop_assert_eq!(seen.model, chunks().find_map(|(m, _)| m.clone()));

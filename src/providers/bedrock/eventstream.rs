@@ -769,7 +769,7 @@ mod tests {
                         F::Event(e, _) => e.get("amazon-bedrock-invocationMetrics"),
                         _ => None,
                     })
-                    .last();
+                    .next_back();
                 let usage = match metrics {
                     Some(m) if sse_tap.usage == TokenUsage::default() => {
                         let n = |k: &str| m[k].as_u64().unwrap();
