@@ -157,8 +157,14 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
                 !want.exclude.contains(&a.rec.id) && want.platforms.contains(&a.rec.platform)
             })
             .and_then(|a| {
-                // The only account the key may use: cooling down or not, it is tried.
-                eligible_but_cooling(inp.offset, a, want.model, now_ms).and_then(|m| try_take(a, m))
+                // The only account the key may use: after a transient failure it is tried
+                // again rather than leaving the key with nothing.
+                let m = if a.rt.transient_cooldown(now_ms) {
+                    eligible_but_cooling(inp.offset, a, want.model, now_ms)
+                } else {
+                    eligible(inp.offset, a, want.model, now_ms)
+                };
+                m.and_then(|m| try_take(a, m))
             })
             .ok_or_else(|| NoAccount::BoundUnavailable(want.binding.to_string()));
     }
@@ -221,13 +227,13 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
             }
         }
     }
-    // 5. Every usable account is cooling down: a transient cooldown must not leave the key
-    // with no account at all, so the one whose cooldown ends first (the least recently
-    // failed) is tried.
+    // 5. Every usable account is cooling down: a transient cooldown (5xx, overload, network)
+    // must not leave the key with no account at all, so the one whose cooldown ends first
+    // (the least recently failed) is tried. Rate limits with a reset time are respected.
     let mut cooling: Vec<(i64, &Arc<AccountRt>, String)> = pool
         .accounts
         .iter()
-        .filter(|a| usable(a) && in_set(a))
+        .filter(|a| usable(a) && in_set(a) && a.rt.transient_cooldown(now_ms))
         .filter_map(|a| {
             let until = a.rt.cooldown(now_ms)?.0;
             let m = eligible_but_cooling(inp.offset, a, want.model, now_ms)?;

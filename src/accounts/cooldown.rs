@@ -16,10 +16,13 @@ pub struct Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     None,
-    /// Out of rotation until the instant (unix ms).
+    /// Out of rotation until the instant (unix ms). `transient`: after a server error,
+    /// overload or network failure, not a rate limit with a reset time; when every usable
+    /// account is out for such a reason, the scheduler still tries one.
     Account {
         until_ms: i64,
         reason: String,
+        transient: bool,
     },
     /// Only this model is out of rotation on the account.
     Model {
@@ -115,7 +118,11 @@ pub fn judge_status(
             let effect = if mentions_model(body, model) {
                 Effect::Model { until_ms, reason }
             } else {
-                Effect::Account { until_ms, reason }
+                Effect::Account {
+                    until_ms,
+                    reason,
+                    transient: false,
+                }
             };
             Verdict {
                 retry: true,
@@ -127,6 +134,7 @@ pub fn judge_status(
             effect: Effect::Account {
                 until_ms: now_ms + OVERLOAD_COOLDOWN_SECS * 1000,
                 reason: "overloaded (529)".into(),
+                transient: true,
             },
         },
         401 | 403 => Verdict {
@@ -149,6 +157,7 @@ pub fn judge_status(
             effect: Effect::Account {
                 until_ms: now_ms + SERVER_ERROR_COOLDOWN_SECS * 1000,
                 reason: format!("upstream error ({status})"),
+                transient: true,
             },
         },
         // Other 4xx are about the request itself: the client sees them, the account is fine.
@@ -166,6 +175,7 @@ pub fn judge_transport(now_ms: i64, what: &str) -> Verdict {
         effect: Effect::Account {
             until_ms: now_ms + NETWORK_COOLDOWN_SECS * 1000,
             reason: what.to_owned(),
+            transient: true,
         },
     }
 }

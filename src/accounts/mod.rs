@@ -26,6 +26,7 @@ pub struct AccountRuntime {
     /// Out of rotation until this instant (unix ms), for `cooldown_reason`.
     cooldown_until_ms: AtomicI64,
     cooldown_reason: Mutex<String>,
+    cooldown_transient: AtomicBool,
     /// Per-model cooldowns: model -> until (unix ms).
     model_cooldowns: Mutex<HashMap<String, i64>>,
     /// (local day number, real cost that day in pico-dollars) for the daily quota.
@@ -40,6 +41,7 @@ impl AccountRuntime {
             gate: ArcSwap::from_pointee(Gate::new(a.max_concurrency, false, 0, 0)),
             cooldown_until_ms: AtomicI64::new(0),
             cooldown_reason: Mutex::new(String::new()),
+            cooldown_transient: AtomicBool::new(false),
             model_cooldowns: Mutex::new(HashMap::new()),
             daily_cost: Mutex::new((0, 0)),
             restored: AtomicBool::new(false),
@@ -64,11 +66,18 @@ impl AccountRuntime {
     }
 
     /// Take the account out of rotation until `until_ms` (extends, never shortens).
-    pub fn cool_down(&self, until_ms: i64, reason: &str) {
+    /// `transient`: see `cooldown::Effect::Account`.
+    pub fn cool_down(&self, until_ms: i64, reason: &str, transient: bool) {
         let prev = self.cooldown_until_ms.fetch_max(until_ms, Ordering::AcqRel);
         if until_ms > prev {
             *self.cooldown_reason.lock() = reason.to_owned();
+            self.cooldown_transient.store(transient, Ordering::Release);
         }
+    }
+
+    /// Cooling down only for a transient reason (a 5xx, overload or network failure).
+    pub fn transient_cooldown(&self, now_ms: i64) -> bool {
+        self.cooling(now_ms) && self.cooldown_transient.load(Ordering::Acquire)
     }
 
     pub fn cool_model(&self, model: &str, until_ms: i64) {

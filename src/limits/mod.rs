@@ -1,7 +1,7 @@
 //! Key policy and limits, enforced the same way on every client route, in memory.
 //!
 //! The checks run in one order everywhere. Before the body is read (`admit_key`): authenticate
-//! (active, not expired) -> service permission -> client restriction -> 1M-context flag ->
+//! (active, not expired) -> service permission -> client restriction ->
 //! cost limits (402) -> concurrency slot (429, may queue). Then the body is read, within the
 //! global body budget, and once the model is known (`admit_model`): model restriction ->
 //! Claude-family weekly limit -> rate window (429; the request is counted only here, once
@@ -36,8 +36,6 @@ pub enum Rejection {
     Auth(AuthError),
     Permission(Service),
     ModelForbidden(String),
-    /// The key may not use the 1M-token context window (its `allow1mContext` is off).
-    LongContext,
     ClientNotAllowed {
         allowed: Vec<String>,
         user_agent: String,
@@ -92,7 +90,6 @@ impl Rejection {
             Rejection::Auth(_) => StatusCode::UNAUTHORIZED,
             Rejection::Permission(_)
             | Rejection::ModelForbidden(_)
-            | Rejection::LongContext
             | Rejection::ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
             Rejection::RateLimit { .. } | Rejection::Concurrency(_) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -122,8 +119,7 @@ impl Rejection {
                 "message": format!("This API key does not have permission to access {}", s.display())}}),
             Rejection::ModelForbidden(m) => json!({"error": {"type": "forbidden",
                 "message": format!("This API key is not allowed to use the model {m}")}}),
-            Rejection::LongContext => json!({"error": {"type": "permission_error",
-                "message": "This API key is not allowed to use the 1M-token context window (anthropic-beta context-1m)"}}),
+
             Rejection::ClientNotAllowed {
                 allowed,
                 user_agent,
@@ -223,7 +219,7 @@ impl Rejection {
             Rejection::Auth(_) => ("invalid_request_error", "invalid_api_key".into()),
             Rejection::Permission(_) => ("permission_denied", "permission_denied".into()),
             Rejection::ModelForbidden(_) => ("permission_denied", "model_not_allowed".into()),
-            Rejection::LongContext => ("permission_denied", "long_context_not_allowed".into()),
+
             Rejection::ClientNotAllowed { .. } => {
                 ("permission_denied", "client_not_allowed".into())
             }
@@ -303,20 +299,41 @@ pub struct AskModel<'a> {
     pub activates: bool,
 }
 
-/// Does the request ask for the 1M-token context window? Anthropic enables it per request
-/// with an `anthropic-beta` flag `context-1m-<date>` (Claude Code sends it for `[1m]` models).
-pub fn asks_long_context(headers: &salvo::http::HeaderMap) -> bool {
-    headers
+/// Keep a key without `allow1mContext` to the standard context window: take Anthropic's
+/// per-request `context-1m-<date>` flag out of the `anthropic-beta` headers that go upstream.
+/// Claude Code sends the flag on ordinary requests too, so refusing them would break it; without
+/// the flag the upstream serves (and bills) the standard window. Returns whether it removed one.
+pub fn strip_long_context(headers: &mut salvo::http::HeaderMap) -> bool {
+    let values: Vec<String> = headers
         .get_all("anthropic-beta")
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let flags: Vec<&str> = values
+        .iter()
         .flat_map(|v| v.split(','))
-        .any(|b| b.trim().starts_with("context-1m"))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if !flags.iter().any(|b| b.starts_with("context-1m")) {
+        return false;
+    }
+    let kept: Vec<&str> = flags
+        .into_iter()
+        .filter(|b| !b.starts_with("context-1m"))
+        .collect();
+    headers.remove("anthropic-beta");
+    if !kept.is_empty()
+        && let Ok(v) = salvo::http::HeaderValue::from_str(&kept.join(","))
+    {
+        headers.insert("anthropic-beta", v);
+    }
+    true
 }
 
 /// The rules that need no body, after authentication (see the module docs for the order):
-/// service permission, client restriction, the 1M-context flag, cost limits, then the
-/// concurrency slot.
+/// service permission, client restriction, cost limits, then the concurrency slot.
 pub async fn admit_key(
     keys: &Arc<Keys>,
     entry: Arc<KeyEntry>,
@@ -341,9 +358,6 @@ pub async fn admit_key(
             allowed: k.allowed_clients.clone(),
             user_agent: ua,
         });
-    }
-    if !k.allow_1m_context && asks_long_context(req.headers()) {
-        return Err(Rejection::LongContext);
     }
     let off = keys.clock().offset();
     entry
@@ -526,5 +540,24 @@ mod tests {
             a.body(ClientFormat::Gemini)["error"]["status"],
             "UNAUTHENTICATED"
         );
+    }
+
+    #[test]
+    fn the_long_context_flag_is_taken_out_and_the_rest_kept() {
+        let mut h = salvo::http::HeaderMap::new();
+        h.insert(
+            "anthropic-beta",
+            "a-1, context-1m-2025-08-07,b-2".parse().unwrap(),
+        );
+        assert!(strip_long_context(&mut h));
+        assert_eq!(h["anthropic-beta"], "a-1,b-2");
+        let mut h = salvo::http::HeaderMap::new();
+        h.insert("anthropic-beta", "context-1m-2025-08-07".parse().unwrap());
+        assert!(strip_long_context(&mut h));
+        assert!(h.get("anthropic-beta").is_none());
+        let mut h = salvo::http::HeaderMap::new();
+        h.insert("anthropic-beta", "a-1".parse().unwrap());
+        assert!(!strip_long_context(&mut h));
+        assert_eq!(h["anthropic-beta"], "a-1");
     }
 }

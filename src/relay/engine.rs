@@ -83,9 +83,13 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
     }
     match &v.effect {
         Effect::None => {}
-        Effect::Account { until_ms, reason } => {
+        Effect::Account {
+            until_ms,
+            reason,
+            transient,
+        } => {
             tracing::warn!(account_id = %acc.rec.id, account = %acc.rec.name, reason = %reason, "account cooling down");
-            acc.rt.cool_down(*until_ms, reason);
+            acc.rt.cool_down(*until_ms, reason, *transient);
         }
         Effect::Model { until_ms, reason } => {
             tracing::warn!(account_id = %acc.rec.id, model = %upstream_model, reason = %reason, "model cooling down on account");
@@ -95,7 +99,7 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
             tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, reason = %reason, "account needs attention; taken out of rotation");
             // Out of rotation at once; the status change is persisted off the request path.
             acc.rt
-                .cool_down(Utc::now().timestamp_millis() + 3_600_000, reason);
+                .cool_down(Utc::now().timestamp_millis() + 3_600_000, reason, false);
             st.accounts
                 .mark_status(acc.rec.id.clone(), status.clone(), reason.clone());
         }
@@ -127,8 +131,13 @@ fn relay_failure(res: &mut Response, format: ClientFormat, f: Failure) {
 /// Serve `call` into `res`. The work runs on a task of its own, so a client that hangs up
 /// cannot cut it short once an upstream has the request: a non-stream answer is still read and
 /// billed, and a stream's pump records the usage of what arrived (and cancels the upstream).
-pub async fn run(st: Arc<AppState>, call: Call, res: &mut Response) {
+pub async fn run(st: Arc<AppState>, mut call: Call, res: &mut Response) {
     let format = call.format;
+    if !call.adm.key.rec.allow_1m_context
+        && crate::limits::strip_long_context(&mut call.client_headers)
+    {
+        tracing::debug!(key_id = %call.adm.key.rec.id, "1M-context beta removed: the key does not allow it");
+    }
     let work = tokio::spawn(async move {
         let mut out = Response::new();
         serve(st, call, &mut out).await;

@@ -67,7 +67,10 @@ async fn non_stream_request_is_signed_mapped_and_accounted() {
         json!({}),
     )
     .await;
-    let (_, key) = env.create_key(json!({"name": "alice"})).await;
+    // The key may use the 1M-token window, so its beta flags all reach the body.
+    let (_, key) = env
+        .create_key(json!({"name": "alice", "allow1mContext": true}))
+        .await;
 
     let r = env
         .messages(

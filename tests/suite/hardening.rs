@@ -229,30 +229,40 @@ async fn a_client_that_hangs_up_before_a_non_stream_answer_is_still_billed() {
 }
 
 #[tokio::test]
-async fn the_1m_context_beta_needs_allow1m_context() {
+async fn the_1m_context_beta_reaches_upstream_only_for_keys_that_allow_it() {
     let env = Env::start().await;
     env.create_account(json!({})).await;
     let (_, plain) = env.create_key(json!({"name": "plain"})).await;
     let (_, long) = env
         .create_key(json!({"name": "long", "allow1mContext": true}))
         .await;
-    let send = |key: String| {
-        env.messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "hi"))
+    for key in [&plain, &long] {
+        let r = env
+            .messages(key, msg_body("claude-sonnet-4-5-20250929", false, "hi"))
             .header(
                 "anthropic-beta",
                 "fine-grained-tool-streaming-2025-05-14,context-1m-2025-08-07",
             )
             .send()
-    };
-    let r = send(plain).await.unwrap();
-    assert_eq!(r.status(), 403);
-    let v: Value = r.json().await.unwrap();
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("1M"),
-        "{v}"
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let betas: Vec<String> = env
+        .mock
+        .state
+        .seen
+        .lock()
+        .iter()
+        .map(|s| s.header("anthropic-beta").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        betas,
+        vec![
+            "fine-grained-tool-streaming-2025-05-14".to_owned(),
+            "fine-grained-tool-streaming-2025-05-14,context-1m-2025-08-07".to_owned(),
+        ]
     );
-    assert!(env.mock.state.seen.lock().is_empty());
-    assert_eq!(send(long).await.unwrap().status(), 200);
     env.stop().await;
 }
 
