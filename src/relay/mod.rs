@@ -52,7 +52,8 @@ pub struct Outcome {
 }
 
 /// Account one answered request: price it, send it to the ledger, count it in the key's
-/// meters. `model` is the model the upstream answered with.
+/// meters. `model` is the model the upstream answered with; the usage is the upstream's word,
+/// capped (`TokenUsage::bounded`).
 pub fn record_usage(
     st: &AppState,
     key: &KeyEntry,
@@ -62,6 +63,7 @@ pub fn record_usage(
     usage: TokenUsage,
     outcome: Outcome,
 ) {
+    let usage = usage.bounded();
     let cost = st.pricing.cost(&model, &usage);
     if matches!(cost.matched, crate::usage::pricing::PriceMatch::Unknown) {
         tracing::warn!(model = %model, "no price known for model; recorded at zero cost");

@@ -18,10 +18,28 @@ pub struct TokenUsage {
     pub ephemeral_1h_tokens: u64,
 }
 
+/// The most tokens of each kind one answer is taken to have used (2^28, a hundred times the
+/// largest context window). The counts are the upstream's word; capped, no sum over them
+/// (meters, usage buckets, an account's spend) comes near overflowing.
+pub const MAX_TOKENS_PER_ANSWER: u64 = 1 << 28;
+
 impl TokenUsage {
     /// input + output + cache create + cache read (v1's allTokens).
     pub fn all_tokens(&self) -> u64 {
         self.input_tokens + self.output_tokens + self.cache_create_tokens + self.cache_read_tokens
+    }
+
+    /// Every count capped at `MAX_TOKENS_PER_ANSWER`.
+    pub fn bounded(self) -> TokenUsage {
+        let cap = |n: u64| n.min(MAX_TOKENS_PER_ANSWER);
+        TokenUsage {
+            input_tokens: cap(self.input_tokens),
+            output_tokens: cap(self.output_tokens),
+            cache_create_tokens: cap(self.cache_create_tokens),
+            cache_read_tokens: cap(self.cache_read_tokens),
+            ephemeral_5m_tokens: cap(self.ephemeral_5m_tokens),
+            ephemeral_1h_tokens: cap(self.ephemeral_1h_tokens),
+        }
     }
 }
 
@@ -269,5 +287,24 @@ mod tests {
         );
         assert_eq!(c.tokens(), 120);
         assert_eq!(c.all_tokens(), 160);
+    }
+
+    #[test]
+    fn reported_usage_is_capped() {
+        let huge = TokenUsage {
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            cache_create_tokens: u64::MAX,
+            cache_read_tokens: u64::MAX,
+            ephemeral_5m_tokens: u64::MAX,
+            ephemeral_1h_tokens: 7,
+        }
+        .bounded();
+        assert_eq!(huge.input_tokens, MAX_TOKENS_PER_ANSWER);
+        assert_eq!(huge.ephemeral_1h_tokens, 7);
+        assert_eq!(huge.all_tokens(), 4 * MAX_TOKENS_PER_ANSWER);
+        // Every sum of capped answers an i64 or u64 holds for billions of answers.
+        let c = Counters::from_usage(&huge, 0, 0);
+        assert!(c.all_tokens().checked_mul(1 << 30).is_some());
     }
 }
