@@ -20,6 +20,8 @@ pub fn routes(state: &Arc<MockState>) -> Router {
         .push(Router::with_path("v1/chat/completions").post(Chat(state.clone())))
         .push(Router::with_path("openai/responses").post(Responses(state.clone(), false)))
         .push(Router::with_path("o/v1/responses").post(Responses(state.clone(), false)))
+        // Factory's Droid layout for Chat Completions.
+        .push(Router::with_path("o/v1/chat/completions").post(Chat(state.clone())))
         .push(
             Router::with_path("openai/deployments/{deployment}/chat/completions")
                 .post(Chat(state.clone())),
