@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod e2e_claude_code;
 mod e2e_codex;
+mod fuzz;
 mod hardening;
 mod import;
 mod layering;
