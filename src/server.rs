@@ -127,6 +127,28 @@ impl Handler for PaceBodies {
     }
 }
 
+/// After the answer, what is left of a request body nobody read (a request refused before
+/// its body, one past the body limit, or one no route takes) is read and discarded, for at
+/// most `max` bytes (four times the body limit) and ten seconds, so that the client gets to
+/// read the answer (`web::discard_body`).
+struct DiscardUnread {
+    max: usize,
+}
+
+#[salvo::async_trait]
+impl Handler for DiscardUnread {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        ctrl.call_next(req, depot, res).await;
+        crate::web::discard_body(req.take_body(), self.max, Duration::from_secs(10));
+    }
+}
+
 /// JSON bodies for requests no route answered (v1's 404 shape) and other bare errors.
 #[handler]
 async fn catcher(req: &mut Request, res: &mut Response, ctrl: &mut FlowCtrl) {
@@ -176,8 +198,11 @@ pub async fn start(config: Config) -> Result<Running> {
     let listener = acceptor.closer();
     let server = Server::new(acceptor).fuse_config(fuse);
     let handle = server.handle();
-    let service =
-        Service::new(router(state.clone())).catcher(salvo::catcher::Catcher::new(catcher));
+    let service = Service::new(router(state.clone()))
+        .hoop(DiscardUnread {
+            max: state.config.max_body_bytes.saturating_mul(4),
+        })
+        .catcher(salvo::catcher::Catcher::new(catcher));
     let join = tokio::spawn(server.serve(service));
     crate::accounts::oauth::spawn_refresher(&state.accounts);
     spawn_trimmer(&state);

@@ -89,6 +89,8 @@ pub async fn read_body(req: &mut Request, max: usize) -> Result<bytes::Bytes, Bo
         };
         received += data.len();
         if received > max {
+            // What is left stays in the request, to be discarded after the answer.
+            req.replace_body(body);
             return Err(BodyError::TooLarge);
         }
         match (&mut joined, first.take()) {
@@ -123,6 +125,31 @@ async fn read_unpaced(req: &mut Request, max: usize) -> Result<bytes::Bytes, Bod
             }
         }
     }
+}
+
+/// Read and throw away what is left of a request body that was answered without being read
+/// (refused before it), for at most `max` bytes and `time`. Most HTTP clients send the whole
+/// body before they read the answer: closing the connection on a body still arriving would
+/// reset it under them, and they would see a broken connection instead of the answer.
+pub fn discard_body(body: salvo::http::ReqBody, max: usize, time: std::time::Duration) {
+    use futures_util::StreamExt;
+    use salvo::http::Body;
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut read = 0usize;
+        let drain = async {
+            while let Some(Ok(frame)) = body.next().await {
+                read += frame.data_ref().map_or(0, |d| d.len());
+                if read > max {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(time, drain).await;
+    });
 }
 
 #[derive(Debug)]
