@@ -5,6 +5,7 @@ pub mod cooldown;
 pub mod oauth;
 pub mod registry;
 pub mod sticky;
+pub mod windows;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct AccountRuntime {
     pub daily_cost: Mutex<(i32, crate::model::Picos)>,
     pub restored: AtomicBool,
     pub last_used_ms: AtomicI64,
+    /// Anthropic's subscription usage windows (Claude OAuth accounts).
+    pub windows: windows::Windows,
 }
 
 impl AccountRuntime {
@@ -46,6 +49,7 @@ impl AccountRuntime {
             daily_cost: Mutex::new((0, 0)),
             restored: AtomicBool::new(false),
             last_used_ms: AtomicI64::new(a.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
+            windows: windows::Windows::default(),
         }
     }
 
