@@ -2,9 +2,13 @@
 //! state that outlives admin edits (cooldowns, concurrency, daily spend).
 
 pub mod cooldown;
+pub mod cron;
+pub mod health;
 pub mod oauth;
+pub mod probe;
 pub mod registry;
 pub mod sticky;
+pub mod usage_poll;
 pub mod windows;
 
 use std::collections::HashMap;
@@ -36,6 +40,8 @@ pub struct AccountRuntime {
     pub last_used_ms: AtomicI64,
     /// Anthropic's subscription usage windows (Claude OAuth accounts).
     pub windows: windows::Windows,
+    /// The last account test results (`probe`), newest first.
+    pub tests: probe::History,
 }
 
 impl AccountRuntime {
@@ -50,6 +56,7 @@ impl AccountRuntime {
             restored: AtomicBool::new(false),
             last_used_ms: AtomicI64::new(a.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
             windows: windows::Windows::default(),
+            tests: probe::History::default(),
         }
     }
 
@@ -171,6 +178,9 @@ pub async fn upstream_request(
     out: &Outgoing<'_>,
 ) -> anyhow::Result<reqwest::RequestBuilder> {
     let kind = acc.kind();
+    acc.rt
+        .last_used_ms
+        .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     let token = if kind.oauth() {
         Some(oauth::fresh_access_token(accounts, acc).await?)
     } else {

@@ -173,16 +173,42 @@ impl Snapshot {
                 Some((
                     w,
                     if expired {
-                        Reading {
-                            used_centi: 0,
-                            ..r
-                        }
+                        Reading { used_centi: 0, ..r }
                     } else {
                         r
                     },
                 ))
             })
             .max_by_key(|(_, r)| r.used_centi)
+    }
+
+    /// Never polled, no header readings, no poll error.
+    pub fn is_empty(&self) -> bool {
+        self.readings.iter().all(Option::is_none) && self.error.is_none()
+    }
+
+    /// v1's usage snapshot (`claudeAccountService.buildClaudeUsageSnapshot`): `updatedAt` and,
+    /// per window, `utilization` (percent), `resetsAt` (RFC 3339) and `remainingSeconds`
+    /// (never negative), nulls where there is no reading. v1 has `fiveHour`, `sevenDay` and
+    /// `sevenDayOpus` (which it fills from `seven_day_sonnet`); crs fills `sevenDayOpus` from
+    /// `seven_day_opus` and adds `sevenDaySonnet`, `source` and the last poll `error`.
+    pub fn to_v1_json(&self, now_ms: i64) -> serde_json::Value {
+        let ts = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+        let mut v = serde_json::json!({
+            "updatedAt": (self.updated_ms > 0).then(|| ts(self.updated_ms)).flatten(),
+            "source": self.source,
+            "error": self.error,
+        });
+        for w in Window::ALL {
+            let r = self.get(w);
+            let resets = r.and_then(|r| r.resets_at_ms);
+            v[w.v1_name()] = serde_json::json!({
+                "utilization": r.map(|r| f64::from(r.used_centi) / 100.0),
+                "resetsAt": resets.and_then(ts),
+                "remainingSeconds": resets.map(|t| (t - now_ms).max(0) / 1000),
+            });
+        }
+        v
     }
 
     /// Room left in the binding window (hundredths of a percent); full room without readings.
@@ -247,7 +273,8 @@ fn parse_centi(s: &str, fraction: bool) -> Option<u32> {
     }
     let v: f64 = s.parse().ok()?;
     let pct = if fraction { v * 100.0 } else { v };
-    if !pct.is_finite() || pct < 0.0 {
+    // Digits past f64's range parse as infinity: capped below, like any huge value.
+    if pct.is_nan() || pct < 0.0 {
         return None;
     }
     Some((pct * 100.0).round().min(1_000_000.0) as u32)
@@ -287,7 +314,8 @@ pub fn from_usage_body(body: &[u8]) -> Option<[Option<Reading>; 4]> {
         let Some(win) = obj.get(w.usage_field()).and_then(|x| x.as_object()) else {
             continue;
         };
-        let Some(used_centi) = centi_of_json(win.get("utilization").unwrap_or(&serde_json::Value::Null))
+        let Some(used_centi) =
+            centi_of_json(win.get("utilization").unwrap_or(&serde_json::Value::Null))
         else {
             continue;
         };
@@ -333,7 +361,8 @@ mod tests {
 
     #[test]
     fn usage_body() {
-        let body = br#"{"five_hour":{"utilization":22.0,"resets_at":"2026-02-20T14:00:00.364238+00:00"},
+        let body =
+            br#"{"five_hour":{"utilization":22.0,"resets_at":"2026-02-20T14:00:00.364238+00:00"},
             "seven_day":{"utilization":97.74,"resets_at":"2026-02-24T10:00:01+00:00"},
             "seven_day_oauth_apps":null,"seven_day_opus":null,
             "seven_day_sonnet":{"utilization":null,"resets_at":"2026-02-24T16:00:00+00:00"},
@@ -403,8 +432,44 @@ mod tests {
         assert_eq!(s.room_centi(Some(Family::Opus), now), 100);
         assert_eq!(s.room_centi(None, now), 4000);
         // A window past its reset counts as empty.
-        s.readings[Window::SevenDay.index()].as_mut().unwrap().resets_at_ms = Some(now - 1);
+        s.readings[Window::SevenDay.index()]
+            .as_mut()
+            .unwrap()
+            .resets_at_ms = Some(now - 1);
         assert_eq!(s.room_centi(None, now), 6000);
+    }
+
+    #[test]
+    fn v1_shape() {
+        let now = 1_800_000_000_000;
+        let mut s = Snapshot::default();
+        assert!(s.is_empty());
+        s.readings[Window::FiveHour.index()] = Some(Reading {
+            used_centi: 2250,
+            resets_at_ms: Some(now + 3_725_900),
+        });
+        s.readings[Window::SevenDay.index()] = Some(Reading {
+            used_centi: 9774,
+            resets_at_ms: Some(now - 5),
+        });
+        s.updated_ms = now;
+        s.source = Some(Source::Poll);
+        let v = s.to_v1_json(now);
+        assert_eq!(v["fiveHour"]["utilization"], 22.5);
+        assert_eq!(v["fiveHour"]["remainingSeconds"], 3725);
+        assert_eq!(
+            v["fiveHour"]["resetsAt"],
+            DateTime::from_timestamp_millis(now + 3_725_900)
+                .unwrap()
+                .to_rfc3339()
+        );
+        assert_eq!(v["sevenDay"]["utilization"], 97.74);
+        assert_eq!(v["sevenDay"]["remainingSeconds"], 0, "never negative");
+        assert_eq!(v["sevenDayOpus"]["utilization"], serde_json::Value::Null);
+        assert_eq!(v["sevenDaySonnet"]["resetsAt"], serde_json::Value::Null);
+        assert_eq!(v["source"], "poll");
+        assert_eq!(v["error"], serde_json::Value::Null);
+        assert!(v["updatedAt"].as_str().unwrap().starts_with("2027-01-15T"));
     }
 
     #[test]

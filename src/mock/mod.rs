@@ -73,6 +73,10 @@ pub struct MockState {
     /// OAuth mock: lifetime of issued access tokens, and whether refreshes fail.
     pub oauth_expires_in: std::sync::atomic::AtomicI64,
     pub oauth_fail_refresh: std::sync::atomic::AtomicBool,
+    /// `GET /api/oauth/usage`: the answer per access token (the default answer for others),
+    /// and a scripted failure of the endpoint.
+    pub oauth_usage: Mutex<std::collections::HashMap<String, serde_json::Value>>,
+    pub oauth_usage_forced: Mutex<Option<Forced>>,
     /// Keep a copy of each request (off for benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     counter: AtomicU64,
