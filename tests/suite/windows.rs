@@ -43,6 +43,16 @@ async fn wait_view(
     }
 }
 
+/// A relayed request with `key` succeeds.
+async fn relays(env: &Env, key: &str) {
+    let r = env
+        .messages(key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn usage_windows_are_polled_and_reported_in_v1_shape() {
     let env = Env::start().await;
@@ -150,12 +160,7 @@ async fn usage_windows_are_polled_and_reported_in_v1_shape() {
     assert!(err.contains("500"), "{err}");
     assert_eq!(v["data"]["fiveHour"]["utilization"], 22.0);
     let (_, key) = env.create_key(json!({"name": "k"})).await;
-    let r = env
-        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    relays(&env, &key).await;
 
     // Back to normal: an on-demand refresh clears the error and takes new values.
     *env.mock.state.oauth_usage_forced.lock() = None;
@@ -255,12 +260,7 @@ async fn an_unauthorized_account_returns_to_rotation_by_itself() {
     assert_eq!(v["errorMessage"], "");
     assert_eq!(v["testHistory"][0]["success"], true);
     assert_eq!(v["testHistory"][0]["trigger"], "recovery");
-    let r = env
-        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    relays(&env, &key).await;
     // No more recovery tests once it is back.
     let n = view(&env, "claude-accounts", &id).await["testHistory"]
         .as_array()
@@ -269,6 +269,69 @@ async fn an_unauthorized_account_returns_to_rotation_by_itself() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let v = view(&env, "claude-accounts", &id).await;
     assert_eq!(v["testHistory"].as_array().unwrap().len(), n);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_failed_account_refreshes_its_token_and_returns() {
+    // A second mock plays Anthropic's OAuth token endpoint and the account's upstream.
+    let upstream = crs::mock::MockUpstream::start().await.unwrap();
+    let token_url = format!("{}/v1/oauth/token", upstream.url());
+    let env = Env::start_with(|c| {
+        c.claude_oauth_token_url = token_url;
+        c.health.tick = Duration::from_millis(50);
+        c.health.recovery_base = Duration::from_millis(200);
+        c.health.recovery_max = Duration::from_millis(400);
+    })
+    .await;
+    upstream
+        .state
+        .oauth_fail_refresh
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let soon = chrono::Utc::now().timestamp_millis() + 20_000;
+    let id = env
+        .create(
+            "claude-accounts",
+            json!({"name": "max", "apiUrl": upstream.url(),
+                   "claudeAiOauth": {"accessToken": "sk-ant-oat01-old", "refreshToken": "sk-ant-ort01-old", "expiresAt": soon}}),
+        )
+        .await;
+    env.crs.as_ref().unwrap().state.accounts.mark_status(
+        id.clone(),
+        AccountStatus::RefreshFailed,
+        "token refresh failed".into(),
+    );
+    let refreshes = || {
+        upstream
+            .state
+            .seen
+            .lock()
+            .iter()
+            .filter(|s| s.path == "/v1/oauth/token")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while refreshes() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refreshes() >= 2, "refreshes are retried");
+    assert_eq!(
+        view(&env, "claude-accounts", &id).await["status"],
+        "refresh_failed"
+    );
+
+    upstream
+        .state
+        .oauth_fail_refresh
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let v = wait_view(&env, "claude-accounts", &id, 10, |v| {
+        v["status"] == "active" && v["testHistory"][0]["success"] == true
+    })
+    .await;
+    assert_eq!(v["status"], "active", "{v}");
+    assert_eq!(v["testHistory"][0]["trigger"], "recovery");
+    assert!(v["tokenExpiresAt"].as_i64().unwrap() > soon + 3_600_000);
+    upstream.stop();
     env.stop().await;
 }
 
