@@ -547,6 +547,39 @@ mod tests {
     }
 
     #[test]
+    fn account_health_knobs_from_file_and_env() {
+        let c = load(&[], CliOverrides::default()).unwrap();
+        assert_eq!(c.health.usage_poll, Duration::from_secs(300));
+        assert_eq!(c.health.recovery_base, Duration::from_secs(60));
+        assert_eq!(c.health.recovery_max, Duration::from_secs(3600));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "usage_poll_secs = 600\nrecovery_base_secs = 30\nrecovery_max_secs = 10\n",
+        )
+        .unwrap();
+        let cli = CliOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = load(&[("CRS_USAGE_POLL_SECS", "0")], cli).unwrap();
+        assert_eq!(c.health.usage_poll, Duration::ZERO, "env wins");
+        assert_eq!(c.health.recovery_base, Duration::from_secs(30));
+        assert_eq!(
+            c.health.recovery_max,
+            Duration::from_secs(30),
+            "never below the first wait"
+        );
+        let e = load(
+            &[("CRS_RECOVERY_BASE_SECS", "soon")],
+            CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("CRS_RECOVERY_BASE_SECS"), "{e}");
+    }
+
+    #[test]
     fn store_cache_is_bounded_by_default_and_configurable() {
         let c = load(&[], CliOverrides::default()).unwrap();
         assert_eq!(c.store_cache_bytes, DEFAULT_STORE_CACHE_MB << 20);
