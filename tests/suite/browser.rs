@@ -750,6 +750,28 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     // The result is a dot in the card's test history.
     ui.wait_for(&format!("{card} [data-test-history] .test-dot.ok"))
         .await;
+    // Scheduled tests: the dialog saves v1's test config, and the card names the schedule.
+    ui.click(&format!("{card} [data-action=test-schedule]"))
+        .await;
+    ui.wait_for("dialog[open] input[name=cronExpression]").await;
+    ui.click("dialog[open] input[role=switch]").await;
+    ui.fill("dialog input[name=cronExpression]", "30 6 * * 1-5")
+        .await;
+    ui.press("dialog input[name=cronExpression]", "Enter").await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text(
+        &format!("{card} [data-test-history]"),
+        "scheduled 30 6 * * 1-5",
+    )
+    .await;
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/claude-console-accounts/{account}/test-config"),
+            None,
+        )
+        .await;
+    assert_eq!(v["data"]["config"]["enabled"], true, "{v}");
     ui.click(&format!("{card} input[role=switch]")).await;
     ui.wait_text(".toast", "paused").await;
     let (_, v) = env

@@ -453,6 +453,33 @@ function testHistory(a) {
   );
 }
 
+/** The scheduled-test dialog (v1's test config): on or off, a cron expression, a model. */
+function openTestSchedule(ctx, type, a, reload) {
+  const cfg = a.testConfig || { enabled: false, cronExpression: "0 8 * * *", model: "" };
+  const on = switchInput("Test this account on a schedule", !!cfg.enabled, { name: "enabled" });
+  const cron = input({ name: "cronExpression", value: cfg.cronExpression || "0 8 * * *", placeholder: "0 8 * * *" });
+  const model = input({ name: "model", value: cfg.model || "", placeholder: "The account type's test model" });
+  modal({
+    title: `Scheduled tests of ${a.name}`,
+    body: h(
+      "div.form-grid",
+      h("div.span-2", on.el),
+      field("When", cron, { cls: "span-2", hint: "A cron expression: minute hour day month weekday, in the server's accounting time zone. 0 8 * * * is every day at 8:00." }),
+      field("Model", model, { cls: "span-2" }),
+    ),
+    footer: [h("button.btn", { type: "button", onclick: (ev) => ev.target.closest("dialog").close() }, "Cancel"), h("button.btn.btn-primary", { type: "submit" }, "Save")],
+    onSubmit: async () => {
+      await ctx.api(`/admin/${type.path}/${encodeURIComponent(a.id)}/test-config`, {
+        method: "PUT",
+        body: { enabled: on.input.checked, cronExpression: cron.value.trim(), model: model.value.trim() },
+      });
+      toast(on.input.checked ? `${a.name} is tested at ${cron.value.trim()}` : `Scheduled tests of ${a.name} are off`);
+      reload();
+      return true;
+    },
+  });
+}
+
 function accountCard(ctx, type, a, reload) {
   const [label, kind] = accountHealth(a);
   const u = a.usage || {};
@@ -496,6 +523,8 @@ function accountCard(ctx, type, a, reload) {
       }
     }),
   );
+  const scheduleBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Schedule tests of ${name}`, title: "Scheduled tests", "data-action": "test-schedule" }, icon("clock"));
+  scheduleBtn.addEventListener("click", () => openTestSchedule(ctx, type, a, reload));
   const editBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Edit ${name}`, title: "Edit", "data-action": "edit" }, icon("edit"));
   editBtn.addEventListener("click", async () => {
     if (await openAccountForm(ctx, type, a)) {
@@ -592,7 +621,7 @@ function accountCard(ctx, type, a, reload) {
         : null,
       a.errorMessage ? h("div.callout.danger", { "data-last-error": "" }, icon("alert"), h("span", h("strong", "Last error: "), a.errorMessage)) : null,
     ),
-    h("div.foot", sched.el, h("span.spacer"), resetBtn, testBtn, refreshBtn, editBtn, delBtn),
+    h("div.foot", sched.el, h("span.spacer"), resetBtn, testBtn, scheduleBtn, refreshBtn, editBtn, delBtn),
   );
 }
 
