@@ -166,11 +166,14 @@ impl Handler for Tests {
                     .collect(),
                 _ => return bad_request(res, "accountIds must be a non-empty array"),
             };
+            // v1's shape: `{"{platform}:{accountId}": [the last 10 results]}`.
             let data: serde_json::Map<String, Value> = ids
                 .into_iter()
                 .filter_map(|id| {
                     let a = account(&st, platform, &id)?;
-                    Some((id, json!(a.rt.tests.list())))
+                    let mut h = a.rt.tests.list();
+                    h.truncate(10);
+                    Some((format!("{p}:{id}"), json!(h)))
                 })
                 .collect();
             return json(res, StatusCode::OK, &json!({"success": true, "data": data}));

@@ -399,6 +399,10 @@ async fn scheduled_tests_fill_the_history() {
             Some(json!({"accountIds": [id]})),
         )
         .await;
-    assert_eq!(v["data"][&id][0]["trigger"], "manual", "{v}");
+    assert_eq!(
+        v["data"][format!("claude-console:{id}")][0]["trigger"],
+        "manual",
+        "{v}"
+    );
     env.stop().await;
 }
