@@ -173,10 +173,7 @@ impl Snapshot {
                 Some((
                     w,
                     if expired {
-                        Reading {
-                            used_centi: 0,
-                            ..r
-                        }
+                        Reading { used_centi: 0, ..r }
                     } else {
                         r
                     },
@@ -272,7 +269,7 @@ pub fn parse_reset_ms(s: &str) -> Option<i64> {
     // Between 2001 and 2286: anything else is not a reset time.
     (1_000_000_000..10_000_000_000)
         .contains(&secs)
-        .then_some(secs * 1000)
+        .then(|| secs * 1000)
 }
 
 /// The readings of a `/api/oauth/usage` answer. None when the body is not that shape.
@@ -287,7 +284,8 @@ pub fn from_usage_body(body: &[u8]) -> Option<[Option<Reading>; 4]> {
         let Some(win) = obj.get(w.usage_field()).and_then(|x| x.as_object()) else {
             continue;
         };
-        let Some(used_centi) = centi_of_json(win.get("utilization").unwrap_or(&serde_json::Value::Null))
+        let Some(used_centi) =
+            centi_of_json(win.get("utilization").unwrap_or(&serde_json::Value::Null))
         else {
             continue;
         };
@@ -333,7 +331,8 @@ mod tests {
 
     #[test]
     fn usage_body() {
-        let body = br#"{"five_hour":{"utilization":22.0,"resets_at":"2026-02-20T14:00:00.364238+00:00"},
+        let body =
+            br#"{"five_hour":{"utilization":22.0,"resets_at":"2026-02-20T14:00:00.364238+00:00"},
             "seven_day":{"utilization":97.74,"resets_at":"2026-02-24T10:00:01+00:00"},
             "seven_day_oauth_apps":null,"seven_day_opus":null,
             "seven_day_sonnet":{"utilization":null,"resets_at":"2026-02-24T16:00:00+00:00"},
@@ -403,7 +402,10 @@ mod tests {
         assert_eq!(s.room_centi(Some(Family::Opus), now), 100);
         assert_eq!(s.room_centi(None, now), 4000);
         // A window past its reset counts as empty.
-        s.readings[Window::SevenDay.index()].as_mut().unwrap().resets_at_ms = Some(now - 1);
+        s.readings[Window::SevenDay.index()]
+            .as_mut()
+            .unwrap()
+            .resets_at_ms = Some(now - 1);
         assert_eq!(s.room_centi(None, now), 6000);
     }
 
@@ -424,7 +426,12 @@ mod tests {
         assert_eq!(parse_centi("97.74", false), Some(9774));
         assert_eq!(parse_centi("-1", true), None);
         assert_eq!(parse_centi("1e5", true), None);
-        assert_eq!(parse_centi(&"9".repeat(400), true), Some(1_000_000));
+        assert_eq!(parse_centi(&"9".repeat(400), true), None, "infinite");
+        assert_eq!(
+            parse_centi(&"9".repeat(20), true),
+            Some(1_000_000),
+            "capped"
+        );
         assert_eq!(parse_reset_ms("12"), None);
     }
 }
