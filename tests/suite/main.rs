@@ -24,3 +24,4 @@ mod relay;
 mod robustness;
 mod scheduler;
 mod stats;
+mod subscription;
