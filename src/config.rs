@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub header_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub body_min_rate: Option<u64>,
+    pub throttle_secs: Option<usize>,
+    pub window_threshold_percent: Option<usize>,
     pub usage_poll_secs: Option<u64>,
     pub recovery_base_secs: Option<u64>,
     pub recovery_max_secs: Option<u64>,
@@ -103,6 +105,11 @@ pub struct Config {
     pub sticky_ttl: Duration,
     /// Attempts per request across accounts before the error reaches the client.
     pub max_attempts: u32,
+    /// Seconds an account sits out after a 429 that says nothing about when it ends.
+    pub throttle_secs: u32,
+    /// Subscription accounts whose binding usage window is at least this full (percent) take no
+    /// new sessions while another account has room.
+    pub window_threshold_percent: u32,
     /// The longest an OAuth token endpoint may take to answer.
     pub oauth_timeout: Duration,
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
@@ -226,6 +233,8 @@ impl Config {
             body_min_rate: DEFAULT_BODY_MIN_RATE,
             sticky_ttl: Duration::from_secs(3600),
             max_attempts: 3,
+            throttle_secs: 30,
+            window_threshold_percent: 95,
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
             trust_proxy: false,
@@ -404,6 +413,18 @@ impl Config {
             },
             None => file.trust_proxy.unwrap_or(false),
         };
+        if let Some(n) = count("CRS_THROTTLE_SECS", file.throttle_secs)? {
+            c.throttle_secs = n.clamp(1, 3600) as u32;
+        }
+        if let Some(n) = count(
+            "CRS_WINDOW_THRESHOLD_PERCENT",
+            file.window_threshold_percent,
+        )? {
+            if !(1..=100).contains(&n) {
+                bail!("CRS_WINDOW_THRESHOLD_PERCENT must be between 1 and 100");
+            }
+            c.window_threshold_percent = n as u32;
+        }
         if let Some(n) = count("CRS_MAX_CONNECTIONS", file.max_connections)? {
             if n == 0 {
                 bail!(

@@ -3,9 +3,10 @@
 //!
 //! Order: the key's binding (an account, or `group:{id}`), else the shared pool of the route's
 //! platforms. Filters: active, schedulable, not needing attention, not cooling down (account or
-//! model), serves the model, under its concurrency cap and daily quota, not already tried for
-//! this request. Then: the session's sticky account if it passes; else the lowest priority
-//! number, round robin among equals.
+//! model or model family), serves the model, under its concurrency cap and daily quota, not
+//! already tried for this request. Then: the session's sticky account if it passes; else the
+//! lowest priority number, the most room in the binding usage window within a priority, round
+//! robin among equals; accounts past the window threshold only when no other can serve.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{FixedOffset, Utc};
 
 use crate::accounts::sticky::Sticky;
+use crate::accounts::windows::Family;
 use crate::accounts::{AccountPool, AccountRt};
 use crate::limits::Slot;
 use crate::model::{Binding, Platform};
@@ -25,6 +27,9 @@ pub struct Inputs<'a> {
     pub sticky: &'a Sticky,
     pub rr: &'a AtomicUsize,
     pub offset: FixedOffset,
+    /// Usage-window fill (percent) from which an account takes no new sessions while another
+    /// has room (`Config::window_threshold_percent`).
+    pub window_threshold_percent: u32,
 }
 
 #[derive(Debug)]
@@ -120,6 +125,12 @@ fn eligible_but_cooling(
     if a.rt.model_cooling(&upstream, now_ms) {
         return None;
     }
+    // A model family parked on this account (its weekly window is spent).
+    if let Some(f) = Family::of(&upstream)
+        && a.rt.model_cooling(f.cooldown_key(), now_ms)
+    {
+        return None;
+    }
     Some(upstream)
 }
 
@@ -196,35 +207,59 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
         return Ok(p);
     }
 
-    // 4. Lowest priority number first; round robin within a priority.
-    let mut level: Vec<(&Arc<AccountRt>, String)> = Vec::new();
-    let mut i = 0;
+    // 4. Lowest priority number first. Within a priority, the account with the most room in
+    // the usage window that will bind first (subscription accounts report their windows;
+    // others count as having full room), round robin among equals. An account whose binding
+    // window is past the threshold takes no new session while another account has room: the
+    // first pass skips such accounts, the second (only when the first found none) takes them.
+    let hot_room = 10_000u32.saturating_sub(inp.window_threshold_percent.min(100) * 100);
+    let mut level: Vec<(&Arc<AccountRt>, String, u32)> = Vec::new();
     let accounts = &pool.accounts;
-    while i < accounts.len() {
-        let prio = accounts[i].rec.priority;
-        level.clear();
-        while i < accounts.len() && accounts[i].rec.priority == prio {
-            let a = &accounts[i];
-            if usable(a)
-                && in_set(a)
-                && let Some(m) = eligible(inp.offset, a, want.model, now_ms)
-            {
-                level.push((a, m));
-            }
-            i += 1;
-        }
-        if level.is_empty() {
-            continue;
-        }
-        let start = inp.rr.fetch_add(1, Ordering::Relaxed);
-        for k in 0..level.len() {
-            let (a, m) = &level[(start + k) % level.len()];
-            if let Some(p) = try_take(a, m.clone()) {
-                if let Some(session) = want.session {
-                    inp.sticky.set(session, &a.rec.id, now_ms);
+    for allow_hot in [false, true] {
+        let mut saw_hot = false;
+        let mut i = 0;
+        while i < accounts.len() {
+            let prio = accounts[i].rec.priority;
+            level.clear();
+            while i < accounts.len() && accounts[i].rec.priority == prio {
+                let a = &accounts[i];
+                if usable(a)
+                    && in_set(a)
+                    && let Some(m) = eligible(inp.offset, a, want.model, now_ms)
+                {
+                    let room = a.rt.windows.room_centi(Family::of(&m), now_ms);
+                    if room <= hot_room && !allow_hot {
+                        saw_hot = true;
+                    } else {
+                        level.push((a, m, room));
+                    }
                 }
-                return Ok(p);
+                i += 1;
             }
+            if level.is_empty() {
+                continue;
+            }
+            // Most room first; the accounts tied for the most take turns. The rest stay in
+            // order behind them in case the best are at their concurrency cap.
+            level.sort_by_key(|(_, _, r)| std::cmp::Reverse(*r));
+            let ties = level
+                .iter()
+                .take_while(|(_, _, r)| *r == level[0].2)
+                .count();
+            let start = inp.rr.fetch_add(1, Ordering::Relaxed);
+            for k in 0..level.len() {
+                let idx = if k < ties { (start + k) % ties } else { k };
+                let (a, m, _) = &level[idx];
+                if let Some(p) = try_take(a, m.clone()) {
+                    if let Some(session) = want.session {
+                        inp.sticky.set(session, &a.rec.id, now_ms);
+                    }
+                    return Ok(p);
+                }
+            }
+        }
+        if !saw_hot {
+            break;
         }
     }
     // 5. Every usable account is cooling down: a transient cooldown (5xx, overload, network)

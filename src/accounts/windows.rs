@@ -273,8 +273,7 @@ fn parse_centi(s: &str, fraction: bool) -> Option<u32> {
     }
     let v: f64 = s.parse().ok()?;
     let pct = if fraction { v * 100.0 } else { v };
-    // Digits past f64's range parse as infinity: capped below, like any huge value.
-    if pct.is_nan() || pct < 0.0 {
+    if !pct.is_finite() || pct < 0.0 {
         return None;
     }
     Some((pct * 100.0).round().min(1_000_000.0) as u32)
@@ -299,7 +298,7 @@ pub fn parse_reset_ms(s: &str) -> Option<i64> {
     // Between 2001 and 2286: anything else is not a reset time.
     (1_000_000_000..10_000_000_000)
         .contains(&secs)
-        .then_some(secs * 1000)
+        .then(|| secs * 1000)
 }
 
 /// The readings of a `/api/oauth/usage` answer. None when the body is not that shape.
@@ -489,7 +488,12 @@ mod tests {
         assert_eq!(parse_centi("97.74", false), Some(9774));
         assert_eq!(parse_centi("-1", true), None);
         assert_eq!(parse_centi("1e5", true), None);
-        assert_eq!(parse_centi(&"9".repeat(400), true), Some(1_000_000));
+        assert_eq!(parse_centi(&"9".repeat(400), true), None, "infinite");
+        assert_eq!(
+            parse_centi(&"9".repeat(20), true),
+            Some(1_000_000),
+            "capped"
+        );
         assert_eq!(parse_reset_ms("12"), None);
     }
 }

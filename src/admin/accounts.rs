@@ -264,6 +264,11 @@ pub fn apply_fields(
     if let Some(v) = fields::boolean(b, "disableAutoProtection")? {
         a.disable_auto_protection = v;
     }
+    // Kept under v1's name and v1's string form, so an export gives v1 what it wrote.
+    if let Some(v) = fields::boolean(b, "autoStopOnWarning")? {
+        a.extra
+            .insert("autoStopOnWarning".into(), json!(v.to_string()));
+    }
     if let Some(v) = fields::instant(b, "subscriptionExpiresAt")? {
         a.subscription_expires_at = v;
     }
@@ -473,6 +478,7 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
             v["emailMasked"] = json!(masked(st, &a.email));
             v["lastRefreshAt"] = json!(a.last_refresh_at);
             v["subscriptionInfo"] = json!(a.subscription_info);
+            v["autoStopOnWarning"] = json!(a.auto_stop_on_warning());
         }
         Platform::Bedrock => {
             v["region"] = json!(a.region);

@@ -8,7 +8,7 @@ use salvo::prelude::*;
 use serde_json::json;
 
 use super::stream::sse_body;
-use super::{MockState, anthropic_error, check_and_record, directives, request_id};
+use super::{MockState, anthropic_error, check_and_record, directives, request_id, take_scripted};
 use crate::usage::TokenUsage;
 
 pub fn routes(state: &Arc<MockState>) -> Router {
@@ -59,6 +59,20 @@ impl Handler for Messages {
             }
             return;
         }
+        let cred = super::credential(req).to_owned();
+        if let Some(sc) = take_scripted(state, &cred) {
+            anthropic_error(res, sc.status, &sc.message);
+            // A scripted answer carries exactly its own headers.
+            for n in [
+                "retry-after",
+                "anthropic-ratelimit-requests-reset",
+                "anthropic-ratelimit-requests-remaining",
+            ] {
+                res.headers_mut().remove(n);
+            }
+            set_headers(res, &sc.headers);
+            return;
+        }
         let parsed: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) => {
@@ -102,6 +116,15 @@ impl Handler for Messages {
             res.headers_mut()
                 .insert(name, HeaderValue::from_static(val));
         }
+        let scripted_headers = state.answer_headers.lock().get(&cred).cloned();
+        match scripted_headers {
+            Some(h) => set_headers(res, &h),
+            // Anthropic sends its subscription usage headers to OAuth tokens.
+            None if req.headers().contains_key("authorization") => {
+                set_headers(res, &subscription_headers(0.02, 0.10))
+            }
+            None => {}
+        }
         let text = "Hello from the mock upstream.";
         let msg_id = format!("msg_mock{}", &rid[8..]);
         let usage_json = |output: u64| {
@@ -131,7 +154,13 @@ impl Handler for Messages {
             });
             res.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
-            let _ = res.write_body(body.to_string());
+            if d.gzip {
+                res.headers_mut()
+                    .insert("content-encoding", HeaderValue::from_static("gzip"));
+                let _ = res.write_body(gzip(body.to_string().as_bytes()));
+            } else {
+                let _ = res.write_body(body.to_string());
+            }
             return;
         }
         let chunks = d.chunks.unwrap_or(4).max(1);
@@ -176,8 +205,100 @@ impl Handler for Messages {
         if !d.cut {
             state.served.lock().push(usage);
         }
+        if d.gzip {
+            let all: Vec<u8> = events.concat();
+            state.sent_streams.lock().push(Bytes::from(all.clone()));
+            res.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
+            res.headers_mut()
+                .insert("content-encoding", HeaderValue::from_static("gzip"));
+            let _ = res.write_body(gzip(&all));
+            return;
+        }
         sse_body(state, res, events, &d, "text/event-stream; charset=utf-8");
     }
+}
+
+fn set_headers(res: &mut Response, h: &[(String, String)]) {
+    for (k, v) in h {
+        if let (Ok(k), Ok(v)) = (
+            salvo::http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            res.headers_mut().insert(k, v);
+        }
+    }
+}
+
+/// The `anthropic-ratelimit-unified-*` headers Anthropic sends to OAuth (subscription) tokens:
+/// per window a status, a utilisation fraction and a reset in unix seconds, plus the summary
+/// (shape as captured from live answers: `...-5h-utilization: 0.01`, `...-5h-reset:
+/// 1785182400`, `...-representative-claim: five_hour`).
+pub fn subscription_headers(five_hour: f64, seven_day: f64) -> Vec<(String, String)> {
+    let now = chrono::Utc::now().timestamp();
+    let status = |u: f64| {
+        if u >= 1.0 {
+            "rejected"
+        } else if u >= 0.9 {
+            "allowed_warning"
+        } else {
+            "allowed"
+        }
+    };
+    let five_reset = now + 3 * 3600;
+    let week_reset = now + 4 * 86_400;
+    let summary = if status(five_hour) != "allowed" || five_hour >= seven_day {
+        ("five_hour", five_reset, status(five_hour))
+    } else {
+        ("seven_day", week_reset, status(seven_day))
+    };
+    vec![
+        (
+            "anthropic-ratelimit-unified-status".into(),
+            summary.2.into(),
+        ),
+        (
+            "anthropic-ratelimit-unified-reset".into(),
+            summary.1.to_string(),
+        ),
+        (
+            "anthropic-ratelimit-unified-representative-claim".into(),
+            summary.0.into(),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-status".into(),
+            status(five_hour).into(),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-utilization".into(),
+            format!("{five_hour}"),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-reset".into(),
+            five_reset.to_string(),
+        ),
+        (
+            "anthropic-ratelimit-unified-7d-status".into(),
+            status(seven_day).into(),
+        ),
+        (
+            "anthropic-ratelimit-unified-7d-utilization".into(),
+            format!("{seven_day}"),
+        ),
+        (
+            "anthropic-ratelimit-unified-7d-reset".into(),
+            week_reset.to_string(),
+        ),
+    ]
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = e.write_all(b);
+    e.finish().unwrap_or_default()
 }
 
 struct CountTokens(Arc<MockState>);

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::usage::TokenUsage;
 
 mod anthropic;
+pub use anthropic::subscription_headers;
 pub mod bedrock;
 mod gemini;
 mod oauth;
@@ -44,6 +45,16 @@ impl SeenRequest {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// An answer scripted for one upstream credential (an account): status, error message and
+/// headers, for `times` requests (None: until removed).
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub message: String,
+    pub headers: Vec<(String, String)>,
+    pub times: Option<u32>,
 }
 
 /// A scripted failure: status, optional `retry-after` seconds, and the error message.
@@ -73,6 +84,11 @@ pub struct MockState {
     /// OAuth mock: lifetime of issued access tokens, and whether refreshes fail.
     pub oauth_expires_in: std::sync::atomic::AtomicI64,
     pub oauth_fail_refresh: std::sync::atomic::AtomicBool,
+    /// Per upstream credential (API key or OAuth access token): a scripted error answer.
+    pub scripted: Mutex<std::collections::HashMap<String, Scripted>>,
+    /// Per upstream credential: headers added to successful Messages answers (in place of the
+    /// default subscription headers OAuth tokens get).
+    pub answer_headers: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
     /// `GET /api/oauth/usage`: the answer per access token (the default answer for others),
     /// and a scripted failure of the endpoint.
     pub oauth_usage: Mutex<std::collections::HashMap<String, serde_json::Value>>,
@@ -157,6 +173,9 @@ pub(crate) struct Directives {
     pub delay_ms: u64,
     pub chunks: Option<usize>,
     pub cut: bool,
+    /// Compress the answer with gzip whatever the client accepts (an upstream that ignores
+    /// `accept-encoding: identity`).
+    pub gzip: bool,
 }
 
 pub(crate) fn directives(body: &[u8]) -> Directives {
@@ -188,6 +207,7 @@ pub(crate) fn directives(body: &[u8]) -> Directives {
             "delay_ms" => d.delay_ms = val.parse().unwrap_or(0),
             "chunks" => d.chunks = val.parse().ok(),
             "cut" => d.cut = true,
+            "gzip" => d.gzip = true,
             _ => {}
         }
     }
@@ -236,6 +256,41 @@ pub(crate) fn request_id(state: &MockState) -> String {
     )
 }
 
+/// The upstream credential a request carries: an API key header, `?key=`, or a bearer token.
+pub(crate) fn credential(req: &Request) -> &str {
+    let query_key = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
+    req.headers()
+        .get("x-api-key")
+        .or_else(|| req.headers().get("api-key"))
+        .or_else(|| req.headers().get("x-goog-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .or(query_key)
+        .or_else(|| {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|a| a.strip_prefix("Bearer "))
+        })
+        .unwrap_or("")
+}
+
+/// The scripted answer for `cred`, counting it down.
+pub(crate) fn take_scripted(state: &MockState, cred: &str) -> Option<Scripted> {
+    let mut m = state.scripted.lock();
+    let s = m.get_mut(cred)?;
+    let out = s.clone();
+    if let Some(n) = &mut s.times {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(cred);
+        }
+    }
+    Some(out)
+}
+
 /// How a provider writes an error: (response, status, message).
 pub(crate) type Deny = fn(&mut Response, u16, &str);
 
@@ -258,24 +313,7 @@ pub(crate) fn check_and_record(
             body: body.clone(),
         });
     }
-    let query_key = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
-    let key = req
-        .headers()
-        .get("x-api-key")
-        .or_else(|| req.headers().get("api-key"))
-        .or_else(|| req.headers().get("x-goog-api-key"))
-        .and_then(|v| v.to_str().ok())
-        .or(query_key)
-        .or_else(|| {
-            req.headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|a| a.strip_prefix("Bearer "))
-        })
-        .unwrap_or("");
+    let key = credential(req);
     let accepted = state.accepted_keys.lock();
     if key.is_empty() || (!accepted.is_empty() && !accepted.iter().any(|k| k == key)) {
         deny(res, 401, "invalid x-api-key");

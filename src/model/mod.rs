@@ -352,6 +352,18 @@ pub struct TestSchedule {
 }
 
 impl Account {
+    /// v1's `autoStopOnWarning` (Claude OAuth accounts): leave rotation when Anthropic warns
+    /// that a usage window is nearly spent (`allowed_warning`), until the 5-hour window resets.
+    /// Kept in `extra` under v1's name (v1 writes "true"/"false" strings) so import and export
+    /// carry it unchanged.
+    pub fn auto_stop_on_warning(&self) -> bool {
+        match self.extra.get("autoStopOnWarning") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s == "true",
+            _ => false,
+        }
+    }
+
     pub fn new(id: String, platform: Platform) -> Self {
         Account {
             id,

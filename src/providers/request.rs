@@ -6,23 +6,20 @@ use salvo::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::{Outgoing, Upstream};
 
-/// Client headers that belong upstream on Anthropic routes. Everything else (cookies,
-/// forwarding headers, the client's own key, accept-encoding) stays here.
+/// Client headers that belong upstream on Anthropic routes: everything Claude Code and the
+/// Anthropic SDKs send that Anthropic reads. A trailing `*` takes every header with that
+/// prefix (`x-stainless-*` from the SDK; `x-claude-code-*`, Claude Code's session and agent
+/// ids). Everything else (cookies, forwarding headers, the client's own key,
+/// accept-encoding) stays here.
 pub const ANTHROPIC_FORWARD: &[&str] = &[
     "accept",
     "accept-language",
     "anthropic-beta",
     "anthropic-dangerous-direct-browser-access",
     "x-app",
-    "x-stainless-arch",
-    "x-stainless-helper-method",
-    "x-stainless-lang",
-    "x-stainless-os",
-    "x-stainless-package-version",
-    "x-stainless-retry-count",
-    "x-stainless-runtime",
-    "x-stainless-runtime-version",
-    "x-stainless-timeout",
+    "x-client-request-id",
+    "x-stainless-*",
+    "x-claude-code-*",
 ];
 
 /// On OpenAI routes (Codex sends these; they steer caching and conversation state).
@@ -33,28 +30,31 @@ pub const OPENAI_FORWARD: &[&str] = &[
     "conversation_id",
     "originator",
     "chatgpt-account-id",
-    "x-stainless-arch",
-    "x-stainless-lang",
-    "x-stainless-os",
-    "x-stainless-package-version",
-    "x-stainless-retry-count",
-    "x-stainless-runtime",
-    "x-stainless-runtime-version",
+    "x-client-request-id",
+    "x-stainless-*",
 ];
 
 pub const DEFAULT_USER_AGENT: &str = concat!("crs/", env!("CARGO_PKG_VERSION"));
 
-/// Copy the named client headers.
+/// Copy the named client headers (a name ending in `*` is a prefix).
 pub fn forward(h: &mut HeaderMap, from: &HeaderMap, names: &[&'static str]) {
     for name in names {
-        if let Some(v) = from.get(*name) {
+        if let Some(prefix) = name.strip_suffix('*') {
+            for (n, v) in from {
+                if n.as_str().starts_with(prefix) {
+                    h.append(n.clone(), v.clone());
+                }
+            }
+        } else if let Some(v) = from.get(*name) {
             h.insert(HeaderName::from_static(name), v.clone());
         }
     }
 }
 
-/// The headers every upstream request starts with: the user agent (account > client > crs)
-/// and a JSON content type.
+/// The headers every upstream request starts with: the user agent (account > client > crs),
+/// a JSON content type, and `accept-encoding: identity`. Upstreams are asked for plain bytes:
+/// v1 forces `identity` since gzip-compressed answers broke SSE streams in February 2026; an
+/// upstream that compresses anyway is decoded by the HTTP client before crs taps the bytes.
 pub fn base_headers(up: &Upstream, out: &Outgoing) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(20);
     let ua = if !up.rec.user_agent.is_empty()
@@ -71,6 +71,10 @@ pub fn base_headers(up: &Upstream, out: &Outgoing) -> HeaderMap {
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
     );
     h
 }

@@ -95,6 +95,14 @@ fn apply(st: &Arc<AppState>, acc: &AccountRt, upstream_model: &str, v: &Verdict)
             tracing::warn!(account_id = %acc.rec.id, model = %upstream_model, reason = %reason, "model cooling down on account");
             acc.rt.cool_model(upstream_model, *until_ms);
         }
+        Effect::Family {
+            family,
+            until_ms,
+            reason,
+        } => {
+            tracing::warn!(account_id = %acc.rec.id, account = %acc.rec.name, family = family.as_str(), reason = %reason, "model family parked on account");
+            acc.rt.cool_model(family.cooldown_key(), *until_ms);
+        }
         Effect::NeedsAttention { status, reason } => {
             tracing::error!(account_id = %acc.rec.id, account = %acc.rec.name, reason = %reason, "account needs attention; taken out of rotation");
             // Out of rotation at once; the status change is persisted off the request path.
@@ -173,6 +181,8 @@ pub async fn run(st: Arc<AppState>, mut call: Call, res: &mut Response) {
 
 async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
     let mut exclude: Vec<String> = Vec::new();
+    // Accounts whose OAuth token was refreshed after a 401 during this request.
+    let mut refreshed: Vec<String> = Vec::new();
     let mut last: Option<Failure> = None;
     let max = st.config.max_attempts.max(1);
     let key = call.adm.key.clone();
@@ -191,6 +201,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                 sticky: &st.sticky,
                 rr: &st.rr,
                 offset: st.clock.offset(),
+                window_threshold_percent: st.config.window_threshold_percent,
             };
             scheduler::pick(&inputs, &want)
         };
@@ -291,17 +302,45 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             }
         };
         let status = up.status().as_u16();
+        if status == 401
+            && acc.kind().oauth()
+            && !acc.rec.refresh_token.is_empty()
+            && !refreshed.contains(&acc.rec.id)
+        {
+            // An OAuth access token can be revoked before its expiry (a new login elsewhere):
+            // refresh once and try the same account again before judging it.
+            refreshed.push(acc.rec.id.clone());
+            drop(up);
+            if force_refresh(&st, &acc).await {
+                tracing::info!(account_id = %acc.rec.id, "upstream refused the OAuth token; refreshed it, trying again");
+                continue;
+            }
+            exclude.push(acc.rec.id.clone());
+            last = Some(Failure {
+                status: 401,
+                headers: Default::default(),
+                body: Bytes::from(format!(
+                    "account {} refused its OAuth token and the token could not be refreshed",
+                    acc.rec.name
+                )),
+                upstream_format: None,
+            });
+            continue;
+        }
         if !(200..300).contains(&status) {
             let headers = up.headers().clone();
             let body = read_capped(up).await;
-            let v = cooldown::judge_status(
-                status,
-                &headers,
-                &body,
-                &pick.upstream_model,
+            let cx = cooldown::Context {
+                model: &pick.upstream_model,
                 now_ms,
-                acc.rec.rate_limit_duration,
-            );
+                fallback_mins: acc.rec.rate_limit_duration,
+                throttle_secs: st.config.throttle_secs,
+                background: call
+                    .client_headers
+                    .get("x-app")
+                    .is_some_and(|v| v.as_bytes() == b"cli-bg"),
+            };
+            let v = cooldown::judge_status(status, &headers, &body, &cx);
             tracing::info!(key_id = %key.rec.id, account_id = %acc.rec.id, status, retry = v.retry, attempt, "upstream error");
             apply(&st, &acc, &pick.upstream_model, &v);
             record_failure(
@@ -328,6 +367,9 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
         acc.rt
             .last_used_ms
             .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        if acc.kind().oauth() {
+            observe_windows(&acc, up.headers(), now_ms);
+        }
         respond(st, call, pick, up, res).await;
         return;
     }
@@ -340,6 +382,45 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             "api_error",
             "No upstream answered",
         ),
+    }
+}
+
+/// Refresh `acc`'s OAuth token now (single flight with the background refresher). True when
+/// a new token is in the account snapshot.
+async fn force_refresh(st: &Arc<AppState>, acc: &AccountRt) -> bool {
+    let lock = st.accounts.oauth.lock_for(&acc.rec.id);
+    let _g = lock.lock().await;
+    // Someone else may have refreshed while we waited.
+    if let Some(latest) = st.accounts.load().by_id.get(&acc.rec.id)
+        && latest.rec.access_token != acc.rec.access_token
+    {
+        return true;
+    }
+    crate::accounts::oauth::refresh(&st.accounts, acc)
+        .await
+        .is_ok()
+}
+
+/// A subscription answer's usage headers: the account's windows move with them, and an
+/// account set to stop on warnings (v1's `autoStopOnWarning`) leaves rotation until its
+/// 5-hour window resets.
+fn observe_windows(acc: &AccountRt, h: &reqwest::header::HeaderMap, now_ms: i64) {
+    acc.rt
+        .windows
+        .update_from_headers(&crate::accounts::windows::from_headers(h), now_ms);
+    if acc.rec.auto_stop_on_warning() && !acc.rec.disable_auto_protection {
+        let u = cooldown::Unified::read(h);
+        if u.warning() {
+            let until = u
+                .five_hour_reset()
+                .or(u.reset_ms)
+                .filter(|t| *t > now_ms)
+                .unwrap_or(now_ms + 5 * 3_600_000)
+                .min(now_ms + cooldown::MAX_COOLDOWN_MS);
+            tracing::warn!(account_id = %acc.rec.id, account = %acc.rec.name, "usage window warning: account stops taking requests until the 5-hour window resets (autoStopOnWarning)");
+            acc.rt
+                .cool_down(until, "usage window warning (autoStopOnWarning)", false);
+        }
     }
 }
 

@@ -187,7 +187,13 @@ fn bounded_session(s: String) -> String {
 
 /// A session key from headers, which win over the body's.
 pub fn header_session(req: &Request) -> Option<String> {
-    for name in ["x-session-affinity", "session_id", "x-session-id"] {
+    // Claude Code sends `x-claude-code-session-id` on every request, stable for a conversation.
+    for name in [
+        "x-claude-code-session-id",
+        "x-session-affinity",
+        "session_id",
+        "x-session-id",
+    ] {
         if let Some(v) = req
             .headers()
             .get(name)

@@ -29,6 +29,36 @@ pub fn cli_path(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Run the real `claude` with only the environment it needs to talk to crs at `base`.
+pub async fn run_claude(
+    claude: PathBuf,
+    home: &std::path::Path,
+    base: &str,
+    key: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let home = home.to_owned();
+    let (base, key) = (base.to_owned(), key.to_owned());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(claude)
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("ANTHROPIC_BASE_URL", base)
+            .env("ANTHROPIC_API_KEY", key)
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn claude_code_print_mode_works_through_crs() {
     let Some(claude) = cli_path("claude") else {
@@ -53,23 +83,14 @@ async fn claude_code_print_mode_works_through_crs() {
     );
     let home = tempfile::tempdir().unwrap();
     let base = env.url("");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(claude)
-            .args(["-p", "Say hello to the relay"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("ANTHROPIC_BASE_URL", base)
-            .env("ANTHROPIC_API_KEY", &key)
-            .env("DISABLE_TELEMETRY", "1")
-            .env("DISABLE_AUTOUPDATER", "1")
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_claude(
+        claude,
+        home.path(),
+        &base,
+        &key,
+        &["-p", "Say hello to the relay"],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -95,13 +116,7 @@ async fn claude_code_print_mode_works_through_crs() {
     }
     // What crs recorded equals what the upstream served.
     let served = env.mock.state.served_total();
-    let st = env.crs.as_ref().unwrap().state.clone();
-    st.ledger.flush().await;
-    let t = st
-        .store
-        .usage_get(&format!("t|k|{key_id}"))
-        .unwrap()
-        .unwrap();
+    let t = env.key_totals(&key_id).await;
     assert_eq!(t.requests as usize, env.mock.state.served_count());
     assert_eq!(t.input_tokens, served.input_tokens);
     assert_eq!(t.output_tokens, served.output_tokens);

@@ -24,4 +24,5 @@ mod relay;
 mod robustness;
 mod scheduler;
 mod stats;
+mod subscription;
 mod windows;

@@ -55,7 +55,11 @@ async fn non_stream_relay_forwards_the_account_credential_and_records_usage() {
     );
     assert_eq!(s.header("cookie"), None, "cookies stay at crs");
     assert_eq!(s.header("x-forwarded-for"), None);
-    assert_eq!(s.header("accept-encoding"), None);
+    assert_eq!(
+        s.header("accept-encoding"),
+        Some("identity"),
+        "the client's encodings stay here; the upstream is asked for plain bytes"
+    );
     for (name, value) in &s.headers {
         assert!(
             !value.contains(&key),

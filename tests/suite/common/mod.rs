@@ -234,6 +234,30 @@ pub fn unforce(m: &MockUpstream) {
     *m.state.forced.lock() = None;
 }
 
+/// The latest request `m` received on `path`.
+pub fn last_seen(m: &MockUpstream, path: &str) -> crs::mock::SeenRequest {
+    m.state
+        .seen
+        .lock()
+        .iter()
+        .rev()
+        .find(|s| s.path == path)
+        .cloned()
+        .unwrap_or_else(|| panic!("no request on {path}"))
+}
+
+impl Env {
+    /// A key's all-time usage totals, after the ledger has written what it holds.
+    pub async fn key_totals(&self, key_id: &str) -> crs::store::Counters {
+        let st = self.crs.as_ref().unwrap().state.clone();
+        st.ledger.flush().await;
+        st.store
+            .usage_get(&format!("t|k|{key_id}"))
+            .unwrap()
+            .expect("the key has usage")
+    }
+}
+
 pub fn hits(m: &MockUpstream, path: &str) -> usize {
     m.state
         .seen
