@@ -41,6 +41,7 @@ pub async fn run(st: &Arc<AppState>, acc: &AccountRt, model: Option<&str>) -> Te
         stream: false,
         headers: &headers,
         query: None,
+        session: None,
     };
     let result = match upstream_request(&st.accounts, acc, &out).await {
         Ok(rb) => tokio::time::timeout(std::time::Duration::from_secs(60), rb.send()).await,
