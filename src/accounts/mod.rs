@@ -22,7 +22,7 @@ pub use registry::Accounts;
 
 use crate::limits::Gate;
 use crate::model::{Account, AccountGroup, Platform};
-use crate::providers::{AccountType, Credential, Outgoing, Upstream, account_type};
+use crate::providers::{AccountType, ClientHeader, Credential, Outgoing, Upstream, account_type};
 
 /// Per-account state kept across snapshot swaps (by account id).
 #[derive(Debug)]
@@ -40,6 +40,9 @@ pub struct AccountRuntime {
     pub last_used_ms: AtomicI64,
     /// Anthropic's subscription usage windows (Claude OAuth accounts).
     pub windows: windows::Windows,
+    /// The client identity (user agent, `x-stainless-*`) of the latest Claude Code request on
+    /// an account that sends one identity for everyone (`useUnifiedUserAgent`).
+    pub identity: Mutex<Option<Arc<[ClientHeader]>>>,
     /// The last account test results (`probe`), newest first.
     pub tests: probe::History,
 }
@@ -56,6 +59,7 @@ impl AccountRuntime {
             restored: AtomicBool::new(false),
             last_used_ms: AtomicI64::new(a.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
             windows: windows::Windows::default(),
+            identity: Mutex::new(None),
             tests: probe::History::default(),
         }
     }
@@ -186,11 +190,20 @@ pub async fn upstream_request(
     } else {
         None
     };
+    let identity = if crate::providers::claude::keeps_identity(&acc.rec) {
+        if let Some(seen) = crate::providers::claude::identity_of(out.headers) {
+            *acc.rt.identity.lock() = Some(seen.into());
+        }
+        acc.rt.identity.lock().clone()
+    } else {
+        None
+    };
     let up = Upstream {
         rec: &acc.rec,
         credential: &acc.credential,
         client: &acc.client,
         token: token.as_ref(),
+        identity: identity.as_deref(),
     };
     kind.build(&up, out)
 }

@@ -103,6 +103,7 @@ pub async fn run(
         stream: false,
         headers: &headers,
         query: None,
+        session: None,
     };
     let (status, message) = match upstream_request(accounts, acc, &out).await {
         Err(e) => (0, format!("cannot build the request: {e}")),

@@ -25,6 +25,14 @@ use crate::store::Table;
 use crate::usage::query::{UsageTotals, account_usage};
 use crate::web::{json, json_body};
 
+/// Claude account options kept in `extra` (see `providers::claude`).
+const EXTRA_FLAGS: &[&str] = &[
+    "autoStopOnWarning",
+    "adaptOtherClients",
+    "useUnifiedUserAgent",
+    "useUnifiedClientId",
+];
+
 fn bad(res: &mut Response, msg: impl Into<String>) {
     crate::web::bad_request(res, msg)
 }
@@ -264,10 +272,22 @@ pub fn apply_fields(
     if let Some(v) = fields::boolean(b, "disableAutoProtection")? {
         a.disable_auto_protection = v;
     }
-    // Kept under v1's name and v1's string form, so an export gives v1 what it wrote.
-    if let Some(v) = fields::boolean(b, "autoStopOnWarning")? {
-        a.extra
-            .insert("autoStopOnWarning".into(), json!(v.to_string()));
+    // Options kept under v1's names and in v1's string form, so an export gives v1 what it
+    // wrote (`adaptOtherClients` is crs's own; v1 ignores it).
+    if a.platform == Platform::Claude {
+        for f in EXTRA_FLAGS {
+            if let Some(v) = fields::boolean(b, f)? {
+                a.extra.insert((*f).into(), json!(v.to_string()));
+            }
+        }
+        if let Some(v) = b.get("unifiedClientId") {
+            let id = v.as_str().unwrap_or("").trim();
+            if !(id.is_empty() || id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit())) {
+                return Err("unifiedClientId must be 64 hexadecimal digits".into());
+            }
+            a.extra
+                .insert("unifiedClientId".into(), json!(id.to_ascii_lowercase()));
+        }
     }
     if let Some(v) = fields::instant(b, "subscriptionExpiresAt")? {
         a.subscription_expires_at = v;
@@ -478,7 +498,10 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
             v["emailMasked"] = json!(masked(st, &a.email));
             v["lastRefreshAt"] = json!(a.last_refresh_at);
             v["subscriptionInfo"] = json!(a.subscription_info);
-            v["autoStopOnWarning"] = json!(a.auto_stop_on_warning());
+            for f in EXTRA_FLAGS {
+                v[*f] = json!(a.extra_flag(f));
+            }
+            v["unifiedClientId"] = a.extra.get("unifiedClientId").cloned().unwrap_or(json!(""));
         }
         Platform::Bedrock => {
             v["region"] = json!(a.region);

@@ -13,6 +13,8 @@ pub const MAX_NAME: usize = 200;
 /// and nothing that could break a log line, a usage bucket key or a URL (no `.` or `..` path
 /// segment either).
 pub fn valid_name(name: &str) -> bool {
+    // v1's Claude Code Router routing: `ccr,<model>`.
+    let name = name.strip_prefix("ccr,").unwrap_or(name);
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name
@@ -236,6 +238,7 @@ mod tests {
 
             #[test]
             fn valid_names_are_the_alphabet_within_the_length(name in any_name()) {
+                let name = name.strip_prefix("ccr,").unwrap_or(&name).to_owned();
                 let alphabet = name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._:/@[]+".contains(&b));

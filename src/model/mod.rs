@@ -352,16 +352,20 @@ pub struct TestSchedule {
 }
 
 impl Account {
-    /// v1's `autoStopOnWarning` (Claude OAuth accounts): leave rotation when Anthropic warns
-    /// that a usage window is nearly spent (`allowed_warning`), until the 5-hour window resets.
-    /// Kept in `extra` under v1's name (v1 writes "true"/"false" strings) so import and export
-    /// carry it unchanged.
-    pub fn auto_stop_on_warning(&self) -> bool {
-        match self.extra.get("autoStopOnWarning") {
+    /// A yes/no option kept in `extra` under v1's name (v1 writes "true"/"false" strings; the
+    /// admin API keeps that form so import and export carry it unchanged).
+    pub fn extra_flag(&self, name: &str) -> bool {
+        match self.extra.get(name) {
             Some(serde_json::Value::Bool(b)) => *b,
             Some(serde_json::Value::String(s)) => s == "true",
             _ => false,
         }
+    }
+
+    /// v1's `autoStopOnWarning` (Claude OAuth accounts): leave rotation when Anthropic warns
+    /// that a usage window is nearly spent (`allowed_warning`), until the 5-hour window resets.
+    pub fn auto_stop_on_warning(&self) -> bool {
+        self.extra_flag("autoStopOnWarning")
     }
 
     pub fn new(id: String, platform: Platform) -> Self {

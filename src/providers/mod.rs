@@ -13,7 +13,7 @@ pub mod anthropic;
 mod azure;
 pub mod bedrock;
 mod ccr;
-mod claude;
+pub mod claude;
 mod console;
 mod droid;
 pub mod gemini;
@@ -26,7 +26,7 @@ pub mod sse;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use salvo::http::HeaderMap;
+use salvo::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::crypto::{Secret, Secrets};
 use crate::model::{Account, Platform};
@@ -98,6 +98,9 @@ pub struct Credential {
     pub session_token: Option<Secret>,
 }
 
+/// One client header (name, value).
+pub type ClientHeader = (HeaderName, HeaderValue);
+
 /// The account side of one upstream attempt.
 #[derive(Clone, Copy)]
 pub struct Upstream<'a> {
@@ -106,6 +109,8 @@ pub struct Upstream<'a> {
     pub client: &'a reqwest::Client,
     /// A fresh OAuth access token, for account types with `oauth() == true`.
     pub token: Option<&'a Secret>,
+    /// The account's one client identity (user agent, `x-stainless-*`), when it keeps one.
+    pub identity: Option<&'a [ClientHeader]>,
 }
 
 /// The client side of one upstream attempt.
@@ -120,6 +125,8 @@ pub struct Outgoing<'a> {
     pub stream: bool,
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
+    /// The request's session key (sticky sessions), if it has one.
+    pub session: Option<&'a str>,
 }
 
 /// One upstream account type. Adding a type: a file implementing this, an arm in

@@ -613,6 +613,7 @@ async fn build_request(
         stream: call.stream,
         headers: &call.client_headers,
         query: call.query.as_deref(),
+        session: call.session.as_deref(),
     };
     upstream_request(&st.accounts, acc, &out).await
 }

@@ -1,5 +1,6 @@
 //! Anthropic Messages routes: `POST …/v1/messages` and `…/v1/messages/count_tokens`, served by
-//! Claude subscription, Claude Console, Bedrock and CCR accounts.
+//! Claude subscription, Claude Console and Bedrock accounts, and by CCR accounts for models
+//! written `ccr,<model>`.
 
 use salvo::prelude::*;
 
@@ -10,19 +11,32 @@ use crate::model::Platform;
 use crate::providers::Op;
 use crate::state::state;
 
-/// The account types that serve Claude routes, and those of them that count tokens.
+/// The account types that serve Claude routes, and those of them that count tokens. CCR
+/// accounts are not among them: they take only models written `ccr,<model>` (v1's routing
+/// for Claude Code Router), see `ccr_model`.
 fn platforms(op: Op) -> &'static [Platform] {
-    static COUNT: std::sync::LazyLock<Vec<Platform>> = std::sync::LazyLock::new(|| {
-        Platform::serving(Service::Claude)
-            .iter()
-            .copied()
-            .filter(|p| p.spec().count_tokens)
-            .collect()
+    static ALL: std::sync::LazyLock<[Vec<Platform>; 2]> = std::sync::LazyLock::new(|| {
+        let claude = || {
+            Platform::serving(Service::Claude)
+                .iter()
+                .copied()
+                .filter(|p| *p != Platform::Ccr)
+        };
+        [
+            claude().collect(),
+            claude().filter(|p| p.spec().count_tokens).collect(),
+        ]
     });
-    match op {
-        Op::CountTokens => &COUNT,
-        _ => Platform::serving(Service::Claude),
-    }
+    &ALL[usize::from(op == Op::CountTokens)]
+}
+
+/// A model written `ccr,<model>`: the model for a CCR account (v1 routes these to CCR
+/// accounts and sends the name without the prefix).
+fn ccr_model(model: &str) -> Option<&str> {
+    model
+        .strip_prefix("ccr,")
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
 }
 
 async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op) {
@@ -46,15 +60,23 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
     else {
         return;
     };
+    let (platforms, model, body): (&'static [Platform], String, _) = match ccr_model(&peek.model) {
+        Some(m) => (
+            &[Platform::Ccr],
+            m.to_owned(),
+            crate::providers::with_model(&body, &peek.model, m),
+        ),
+        None => (platforms(op), peek.model, body),
+    };
     let call = Call {
-        binding: adm.key.rec.binding_for(platforms(op)),
+        binding: adm.key.rec.binding_for(platforms),
         adm,
         service: Service::Claude,
         format: ClientFormat::Anthropic,
         op,
-        platforms: platforms(op),
+        platforms,
         session: peek.session,
-        model: peek.model,
+        model,
         body,
         stream: peek.stream,
         client_headers: req.headers().clone(),

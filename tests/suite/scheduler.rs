@@ -396,3 +396,57 @@ async fn an_account_over_its_daily_quota_leaves_the_rotation() {
     assert_eq!(v["data"]["todayCost"], 3.0);
     env.stop().await;
 }
+
+/// CCR accounts take only models written `ccr,<model>`, and get them without the prefix;
+/// ordinary Claude requests never reach them, even with the CCR account first in priority.
+#[tokio::test]
+async fn ccr_accounts_take_only_ccr_models() {
+    let env = Env::start().await;
+    let ccr = extra_mock().await;
+    env.create(
+        "ccr-accounts",
+        json!({"name": "router", "apiUrl": ccr.url(), "apiKey": UPSTREAM_KEY, "priority": 1}),
+    )
+    .await;
+    env.create_account(json!({"name": "console", "priority": 50}))
+        .await;
+    let (_, key) = env.create_key(json!({"name": "k"})).await;
+    for stream in [false, true] {
+        let r = ok(
+            &env,
+            &key,
+            msg_body("claude-sonnet-4-5-20250929", stream, "plain"),
+        )
+        .await;
+        drop(r);
+    }
+    assert_eq!(
+        hits(&ccr, "/v1/messages"),
+        0,
+        "ordinary requests stay off CCR"
+    );
+    assert_eq!(hits(&env.mock, "/v1/messages"), 2);
+    let r = ok(&env, &key, msg_body("ccr,deepseek-chat", false, "routed")).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "deepseek-chat");
+    let sent: Value = serde_json::from_slice(&last_seen(&ccr, "/v1/messages").body).unwrap();
+    assert_eq!(
+        sent["model"], "deepseek-chat",
+        "the prefix is stripped upstream"
+    );
+    assert_eq!(
+        hits(&env.mock, "/v1/messages"),
+        2,
+        "CCR models stay off other accounts"
+    );
+    // With no CCR account able to serve, a ccr model is not sent elsewhere.
+    ccr.stop();
+    let r = env
+        .messages(&key, msg_body("ccr,deepseek-chat", false, "again"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert_eq!(hits(&env.mock, "/v1/messages"), 2);
+    env.stop().await;
+}

@@ -610,3 +610,128 @@ async fn claude_code_keeps_one_oauth_account_for_a_whole_conversation() {
     );
     env.stop().await;
 }
+
+/// The opt-in adaptations: other clients get Claude Code's identity line, betas and a
+/// `metadata.user_id` with the account's device id; one client id and one client identity for
+/// every user of the account. Without the options, bodies pass through byte for byte.
+#[tokio::test]
+async fn opt_in_adaptations_for_other_clients_and_one_client_identity() {
+    let (env, _auth) = start(|_| {}).await;
+    let dev = "ab".repeat(32);
+    let a = oauth_account(
+        &env,
+        "a",
+        10,
+        json!({"adaptOtherClients": true, "useUnifiedUserAgent": true,
+               "useUnifiedClientId": true, "unifiedClientId": dev}),
+    )
+    .await;
+    let v = account(&env, &a).await;
+    assert_eq!(
+        (
+            v["adaptOtherClients"].clone(),
+            v["useUnifiedClientId"].clone(),
+            v["unifiedClientId"].clone()
+        ),
+        (json!(true), json!(true), json!(dev))
+    );
+    let (_, key) = env.create_key(json!({"name": "k"})).await;
+    let upstream_body =
+        || -> Value { serde_json::from_slice(&last_seen(&env.mock, "/v1/messages").body).unwrap() };
+    // Another client, before any Claude Code request: adapted body and betas.
+    let body = json!({"model": SONNET, "max_tokens": 10, "system": "Be brief.",
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let r = env
+        .messages(&key, body.clone())
+        .header("user-agent", "python-httpx/0.27")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = upstream_body();
+    assert_eq!(
+        sent["system"],
+        json!([{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+               {"type": "text", "text": "Be brief."}])
+    );
+    let uid = sent["metadata"]["user_id"].as_str().unwrap();
+    assert!(
+        uid.starts_with(&format!("user_{dev}_account__session_")),
+        "{uid}"
+    );
+    let seen = last_seen(&env.mock, "/v1/messages");
+    assert!(
+        seen.header("anthropic-beta")
+            .unwrap()
+            .contains("claude-code-20250219"),
+        "{:?}",
+        seen.header("anthropic-beta")
+    );
+    assert_eq!(
+        seen.header("user-agent"),
+        Some("python-httpx/0.27"),
+        "no identity seen yet"
+    );
+    // Claude Code itself: its body is kept but for the device id.
+    let cc = [
+        ("user-agent", "claude-cli/2.1.197 (external, cli)"),
+        ("x-app", "cli"),
+        ("x-stainless-lang", "js"),
+        ("x-stainless-os", "Linux"),
+    ];
+    let mut body = body.clone();
+    body["metadata"] = json!({"user_id": "user_0123_account_4567_session_89ab"});
+    let mut rb = env.messages(&key, body);
+    for (k, v) in cc {
+        rb = rb.header(k, v);
+    }
+    assert_eq!(rb.send().await.unwrap().status(), 200);
+    let sent = upstream_body();
+    assert_eq!(
+        sent["system"], "Be brief.",
+        "Claude Code's own prompt is not touched"
+    );
+    assert_eq!(
+        sent["metadata"]["user_id"],
+        format!("user_{dev}_account_4567_session_89ab")
+    );
+    // Every later request on the account carries Claude Code's identity.
+    let r = env
+        .messages(&key, msg_body(SONNET, false, "later"))
+        .header("user-agent", "python-httpx/0.27")
+        .header("x-stainless-lang", "python")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = last_seen(&env.mock, "/v1/messages");
+    assert_eq!(
+        seen.header("user-agent"),
+        Some("claude-cli/2.1.197 (external, cli)")
+    );
+    assert_eq!(seen.header("x-stainless-lang"), Some("js"));
+    assert_eq!(seen.header("x-stainless-os"), Some("Linux"));
+
+    // Without the options the client's bytes go upstream unchanged.
+    let (s, _) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/claude-accounts/{a}"),
+            Some(json!({"adaptOtherClients": false, "useUnifiedUserAgent": false, "useUnifiedClientId": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let raw = br#"{"model":"claude-sonnet-4-5-20250929","max_tokens":10,"system":"Be brief.","messages":[{"role":"user","content":"bytes"}]}"#;
+    let r = env
+        .http
+        .post(env.url("/api/v1/messages"))
+        .header("x-api-key", &key)
+        .header("content-type", "application/json")
+        .body(&raw[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&last_seen(&env.mock, "/v1/messages").body[..], &raw[..]);
+    env.stop().await;
+}
