@@ -65,6 +65,8 @@ impl Handler for Usage {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|f| f.trim() == "oauth-2025-04-20");
+        // Anthropic's answer to a Bearer token without the OAuth beta flag, as reported in
+        // anthropics/claude-code issues #5983 and #6131.
         if token.is_empty() || !beta {
             return anthropic_error(res, 401, "OAuth authentication is currently not supported.");
         }
