@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub body_min_rate: Option<u64>,
     pub throttle_secs: Option<usize>,
     pub window_threshold_percent: Option<usize>,
+    pub usage_poll_secs: Option<u64>,
+    pub recovery_base_secs: Option<u64>,
+    pub recovery_max_secs: Option<u64>,
 }
 
 /// Values given on the command line (already merged with their env fallbacks by clap).
@@ -118,6 +121,37 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Admin login throttling and the bound on concurrent password checks.
     pub login: LoginLimits,
+    /// Account health in the background (`accounts::usage_poll`, `accounts::health`).
+    pub health: HealthConfig,
+}
+
+/// Background account health: usage-window polls of Claude OAuth accounts, recovery tests of
+/// accounts out of rotation, scheduled account tests.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// How often the usage windows of Claude OAuth accounts in use are polled (zero: never,
+    /// except on demand).
+    pub usage_poll: Duration,
+    /// First wait before an account out of rotation (`unauthorized`, `blocked`, `error`,
+    /// `refresh_failed`) is tested again; it doubles after every failed test ... (zero: no
+    /// automatic recovery)
+    pub recovery_base: Duration,
+    /// ... up to this.
+    pub recovery_max: Duration,
+    /// How often the health loop looks for due recovery and scheduled tests (not in
+    /// `config.toml`; tests shorten it).
+    pub tick: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            usage_poll: Duration::from_secs(300),
+            recovery_base: Duration::from_secs(60),
+            recovery_max: Duration::from_secs(3600),
+            tick: Duration::from_secs(15),
+        }
+    }
 }
 
 /// Admin login defences (`auth::login`). Not in `config.toml`: the defaults suit every
@@ -205,6 +239,7 @@ impl Config {
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
             trust_proxy: false,
             login: LoginLimits::default(),
+            health: HealthConfig::default(),
         }
     }
 
@@ -419,6 +454,19 @@ impl Config {
         if let Some(n) = count("CRS_BODY_MIN_RATE", file.body_min_rate.map(|n| n as usize))? {
             c.body_min_rate = n as u64;
         }
+        let h = &mut c.health;
+        h.usage_poll = secs("CRS_USAGE_POLL_SECS", file.usage_poll_secs, h.usage_poll)?;
+        h.recovery_base = secs(
+            "CRS_RECOVERY_BASE_SECS",
+            file.recovery_base_secs,
+            h.recovery_base,
+        )?;
+        h.recovery_max = secs(
+            "CRS_RECOVERY_MAX_SECS",
+            file.recovery_max_secs,
+            h.recovery_max,
+        )?
+        .max(h.recovery_base);
         Ok(c)
     }
 
@@ -517,6 +565,39 @@ mod tests {
         };
         assert!(load(&[], cli.clone()).unwrap().trust_proxy);
         assert!(!load(&[("CRS_TRUST_PROXY", "0")], cli).unwrap().trust_proxy);
+    }
+
+    #[test]
+    fn account_health_knobs_from_file_and_env() {
+        let c = load(&[], CliOverrides::default()).unwrap();
+        assert_eq!(c.health.usage_poll, Duration::from_secs(300));
+        assert_eq!(c.health.recovery_base, Duration::from_secs(60));
+        assert_eq!(c.health.recovery_max, Duration::from_secs(3600));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "usage_poll_secs = 600\nrecovery_base_secs = 30\nrecovery_max_secs = 10\n",
+        )
+        .unwrap();
+        let cli = CliOverrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = load(&[("CRS_USAGE_POLL_SECS", "0")], cli).unwrap();
+        assert_eq!(c.health.usage_poll, Duration::ZERO, "env wins");
+        assert_eq!(c.health.recovery_base, Duration::from_secs(30));
+        assert_eq!(
+            c.health.recovery_max,
+            Duration::from_secs(30),
+            "never below the first wait"
+        );
+        let e = load(
+            &[("CRS_RECOVERY_BASE_SECS", "soon")],
+            CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("CRS_RECOVERY_BASE_SECS"), "{e}");
     }
 
     #[test]

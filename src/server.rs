@@ -205,6 +205,12 @@ pub async fn start(config: Config) -> Result<Running> {
         .catcher(salvo::catcher::Catcher::new(catcher));
     let join = tokio::spawn(server.serve(service));
     crate::accounts::oauth::spawn_refresher(&state.accounts);
+    crate::accounts::usage_poll::spawn(&state.accounts, state.config.health.usage_poll);
+    crate::accounts::health::spawn(
+        &state.accounts,
+        state.config.health.clone(),
+        state.clock.offset(),
+    );
     spawn_trimmer(&state);
     tracing::info!(
         url = %format!("http://{addr}"),

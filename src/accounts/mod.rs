@@ -2,9 +2,13 @@
 //! state that outlives admin edits (cooldowns, concurrency, daily spend).
 
 pub mod cooldown;
+pub mod cron;
+pub mod health;
 pub mod oauth;
+pub mod probe;
 pub mod registry;
 pub mod sticky;
+pub mod usage_poll;
 pub mod windows;
 
 use std::collections::HashMap;
@@ -39,6 +43,8 @@ pub struct AccountRuntime {
     /// The client identity (user agent, `x-stainless-*`) of the latest Claude Code request on
     /// an account that sends one identity for everyone (`useUnifiedUserAgent`).
     pub identity: Mutex<Option<Arc<[ClientHeader]>>>,
+    /// The last account test results (`probe`), newest first.
+    pub tests: probe::History,
 }
 
 impl AccountRuntime {
@@ -54,6 +60,7 @@ impl AccountRuntime {
             last_used_ms: AtomicI64::new(a.last_used_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
             windows: windows::Windows::default(),
             identity: Mutex::new(None),
+            tests: probe::History::default(),
         }
     }
 
@@ -175,6 +182,9 @@ pub async fn upstream_request(
     out: &Outgoing<'_>,
 ) -> anyhow::Result<reqwest::RequestBuilder> {
     let kind = acc.kind();
+    acc.rt
+        .last_used_ms
+        .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     let token = if kind.oauth() {
         Some(oauth::fresh_access_token(accounts, acc).await?)
     } else {

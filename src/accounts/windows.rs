@@ -182,6 +182,35 @@ impl Snapshot {
             .max_by_key(|(_, r)| r.used_centi)
     }
 
+    /// Never polled, no header readings, no poll error.
+    pub fn is_empty(&self) -> bool {
+        self.readings.iter().all(Option::is_none) && self.error.is_none()
+    }
+
+    /// v1's usage snapshot (`claudeAccountService.buildClaudeUsageSnapshot`): `updatedAt` and,
+    /// per window, `utilization` (percent), `resetsAt` (RFC 3339) and `remainingSeconds`
+    /// (never negative), nulls where there is no reading. v1 has `fiveHour`, `sevenDay` and
+    /// `sevenDayOpus` (which it fills from `seven_day_sonnet`); crs fills `sevenDayOpus` from
+    /// `seven_day_opus` and adds `sevenDaySonnet`, `source` and the last poll `error`.
+    pub fn to_v1_json(&self, now_ms: i64) -> serde_json::Value {
+        let ts = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+        let mut v = serde_json::json!({
+            "updatedAt": (self.updated_ms > 0).then(|| ts(self.updated_ms)).flatten(),
+            "source": self.source,
+            "error": self.error,
+        });
+        for w in Window::ALL {
+            let r = self.get(w);
+            let resets = r.and_then(|r| r.resets_at_ms);
+            v[w.v1_name()] = serde_json::json!({
+                "utilization": r.map(|r| f64::from(r.used_centi) / 100.0),
+                "resetsAt": resets.and_then(ts),
+                "remainingSeconds": resets.map(|t| (t - now_ms).max(0) / 1000),
+            });
+        }
+        v
+    }
+
     /// Room left in the binding window (hundredths of a percent); full room without readings.
     pub fn room_centi(&self, family: Option<Family>, now_ms: i64) -> u32 {
         self.binding(family, now_ms)
@@ -407,6 +436,39 @@ mod tests {
             .unwrap()
             .resets_at_ms = Some(now - 1);
         assert_eq!(s.room_centi(None, now), 6000);
+    }
+
+    #[test]
+    fn v1_shape() {
+        let now = 1_800_000_000_000;
+        let mut s = Snapshot::default();
+        assert!(s.is_empty());
+        s.readings[Window::FiveHour.index()] = Some(Reading {
+            used_centi: 2250,
+            resets_at_ms: Some(now + 3_725_900),
+        });
+        s.readings[Window::SevenDay.index()] = Some(Reading {
+            used_centi: 9774,
+            resets_at_ms: Some(now - 5),
+        });
+        s.updated_ms = now;
+        s.source = Some(Source::Poll);
+        let v = s.to_v1_json(now);
+        assert_eq!(v["fiveHour"]["utilization"], 22.5);
+        assert_eq!(v["fiveHour"]["remainingSeconds"], 3725);
+        assert_eq!(
+            v["fiveHour"]["resetsAt"],
+            DateTime::from_timestamp_millis(now + 3_725_900)
+                .unwrap()
+                .to_rfc3339()
+        );
+        assert_eq!(v["sevenDay"]["utilization"], 97.74);
+        assert_eq!(v["sevenDay"]["remainingSeconds"], 0, "never negative");
+        assert_eq!(v["sevenDayOpus"]["utilization"], serde_json::Value::Null);
+        assert_eq!(v["sevenDaySonnet"]["resetsAt"], serde_json::Value::Null);
+        assert_eq!(v["source"], "poll");
+        assert_eq!(v["error"], serde_json::Value::Null);
+        assert!(v["updatedAt"].as_str().unwrap().starts_with("2027-01-15T"));
     }
 
     #[test]

@@ -550,6 +550,12 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         if last > 0 {
             v["lastUsedAt"] = json!(chrono::DateTime::from_timestamp_millis(last));
         }
+        if a.platform == Platform::Claude {
+            v["usageWindows"] = super::health::usage_windows(rt);
+        }
+        if let Value::Object(t) = super::health::test_view(rt) {
+            v.as_object_mut().expect("object").extend(t);
+        }
     }
     let groups: Vec<Value> = st
         .accounts
@@ -821,7 +827,13 @@ impl Handler for Accounts {
                     return not_found(res);
                 };
                 let model = req.query::<String>("model");
-                let r = super::account_test::run(&st, &acc, model.as_deref()).await;
+                let r = crate::accounts::probe::run(
+                    &st.accounts,
+                    &acc,
+                    model.as_deref(),
+                    crate::accounts::probe::Trigger::Manual,
+                )
+                .await;
                 json(res, StatusCode::OK, &json!({"success": r.ok, "data": r}));
             }
             Action::Delete => {

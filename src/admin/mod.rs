@@ -1,10 +1,10 @@
 //! The admin API under `/admin`, with v1's paths and JSON shapes. Every handler here runs
 //! behind `AdminAuth`. Writes go to the store first, then the in-memory snapshot is rebuilt.
 
-pub mod account_test;
 pub mod accounts;
 pub mod fields;
 pub mod groups;
+pub mod health;
 pub mod keys;
 pub mod oauth;
 pub mod session;
@@ -43,9 +43,10 @@ pub fn router() -> Router {
                 .get(settings::get)
                 .put(settings::put),
         )
-        .push(oauth::router());
+        .push(oauth::router())
+        .push(health::usage_router());
     for p in crate::model::Platform::ALL {
-        r = r.push(accounts::routes(p));
+        r = r.push(health::test_routes(p)).push(accounts::routes(p));
     }
     r
 }

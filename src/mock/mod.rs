@@ -89,6 +89,10 @@ pub struct MockState {
     /// Per upstream credential: headers added to successful Messages answers (in place of the
     /// default subscription headers OAuth tokens get).
     pub answer_headers: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
+    /// `GET /api/oauth/usage`: the answer per access token (the default answer for others),
+    /// and a scripted failure of the endpoint.
+    pub oauth_usage: Mutex<std::collections::HashMap<String, serde_json::Value>>,
+    pub oauth_usage_forced: Mutex<Option<Forced>>,
     /// Keep a copy of each request (off for benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     counter: AtomicU64,

@@ -1,5 +1,6 @@
-//! Anthropic's OAuth token endpoint in the mock: authorization-code (with PKCE) and
-//! refresh-token grants. Issued access tokens are accepted by the mock's Messages API.
+//! Anthropic's OAuth endpoints in the mock: the token endpoint (authorization-code with PKCE,
+//! and refresh-token grants; issued access tokens are accepted by the mock's Messages API) and
+//! the subscription usage endpoint `GET /api/oauth/usage`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,10 +10,83 @@ use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::json;
 
-use super::{MockState, SeenRequest, request_id};
+use super::{MockState, SeenRequest, anthropic_error, check_and_record, request_id};
 
 pub fn routes(state: &Arc<MockState>) -> Router {
-    Router::with_path("v1/oauth/token").post(Token(state.clone()))
+    Router::new()
+        .push(Router::with_path("v1/oauth/token").post(Token(state.clone())))
+        .push(Router::with_path("api/oauth/usage").get(Usage(state.clone())))
+}
+
+/// The usage answer for a token nobody scripted: little used, windows resetting in 5 hours and
+/// 7 days. The shape is the endpoint's (`accounts::windows` documents it): utilisation in
+/// percent, RFC 3339 reset times, `null` for windows that do not apply.
+pub fn default_usage(now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let at = |h: i64| (now + chrono::Duration::hours(h)).to_rfc3339();
+    json!({
+        "five_hour": {"utilization": 3.0, "resets_at": at(5)},
+        "seven_day": {"utilization": 1.0, "resets_at": at(24 * 7)},
+        "seven_day_oauth_apps": null,
+        "seven_day_opus": null,
+        "seven_day_sonnet": {"utilization": 0.0, "resets_at": at(24 * 7)},
+        "extra_usage": {"is_enabled": false, "monthly_limit": null, "used_credits": null, "utilization": null},
+    })
+}
+
+/// `GET /api/oauth/usage`: a Bearer token the mock accepts and the OAuth beta flag, as the
+/// real endpoint requires (v1 sends `anthropic-beta: oauth-2025-04-20` with it); refusals are
+/// 401s in Anthropic's error format.
+struct Usage(Arc<MockState>);
+
+#[salvo::async_trait]
+impl Handler for Usage {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
+        let state = &self.0;
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_owned();
+        if !check_and_record(state, req, &bytes::Bytes::new(), res, anthropic_error) {
+            return;
+        }
+        let beta = req
+            .headers()
+            .get_all("anthropic-beta")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|f| f.trim() == "oauth-2025-04-20");
+        // Anthropic's answer to a Bearer token without the OAuth beta flag, as reported in
+        // anthropics/claude-code issues #5983 and #6131.
+        if token.is_empty() || !beta {
+            return anthropic_error(res, 401, "OAuth authentication is currently not supported.");
+        }
+        let forced = state.oauth_usage_forced.lock().clone();
+        if let Some(f) = forced {
+            return anthropic_error(res, f.status, &f.message);
+        }
+        let body = state
+            .oauth_usage
+            .lock()
+            .get(&token)
+            .cloned()
+            .unwrap_or_else(|| default_usage(chrono::Utc::now()));
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        let rid = request_id(state);
+        res.headers_mut()
+            .insert("request-id", HeaderValue::from_str(&rid).expect("ascii"));
+        let _ = res.write_body(body.to_string());
+    }
 }
 
 fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {

@@ -335,7 +335,20 @@ pub struct Account {
     // OpenAI Responses ("responses"), Droid ("anthropic" | "openai").
     pub provider_endpoint: String,
     pub endpoint_type: String,
+    /// Scheduled account tests (v1's per-account test config), if configured.
+    pub test_schedule: Option<TestSchedule>,
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// v1's per-account test config (`GET/PUT /admin/claude-accounts/:id/test-config`): when
+/// enabled, the account is tested with `model` at the times of a 5-field cron expression in
+/// the accounting time zone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TestSchedule {
+    pub enabled: bool,
+    pub cron_expression: String,
+    pub model: String,
 }
 
 impl Account {

@@ -747,6 +747,31 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
         "a toast with the test result",
     )
     .await;
+    // The result is a dot in the card's test history.
+    ui.wait_for(&format!("{card} [data-test-history] .test-dot.ok"))
+        .await;
+    // Scheduled tests: the dialog saves v1's test config, and the card names the schedule.
+    ui.click(&format!("{card} [data-action=test-schedule]"))
+        .await;
+    ui.wait_for("dialog[open] input[name=cronExpression]").await;
+    ui.click("dialog[open] input[role=switch]").await;
+    ui.fill("dialog input[name=cronExpression]", "30 6 * * 1-5")
+        .await;
+    ui.press("dialog input[name=cronExpression]", "Enter").await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text(
+        &format!("{card} [data-test-history]"),
+        "scheduled 30 6 * * 1-5",
+    )
+    .await;
+    let (_, v) = env
+        .admin(
+            Method::GET,
+            &format!("/admin/claude-console-accounts/{account}/test-config"),
+            None,
+        )
+        .await;
+    assert_eq!(v["data"]["config"]["enabled"], true, "{v}");
     ui.click(&format!("{card} input[role=switch]")).await;
     ui.wait_text(".toast", "paused").await;
     let (_, v) = env
@@ -801,6 +826,21 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     ui.wait_gone("dialog[open]").await;
     ui.wait_text(".account-card h3", "claude-max").await;
     ui.wait_text(".account-card", "refreshes in").await;
+    // Usage windows: polled on demand (the upstream mock takes any token for this), shown as
+    // bars with their reset times.
+    ui.wait_text("[data-usage-windows]", "Not polled yet").await;
+    env.mock.state.accepted_keys.lock().clear();
+    ui.click("[data-action=usage-refresh]").await;
+    ui.wait_for("[data-window=fiveHour] .meter").await;
+    ui.wait_text("[data-window=fiveHour]", "resets in 4h").await;
+    ui.wait_text("[data-window=sevenDay] .window-pct", "1%")
+        .await;
+    ui.screenshot("admin-accounts-claude").await;
+    env.mock
+        .state
+        .accepted_keys
+        .lock()
+        .push(UPSTREAM_KEY.into());
     ui.wait_text("button.tab[aria-selected=true]", "Claude OAuth · 1")
         .await;
     ui.assert_clean("on the accounts page");

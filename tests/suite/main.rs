@@ -25,3 +25,4 @@ mod robustness;
 mod scheduler;
 mod stats;
 mod subscription;
+mod windows;

@@ -125,6 +125,18 @@ export function ms(v) {
   return `${Math.floor(n / 60_000)} min ${Math.round((n % 60_000) / 1000)} s`;
 }
 
+/** Seconds until something -> "3h 12m", "2d 4h", "45m", "under a minute". */
+export function until(seconds) {
+  const n = Math.max(0, Math.floor(num(seconds)));
+  const d = Math.floor(n / 86_400);
+  const hr = Math.floor((n % 86_400) / 3600);
+  const m = Math.floor((n % 3600) / 60);
+  if (d > 0) return `${d}d ${hr}h`;
+  if (hr > 0) return `${hr}h ${m}m`;
+  if (m > 0) return `${m}m`;
+  return "under a minute";
+}
+
 /** Minutes -> "5 min", "2 h", "1 day". */
 export function minutes(v) {
   const n = num(v);

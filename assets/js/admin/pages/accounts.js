@@ -385,6 +385,101 @@ function typeDetails(a) {
   return out;
 }
 
+// Anthropic's subscription windows (v1's names), in the order they bind.
+const WINDOWS = [
+  ["fiveHour", "5 hours"],
+  ["sevenDay", "7 days"],
+  ["sevenDayOpus", "7 days · Opus"],
+  ["sevenDaySonnet", "7 days · Sonnet"],
+];
+
+/** Bars for a Claude OAuth account's usage windows, with a button to poll them now. */
+function usageWindows(ctx, a, reload) {
+  const w = a.usageWindows;
+  const refresh = h("button.btn.btn-ghost.btn-sm.btn-icon", { type: "button", "data-action": "usage-refresh", "aria-label": `Poll the usage windows of ${a.name} now`, title: "Poll the usage windows now" }, icon("refresh"));
+  refresh.addEventListener("click", () =>
+    busy(refresh, async () => {
+      try {
+        const r = await ctx.api(`/admin/claude-accounts/${encodeURIComponent(a.id)}/usage/refresh`, { method: "POST" });
+        if (r.success === false) toast(r.message || "The usage endpoint did not answer", { kind: "error", title: "Poll failed" });
+        reload();
+      } catch (e) {
+        showError(e, "Could not poll the usage windows");
+      }
+    }),
+  );
+  const rows = WINDOWS.filter(([k]) => w && w[k] && w[k].utilization !== null && w[k].utilization !== undefined).map(([k, label]) => {
+    const x = w[k];
+    const pct = Number(x.utilization) || 0;
+    const resets = x.remainingSeconds === null || x.remainingSeconds === undefined ? "" : x.remainingSeconds > 0 ? `resets in ${f.until(x.remainingSeconds)}` : "resetting";
+    return h(
+      "div.window-row",
+      { dataset: { window: k } },
+      h("span.window-label", label),
+      meter(pct, 100, { label: `${label} window used` }),
+      h("span.window-pct", `${Math.round(pct)}%`),
+      h("span.window-reset", { title: x.resetsAt ? f.dateTime(x.resetsAt) : "" }, resets),
+    );
+  });
+  const note = !w ? "Not polled yet" : w.updatedAt ? `Updated ${f.relative(w.updatedAt)}` : "";
+  return h(
+    "div.usage-windows",
+    { dataset: { usageWindows: "" } },
+    h("div.window-head", h("span.k", "Usage windows"), h("span.muted.small", note), h("span.spacer"), refresh),
+    rows,
+    w && w.error ? h("div.callout.warn", { "data-poll-error": "" }, icon("alert"), h("span", `Last poll failed: ${w.error}`)) : null,
+  );
+}
+
+/** The last account tests as dots, oldest first, each with its result as a tooltip. */
+function testHistory(a) {
+  const list = (a.testHistory || []).slice().reverse();
+  const sched = a.testConfig && a.testConfig.enabled ? `scheduled ${a.testConfig.cronExpression}` : "";
+  if (!list.length && !sched) return null;
+  return h(
+    "div.test-history",
+    { dataset: { testHistory: "" } },
+    h("span.k", "Tests"),
+    h(
+      "div.test-dots",
+      list.map((t) =>
+        h(`span.test-dot${t.success ? ".ok" : ".fail"}`, {
+          title: `${f.dateTime(t.timestamp, { seconds: true })} · ${t.trigger} · ${t.status ? `HTTP ${t.status}` : "no answer"} · ${f.ms(t.latencyMs)}${t.success ? "" : ` · ${t.message}`}`,
+          "aria-label": `${t.trigger} test ${t.success ? "passed" : "failed"} ${f.relative(t.timestamp)}`,
+        }),
+      ),
+    ),
+    sched ? h("span.muted.small", sched) : null,
+  );
+}
+
+/** The scheduled-test dialog (v1's test config): on or off, a cron expression, a model. */
+function openTestSchedule(ctx, type, a, reload) {
+  const cfg = a.testConfig || { enabled: false, cronExpression: "0 8 * * *", model: "" };
+  const on = switchInput("Test this account on a schedule", !!cfg.enabled, { name: "enabled" });
+  const cron = input({ name: "cronExpression", value: cfg.cronExpression || "0 8 * * *", placeholder: "0 8 * * *" });
+  const model = input({ name: "model", value: cfg.model || "", placeholder: "The account type's test model" });
+  modal({
+    title: `Scheduled tests of ${a.name}`,
+    body: h(
+      "div.form-grid",
+      h("div.span-2", on.el),
+      field("When", cron, { cls: "span-2", hint: "A cron expression: minute hour day month weekday, in the server's accounting time zone. 0 8 * * * is every day at 8:00." }),
+      field("Model", model, { cls: "span-2" }),
+    ),
+    footer: [h("button.btn", { type: "button", onclick: (ev) => ev.target.closest("dialog").close() }, "Cancel"), h("button.btn.btn-primary", { type: "submit" }, "Save")],
+    onSubmit: async () => {
+      await ctx.api(`/admin/${type.path}/${encodeURIComponent(a.id)}/test-config`, {
+        method: "PUT",
+        body: { enabled: on.input.checked, cronExpression: cron.value.trim(), model: model.value.trim() },
+      });
+      toast(on.input.checked ? `${a.name} is tested at ${cron.value.trim()}` : `Scheduled tests of ${a.name} are off`);
+      reload();
+      return true;
+    },
+  });
+}
+
 function accountCard(ctx, type, a, reload) {
   const [label, kind] = accountHealth(a);
   const u = a.usage || {};
@@ -428,6 +523,8 @@ function accountCard(ctx, type, a, reload) {
       }
     }),
   );
+  const scheduleBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Schedule tests of ${name}`, title: "Scheduled tests", "data-action": "test-schedule" }, icon("clock"));
+  scheduleBtn.addEventListener("click", () => openTestSchedule(ctx, type, a, reload));
   const editBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Edit ${name}`, title: "Edit", "data-action": "edit" }, icon("edit"));
   editBtn.addEventListener("click", async () => {
     if (await openAccountForm(ctx, type, a)) {
@@ -514,6 +611,8 @@ function accountCard(ctx, type, a, reload) {
         h("div", h("div.k", "All time"), h("div.v", f.money(u.total?.cost || 0)), h("div.k", `${f.compact(u.total?.allTokens || 0)} tokens`)),
       ),
       quota > 0 ? meter(today, quota, { label: "Daily quota used" }) : null,
+      a.platform === "claude" && "usageWindows" in a ? usageWindows(ctx, a, reload) : null,
+      testHistory(a),
       cool
         ? h("div.callout.warn", { "data-cooldown": "" }, icon("clock"), h("span", `Cooling down until ${f.dateTime(cool)} (${f.relative(cool)})${a.cooldownReason ? `: ${a.cooldownReason}` : ""}.`))
         : null,
@@ -522,7 +621,7 @@ function accountCard(ctx, type, a, reload) {
         : null,
       a.errorMessage ? h("div.callout.danger", { "data-last-error": "" }, icon("alert"), h("span", h("strong", "Last error: "), a.errorMessage)) : null,
     ),
-    h("div.foot", sched.el, h("span.spacer"), resetBtn, testBtn, refreshBtn, editBtn, delBtn),
+    h("div.foot", sched.el, h("span.spacer"), resetBtn, testBtn, scheduleBtn, refreshBtn, editBtn, delBtn),
   );
 }
 
