@@ -15,6 +15,15 @@ if [ ! -x e2e/node_modules/.bin/claude ] || [ ! -x e2e/node_modules/.bin/codex ]
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# Python clients (the OpenAI SDK), pinned in e2e/requirements.txt, in a virtualenv.
+if [ ! -x e2e/.venv/bin/python ] || [ e2e/requirements.txt -nt e2e/.venv/installed ]; then
+  command -v python3 >/dev/null || { echo "python3 is required for the end-to-end tests" >&2; exit 1; }
+  log "installing Python clients into e2e/.venv"
+  python3 -m venv e2e/.venv
+  e2e/.venv/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
+  touch e2e/.venv/installed
+fi
+
 # Headless Chromium for the web UI tests (tests/suite/browser.rs), from Debian's packages.
 if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
   sudo=""

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod convert;
 pub mod crypto;
 pub mod limits;
 pub mod listener;

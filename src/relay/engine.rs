@@ -44,6 +44,8 @@ pub struct Call {
     pub client_headers: HeaderMap,
     pub query: Option<String>,
     pub started: Instant,
+    /// The client speaks another format than the upstream: convert the answer back.
+    pub convert: Option<crate::convert::chat::Chat>,
 }
 
 /// Largest upstream error body read (the rest is dropped).
@@ -480,7 +482,19 @@ async fn respond(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
-        let tap = acc.kind().tap(call.op);
+        let tap = match &call.convert {
+            Some(chat) => {
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                Box::new(crate::convert::chat::ChatTap::new(
+                    chat.clone(),
+                    Utc::now().timestamp(),
+                ))
+            }
+            None => acc.kind().tap(call.op),
+        };
         let st2 = st.clone();
         let service = call.service;
         // The admission and the account slot live until the stream is over.
@@ -549,6 +563,28 @@ async fn respond(
         }
     };
     drop(pick.slot);
+    if let Some(chat) = &call.convert {
+        match crate::convert::chat::response(&body, chat, Utc::now().timestamp()) {
+            Some(converted) => {
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                let _ = res.write_body(converted);
+            }
+            None => {
+                res.headers_mut().clear();
+                write_error(
+                    res,
+                    call.format,
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    "The upstream answer could not be converted",
+                );
+            }
+        }
+        return;
+    }
     let _ = res.write_body(body);
 }
 

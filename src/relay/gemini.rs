@@ -69,6 +69,7 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
         client_headers: req.headers().clone(),
         query: None,
         started,
+        convert: None,
     };
     engine::run(st, call, res).await
 }

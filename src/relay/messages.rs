@@ -14,7 +14,7 @@ use crate::state::state;
 /// The account types that serve Claude routes, and those of them that count tokens. CCR
 /// accounts are not among them: they take only models written `ccr,<model>` (v1's routing
 /// for Claude Code Router), see `ccr_model`.
-fn platforms(op: Op) -> &'static [Platform] {
+pub fn platforms(op: Op) -> &'static [Platform] {
     static ALL: std::sync::LazyLock<[Vec<Platform>; 2]> = std::sync::LazyLock::new(|| {
         let claude = || {
             Platform::serving(Service::Claude)
@@ -82,6 +82,7 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         client_headers: req.headers().clone(),
         query: super::ingress::upstream_query(req.uri().query()),
         started,
+        convert: None,
     };
     engine::run(st, call, res).await
 }

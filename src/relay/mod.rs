@@ -3,6 +3,7 @@
 //! account (one ledger event).
 
 pub mod apistats;
+pub mod chat;
 pub mod engine;
 pub mod gemini;
 pub mod info;
@@ -25,7 +26,9 @@ pub fn router() -> Router {
         .push(apistats::router())
         .push(openai::router())
         .push(gemini::router())
-        .push(Router::with_path("api/event_logging/batch").post(info::event_logging));
+        .push(Router::with_path("api/event_logging/batch").post(info::event_logging))
+        .push(Router::with_path("api/v1/chat/completions").post(chat::chat_completions))
+        .push(Router::with_path("openai/claude/v1/chat/completions").post(chat::chat_completions));
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
             Router::with_path(prefix)

@@ -46,6 +46,7 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, r: Rou
         client_headers: req.headers().clone(),
         query: None,
         started,
+        convert: None,
     };
     engine::run(st, call, res).await
 }

@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("entry", &["main", "lib", "server", "listener", "ui"]),
     ("routes", &["relay", "admin", "state", "migrate"]),
     ("policy", &["limits", "scheduler", "accounts", "auth"]),
-    ("wire", &["providers"]),
+    ("wire", &["providers", "convert"]),
     (
         "data",
         &["usage", "store", "model", "crypto", "config", "web"],

@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod bedrock;
 mod browser;
+mod chat;
 mod cli;
 mod crash;
 mod e2e_claude_code;

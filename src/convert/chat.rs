@@ -1,0 +1,683 @@
+//! OpenAI Chat Completions on Anthropic Messages: the request converted to a Messages body,
+//! the answer back to a `chat.completion`, and a Messages SSE stream to `chat.completion.chunk`
+//! events ending in `data: [DONE]`.
+//!
+//! Shapes follow the two public API references: OpenAI's Chat Completions (messages with
+//! `system`/`developer`/`user`/`assistant`/`tool` roles, content parts `text` and `image_url`,
+//! `tools` of type `function`, `tool_calls` with JSON-string `arguments`, `tool_choice`, `stop`,
+//! `max_tokens`/`max_completion_tokens`, `stream_options.include_usage`, `finish_reason`) and
+//! Anthropic's Messages (`system` blocks, alternating `user`/`assistant` turns, `tool_use` /
+//! `tool_result` blocks, `input_schema`, `stop_sequences`, the SSE events `message_start` ..
+//! `message_stop` with `text_delta` and `input_json_delta`).
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::Invalid;
+use crate::providers::StreamTap;
+use crate::providers::anthropic::SseTap;
+use crate::providers::sse::DataLines;
+use crate::usage::TokenUsage;
+
+/// Anthropic requires `max_tokens`; a chat request may leave it out.
+pub const DEFAULT_MAX_TOKENS: u64 = 8192;
+
+/// What the answer's conversion needs to know about the request.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    /// The model name the client asked for (echoed in every answer).
+    pub model: String,
+    pub stream: bool,
+    /// `stream_options.include_usage`: a last chunk with the usage and no choices.
+    pub include_usage: bool,
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// An `image_url` part as an Anthropic image block: a `data:` URL becomes a base64 source,
+/// anything else a URL source.
+fn image_block(part: &Value) -> Result<Value, Invalid> {
+    let url = part
+        .get("image_url")
+        .and_then(|i| i.get("url").or(Some(i)))
+        .and_then(Value::as_str)
+        .ok_or_else(|| Invalid("image_url.url is required".into()))?;
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| Invalid("image_url: a data URL needs a comma".into()))?;
+        let media = meta
+            .strip_suffix(";base64")
+            .ok_or_else(|| Invalid("image_url: only base64 data URLs are supported".into()))?;
+        return Ok(
+            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}),
+        );
+    }
+    Ok(json!({"type": "image", "source": {"type": "url", "url": url}}))
+}
+
+/// A user or assistant `content` as Anthropic content blocks.
+fn blocks(content: &Value) -> Result<Vec<Value>, Invalid> {
+    match content {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![json!({"type": "text", "text": s})]),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => p
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| Ok(json!({"type": "text", "text": t}))),
+                Some("image_url") => Some(image_block(p)),
+                Some(other) => Some(Err(Invalid(format!(
+                    "content part type {other:?} is not supported on this route"
+                )))),
+                None => Some(Err(Invalid("a content part needs a type".into()))),
+            })
+            .collect(),
+        _ => Err(Invalid(
+            "content must be a string or an array of parts".into(),
+        )),
+    }
+}
+
+/// Append `blocks` as a turn of `role`, merging with the previous turn of the same role
+/// (Anthropic wants user and assistant turns to alternate).
+fn push_turn(turns: &mut Vec<Value>, role: &str, mut new: Vec<Value>) {
+    if new.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut()
+        && last["role"] == role
+        && let Some(c) = last["content"].as_array_mut()
+    {
+        c.append(&mut new);
+        return;
+    }
+    turns.push(json!({"role": role, "content": new}));
+}
+
+fn tool_use(call: &Value) -> Result<Value, Invalid> {
+    let f = call
+        .get("function")
+        .ok_or_else(|| Invalid("tool_calls[].function is required".into()))?;
+    let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+    let input: Value = if args.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(args)
+            .map_err(|_| Invalid(format!("tool call {name:?}: arguments are not JSON")))?
+    };
+    Ok(json!({
+        "type": "tool_use",
+        "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
+        "name": name,
+        "input": input,
+    }))
+}
+
+fn tool_choice(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => Some(json!({"type": "auto"})),
+            "none" => Some(json!({"type": "none"})),
+            "required" => Some(json!({"type": "any"})),
+            _ => None,
+        },
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|n| json!({"type": "tool", "name": n})),
+        _ => None,
+    }
+}
+
+/// A Chat Completions request body as an Anthropic Messages body, and what the answer's
+/// conversion needs.
+pub fn request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
+    let req: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| Invalid(format!("the body is not a JSON object: {e}")))?;
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Invalid("model is required".into()))?
+        .to_owned();
+    let msgs = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Invalid("messages must be a non-empty array".into()))?;
+    let mut system: Vec<Value> = Vec::new();
+    let mut turns: Vec<Value> = Vec::new();
+    for m in msgs {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => {
+                let t = text_of(content);
+                if !t.is_empty() {
+                    system.push(json!({"type": "text", "text": t}));
+                }
+            }
+            "user" => push_turn(&mut turns, "user", blocks(content)?),
+            "assistant" => {
+                let mut b = blocks(content)?;
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    b.push(tool_use(call)?);
+                }
+                push_turn(&mut turns, "assistant", b);
+            }
+            "tool" => {
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Invalid("a tool message needs tool_call_id".into()))?;
+                push_turn(
+                    &mut turns,
+                    "user",
+                    vec![
+                        json!({"type": "tool_result", "tool_use_id": id, "content": text_of(content)}),
+                    ],
+                );
+            }
+            other => return Err(Invalid(format!("unknown message role {other:?}"))),
+        }
+    }
+    if turns.is_empty() {
+        return Err(Invalid("messages need at least one user message".into()));
+    }
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let max_tokens = req
+        .get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut out = json!({
+        "model": model,
+        "messages": turns,
+        "max_tokens": max_tokens,
+        "stream": stream,
+    });
+    if !system.is_empty() {
+        out["system"] = Value::Array(system);
+    }
+    for k in ["temperature", "top_p"] {
+        if let Some(v) = req.get(k).filter(|v| v.is_number()) {
+            out[k] = v.clone();
+        }
+    }
+    match req.get("stop") {
+        Some(Value::String(s)) => out["stop_sequences"] = json!([s]),
+        Some(Value::Array(a)) if !a.is_empty() => out["stop_sequences"] = Value::Array(a.clone()),
+        _ => {}
+    }
+    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+        let converted: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                json!({
+                    "name": f.get("name").cloned().unwrap_or(json!("")),
+                    "description": f.get("description").cloned().unwrap_or(json!("")),
+                    "input_schema": f.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}})),
+                })
+            })
+            .collect();
+        if !converted.is_empty() {
+            out["tools"] = Value::Array(converted);
+            if let Some(c) = req.get("tool_choice").and_then(tool_choice) {
+                out["tool_choice"] = c;
+            }
+        }
+    }
+    if let Some(u) = req.get("user").and_then(Value::as_str) {
+        out["metadata"] = json!({"user_id": u});
+    }
+    let include_usage = req
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((
+        serde_json::to_vec(&out).expect("a JSON value serialises"),
+        Chat {
+            model,
+            stream,
+            include_usage,
+        },
+    ))
+}
+
+/// Anthropic's `stop_reason` as a Chat `finish_reason`.
+pub fn finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Chat usage from Anthropic usage: prompt tokens include cache reads and writes.
+fn usage_json(u: &TokenUsage) -> Value {
+    let prompt = u.input_tokens + u.cache_read_tokens + u.cache_create_tokens;
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": prompt + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+    })
+}
+
+fn chat_id(msg_id: &str) -> String {
+    format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
+}
+
+/// An Anthropic Messages answer as a `chat.completion`. None when the body is not a message.
+pub fn response(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
+    let m: Value = serde_json::from_slice(body).ok()?;
+    let content = m.get("content")?.as_array()?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in content {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => calls.push(json!({
+                "id": b.get("id").cloned().unwrap_or(json!("")),
+                "type": "function",
+                "function": {
+                    "name": b.get("name").cloned().unwrap_or(json!("")),
+                    "arguments": b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let (usage, _) = crate::providers::anthropic::usage_from_body(body).unwrap_or_default();
+    let stop = m
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("end_turn");
+    let out = json!({
+        "id": chat_id(m.get("id").and_then(Value::as_str).unwrap_or("")),
+        "object": "chat.completion",
+        "created": created,
+        "model": chat.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop), "logprobs": null}],
+        "usage": usage_json(&usage),
+    });
+    serde_json::to_vec(&out).ok()
+}
+
+/// Converts an Anthropic Messages stream into Chat Completions chunks while the Anthropic tap
+/// underneath keeps the usage.
+pub struct ChatTap {
+    inner: SseTap,
+    lines: DataLines,
+    chat: Chat,
+    created: i64,
+    id: String,
+    /// Anthropic content block index -> tool call index, for tool-use blocks.
+    tools: Vec<(u64, usize)>,
+    finish: Option<&'static str>,
+    done: bool,
+}
+
+impl ChatTap {
+    pub fn new(chat: Chat, created: i64) -> Self {
+        ChatTap {
+            inner: SseTap::new(),
+            lines: DataLines::new(),
+            chat,
+            created,
+            id: String::from("chatcmpl-"),
+            tools: Vec::new(),
+            finish: None,
+            done: false,
+        }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.chat.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        });
+        sse(out, &c);
+    }
+
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let Ok(ev) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        match ev.get("type").and_then(Value::as_str).unwrap_or("") {
+            "message_start" => {
+                if let Some(id) = ev.pointer("/message/id").and_then(Value::as_str) {
+                    self.id = chat_id(id);
+                }
+                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+            }
+            "content_block_start" => {
+                let block = ev.get("content_block").unwrap_or(&Value::Null);
+                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let n = self.tools.len();
+                    self.tools.push((index, n));
+                    self.chunk(
+                        out,
+                        json!({"tool_calls": [{"index": n, "id": block.get("id").cloned().unwrap_or(json!("")),
+                            "type": "function", "function": {"name": block.get("name").cloned().unwrap_or(json!("")), "arguments": ""}}]}),
+                        None,
+                    );
+                }
+            }
+            "content_block_delta" => {
+                let d = ev.get("delta").unwrap_or(&Value::Null);
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        self.chunk(out, json!({"content": t}), None);
+                    }
+                    Some("input_json_delta") => {
+                        let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        if let Some((_, n)) = self.tools.iter().find(|(i, _)| *i == index) {
+                            let part = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                            let n = *n;
+                            self.chunk(
+                                out,
+                                json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}),
+                                None,
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(s) = ev.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.finish = Some(finish_reason(s));
+                }
+            }
+            "message_stop" => self.end(out),
+            _ => {}
+        }
+    }
+
+    /// The finish chunk, the usage chunk if asked for, and `[DONE]`.
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.chunk(out, json!({}), Some(self.finish.unwrap_or("stop")));
+        if self.chat.include_usage {
+            let c = json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.chat.model,
+                "choices": [],
+                "usage": usage_json(&self.inner.usage),
+            });
+            sse(out, &c);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+fn sse(out: &mut Vec<u8>, v: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+impl StreamTap for ChatTap {
+    fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
+        self.inner.feed(chunk);
+        let mut out = Vec::new();
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.feed(chunk, |data| self.event(data, &mut out));
+        self.lines = lines;
+        Some(Bytes::from(out))
+    }
+    fn usage(&self) -> TokenUsage {
+        self.inner.usage
+    }
+    fn model(&self) -> Option<&str> {
+        self.inner.model.as_deref()
+    }
+    fn started(&self) -> bool {
+        self.inner.started
+    }
+    fn finished(&self) -> bool {
+        self.inner.finished
+    }
+    fn mid_line(&self) -> bool {
+        false
+    }
+    fn error_event(&self, message: &str) -> Bytes {
+        let mut out = Vec::new();
+        sse(
+            &mut out,
+            &json!({"error": {"message": message, "type": "server_error", "code": null}}),
+        );
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(v: Value) -> Value {
+        serde_json::from_slice(&request(v.to_string().as_bytes()).unwrap().0).unwrap()
+    }
+
+    #[test]
+    fn system_parts_images_and_alternation() {
+        let got = conv(json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [{"type": "text", "text": "Use English."}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+                ]},
+                {"role": "user", "content": "Quickly."},
+                {"role": "assistant", "content": "A logo."},
+                {"role": "user", "content": "Thanks"}
+            ],
+            "max_completion_tokens": 100, "temperature": 0.2, "stop": "END",
+            "stream": true, "stream_options": {"include_usage": true}
+        }));
+        assert_eq!(
+            got["system"],
+            json!([{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use English."}])
+        );
+        assert_eq!(got["messages"].as_array().unwrap().len(), 3, "{got}");
+        assert_eq!(
+            got["messages"][0]["content"][1],
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+        );
+        assert_eq!(got["messages"][0]["content"][2]["text"], "Quickly.");
+        assert_eq!(got["max_tokens"], 100);
+        assert_eq!(got["temperature"], 0.2);
+        assert_eq!(got["stop_sequences"], json!(["END"]));
+        assert_eq!(got["stream"], true);
+    }
+
+    #[test]
+    fn tools_calls_and_results() {
+        let got = conv(json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather now",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "tool_choice": "required"
+        }));
+        assert_eq!(got["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(
+            got["messages"][1]["content"][0],
+            json!({"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}})
+        );
+        assert_eq!(
+            got["messages"][2],
+            json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "18C"}]})
+        );
+        assert_eq!(
+            got["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
+        assert_eq!(got["tool_choice"], json!({"type": "any"}));
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        for (body, what) in [
+            (
+                json!({"messages": [{"role": "user", "content": "x"}]}),
+                "model",
+            ),
+            (json!({"model": "m", "messages": []}), "messages"),
+            (
+                json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}),
+                "user message",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+                "role",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
+                "arguments",
+            ),
+        ] {
+            let e = request(body.to_string().as_bytes()).unwrap_err();
+            assert!(e.0.contains(what), "{e}");
+        }
+        assert!(request(b"[1]").is_err());
+    }
+
+    #[test]
+    fn a_message_becomes_a_chat_completion() {
+        let body = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Let me check."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2}});
+        let chat = Chat {
+            model: "claude-sonnet-4-5".into(),
+            stream: false,
+            include_usage: false,
+        };
+        let out: Value =
+            serde_json::from_slice(&response(body.to_string().as_bytes(), &chat, 7).unwrap())
+                .unwrap();
+        assert_eq!(out["id"], "chatcmpl-01");
+        assert_eq!(out["object"], "chat.completion");
+        assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(out["choices"][0]["message"]["content"], "Let me check.");
+        assert_eq!(
+            out["choices"][0]["message"]["tool_calls"][0]["function"],
+            json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"})
+        );
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 3}})
+        );
+    }
+
+    #[test]
+    fn a_stream_becomes_chunks_whatever_the_cuts() {
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_9", "model": "claude-sonnet-4-5", "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_2", "name": "weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ];
+        let wire: String = events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+            .collect();
+        for cut in [1, 7, 64, wire.len()] {
+            let chat = Chat {
+                model: "claude-sonnet-4-5".into(),
+                stream: true,
+                include_usage: true,
+            };
+            let mut tap = ChatTap::new(chat, 7);
+            let mut out = Vec::new();
+            for piece in wire.as_bytes().chunks(cut) {
+                out.extend_from_slice(&tap.feed(&Bytes::copy_from_slice(piece)).unwrap());
+            }
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+            let chunks: Vec<Value> = text
+                .split("\n\n")
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter(|l| *l != "[DONE]")
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+            assert_eq!(chunks[0]["id"], "chatcmpl-9");
+            let content: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            assert_eq!(content, "Hi");
+            let args: String = chunks
+                .iter()
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+                })
+                .collect();
+            assert_eq!(args, "{\"city\":\"Paris\"}");
+            let fin = &chunks[chunks.len() - 2];
+            assert_eq!(fin["choices"][0]["finish_reason"], "tool_calls");
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"], json!([]));
+            assert_eq!(last["usage"]["completion_tokens"], 9);
+            assert_eq!(last["usage"]["prompt_tokens"], 11);
+            assert_eq!(tap.usage().output_tokens, 9);
+            assert!(tap.finished());
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! OpenAI Chat Completions clients on Claude accounts: `/api/v1/chat/completions` and
+//! `/openai/claude/v1/chat/completions`, converted to Anthropic Messages and back.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn chat_body(stream: bool, text: &str) -> Value {
+    json!({
+        "model": "claude-sonnet-4-5-20250929",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": text}
+        ],
+        "max_tokens": 64,
+        "stream": stream,
+        "stream_options": {"include_usage": true}
+    })
+}
+
+async fn post(env: &Env, path: &str, key: &str, body: Value) -> reqwest::Response {
+    env.http
+        .post(env.url(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn chat_completions_reach_claude_accounts_as_messages_and_come_back() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (key_id, key) = env.create_key(json!({"name": "chat"})).await;
+    for path in [
+        "/api/v1/chat/completions",
+        "/openai/claude/v1/chat/completions",
+    ] {
+        let r = post(
+            &env,
+            path,
+            &key,
+            chat_body(false, "hello mock:usage=30,6,0,4"),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "claude-sonnet-4-5-20250929");
+        assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "Hello from the mock upstream."
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["prompt_tokens"], 34);
+        assert_eq!(v["usage"]["completion_tokens"], 6);
+        let sent: Value =
+            serde_json::from_slice(&last_seen(&env.mock, "/v1/messages").body).unwrap();
+        assert_eq!(
+            sent["system"],
+            json!([{"type": "text", "text": "You are terse."}])
+        );
+        assert_eq!(sent["messages"][0]["role"], "user");
+        assert_eq!(sent["max_tokens"], 64);
+    }
+    // Streamed: chunks, a usage chunk, [DONE]; the usage is recorded.
+    let r = post(
+        &env,
+        "/api/v1/chat/completions",
+        &key,
+        chat_body(true, "stream mock:usage=20,9,0,0 mock:chunks=3"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello from the mock upstream. 1 2");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["usage"]["completion_tokens"], 9);
+    let t = env.key_totals(&key_id).await;
+    assert_eq!((t.requests, t.input_tokens, t.output_tokens), (3, 80, 21));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn chat_errors_come_back_in_openai_shape() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (_, key) = env.create_key(json!({"name": "chat"})).await;
+    let r = post(
+        &env,
+        "/api/v1/chat/completions",
+        &key,
+        json!({"model": "claude-sonnet-4-5", "messages": []}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("messages"),
+        "{v}"
+    );
+    // An upstream refusal of the request is relayed in OpenAI's shape.
+    let r = post(
+        &env,
+        "/api/v1/chat/completions",
+        &key,
+        chat_body(false, "mock:status=400"),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mock upstream error"),
+        "{v}"
+    );
+    // A key without the Claude permission is refused before anything is sent.
+    let (_, gem) = env
+        .create_key(json!({"name": "gemini-only", "permissions": "gemini"}))
+        .await;
+    let r = post(
+        &env,
+        "/api/v1/chat/completions",
+        &gem,
+        chat_body(false, "x"),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    env.stop().await;
+}
+
+/// The official OpenAI Python SDK (from PyPI, installed by scripts/test.sh into e2e/.venv)
+/// against a Claude account: chat.completions, streamed and not, with and without tools.
+#[tokio::test]
+async fn the_openai_python_sdk_chats_with_a_claude_account() {
+    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/.venv/bin/python");
+    if !python.exists() {
+        assert_ne!(
+            std::env::var("CRS_E2E_REQUIRED").as_deref(),
+            Ok("1"),
+            "{} is missing: run scripts/test.sh, which installs it",
+            python.display()
+        );
+        eprintln!("skipping: the OpenAI SDK is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (key_id, key) = env.create_key(json!({"name": "sdk"})).await;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/openai_chat.py");
+    let base = env.url("/openai/claude/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args([&base, &key, "claude-sonnet-4-5-20250929"])
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sdk failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let hello = "Hello from the mock upstream.";
+    assert_eq!(v["plain"]["content"], hello);
+    assert_eq!(v["plain"]["finish_reason"], "stop");
+    assert_eq!(v["plain"]["completion_tokens"], 12);
+    assert_eq!(v["tools"]["content"], hello);
+    assert!(
+        v["stream"]["content"].as_str().unwrap().starts_with(hello),
+        "{v}"
+    );
+    assert_eq!(v["stream"]["finish_reason"], "stop");
+    assert_eq!(v["stream"]["completion_tokens"], 12);
+    // The tools reached the upstream in Anthropic's shape.
+    let sent: Value = serde_json::from_slice(&last_seen(&env.mock, "/v1/messages").body).unwrap();
+    assert_eq!(sent["tools"][0]["name"], "weather");
+    assert_eq!(
+        sent["tools"][0]["input_schema"]["required"],
+        json!(["city"])
+    );
+    let t = env.key_totals(&key_id).await;
+    assert_eq!(t.requests, 3);
+    env.stop().await;
+}
