@@ -1,4 +1,5 @@
-//! OpenAI Chat Completions on Anthropic Messages: the request converted to a Messages body,
+//! OpenAI Chat Completions (and legacy Completions) on Anthropic Messages: the request
+//! converted to a Messages body,
 //! the answer back to a `chat.completion`, and a Messages SSE stream to `chat.completion.chunk`
 //! events ending in `data: [DONE]`.
 //!
@@ -30,6 +31,8 @@ pub struct Chat {
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with the usage and no choices.
     pub include_usage: bool,
+    /// A legacy Completions request (`/v1/completions`): answers are `text_completion`s.
+    pub legacy: bool,
 }
 
 fn text_of(content: &Value) -> String {
@@ -263,8 +266,43 @@ pub fn request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
             model,
             stream,
             include_usage,
+            legacy: false,
         },
     ))
+}
+
+/// OpenAI's legacy Completions default when `max_tokens` is absent.
+pub const LEGACY_DEFAULT_MAX_TOKENS: u64 = 16;
+
+/// A legacy Completions request (`prompt`, a string or an array of strings) as an Anthropic
+/// Messages body: the prompt is one user turn.
+pub fn completions_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
+    let mut req: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| Invalid(format!("the body is not a JSON object: {e}")))?;
+    let prompt = match req.remove("prompt") {
+        Some(Value::String(s)) => s,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .ok_or_else(|| Invalid("prompt must be text".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join("\n"),
+        _ => return Err(Invalid("prompt is required".into())),
+    };
+    if prompt.is_empty() {
+        return Err(Invalid("prompt must not be empty".into()));
+    }
+    req.insert(
+        "messages".into(),
+        json!([{"role": "user", "content": prompt}]),
+    );
+    req.entry("max_tokens")
+        .or_insert(json!(LEGACY_DEFAULT_MAX_TOKENS));
+    let (out, mut chat) = request(&serde_json::to_vec(&req).expect("a JSON value serialises"))?;
+    chat.legacy = true;
+    Ok((out, chat))
 }
 
 /// Anthropic's `stop_reason` as a Chat `finish_reason`.
@@ -290,6 +328,10 @@ fn usage_json(u: &TokenUsage) -> Value {
 
 fn chat_id(msg_id: &str) -> String {
     format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
+}
+
+fn legacy_id(msg_id: &str) -> String {
+    format!("cmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
 }
 
 /// An Anthropic Messages answer as a `chat.completion`. None when the body is not a message.
@@ -321,8 +363,20 @@ pub fn response(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
         .get("stop_reason")
         .and_then(Value::as_str)
         .unwrap_or("end_turn");
+    let id = m.get("id").and_then(Value::as_str).unwrap_or("");
+    if chat.legacy {
+        let out = json!({
+            "id": legacy_id(id),
+            "object": "text_completion",
+            "created": created,
+            "model": chat.model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(stop), "logprobs": null}],
+            "usage": usage_json(&usage),
+        });
+        return serde_json::to_vec(&out).ok();
+    }
     let out = json!({
-        "id": chat_id(m.get("id").and_then(Value::as_str).unwrap_or("")),
+        "id": chat_id(id),
         "object": "chat.completion",
         "created": created,
         "model": chat.model,
@@ -361,6 +415,22 @@ impl ChatTap {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        if self.chat.legacy {
+            // Text only: no role chunk, no tool calls.
+            let text = delta.get("content").and_then(Value::as_str);
+            if text.is_none_or(str::is_empty) && finish.is_none() {
+                return;
+            }
+            let c = json!({
+                "id": self.id.replacen("chatcmpl-", "cmpl-", 1),
+                "object": "text_completion",
+                "created": self.created,
+                "model": self.chat.model,
+                "choices": [{"index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null}],
+            });
+            sse(out, &c);
+            return;
+        }
         let c = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -436,9 +506,14 @@ impl ChatTap {
         self.done = true;
         self.chunk(out, json!({}), Some(self.finish.unwrap_or("stop")));
         if self.chat.include_usage {
+            let (id, object) = if self.chat.legacy {
+                (self.id.replacen("chatcmpl-", "cmpl-", 1), "text_completion")
+            } else {
+                (self.id.clone(), "chat.completion.chunk")
+            };
             let c = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
+                "id": id,
+                "object": object,
                 "created": self.created,
                 "model": self.chat.model,
                 "choices": [],
@@ -602,6 +677,7 @@ mod tests {
             model: "claude-sonnet-4-5".into(),
             stream: false,
             include_usage: false,
+            legacy: false,
         };
         let out: Value =
             serde_json::from_slice(&response(body.to_string().as_bytes(), &chat, 7).unwrap())
@@ -642,6 +718,7 @@ mod tests {
                 model: "claude-sonnet-4-5".into(),
                 stream: true,
                 include_usage: true,
+                legacy: false,
             };
             let mut tap = ChatTap::new(chat, 7);
             let mut out = Vec::new();

@@ -1,5 +1,5 @@
 //! OpenAI Chat Completions on Claude accounts: `/api/v1/chat/completions` and
-//! `/openai/claude/v1/chat/completions` (v1's routes for chat-style clients such as Cherry
+//! `/openai/claude/v1/chat/completions`, and legacy Completions on `.../v1/completions` (v1's routes for chat-style clients such as Cherry
 //! Studio or anything built on the OpenAI SDK). The request is converted to Anthropic
 //! Messages (`convert::chat`), scheduled like any Claude request, and the answer converted
 //! back; key policy, limits, stickiness and usage apply as to native requests.
@@ -16,6 +16,18 @@ use crate::state::state;
 
 #[handler]
 pub async fn chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    handle(req, depot, res, chat::request).await
+}
+
+/// Legacy Completions (`prompt` in, `text_completion` out) through the same conversion.
+#[handler]
+pub async fn completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    handle(req, depot, res, chat::completions_request).await
+}
+
+type Convert = fn(&[u8]) -> Result<(Vec<u8>, chat::Chat), crate::convert::Invalid>;
+
+async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, convert: Convert) {
     let st = state(depot);
     let Some(Ingress {
         adm,
@@ -35,7 +47,7 @@ pub async fn chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Re
     else {
         return;
     };
-    let (converted, chat) = match chat::request(&body) {
+    let (converted, chat) = match convert(&body) {
         Ok(c) => c,
         Err(e) => {
             return write_error(

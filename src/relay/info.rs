@@ -83,24 +83,65 @@ pub async fn event_logging(res: &mut Response) {
     json(res, StatusCode::OK, &json!({"success": true}));
 }
 
+fn model_json(id: &str, name: &str, created: &str) -> serde_json::Value {
+    let ts = chrono::DateTime::parse_from_rfc3339(created)
+        .map(|d| d.timestamp())
+        .unwrap_or(0);
+    json!({"id": id, "type": "model", "object": "model", "display_name": name, "created_at": created, "created": ts, "owned_by": "anthropic"})
+}
+
+/// The listed models the key may use (its model restriction applied).
+fn models_for(
+    key: &KeyEntry,
+) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> + '_ {
+    let k = &key.rec;
+    MODELS.iter().filter(move |(id, _, _)| {
+        !(k.enable_model_restriction
+            && crate::limits::models::refused(id, &k.restricted_models, k.model_restriction_mode))
+    })
+}
+
 #[handler]
 pub async fn models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    if let Err(e) = st.authenticate(req) {
-        return e.write(res);
-    }
-    let data: Vec<_> = MODELS
-        .iter()
-        .map(|(id, name, created)| {
-            let ts = chrono::DateTime::parse_from_rfc3339(created).map(|d| d.timestamp()).unwrap_or(0);
-            json!({"id": id, "type": "model", "object": "model", "display_name": name, "created_at": created, "created": ts, "owned_by": "anthropic"})
-        })
+    let key = match st.authenticate(req) {
+        Ok(k) => k,
+        Err(e) => return e.write(res),
+    };
+    let data: Vec<_> = models_for(&key)
+        .map(|(id, name, created)| model_json(id, name, created))
         .collect();
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
     json(
         res,
         StatusCode::OK,
-        &json!({"object": "list", "data": data, "has_more": false, "first_id": MODELS[0].0, "last_id": MODELS[MODELS.len() - 1].0}),
+        &json!({"object": "list", "data": data, "has_more": false, "first_id": first, "last_id": last}),
     );
+}
+
+/// One model (`GET .../models/{model}`), if it is listed and the key may use it.
+#[handler]
+pub async fn model(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let key = match st.authenticate(req) {
+        Ok(k) => k,
+        Err(e) => return e.write(res),
+    };
+    let wanted = req.param::<String>("model").unwrap_or_default();
+    match models_for(&key).find(|(id, _, _)| *id == wanted) {
+        Some((id, name, created)) => json(res, StatusCode::OK, &model_json(id, name, created)),
+        None => crate::web::raw_json(
+            res,
+            StatusCode::NOT_FOUND,
+            crate::providers::error_body(
+                crate::limits::ClientFormat::OpenAI,
+                404,
+                "invalid_request_error",
+                &format!("The model '{wanted}' does not exist or this key may not use it"),
+            ),
+        ),
+    }
 }
 
 /// The calling key and its usage totals (after a ledger flush), or the error reply written.

@@ -28,7 +28,14 @@ pub fn router() -> Router {
         .push(gemini::router())
         .push(Router::with_path("api/event_logging/batch").post(info::event_logging))
         .push(Router::with_path("api/v1/chat/completions").post(chat::chat_completions))
-        .push(Router::with_path("openai/claude/v1/chat/completions").post(chat::chat_completions));
+        .push(Router::with_path("api/v1/completions").post(chat::completions))
+        .push(
+            Router::with_path("openai/claude/v1")
+                .push(Router::with_path("chat/completions").post(chat::chat_completions))
+                .push(Router::with_path("completions").post(chat::completions))
+                .push(Router::with_path("models").get(info::models))
+                .push(Router::with_path("models/{model}").get(info::model)),
+        );
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
             Router::with_path(prefix)

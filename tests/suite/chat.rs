@@ -216,3 +216,97 @@ async fn the_openai_python_sdk_chats_with_a_claude_account() {
     assert_eq!(t.requests, 3);
     env.stop().await;
 }
+
+/// Legacy Completions (`prompt` in, `text_completion` out), streamed and not.
+#[tokio::test]
+async fn legacy_completions_go_through_the_same_conversion() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let (_, key) = env.create_key(json!({"name": "legacy"})).await;
+    let body = json!({"model": "claude-sonnet-4-5-20250929", "prompt": "Once upon a time mock:usage=8,4,0,0"});
+    let r = post(&env, "/openai/claude/v1/completions", &key, body.clone()).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], "Hello from the mock upstream.");
+    assert_eq!(v["usage"]["total_tokens"], 12);
+    let sent: Value = serde_json::from_slice(&last_seen(&env.mock, "/v1/messages").body).unwrap();
+    assert_eq!(sent["max_tokens"], 16, "OpenAI's legacy default");
+    assert_eq!(sent["messages"][0]["content"][0]["text"], body["prompt"]);
+    let mut body = body;
+    body["stream"] = json!(true);
+    let r = post(&env, "/api/v1/completions", &key, body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        chunks.iter().all(|c| c["object"] == "text_completion"),
+        "{text}"
+    );
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert!(
+        joined.starts_with("Hello from the mock upstream."),
+        "{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let r = post(
+        &env,
+        "/api/v1/completions",
+        &key,
+        json!({"model": "claude-sonnet-4-5"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    env.stop().await;
+}
+
+/// OpenAI-style model lists of the Claude models a key may use.
+#[tokio::test]
+async fn model_lists_follow_the_keys_model_restriction() {
+    let env = Env::start().await;
+    let (_, key) = env
+        .create_key(
+            json!({"name": "sonnet-only", "enableModelRestriction": true,
+            "modelRestrictionMode": "allow", "restrictedModels": ["claude-sonnet-4-5"]}),
+        )
+        .await;
+    let get = |path: &str| env.http.get(env.url(path)).bearer_auth(&key).send();
+    let v: Value = get("/openai/claude/v1/models")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["claude-sonnet-4-5-20250929"], "{v}");
+    assert_eq!(v["object"], "list");
+    let r = get("/openai/claude/v1/models/claude-sonnet-4-5-20250929")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["object"], "model");
+    let r = get("/openai/claude/v1/models/claude-opus-4-1-20250805")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("claude-opus")
+    );
+    env.stop().await;
+}
