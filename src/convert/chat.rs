@@ -33,6 +33,8 @@ pub struct Chat {
     pub include_usage: bool,
     /// A legacy Completions request (`/v1/completions`): answers are `text_completion`s.
     pub legacy: bool,
+    /// What the upstream answers in.
+    pub upstream: Upstream,
 }
 
 fn text_of(content: &Value) -> String {
@@ -267,8 +269,173 @@ pub fn request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
             stream,
             include_usage,
             legacy: false,
+            upstream: Upstream::Messages,
         },
     ))
+}
+
+/// A Chat Completions request as an OpenAI Responses body (for Responses/Codex accounts):
+/// system and developer text become `instructions`, turns become `input` items (`input_text`,
+/// `input_image`, `output_text`, `function_call`, `function_call_output`), tools are flattened
+/// (`{"type": "function", "name", "description", "parameters"}`), `max_tokens` becomes
+/// `max_output_tokens`; nothing is stored upstream (`store: false`).
+pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
+    // The same validation and the same `Chat` as the Messages conversion.
+    let (_, mut chat) = request(body)?;
+    chat.upstream = Upstream::Responses;
+    let req: Map<String, Value> = serde_json::from_slice(body).expect("parsed above");
+    let msgs = req["messages"].as_array().expect("checked above");
+    let mut instructions: Vec<String> = Vec::new();
+    let mut input: Vec<Value> = Vec::new();
+    for m in msgs {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => {
+                let t = text_of(content);
+                if !t.is_empty() {
+                    instructions.push(t);
+                }
+            }
+            "user" => {
+                let parts: Vec<Value> = blocks(content)?
+                    .into_iter()
+                    .map(|b| match b["type"].as_str() {
+                        Some("image") => {
+                            let src = &b["source"];
+                            let url = match src["type"].as_str() {
+                                Some("base64") => format!(
+                                    "data:{};base64,{}",
+                                    src["media_type"].as_str().unwrap_or(""),
+                                    src["data"].as_str().unwrap_or("")
+                                ),
+                                _ => src["url"].as_str().unwrap_or("").to_owned(),
+                            };
+                            json!({"type": "input_image", "image_url": url})
+                        }
+                        _ => json!({"type": "input_text", "text": b["text"]}),
+                    })
+                    .collect();
+                if !parts.is_empty() {
+                    input.push(json!({"role": "user", "content": parts}));
+                }
+            }
+            "assistant" => {
+                let t = text_of(content);
+                if !t.is_empty() {
+                    input.push(json!({"role": "assistant", "content": [{"type": "output_text", "text": t}]}));
+                }
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let u = tool_use(call)?;
+                    input.push(
+                        json!({"type": "function_call", "call_id": u["id"], "name": u["name"],
+                        "arguments": u["input"].to_string()}),
+                    );
+                }
+            }
+            "tool" => input.push(json!({"type": "function_call_output",
+                "call_id": m.get("tool_call_id").cloned().unwrap_or(json!("")),
+                "output": text_of(content)})),
+            _ => {}
+        }
+    }
+    let mut out =
+        json!({"model": chat.model, "input": input, "stream": chat.stream, "store": false});
+    if !instructions.is_empty() {
+        out["instructions"] = json!(instructions.join("\n\n"));
+    }
+    if let Some(n) = req
+        .get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .and_then(Value::as_u64)
+    {
+        out["max_output_tokens"] = json!(n);
+    }
+    for k in ["temperature", "top_p"] {
+        if let Some(v) = req.get(k).filter(|v| v.is_number()) {
+            out[k] = v.clone();
+        }
+    }
+    if let Some(effort) = req.get("reasoning_effort").and_then(Value::as_str) {
+        out["reasoning"] = json!({"effort": effort});
+    }
+    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+        let flat: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| json!({"type": "function", "name": f.get("name").cloned().unwrap_or(json!("")),
+                "description": f.get("description").cloned().unwrap_or(json!("")),
+                "parameters": f.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}}))}))
+            .collect();
+        if !flat.is_empty() {
+            out["tools"] = Value::Array(flat);
+            match req.get("tool_choice") {
+                Some(Value::String(c)) => out["tool_choice"] = json!(c),
+                Some(Value::Object(o)) => {
+                    if let Some(n) = o.get("function").and_then(|f| f.get("name")) {
+                        out["tool_choice"] = json!({"type": "function", "name": n});
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((
+        serde_json::to_vec(&out).expect("a JSON value serialises"),
+        chat,
+    ))
+}
+
+/// An OpenAI Responses object as a `chat.completion`. None when the body is not a response.
+fn response_from_responses(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
+    let r: Value = serde_json::from_slice(body).ok()?;
+    let output = r.get("output")?.as_array()?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for item in output {
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                for c in item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if c.get("type").and_then(Value::as_str) == Some("output_text") {
+                        text.push_str(c.get("text").and_then(Value::as_str).unwrap_or(""));
+                    }
+                }
+            }
+            Some("function_call") => calls.push(json!({
+                "id": item.get("call_id").cloned().unwrap_or(json!("")),
+                "type": "function",
+                "function": {"name": item.get("name").cloned().unwrap_or(json!("")),
+                    "arguments": item.get("arguments").cloned().unwrap_or(json!("{}"))},
+            })),
+            _ => {}
+        }
+    }
+    let (usage, _) = crate::providers::openai::responses_usage_from_body(body).unwrap_or_default();
+    let finish = responses_finish(&r, !calls.is_empty());
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let id = r.get("id").and_then(Value::as_str).unwrap_or("");
+    let out = json!({
+        "id": format!("chatcmpl-{}", id.strip_prefix("resp_").unwrap_or(id)),
+        "object": "chat.completion",
+        "created": created,
+        "model": chat.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+        "usage": usage_json(&usage),
+    });
+    serde_json::to_vec(&out).ok()
 }
 
 /// OpenAI's legacy Completions default when `max_tokens` is absent.
@@ -305,6 +472,21 @@ pub fn completions_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     Ok((out, chat))
 }
 
+/// A finished Responses object's Chat `finish_reason`.
+fn responses_finish(r: &Value, tool_calls: bool) -> &'static str {
+    let truncated = r
+        .pointer("/incomplete_details/reason")
+        .and_then(Value::as_str)
+        .is_some_and(|w| w == "max_output_tokens");
+    if truncated {
+        "length"
+    } else if tool_calls {
+        "tool_calls"
+    } else {
+        "stop"
+    }
+}
+
 /// Anthropic's `stop_reason` as a Chat `finish_reason`.
 pub fn finish_reason(stop: &str) -> &'static str {
     match stop {
@@ -334,8 +516,16 @@ fn legacy_id(msg_id: &str) -> String {
     format!("cmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
 }
 
-/// An Anthropic Messages answer as a `chat.completion`. None when the body is not a message.
+/// The upstream's answer as a `chat.completion` (or `text_completion`). None when the body is
+/// not an answer in the upstream's format.
 pub fn response(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
+    match chat.upstream {
+        Upstream::Messages => response_from_messages(body, chat, created),
+        Upstream::Responses => response_from_responses(body, chat, created),
+    }
+}
+
+fn response_from_messages(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
     let m: Value = serde_json::from_slice(body).ok()?;
     let content = m.get("content")?.as_array()?;
     let mut text = String::new();
@@ -386,10 +576,20 @@ pub fn response(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
     serde_json::to_vec(&out).ok()
 }
 
-/// Converts an Anthropic Messages stream into Chat Completions chunks while the Anthropic tap
-/// underneath keeps the usage.
+/// The upstream stream a `ChatTap` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// Anthropic Messages SSE.
+    Messages,
+    /// OpenAI Responses SSE.
+    Responses,
+}
+
+/// Converts an upstream stream (Anthropic Messages or OpenAI Responses) into Chat Completions
+/// chunks while the upstream format's own tap underneath keeps the usage.
 pub struct ChatTap {
-    inner: SseTap,
+    inner: Box<dyn StreamTap>,
+    upstream: Upstream,
     lines: DataLines,
     chat: Chat,
     created: i64,
@@ -402,8 +602,14 @@ pub struct ChatTap {
 
 impl ChatTap {
     pub fn new(chat: Chat, created: i64) -> Self {
+        let upstream = chat.upstream;
+        let inner: Box<dyn StreamTap> = match upstream {
+            Upstream::Messages => Box::new(SseTap::new()),
+            Upstream::Responses => Box::new(crate::providers::openai::ResponsesTap::new()),
+        };
         ChatTap {
-            inner: SseTap::new(),
+            inner,
+            upstream,
             lines: DataLines::new(),
             chat,
             created,
@@ -445,6 +651,9 @@ impl ChatTap {
         let Ok(ev) = serde_json::from_slice::<Value>(data) else {
             return;
         };
+        if self.upstream == Upstream::Responses {
+            return self.responses_event(&ev, out);
+        }
         match ev.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
                 if let Some(id) = ev.pointer("/message/id").and_then(Value::as_str) {
@@ -456,14 +665,7 @@ impl ChatTap {
                 let block = ev.get("content_block").unwrap_or(&Value::Null);
                 if block.get("type").and_then(Value::as_str) == Some("tool_use") {
                     let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    let n = self.tools.len();
-                    self.tools.push((index, n));
-                    self.chunk(
-                        out,
-                        json!({"tool_calls": [{"index": n, "id": block.get("id").cloned().unwrap_or(json!("")),
-                            "type": "function", "function": {"name": block.get("name").cloned().unwrap_or(json!("")), "arguments": ""}}]}),
-                        None,
-                    );
+                    self.tool_start(out, index, block.get("id"), block.get("name"));
                 }
             }
             "content_block_delta" => {
@@ -475,15 +677,7 @@ impl ChatTap {
                     }
                     Some("input_json_delta") => {
                         let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        if let Some((_, n)) = self.tools.iter().find(|(i, _)| *i == index) {
-                            let part = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
-                            let n = *n;
-                            self.chunk(
-                                out,
-                                json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}),
-                                None,
-                            );
-                        }
+                        self.tool_args(out, index, d.get("partial_json"));
                     }
                     _ => {}
                 }
@@ -495,6 +689,69 @@ impl ChatTap {
             }
             "message_stop" => self.end(out),
             _ => {}
+        }
+    }
+
+    /// One OpenAI Responses stream event (`response.created`, `response.output_text.delta`,
+    /// `response.output_item.added` for a `function_call`,
+    /// `response.function_call_arguments.delta`, `response.completed` / `incomplete`).
+    fn responses_event(&mut self, ev: &Value, out: &mut Vec<u8>) {
+        match ev.get("type").and_then(Value::as_str).unwrap_or("") {
+            "response.created" => {
+                if let Some(id) = ev.pointer("/response/id").and_then(Value::as_str) {
+                    self.id = format!("chatcmpl-{}", id.strip_prefix("resp_").unwrap_or(id));
+                }
+                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+            }
+            "response.output_text.delta" => {
+                let t = ev.get("delta").and_then(Value::as_str).unwrap_or("");
+                self.chunk(out, json!({"content": t}), None);
+            }
+            "response.output_item.added" => {
+                let item = ev.get("item").unwrap_or(&Value::Null);
+                if item.get("type").and_then(Value::as_str) == Some("function_call") {
+                    let index = ev.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                    self.tool_start(out, index, item.get("call_id"), item.get("name"));
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                let index = ev.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                self.tool_args(out, index, ev.get("delta"));
+            }
+            "response.completed" | "response.incomplete" => {
+                let r = ev.get("response").unwrap_or(&Value::Null);
+                self.finish = Some(responses_finish(r, !self.tools.is_empty()));
+                self.end(out);
+            }
+            _ => {}
+        }
+    }
+
+    /// A tool call begins (upstream block or item `index`): its id and name, no arguments yet.
+    fn tool_start(
+        &mut self,
+        out: &mut Vec<u8>,
+        index: u64,
+        id: Option<&Value>,
+        name: Option<&Value>,
+    ) {
+        let n = self.tools.len();
+        self.tools.push((index, n));
+        let call = json!({"index": n, "id": id.cloned().unwrap_or(json!("")), "type": "function",
+            "function": {"name": name.cloned().unwrap_or(json!("")), "arguments": ""}});
+        self.chunk(out, json!({"tool_calls": [call]}), None);
+    }
+
+    /// More of a tool call's arguments (a piece of JSON text).
+    fn tool_args(&mut self, out: &mut Vec<u8>, index: u64, part: Option<&Value>) {
+        if let Some((_, n)) = self.tools.iter().find(|(i, _)| *i == index) {
+            let n = *n;
+            let part = part.and_then(Value::as_str).unwrap_or("");
+            self.chunk(
+                out,
+                json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}),
+                None,
+            );
         }
     }
 
@@ -517,7 +774,7 @@ impl ChatTap {
                 "created": self.created,
                 "model": self.chat.model,
                 "choices": [],
-                "usage": usage_json(&self.inner.usage),
+                "usage": usage_json(&self.inner.usage()),
             });
             sse(out, &c);
         }
@@ -541,16 +798,16 @@ impl StreamTap for ChatTap {
         Some(Bytes::from(out))
     }
     fn usage(&self) -> TokenUsage {
-        self.inner.usage
+        self.inner.usage()
     }
     fn model(&self) -> Option<&str> {
-        self.inner.model.as_deref()
+        self.inner.model()
     }
     fn started(&self) -> bool {
-        self.inner.started
+        self.inner.started()
     }
     fn finished(&self) -> bool {
-        self.inner.finished
+        self.inner.finished()
     }
     fn mid_line(&self) -> bool {
         false
@@ -678,6 +935,7 @@ mod tests {
             stream: false,
             include_usage: false,
             legacy: false,
+            upstream: Upstream::Messages,
         };
         let out: Value =
             serde_json::from_slice(&response(body.to_string().as_bytes(), &chat, 7).unwrap())
@@ -719,6 +977,7 @@ mod tests {
                 stream: true,
                 include_usage: true,
                 legacy: false,
+                upstream: Upstream::Messages,
             };
             let mut tap = ChatTap::new(chat, 7);
             let mut out = Vec::new();
@@ -756,5 +1015,103 @@ mod tests {
             assert_eq!(tap.usage().output_tokens, 9);
             assert!(tap.finished());
         }
+    }
+
+    #[test]
+    fn responses_answers_and_streams_become_chat() {
+        let chat = Chat {
+            model: "gpt-5".into(),
+            stream: true,
+            include_usage: true,
+            legacy: false,
+            upstream: Upstream::Responses,
+        };
+        let usage = json!({"input_tokens": 12, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 7});
+        let body = json!({"id": "resp_7", "object": "response", "status": "completed", "output": [
+            {"type": "function_call", "call_id": "call_9", "name": "weather", "arguments": "{\"city\":\"Oslo\"}"}],
+            "usage": usage});
+        let out: Value =
+            serde_json::from_slice(&response(body.to_string().as_bytes(), &chat, 1).unwrap())
+                .unwrap();
+        assert_eq!(out["id"], "chatcmpl-7");
+        assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(out["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(
+            out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Oslo\"}"
+        );
+        assert_eq!(out["usage"]["prompt_tokens"], 12);
+        assert_eq!(out["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
+        let events = [
+            json!({"type": "response.created", "response": {"id": "resp_7", "status": "in_progress"}}),
+            json!({"type": "response.output_item.added", "output_index": 0, "item": {"type": "function_call", "call_id": "call_9", "name": "weather"}}),
+            json!({"type": "response.function_call_arguments.delta", "output_index": 0, "delta": "{\"city\":"}),
+            json!({"type": "response.function_call_arguments.delta", "output_index": 0, "delta": "\"Oslo\"}"}),
+            json!({"type": "response.completed", "response": {"id": "resp_7", "status": "completed", "usage": usage, "output": []}}),
+        ];
+        let wire: String = events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+            .collect();
+        let mut tap = ChatTap::new(chat, 1);
+        let text = String::from_utf8(tap.feed(&Bytes::from(wire)).unwrap().to_vec()).unwrap();
+        let chunks: Vec<Value> = text
+            .split("\n\n")
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|l| *l != "[DONE]")
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            chunks[1]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "call_9"
+        );
+        let args: String = chunks
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        assert_eq!(args, "{\"city\":\"Oslo\"}");
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 7);
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert_eq!(tap.usage().output_tokens, 7);
+    }
+
+    #[test]
+    fn chat_requests_become_responses_requests() {
+        let body = json!({"model": "gpt-5", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "done"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}, "max_tokens": 50});
+        let (out, chat) = responses_request(body.to_string().as_bytes()).unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(chat.upstream, Upstream::Responses);
+        assert_eq!(out["instructions"], "Be brief.");
+        assert_eq!(
+            out["input"][0]["content"][1],
+            json!({"type": "input_image", "image_url": "data:image/png;base64,AAAA"})
+        );
+        assert_eq!(
+            out["input"][1],
+            json!({"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"})
+        );
+        assert_eq!(
+            out["input"][2],
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "done"})
+        );
+        assert_eq!(
+            out["tools"][0],
+            json!({"type": "function", "name": "f", "description": "", "parameters": {"type": "object"}})
+        );
+        assert_eq!(out["tool_choice"], json!({"type": "function", "name": "f"}));
+        assert_eq!(out["max_output_tokens"], 50);
     }
 }

@@ -274,7 +274,8 @@ pub struct Admission {
     pub body_budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-fn permits(k: &ApiKey, s: Service) -> bool {
+/// May key `k` use `s`? (No permissions listed, or `all`, or the service.)
+pub fn permits(k: &ApiKey, s: Service) -> bool {
     k.permissions.is_empty() || k.permissions.iter().any(|p| p == "all" || p == s.as_str())
 }
 

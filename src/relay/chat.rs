@@ -11,6 +11,7 @@ use super::engine::{self, Call, write_error};
 use super::ingress::{Ingress, ingress};
 use crate::convert::chat;
 use crate::limits::{ClientFormat, Service};
+use crate::model::Platform;
 use crate::providers::Op;
 use crate::state::state;
 
@@ -25,16 +26,53 @@ pub async fn completions(req: &mut Request, depot: &mut Depot, res: &mut Respons
     handle(req, depot, res, chat::completions_request).await
 }
 
+/// `/openai/v1/chat/completions` (and `/completions`): the backend follows the model. Claude
+/// models go to Claude accounts as Anthropic Messages (the key needs the Claude permission as
+/// well); every other model to OpenAI Responses accounts as a Responses request.
+#[handler]
+pub async fn openai_chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let Some(ing) = ingress(
+        &st,
+        req,
+        res,
+        ClientFormat::OpenAI,
+        Service::OpenAI,
+        true,
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let claude = crate::limits::models::is_claude(&ing.peek.model);
+    if claude && !crate::limits::permits(&ing.adm.key.rec, Service::Claude) {
+        return crate::limits::Rejection::Permission(Service::Claude)
+            .write(ClientFormat::OpenAI, res);
+    }
+    let (convert, service, op, platforms): (Convert, _, _, &'static [Platform]) = if claude {
+        (
+            chat::request,
+            Service::Claude,
+            Op::Messages,
+            super::messages::platforms(Op::Messages),
+        )
+    } else {
+        (
+            chat::responses_request,
+            Service::OpenAI,
+            Op::Responses { compact: false },
+            &[Platform::OpenAIResponses],
+        )
+    };
+    serve(st, req, res, ing, convert, service, op, platforms).await
+}
+
 type Convert = fn(&[u8]) -> Result<(Vec<u8>, chat::Chat), crate::convert::Invalid>;
 
 async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, convert: Convert) {
     let st = state(depot);
-    let Some(Ingress {
-        adm,
-        body,
-        peek,
-        started,
-    }) = ingress(
+    let Some(ing) = ingress(
         &st,
         req,
         res,
@@ -47,6 +85,38 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, conver
     else {
         return;
     };
+    let platforms = super::messages::platforms(Op::Messages);
+    serve(
+        st,
+        req,
+        res,
+        ing,
+        convert,
+        Service::Claude,
+        Op::Messages,
+        platforms,
+    )
+    .await
+}
+
+/// Convert the request, then relay it like a native one with the answer converted back.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    st: std::sync::Arc<crate::state::AppState>,
+    req: &Request,
+    res: &mut Response,
+    ing: Ingress,
+    convert: Convert,
+    service: Service,
+    op: Op,
+    platforms: &'static [Platform],
+) {
+    let Ingress {
+        adm,
+        body,
+        peek,
+        started,
+    } = ing;
     let (converted, chat) = match convert(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -59,13 +129,12 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, conver
             );
         }
     };
-    let platforms = super::messages::platforms(Op::Messages);
     let call = Call {
         binding: adm.key.rec.binding_for(platforms),
         adm,
-        service: Service::Claude,
+        service,
         format: ClientFormat::OpenAI,
-        op: Op::Messages,
+        op,
         platforms,
         session: peek.session,
         model: peek.model,

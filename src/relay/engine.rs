@@ -491,7 +491,7 @@ async fn respond(
                 Box::new(crate::convert::chat::ChatTap::new(
                     chat.clone(),
                     Utc::now().timestamp(),
-                ))
+                )) as Box<dyn crate::providers::StreamTap>
             }
             None => acc.kind().tap(call.op),
         };

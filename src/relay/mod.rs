@@ -29,6 +29,7 @@ pub fn router() -> Router {
         .push(Router::with_path("api/event_logging/batch").post(info::event_logging))
         .push(Router::with_path("api/v1/chat/completions").post(chat::chat_completions))
         .push(Router::with_path("api/v1/completions").post(chat::completions))
+        .push(Router::with_path("openai/v1/chat/completions").post(chat::openai_chat_completions))
         .push(
             Router::with_path("openai/claude/v1")
                 .push(Router::with_path("chat/completions").post(chat::chat_completions))

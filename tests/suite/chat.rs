@@ -157,9 +157,10 @@ async fn chat_errors_come_back_in_openai_shape() {
 }
 
 /// The official OpenAI Python SDK (from PyPI, installed by scripts/test.sh into e2e/.venv)
-/// against a Claude account: chat.completions, streamed and not, with and without tools.
+/// against a Claude account (`/openai/claude/v1`) and an OpenAI Responses account
+/// (`/openai/v1`, a GPT model): chat.completions, streamed and not, with and without tools.
 #[tokio::test]
-async fn the_openai_python_sdk_chats_with_a_claude_account() {
+async fn the_openai_python_sdk_chats_with_claude_and_responses_accounts() {
     let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/.venv/bin/python");
     if !python.exists() {
         assert_ne!(
@@ -173,47 +174,145 @@ async fn the_openai_python_sdk_chats_with_a_claude_account() {
     }
     let env = Env::start().await;
     env.create_account(json!({})).await;
+    env.create(
+        "openai-responses-accounts",
+        json!({"name": "codex", "baseApi": format!("{}/v1", env.mock.url()), "apiKey": UPSTREAM_KEY}),
+    )
+    .await;
     let (key_id, key) = env.create_key(json!({"name": "sdk"})).await;
+    for (base, model, upstream) in [
+        (
+            "/openai/claude/v1",
+            "claude-sonnet-4-5-20250929",
+            "/v1/messages",
+        ),
+        ("/openai/v1", "gpt-5", "/v1/responses"),
+    ] {
+        let out = run_sdk(&python, env.url(base), key.clone(), model).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "sdk failed on {base}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let hello = "Hello from the mock upstream.";
+        assert_eq!(v["plain"]["content"], hello, "{base}");
+        assert_eq!(v["plain"]["finish_reason"], "stop");
+        assert_eq!(v["plain"]["completion_tokens"], 12);
+        assert_eq!(v["tools"]["content"], hello);
+        assert!(
+            v["stream"]["content"].as_str().unwrap().starts_with(hello),
+            "{v}"
+        );
+        assert_eq!(v["stream"]["finish_reason"], "stop");
+        assert_eq!(v["stream"]["completion_tokens"], 12);
+        // The tools reached the upstream in its own shape.
+        let sent: Value = serde_json::from_slice(&last_seen(&env.mock, upstream).body).unwrap();
+        let tool = &sent["tools"][0];
+        assert_eq!(tool["name"], "weather", "{sent}");
+        let schema = if upstream == "/v1/messages" {
+            &tool["input_schema"]
+        } else {
+            &tool["parameters"]
+        };
+        assert_eq!(schema["required"], json!(["city"]));
+    }
+    let t = env.key_totals(&key_id).await;
+    assert_eq!(t.requests, 6);
+    env.stop().await;
+}
+
+async fn run_sdk(
+    python: &std::path::Path,
+    base: String,
+    key: String,
+    model: &str,
+) -> std::process::Output {
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/openai_chat.py");
-    let base = env.url("/openai/claude/v1");
-    let out = tokio::task::spawn_blocking(move || {
+    let python = python.to_owned();
+    let model = model.to_owned();
+    tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
             .arg(script)
-            .args([&base, &key, "claude-sonnet-4-5-20250929"])
+            .args([&base, &key, &model])
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
             .output()
             .unwrap()
     })
     .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "sdk failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-    let hello = "Hello from the mock upstream.";
-    assert_eq!(v["plain"]["content"], hello);
-    assert_eq!(v["plain"]["finish_reason"], "stop");
-    assert_eq!(v["plain"]["completion_tokens"], 12);
-    assert_eq!(v["tools"]["content"], hello);
-    assert!(
-        v["stream"]["content"].as_str().unwrap().starts_with(hello),
-        "{v}"
-    );
-    assert_eq!(v["stream"]["finish_reason"], "stop");
-    assert_eq!(v["stream"]["completion_tokens"], 12);
-    // The tools reached the upstream in Anthropic's shape.
-    let sent: Value = serde_json::from_slice(&last_seen(&env.mock, "/v1/messages").body).unwrap();
-    assert_eq!(sent["tools"][0]["name"], "weather");
+    .unwrap()
+}
+
+/// `/openai/v1/chat/completions` follows the model: GPT models to Responses accounts (as a
+/// Responses request), Claude models to Claude accounts.
+#[tokio::test]
+async fn openai_chat_routes_by_model() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    env.create(
+        "openai-responses-accounts",
+        json!({"name": "codex", "baseApi": format!("{}/v1", env.mock.url()), "apiKey": UPSTREAM_KEY}),
+    )
+    .await;
+    let (_, key) = env.create_key(json!({"name": "both"})).await;
+    let mut body = chat_body(false, "hi mock:usage=10,3,0,0");
+    body["model"] = json!("gpt-5");
+    body["reasoning_effort"] = json!("low");
+    let r = post(&env, "/openai/v1/chat/completions", &key, body.clone()).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "gpt-5");
     assert_eq!(
-        sent["tools"][0]["input_schema"]["required"],
-        json!(["city"])
+        v["choices"][0]["message"]["content"],
+        "Hello from the mock upstream."
     );
-    let t = env.key_totals(&key_id).await;
-    assert_eq!(t.requests, 3);
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    let sent: Value = serde_json::from_slice(&last_seen(&env.mock, "/v1/responses").body).unwrap();
+    assert_eq!(sent["instructions"], "You are terse.");
+    assert_eq!(
+        sent["input"][0]["content"][0],
+        json!({"type": "input_text", "text": "hi mock:usage=10,3,0,0"})
+    );
+    assert_eq!(sent["max_output_tokens"], 64);
+    assert_eq!(sent["reasoning"], json!({"effort": "low"}));
+    assert_eq!(sent["store"], false);
+    body["stream"] = json!(true);
+    let r = post(&env, "/openai/v1/chat/completions", &key, body).await;
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("\"chat.completion.chunk\"") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"completion_tokens\":3"),
+        "usage chunk: {text}"
+    );
+    assert_eq!(hits(&env.mock, "/v1/messages"), 0);
+    // A Claude model on the same route goes to the Claude account...
+    let r = post(
+        &env,
+        "/openai/v1/chat/completions",
+        &key,
+        chat_body(false, "claude"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hits(&env.mock, "/v1/messages"), 1);
+    // ...but only for keys that may use Claude.
+    let (_, openai_only) = env
+        .create_key(json!({"name": "openai-only", "permissions": "openai"}))
+        .await;
+    let r = post(
+        &env,
+        "/openai/v1/chat/completions",
+        &openai_only,
+        chat_body(false, "no"),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(hits(&env.mock, "/v1/messages"), 1);
     env.stop().await;
 }
 
