@@ -438,6 +438,225 @@ fn response_from_responses(body: &[u8], chat: &Chat, created: i64) -> Option<Vec
     serde_json::to_vec(&out).ok()
 }
 
+/// JSON Schema keys Gemini's function declarations refuse.
+const GEMINI_UNSUPPORTED_SCHEMA: &[&str] = &["$schema", "additionalProperties", "strict"];
+
+fn gemini_schema(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| !GEMINI_UNSUPPORTED_SCHEMA.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), gemini_schema(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(gemini_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A Chat Completions request as a Gemini `generateContent` body: system and developer text
+/// become `systemInstruction`, turns `contents` (`user` / `model`) with `text`, `inlineData`
+/// (images as data URLs), `functionCall` and `functionResponse` parts; tools become
+/// `functionDeclarations`, `tool_choice` a `functionCallingConfig`, limits `generationConfig`.
+pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
+    let (_, mut chat) = request(body)?;
+    chat.upstream = Upstream::Gemini;
+    let req: Map<String, Value> = serde_json::from_slice(body).expect("parsed above");
+    let msgs = req["messages"].as_array().expect("checked above");
+    let mut system: Vec<Value> = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    // tool_call_id -> function name, for functionResponse parts.
+    let mut names: Vec<(String, String)> = Vec::new();
+    for m in msgs {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        let (turn_role, parts): (&str, Vec<Value>) = match role {
+            "system" | "developer" => {
+                let t = text_of(content);
+                if !t.is_empty() {
+                    system.push(json!({"text": t}));
+                }
+                continue;
+            }
+            "user" => {
+                let mut parts = Vec::new();
+                for b in blocks(content)? {
+                    if b["type"] == "image" {
+                        if b["source"]["type"] != "base64" {
+                            return Err(Invalid(
+                                "images for Gemini models must be data URLs".into(),
+                            ));
+                        }
+                        parts.push(json!({"inlineData": {"mimeType": b["source"]["media_type"], "data": b["source"]["data"]}}));
+                    } else {
+                        parts.push(json!({"text": b["text"]}));
+                    }
+                }
+                ("user", parts)
+            }
+            "assistant" => {
+                let mut parts = Vec::new();
+                let t = text_of(content);
+                if !t.is_empty() {
+                    parts.push(json!({"text": t}));
+                }
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let u = tool_use(call)?;
+                    names.push((
+                        u["id"].as_str().unwrap_or("").to_owned(),
+                        u["name"].as_str().unwrap_or("").to_owned(),
+                    ));
+                    parts.push(json!({"functionCall": {"name": u["name"], "args": u["input"]}}));
+                }
+                ("model", parts)
+            }
+            "tool" => {
+                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let name = names
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, n)| n.clone())
+                    .unwrap_or_default();
+                (
+                    "user",
+                    vec![
+                        json!({"functionResponse": {"name": name, "response": {"content": text_of(content)}}}),
+                    ],
+                )
+            }
+            _ => continue,
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        match contents.last_mut() {
+            Some(last) if last["role"] == turn_role => {
+                if let Some(p) = last["parts"].as_array_mut() {
+                    p.extend(parts);
+                }
+            }
+            _ => contents.push(json!({"role": turn_role, "parts": parts})),
+        }
+    }
+    let mut out = json!({"contents": contents});
+    if !system.is_empty() {
+        out["systemInstruction"] = json!({"parts": system});
+    }
+    let mut config = Map::new();
+    if let Some(n) = req
+        .get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .and_then(Value::as_u64)
+    {
+        config.insert("maxOutputTokens".into(), json!(n));
+    }
+    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
+        if let Some(v) = req.get(from).filter(|v| v.is_number()) {
+            config.insert(to.into(), v.clone());
+        }
+    }
+    match req.get("stop") {
+        Some(Value::String(s)) => {
+            config.insert("stopSequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) if !a.is_empty() => {
+            config.insert("stopSequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if !config.is_empty() {
+        out["generationConfig"] = Value::Object(config);
+    }
+    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
+        let decls: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                let mut d = json!({"name": f.get("name").cloned().unwrap_or(json!("")),
+                    "description": f.get("description").cloned().unwrap_or(json!(""))});
+                if let Some(p) = f.get("parameters") {
+                    d["parameters"] = gemini_schema(p);
+                }
+                d
+            })
+            .collect();
+        if !decls.is_empty() {
+            out["tools"] = json!([{"functionDeclarations": decls}]);
+            let mode = match req.get("tool_choice") {
+                Some(Value::String(c)) if c == "none" => Some(json!({"mode": "NONE"})),
+                Some(Value::String(c)) if c == "required" => Some(json!({"mode": "ANY"})),
+                Some(Value::Object(o)) => o
+                    .get("function")
+                    .and_then(|f| f.get("name"))
+                    .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+                _ => None,
+            };
+            if let Some(m) = mode {
+                out["toolConfig"] = json!({"functionCallingConfig": m});
+            }
+        }
+    }
+    Ok((
+        serde_json::to_vec(&out).expect("a JSON value serialises"),
+        chat,
+    ))
+}
+
+/// A Gemini `GenerateContentResponse` as a `chat.completion`.
+fn response_from_gemini(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
+    let r: Value = serde_json::from_slice(body).ok()?;
+    let cand = r.pointer("/candidates/0")?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for part in cand
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if part.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = part.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        } else if let Some(call) = part.get("functionCall") {
+            calls.push(
+                json!({"id": format!("call_{}", calls.len()), "type": "function",
+                "function": {"name": call.get("name").cloned().unwrap_or(json!("")),
+                    "arguments": call.get("args").unwrap_or(&json!({})).to_string()}}),
+            );
+        }
+    }
+    let reason = cand
+        .get("finishReason")
+        .and_then(Value::as_str)
+        .unwrap_or("STOP");
+    let finish = gemini_finish(reason, !calls.is_empty());
+    let (usage, _) = crate::providers::gemini::usage_from_body(body).unwrap_or_default();
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let id = r
+        .get("responseId")
+        .and_then(Value::as_str)
+        .unwrap_or("gemini");
+    let out = json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": chat.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+        "usage": usage_json(&usage),
+    });
+    serde_json::to_vec(&out).ok()
+}
+
 /// OpenAI's legacy Completions default when `max_tokens` is absent.
 pub const LEGACY_DEFAULT_MAX_TOKENS: u64 = 16;
 
@@ -470,6 +689,16 @@ pub fn completions_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     let (out, mut chat) = request(&serde_json::to_vec(&req).expect("a JSON value serialises"))?;
     chat.legacy = true;
     Ok((out, chat))
+}
+
+/// Gemini's `finishReason` as a Chat `finish_reason`.
+fn gemini_finish(reason: &str, tool_calls: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
+        _ if tool_calls => "tool_calls",
+        _ => "stop",
+    }
 }
 
 /// A finished Responses object's Chat `finish_reason`.
@@ -522,6 +751,7 @@ pub fn response(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
     match chat.upstream {
         Upstream::Messages => response_from_messages(body, chat, created),
         Upstream::Responses => response_from_responses(body, chat, created),
+        Upstream::Gemini => response_from_gemini(body, chat, created),
     }
 }
 
@@ -583,6 +813,8 @@ pub enum Upstream {
     Messages,
     /// OpenAI Responses SSE.
     Responses,
+    /// Gemini `streamGenerateContent?alt=sse` chunks.
+    Gemini,
 }
 
 /// Converts an upstream stream (Anthropic Messages or OpenAI Responses) into Chat Completions
@@ -597,6 +829,8 @@ pub struct ChatTap {
     /// Anthropic content block index -> tool call index, for tool-use blocks.
     tools: Vec<(u64, usize)>,
     finish: Option<&'static str>,
+    /// The role chunk went out (Gemini streams have no start event).
+    started_out: bool,
     done: bool,
 }
 
@@ -606,6 +840,7 @@ impl ChatTap {
         let inner: Box<dyn StreamTap> = match upstream {
             Upstream::Messages => Box::new(SseTap::new()),
             Upstream::Responses => Box::new(crate::providers::openai::ResponsesTap::new()),
+            Upstream::Gemini => Box::new(crate::providers::gemini::GeminiTap::new()),
         };
         ChatTap {
             inner,
@@ -616,6 +851,7 @@ impl ChatTap {
             id: String::from("chatcmpl-"),
             tools: Vec::new(),
             finish: None,
+            started_out: false,
             done: false,
         }
     }
@@ -651,8 +887,10 @@ impl ChatTap {
         let Ok(ev) = serde_json::from_slice::<Value>(data) else {
             return;
         };
-        if self.upstream == Upstream::Responses {
-            return self.responses_event(&ev, out);
+        match self.upstream {
+            Upstream::Responses => return self.responses_event(&ev, out),
+            Upstream::Gemini => return self.gemini_chunk(&ev, out),
+            Upstream::Messages => {}
         }
         match ev.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
@@ -724,6 +962,43 @@ impl ChatTap {
                 self.end(out);
             }
             _ => {}
+        }
+    }
+
+    /// One Gemini stream chunk (a whole `GenerateContentResponse`): text parts become content,
+    /// each `functionCall` part a whole tool call; a `finishReason` ends the stream (the usage
+    /// rides on that last chunk).
+    fn gemini_chunk(&mut self, ev: &Value, out: &mut Vec<u8>) {
+        if !self.started_out {
+            self.started_out = true;
+            if let Some(id) = ev.get("responseId").and_then(Value::as_str) {
+                self.id = format!("chatcmpl-{id}");
+            }
+            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+        }
+        let cand = ev.pointer("/candidates/0").unwrap_or(&Value::Null);
+        for part in cand
+            .pointer("/content/parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if part.get("thought").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if let Some(t) = part.get("text").and_then(Value::as_str) {
+                self.chunk(out, json!({"content": t}), None);
+            } else if let Some(call) = part.get("functionCall") {
+                let index = self.tools.len() as u64;
+                let id = json!(format!("call_{index}"));
+                self.tool_start(out, index, Some(&id), call.get("name"));
+                let args = json!(call.get("args").unwrap_or(&json!({})).to_string());
+                self.tool_args(out, index, Some(&args));
+            }
+        }
+        if let Some(reason) = cand.get("finishReason").and_then(Value::as_str) {
+            self.finish = Some(gemini_finish(reason, !self.tools.is_empty()));
+            self.end(out);
         }
     }
 
@@ -1113,5 +1388,69 @@ mod tests {
         );
         assert_eq!(out["tool_choice"], json!({"type": "function", "name": "f"}));
         assert_eq!(out["max_output_tokens"], 50);
+    }
+
+    #[test]
+    fn gemini_requests_answers_and_streams() {
+        let body = json!({"model": "gemini-2.5-pro", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "22C"}],
+            "tools": [{"type": "function", "function": {"name": "weather",
+                "parameters": {"type": "object", "additionalProperties": false, "properties": {"city": {"type": "string"}}}}}],
+            "tool_choice": "required", "max_tokens": 30, "stop": ["END"]});
+        let (out, chat) = gemini_request(body.to_string().as_bytes()).unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            out["systemInstruction"],
+            json!({"parts": [{"text": "Be brief."}]})
+        );
+        assert_eq!(
+            out["contents"][1],
+            json!({"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Rome"}}}]})
+        );
+        assert_eq!(
+            out["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "weather", "response": {"content": "22C"}})
+        );
+        let decl = &out["tools"][0]["functionDeclarations"][0];
+        assert_eq!(
+            decl["parameters"],
+            json!({"type": "object", "properties": {"city": {"type": "string"}}})
+        );
+        assert_eq!(
+            out["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY"}})
+        );
+        assert_eq!(
+            out["generationConfig"],
+            json!({"maxOutputTokens": 30, "stopSequences": ["END"]})
+        );
+        let answer = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "weather", "args": {"city": "Oslo"}}}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 4}, "responseId": "r1"});
+        let got: Value =
+            serde_json::from_slice(&response(answer.to_string().as_bytes(), &chat, 1).unwrap())
+                .unwrap();
+        assert_eq!(got["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            got["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Oslo\"}"
+        );
+        assert_eq!(got["usage"]["total_tokens"], 13);
+        let mut chat = chat;
+        chat.include_usage = true;
+        let mut tap = ChatTap::new(chat, 1);
+        let wire = format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]})
+        ) + &format!("data: {answer}\r\n\r\n");
+        let text = String::from_utf8(tap.feed(&Bytes::from(wire)).unwrap().to_vec()).unwrap();
+        assert!(text.contains("\"content\":\"Hi\""), "{text}");
+        assert!(text.contains("\"name\":\"weather\""), "{text}");
+        assert!(text.contains("\"finish_reason\":\"tool_calls\""), "{text}");
+        assert!(text.contains("\"completion_tokens\":4"), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"));
     }
 }

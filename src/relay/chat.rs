@@ -13,7 +13,10 @@ use crate::convert::chat;
 use crate::limits::{ClientFormat, Service};
 use crate::model::Platform;
 use crate::providers::Op;
+use crate::providers::gemini::Method;
 use crate::state::state;
+use crate::web::json;
+use serde_json::json;
 
 #[handler]
 pub async fn chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
@@ -45,30 +48,102 @@ pub async fn openai_chat_completions(req: &mut Request, depot: &mut Depot, res: 
     else {
         return;
     };
-    let claude = crate::limits::models::is_claude(&ing.peek.model);
-    if claude && !crate::limits::permits(&ing.adm.key.rec, Service::Claude) {
-        return crate::limits::Rejection::Permission(Service::Claude)
-            .write(ClientFormat::OpenAI, res);
+    let model = ing.peek.model.to_ascii_lowercase();
+    let (convert, service, op, platforms): (Convert, _, _, &'static [Platform]) =
+        if crate::limits::models::is_claude(&model) {
+            (
+                chat::request,
+                Service::Claude,
+                Op::Messages,
+                super::messages::platforms(Op::Messages),
+            )
+        } else if model.starts_with("gemini") {
+            (
+                chat::gemini_request,
+                Service::Gemini,
+                GEMINI_OP,
+                super::gemini::gemini_platforms(),
+            )
+        } else {
+            (
+                chat::responses_request,
+                Service::OpenAI,
+                Op::Responses { compact: false },
+                &[Platform::OpenAIResponses],
+            )
+        };
+    if !crate::limits::permits(&ing.adm.key.rec, service) {
+        return crate::limits::Rejection::Permission(service).write(ClientFormat::OpenAI, res);
     }
-    let (convert, service, op, platforms): (Convert, _, _, &'static [Platform]) = if claude {
-        (
-            chat::request,
-            Service::Claude,
-            Op::Messages,
-            super::messages::platforms(Op::Messages),
-        )
-    } else {
-        (
-            chat::responses_request,
-            Service::OpenAI,
-            Op::Responses { compact: false },
-            &[Platform::OpenAIResponses],
-        )
-    };
     serve(st, req, res, ing, convert, service, op, platforms).await
 }
 
 type Convert = fn(&[u8]) -> Result<(Vec<u8>, chat::Chat), crate::convert::Invalid>;
+
+/// Gemini's op; `serve` picks the streaming method when the request streams.
+const GEMINI_OP: Op = Op::Gemini {
+    method: Method::GenerateContent,
+    v1: false,
+};
+
+/// `/openai/gemini/v1/chat/completions`: Chat Completions on Gemini accounts.
+#[handler]
+pub async fn gemini_chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let Some(ing) = ingress(
+        &st,
+        req,
+        res,
+        ClientFormat::OpenAI,
+        Service::Gemini,
+        true,
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let platforms = super::gemini::gemini_platforms();
+    serve(
+        st,
+        req,
+        res,
+        ing,
+        chat::gemini_request,
+        Service::Gemini,
+        GEMINI_OP,
+        platforms,
+    )
+    .await
+}
+
+/// The Gemini models in OpenAI's list shape (`/openai/gemini/v1/models`, `/openai/gemini/models`).
+#[handler]
+pub async fn gemini_models(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    if let Err(e) = st.authenticate(req) {
+        return crate::limits::Rejection::Auth(e).write(ClientFormat::OpenAI, res);
+    }
+    let wanted = req.param::<String>("model");
+    let model = |m: &str| json!({"id": m, "object": "model", "created": 0, "owned_by": "google"});
+    match wanted {
+        None => json(
+            res,
+            StatusCode::OK,
+            &json!({"object": "list", "data": super::gemini::MODELS.iter().map(|m| model(m)).collect::<Vec<_>>()}),
+        ),
+        Some(w) if super::gemini::MODELS.contains(&w.as_str()) => {
+            json(res, StatusCode::OK, &model(&w))
+        }
+        Some(w) => write_error(
+            res,
+            ClientFormat::OpenAI,
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            &format!("The model '{w}' does not exist"),
+        ),
+    }
+}
 
 async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, convert: Convert) {
     let st = state(depot);
@@ -128,6 +203,13 @@ async fn serve(
                 &e.0,
             );
         }
+    };
+    let op = match op {
+        Op::Gemini { v1, .. } if chat.stream => Op::Gemini {
+            method: Method::StreamGenerateContent,
+            v1,
+        },
+        other => other,
     };
     let call = Call {
         binding: adm.key.rec.binding_for(platforms),

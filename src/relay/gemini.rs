@@ -15,7 +15,7 @@ use crate::state::state;
 use crate::web::json;
 
 /// Gemini routes are served by the account types of the Gemini service.
-fn gemini_platforms() -> &'static [Platform] {
+pub fn gemini_platforms() -> &'static [Platform] {
     Platform::serving(Service::Gemini)
 }
 
@@ -84,7 +84,7 @@ async fn v1(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     generate(req, depot, res, true).await
 }
 
-const MODELS: &[&str] = &[
+pub const MODELS: &[&str] = &[
     "gemini-2.5-pro",
     "gemini-2.5-flash",
     "gemini-2.5-flash-lite",

@@ -31,6 +31,13 @@ pub fn router() -> Router {
         .push(Router::with_path("api/v1/completions").post(chat::completions))
         .push(Router::with_path("openai/v1/chat/completions").post(chat::openai_chat_completions))
         .push(
+            Router::with_path("openai/gemini")
+                .push(Router::with_path("v1/chat/completions").post(chat::gemini_chat_completions))
+                .push(Router::with_path("v1/models").get(chat::gemini_models))
+                .push(Router::with_path("models").get(chat::gemini_models))
+                .push(Router::with_path("v1/models/{model}").get(chat::gemini_models)),
+        )
+        .push(
             Router::with_path("openai/claude/v1")
                 .push(Router::with_path("chat/completions").post(chat::chat_completions))
                 .push(Router::with_path("completions").post(chat::completions))

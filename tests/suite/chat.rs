@@ -157,10 +157,11 @@ async fn chat_errors_come_back_in_openai_shape() {
 }
 
 /// The official OpenAI Python SDK (from PyPI, installed by scripts/test.sh into e2e/.venv)
-/// against a Claude account (`/openai/claude/v1`) and an OpenAI Responses account
-/// (`/openai/v1`, a GPT model): chat.completions, streamed and not, with and without tools.
+/// against a Claude account (`/openai/claude/v1`), an OpenAI Responses account (`/openai/v1`, a
+/// GPT model) and a Gemini account (`/openai/gemini/v1`): chat.completions, streamed and not,
+/// with and without tools.
 #[tokio::test]
-async fn the_openai_python_sdk_chats_with_claude_and_responses_accounts() {
+async fn the_openai_python_sdk_chats_with_claude_responses_and_gemini_accounts() {
     let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/.venv/bin/python");
     if !python.exists() {
         assert_ne!(
@@ -179,6 +180,11 @@ async fn the_openai_python_sdk_chats_with_claude_and_responses_accounts() {
         json!({"name": "codex", "baseApi": format!("{}/v1", env.mock.url()), "apiKey": UPSTREAM_KEY}),
     )
     .await;
+    env.create(
+        "gemini-api-accounts",
+        json!({"name": "gemini", "baseUrl": env.mock.url(), "apiKey": UPSTREAM_KEY}),
+    )
+    .await;
     let (key_id, key) = env.create_key(json!({"name": "sdk"})).await;
     for (base, model, upstream) in [
         (
@@ -187,6 +193,11 @@ async fn the_openai_python_sdk_chats_with_claude_and_responses_accounts() {
             "/v1/messages",
         ),
         ("/openai/v1", "gpt-5", "/v1/responses"),
+        (
+            "/openai/gemini/v1",
+            "gemini-2.5-flash",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        ),
     ] {
         let out = run_sdk(&python, env.url(base), key.clone(), model).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -209,17 +220,17 @@ async fn the_openai_python_sdk_chats_with_claude_and_responses_accounts() {
         assert_eq!(v["stream"]["completion_tokens"], 12);
         // The tools reached the upstream in its own shape.
         let sent: Value = serde_json::from_slice(&last_seen(&env.mock, upstream).body).unwrap();
-        let tool = &sent["tools"][0];
-        assert_eq!(tool["name"], "weather", "{sent}");
-        let schema = if upstream == "/v1/messages" {
-            &tool["input_schema"]
-        } else {
-            &tool["parameters"]
+        let (tool, schema) = match upstream {
+            "/v1/messages" => (&sent["tools"][0], "input_schema"),
+            "/v1/responses" => (&sent["tools"][0], "parameters"),
+            _ => (&sent["tools"][0]["functionDeclarations"][0], "parameters"),
         };
+        assert_eq!(tool["name"], "weather", "{sent}");
+        let schema = &tool[schema];
         assert_eq!(schema["required"], json!(["city"]));
     }
     let t = env.key_totals(&key_id).await;
-    assert_eq!(t.requests, 6);
+    assert_eq!(t.requests, 9);
     env.stop().await;
 }
 
@@ -397,6 +408,24 @@ async fn model_lists_follow_the_keys_model_restriction() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["object"], "model");
+    let g: Value = get("/openai/gemini/v1/models")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        g["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "gemini-2.5-pro"),
+        "{g}"
+    );
+    let r = get("/openai/gemini/v1/models/gemini-2.5-pro")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = get("/openai/claude/v1/models/claude-opus-4-1-20250805")
         .await
         .unwrap();
