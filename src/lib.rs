@@ -11,6 +11,7 @@ pub mod listener;
 pub mod migrate;
 pub mod mock;
 pub mod model;
+pub mod ops;
 pub mod providers;
 pub mod relay;
 pub mod scheduler;

@@ -248,6 +248,8 @@ pub async fn serve(config: Config) -> Result<()> {
     // listening stops it gracefully rather than killing it.
     let stop = shutdown_signal()?;
     let mut running = start(config).await?;
+    let data_dir = running.state.config.data_dir.clone();
+    write_run_file(&running);
     tokio::select! {
         _ = stop => {
             tracing::info!("shutdown requested; finishing in-flight requests");
@@ -258,7 +260,30 @@ pub async fn serve(config: Config) -> Result<()> {
             running.state.ledger.shutdown().await;
         }
     }
+    crate::ops::RunInfo::remove(&data_dir);
     Ok(())
+}
+
+/// Tell local operator commands (`crs status`, `crs backup`) where this server is and how to
+/// reach its admin API (`ops::RunInfo`).
+fn write_run_file(running: &Running) {
+    let mut addr = running.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let info = crate::ops::RunInfo {
+        pid: std::process::id(),
+        url: format!("http://{addr}"),
+        version: env!("CARGO_PKG_VERSION").into(),
+        token: running.state.operator_token.clone(),
+        started_at: chrono::Utc::now(),
+    };
+    if let Err(e) = info.write(&running.state.config.data_dir) {
+        tracing::warn!(error = %e, "could not write the run file; crs status and crs backup will not find this server");
+    }
 }
 
 /// Resolves at the first SIGINT or SIGTERM; the handlers are in place when this returns.

@@ -43,6 +43,9 @@ pub struct AppState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Admin login throttling and the password-check gate.
     pub logins: crate::auth::login::Logins,
+    /// Accepted as an admin session: given to local operator commands through the run file
+    /// (`ops::RunInfo`), readable by the data directory's owner only. New on every start.
+    pub operator_token: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -120,6 +123,7 @@ impl AppState {
             admin_lock,
             rr: Default::default(),
             logins,
+            operator_token: crate::crypto::random_hex(32),
         });
         state.load_settings()?;
         let sticky: Vec<(String, StickyEntry)> = state

@@ -7,6 +7,7 @@ pub mod fields;
 pub mod groups;
 pub mod keys;
 pub mod oauth;
+pub mod ops;
 pub mod session;
 pub mod settings;
 pub mod stats;
@@ -32,6 +33,8 @@ pub fn router() -> Router {
                         .push(Router::with_path("records").get(stats::key_records)),
                 ),
         )
+        .push(Router::with_path("status").get(ops::status))
+        .push(Router::with_path("backup").get(ops::backup))
         .push(Router::with_path("dashboard").get(stats::dashboard))
         .push(Router::with_path("usage-trend").get(stats::usage_trend))
         .push(Router::with_path("usage-breakdown").get(stats::usage_breakdown))

@@ -21,6 +21,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod backup;
 mod rows;
 pub use rows::{Counters, RequestRecord, TokenUsage};
 

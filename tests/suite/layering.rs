@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// The layers, top to bottom, and their modules. `mock` is its own case (rule 4).
 const LAYERS: &[(&str, &[&str])] = &[
     ("entry", &["main", "lib", "server", "listener", "ui"]),
-    ("routes", &["relay", "admin", "state", "migrate"]),
+    ("routes", &["relay", "admin", "state", "migrate", "ops"]),
     ("policy", &["limits", "scheduler", "accounts", "auth"]),
     ("wire", &["providers"]),
     (

@@ -18,6 +18,7 @@ mod import;
 mod layering;
 mod limits;
 mod login;
+mod ops;
 mod providers;
 mod proxy;
 mod relay;
