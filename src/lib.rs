@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod migrate;
 pub mod mock;
 pub mod model;

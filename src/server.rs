@@ -100,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .push(Router::with_path("web/auth/change-password").post(change_password))
         .push(Router::with_path("web/auth/user").get(current_user))
         .push(crate::admin::router())
+        .push(crate::admin::metrics::router())
         .push(crate::relay::router())
         .push(crate::ui::router())
 }
@@ -146,6 +147,29 @@ impl Handler for DiscardUnread {
     ) {
         ctrl.call_next(req, depot, res).await;
         crate::web::discard_body(req.take_body(), self.max, Duration::from_secs(10));
+    }
+}
+
+/// Counts every request by route group and status, and times its response head
+/// (`metrics::HttpMetrics`).
+struct CountRequests(Arc<AppState>);
+
+#[salvo::async_trait]
+impl Handler for CountRequests {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let started = std::time::Instant::now();
+        let route = crate::metrics::route_of(req.uri().path());
+        ctrl.call_next(req, depot, res).await;
+        let status = res.status_code.map(|s| s.as_u16()).unwrap_or(404);
+        self.0
+            .http_metrics
+            .observe(route, status, started.elapsed().as_secs_f64());
     }
 }
 
@@ -199,6 +223,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let server = Server::new(acceptor).fuse_config(fuse);
     let handle = server.handle();
     let service = Service::new(router(state.clone()))
+        .hoop(CountRequests(state.clone()))
         .hoop(DiscardUnread {
             max: state.config.max_body_bytes.saturating_mul(4),
         })

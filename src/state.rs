@@ -46,6 +46,8 @@ pub struct AppState {
     /// Accepted as an admin session: given to local operator commands through the run file
     /// (`ops::RunInfo`), readable by the data directory's owner only. New on every start.
     pub operator_token: String,
+    /// HTTP requests by route group and status, for `/metrics`.
+    pub http_metrics: crate::metrics::HttpMetrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -124,6 +126,7 @@ impl AppState {
             rr: Default::default(),
             logins,
             operator_token: crate::crypto::random_hex(32),
+            http_metrics: Default::default(),
         });
         state.load_settings()?;
         let sticky: Vec<(String, StickyEntry)> = state

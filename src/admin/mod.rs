@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod fields;
 pub mod groups;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod ops;
 pub mod session;

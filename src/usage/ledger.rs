@@ -88,6 +88,8 @@ type Queue = std::sync::Arc<parking_lot::Mutex<Vec<UsageEvent>>>;
 pub struct Ledger {
     tx: mpsc::Sender<Msg>,
     queue: Queue,
+    /// What the ledger thread folds from the events for `/metrics`.
+    pub metrics: Arc<super::metrics::UsageMetrics>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -131,11 +133,18 @@ impl Ledger {
         let (tx, rx) = mpsc::channel();
         let queue: Queue = Default::default();
         let q = queue.clone();
+        let metrics: Arc<super::metrics::UsageMetrics> = Default::default();
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("crs-ledger".into())
-            .spawn(move || Worker::new(store, clock, retention).run(flush_every, rx, q))
+            .spawn(move || Worker::new(store, clock, retention, m).run(flush_every, rx, q))
             .expect("spawning the ledger thread");
-        Ledger { tx, queue }
+        Ledger { tx, queue, metrics }
+    }
+
+    /// Events recorded and not yet taken by the ledger thread (for `/metrics`).
+    pub fn queued(&self) -> usize {
+        self.queue.lock().len()
     }
 
     /// Record one request. Never blocks on the store: a push onto the queue, and a wake-up of
@@ -219,10 +228,16 @@ struct Worker {
     /// Commits that failed in a row.
     failures: u64,
     last_prune: Option<Instant>,
+    metrics: Arc<super::metrics::UsageMetrics>,
 }
 
 impl Worker {
-    fn new(store: Arc<Store>, clock: Clock, retention: Retention) -> Self {
+    fn new(
+        store: Arc<Store>,
+        clock: Clock,
+        retention: Retention,
+        metrics: Arc<super::metrics::UsageMetrics>,
+    ) -> Self {
         Worker {
             store,
             clock,
@@ -233,6 +248,7 @@ impl Worker {
             events: 0,
             failures: 0,
             last_prune: None,
+            metrics,
         }
     }
 
@@ -251,6 +267,10 @@ impl Worker {
         self.pending.entry(g).or_default().add(&delta);
         self.records.push(RequestRecord::from(ev));
         self.events += 1;
+        self.metrics.observe(ev);
+        self.metrics
+            .pending
+            .store(self.events as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Keep at most `MAX_PENDING_RECORDS` request records, the newest; returns how many went.
@@ -306,12 +326,20 @@ impl Worker {
             return;
         }
         let deltas = self.deltas();
+        let started = Instant::now();
         let r = self.store.commit_usage(
             deltas.iter().map(|(k, v)| (k.as_str(), v)),
             &self.records,
             self.retention.records_per_key,
             self.retention.records_global,
         );
+        self.metrics
+            .committed(started.elapsed().as_secs_f64(), r.is_ok());
+        if r.is_ok() {
+            self.metrics
+                .pending
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         match r {
             Ok(()) => {
                 tracing::debug!(
@@ -443,7 +471,12 @@ mod tests {
     fn records_held_for_a_failing_store_are_bounded_to_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("crs.redb")).unwrap();
-        let mut w = Worker::new(store, Clock::new(0), Retention::default());
+        let mut w = Worker::new(
+            store,
+            Clock::new(0),
+            Retention::default(),
+            Default::default(),
+        );
         for i in 0..(MAX_PENDING_RECORDS as u64 + 500) {
             w.add(&ev("k1", i));
         }

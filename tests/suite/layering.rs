@@ -30,7 +30,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("wire", &["providers"]),
     (
         "data",
-        &["usage", "store", "model", "crypto", "config", "web"],
+        &[
+            "usage", "store", "model", "crypto", "config", "web", "metrics",
+        ],
     ),
     ("mock", &["mock"]),
 ];

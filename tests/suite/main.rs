@@ -18,6 +18,7 @@ mod import;
 mod layering;
 mod limits;
 mod login;
+mod metrics;
 mod ops;
 mod providers;
 mod proxy;
