@@ -203,3 +203,87 @@ async fn metrics_count_requests_accounts_and_usage_and_promtool_accepts_them() {
     assert_eq!(r.status(), 401);
     env.stop().await;
 }
+
+/// The Grafana dashboard in packaging/: every query parses (`promtool check rules` on them as
+/// recording rules) and names only metric families crs exposes.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_parse_and_name_real_metrics() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana/crs-dashboard.json"
+    );
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*")
+        })
+        .collect();
+    assert!(exprs.len() >= 10);
+
+    let env = Env::start().await;
+    let text = env
+        .http
+        .get(env.url("/metrics"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    env.stop().await;
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("crs_"))
+        {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(families.contains(family), "{name} in {e:?} is not exposed");
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let mut yml = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        yml += &format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        );
+    }
+    std::fs::write(&rules, yml).unwrap();
+    match Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&rules)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) if std::env::var("CRS_E2E_REQUIRED").as_deref() == Ok("1") => {
+            panic!("promtool is missing: run scripts/test.sh")
+        }
+        Err(_) => eprintln!("skipping the promtool check: promtool is not installed"),
+    }
+}
