@@ -20,6 +20,7 @@ mod limits;
 mod login;
 mod metrics;
 mod ops;
+mod packaging;
 mod providers;
 mod proxy;
 mod relay;
