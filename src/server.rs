@@ -231,6 +231,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let join = tokio::spawn(server.serve(service));
     crate::accounts::oauth::spawn_refresher(&state.accounts);
     spawn_trimmer(&state);
+    spawn_pricing_watch(&state);
     tracing::info!(
         url = %format!("http://{addr}"),
         admin = %format!("http://{addr}/admin-next/"),
@@ -260,6 +261,40 @@ fn spawn_trimmer(state: &Arc<AppState>) {
                 return;
             }
             tokio::task::spawn_blocking(crate::trim_allocator);
+        }
+    });
+}
+
+/// How often the pricing file's modification time and size are checked.
+const PRICING_CHECK: Duration = Duration::from_secs(2);
+const PRICING_REMOTE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Reload the price table when its file changes; with `pricing_url`, fetch that table into the
+/// file at start and daily (while the server lives).
+fn spawn_pricing_watch(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    let remote = state.config.pricing_url.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRICING_CHECK);
+        let mut next_remote = remote.as_ref().map(|_| tokio::time::Instant::now());
+        loop {
+            tick.tick().await;
+            let Some(st) = weak.upgrade() else { return };
+            if let (Some(url), Some(due)) = (&remote, next_remote)
+                && due <= tokio::time::Instant::now()
+            {
+                next_remote = Some(due + PRICING_REMOTE_EVERY);
+                let client = crate::admin::pricing::remote_client();
+                match st.pricing.fetch_remote(&client, url).await {
+                    Ok(models) => {
+                        tracing::info!(url = %url, models, "remote pricing table fetched")
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %url, error = %format!("{e:#}"), "remote pricing table not fetched; the current one stays")
+                    }
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || st.pricing.reload_if_changed()).await;
         }
     });
 }

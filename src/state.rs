@@ -18,7 +18,7 @@ use crate::limits::{AuthError, KeyEntry, Keys, authenticate};
 use crate::model::StickyEntry;
 use crate::providers::http::HttpClients;
 use crate::store::{Store, Table};
-use crate::usage::pricing::Pricing;
+use crate::usage::live_pricing::LivePricing;
 use crate::usage::{Clock, Ledger};
 
 pub struct AppState {
@@ -27,7 +27,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub ledger: Ledger,
     pub clock: Clock,
-    pub pricing: Pricing,
+    /// The price table, replaced when its file changes (`usage::live_pricing`).
+    pub pricing: LivePricing,
     pub realtime: crate::usage::realtime::Realtime,
     /// API keys: the snapshot the request path authenticates against, and its write path.
     pub keys: Arc<Keys>,
@@ -89,7 +90,7 @@ impl AppState {
         let admin_lock = Arc::new(tokio::sync::Mutex::new(()));
         // The pricing table parses on another core while the keys load.
         let data_dir = config.data_dir.clone();
-        let pricing_thread = std::thread::spawn(move || Pricing::load(&data_dir));
+        let pricing_thread = std::thread::spawn(move || LivePricing::load(&data_dir));
         let t = std::time::Instant::now();
         let keys = Keys::open(store.clone(), clock, admin_lock.clone())?;
         tracing::debug!(startup_phase = "keys", ms = t.elapsed().as_millis() as u64);

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
+pub mod pricing;
 pub mod session;
 pub mod settings;
 pub mod stats;
@@ -35,6 +36,11 @@ pub fn router() -> Router {
                 ),
         )
         .push(Router::with_path("status").get(ops::status))
+        .push(
+            Router::with_path("pricing")
+                .get(pricing::status)
+                .push(Router::with_path("reload").post(pricing::reload)),
+        )
         .push(Router::with_path("backup").get(ops::backup))
         .push(Router::with_path("dashboard").get(stats::dashboard))
         .push(Router::with_path("usage-trend").get(stats::usage_trend))

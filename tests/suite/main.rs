@@ -21,6 +21,7 @@ mod login;
 mod metrics;
 mod ops;
 mod packaging;
+mod pricing;
 mod providers;
 mod proxy;
 mod relay;
