@@ -266,7 +266,7 @@ fn run() -> anyhow::Result<()> {
                 data_dir,
                 config,
             })?;
-            crs::init_logging(&cfg.log_level, cfg.log_format);
+            crs::init_server_logging(&cfg)?;
             rt.block_on(crs::server::serve(cfg))
         }
         Command::Import {

@@ -174,3 +174,36 @@ async fn sigterm_commits_usage_that_was_not_flushed_yet() {
     let mut p2 = p2;
     assert!(sigterm(&mut p2).success());
 }
+
+#[tokio::test]
+async fn log_files_beside_stderr_rotate_at_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let logs_env = logs.to_str().unwrap();
+    let env = [
+        ("CRS_LOG_DIR", logs_env),
+        ("LOG_MAX_SIZE", "2k"),
+        ("LOG_MAX_FILES", "2"),
+    ];
+    let mut p = spawn(&dir.path().join("data"), &env);
+    // Failed logins are logged (a warn line each).
+    let http = client();
+    for _ in 0..40 {
+        http.post(format!("{}/web/auth/login", p.url))
+            .json(&json!({"username": "nobody", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(sigterm(&mut p).success());
+    let all: String = ["crs.log.2", "crs.log.1", "crs.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(logs.join(f)).unwrap())
+        .collect();
+    assert!(!logs.join("crs.log.3").exists());
+    for f in ["crs.log", "crs.log.1"] {
+        assert!(std::fs::metadata(logs.join(f)).unwrap().len() <= 2048);
+    }
+    assert!(all.contains("usage flushed; bye"), "{all}");
+    assert!(all.contains("nobody"));
+}

@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "data",
         &[
-            "usage", "store", "model", "crypto", "config", "web", "metrics",
+            "usage", "store", "model", "crypto", "config", "web", "metrics", "logfile",
         ],
     ),
     ("mock", &["mock"]),
