@@ -232,6 +232,7 @@ pub async fn start(config: Config) -> Result<Running> {
     crate::accounts::oauth::spawn_refresher(&state.accounts);
     spawn_trimmer(&state);
     spawn_pricing_watch(&state);
+    crate::notify::spawn(&state);
     tracing::info!(
         url = %format!("http://{addr}"),
         admin = %format!("http://{addr}/admin-next/"),

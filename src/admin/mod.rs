@@ -13,6 +13,7 @@ pub mod pricing;
 pub mod session;
 pub mod settings;
 pub mod stats;
+pub mod webhook;
 
 use salvo::prelude::*;
 
@@ -53,6 +54,7 @@ pub fn router() -> Router {
                 .get(settings::get)
                 .put(settings::put),
         )
+        .push(webhook::router())
         .push(oauth::router());
     for p in crate::model::Platform::ALL {
         r = r.push(accounts::routes(p));

@@ -101,6 +101,11 @@ impl UsageMetrics {
         }
     }
 
+    /// Usage commits that failed so far.
+    pub fn commit_failures(&self) -> u64 {
+        self.commit_failures.load(Ordering::Relaxed)
+    }
+
     /// Render the families, with `queued` events not yet taken by the ledger thread.
     pub fn render(&self, t: &mut Text, queued: usize) {
         let f = self.folded.lock();

@@ -25,13 +25,16 @@ use std::path::{Path, PathBuf};
 /// The layers, top to bottom, and their modules. `mock` is its own case (rule 4).
 const LAYERS: &[(&str, &[&str])] = &[
     ("entry", &["main", "lib", "server", "listener", "ui"]),
-    ("routes", &["relay", "admin", "state", "migrate", "ops"]),
+    (
+        "routes",
+        &["relay", "admin", "state", "migrate", "ops", "notify"],
+    ),
     ("policy", &["limits", "scheduler", "accounts", "auth"]),
     ("wire", &["providers"]),
     (
         "data",
         &[
-            "usage", "store", "model", "crypto", "config", "web", "metrics", "logfile",
+            "usage", "store", "model", "crypto", "config", "web", "metrics", "logfile", "events",
         ],
     ),
     ("mock", &["mock"]),

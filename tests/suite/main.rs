@@ -28,3 +28,4 @@ mod relay;
 mod robustness;
 mod scheduler;
 mod stats;
+mod webhook;

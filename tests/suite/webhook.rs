@@ -1,0 +1,263 @@
+//! Webhook notifications: v1's admin API, a local receiver that gets the notice when an
+//! account is refused by its upstream (blocked), rate limited and recovered; retries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+/// A local HTTP receiver: records every JSON body; answers 500 to the first `fail_first`.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies: Arc<Mutex<Vec<Value>>> = Default::default();
+        let hits: Arc<AtomicUsize> = Default::default();
+        let (b, h) = (bodies.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (b, h) = (b.clone(), h.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let body = loop {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().unwrap())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break buf[end + 4..end + 4 + len].to_vec();
+                        }
+                    };
+                    let n = h.fetch_add(1, Ordering::SeqCst);
+                    let status = if n < fail_first {
+                        "500 Internal Server Error"
+                    } else {
+                        b.lock()
+                            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        "200 OK"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Receiver { url, bodies, hits }
+    }
+
+    /// Wait for a notice whose `data` matches.
+    async fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(v) = self.bodies.lock().iter().find(|v| f(v)) {
+                return v.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} notice; got {:?}",
+                self.bodies.lock()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn configure(env: &Env, url: &str) -> String {
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/config",
+            Some(json!({"enabled": true, "retrySettings": {"maxRetries": 2, "retryDelay": 50, "timeout": 2000}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/platforms",
+            Some(json!({"type": "custom", "name": "local", "url": url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["platform"]["enabled"], true);
+    v["platform"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_v1_admin_api_manages_platforms_and_tests_them() {
+    let env = Env::start().await;
+    let rx = Receiver::start(2).await;
+    let (s, v) = env.admin(Method::GET, "/admin/webhook/config", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["config"]["enabled"], false);
+    assert_eq!(v["config"]["notificationTypes"]["accountAnomaly"], true);
+
+    let id = configure(&env, &rx.url).await;
+    let (s, _) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/platforms",
+            Some(json!({"type": "pager", "url": rx.url})),
+        )
+        .await;
+    assert_eq!(s, 400, "unknown type");
+    let (s, _) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/platforms",
+            Some(json!({"type": "dingtalk", "url": rx.url, "enableSign": true})),
+        )
+        .await;
+    assert_eq!(s, 400, "signing without a secret");
+    let (s, v) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/webhook/platforms/{id}"),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["platform"]["name"], "renamed");
+    assert_eq!(v["platform"]["url"], rx.url.as_str());
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            &format!("/admin/webhook/platforms/{id}/toggle"),
+            None,
+        )
+        .await;
+    assert_eq!((s, v["platform"]["enabled"].clone()), (200, json!(false)));
+    let (s, v) = env
+        .admin(Method::POST, "/admin/webhook/test-notification", None)
+        .await;
+    assert_eq!(s, 400, "no enabled platform: {v}");
+    env.admin(
+        Method::POST,
+        &format!("/admin/webhook/platforms/{id}/toggle"),
+        None,
+    )
+    .await;
+
+    // The receiver fails the first two attempts: the retries get it through.
+    let (s, v) = env
+        .admin(Method::POST, "/admin/webhook/test-notification", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["succeeded"], 1);
+    assert_eq!(rx.hits.load(Ordering::SeqCst), 3);
+    rx.wait_for("test", |v| v["type"] == "test").await;
+
+    // A platform given in the body, not stored: one attempt.
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/test",
+            Some(json!({"type": "custom", "url": rx.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/test",
+            Some(json!({"type": "slack", "url": "http://127.0.0.1:9/nothing"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["success"], false);
+
+    let (s, _) = env
+        .admin(
+            Method::DELETE,
+            &format!("/admin/webhook/platforms/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = env.admin(Method::GET, "/admin/webhook/config", None).await;
+    assert!(v["config"]["platforms"].as_array().unwrap().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_blocked_account_and_a_rate_limited_one_reach_the_receiver() {
+    let env = Env::start().await;
+    let rx = Receiver::start(0).await;
+    configure(&env, &rx.url).await;
+    let blocked = env.create_account(json!({"name": "blocked-1"})).await;
+    let (_, key) = env.create_key(json!({"name": "w"})).await;
+
+    force(&env.mock, 403, None, "This organization has been disabled.");
+    let r = env
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let n = rx
+        .wait_for("account blocked", |v| {
+            v["type"] == "accountAnomaly" && v["data"]["accountId"] == blocked.as_str()
+        })
+        .await;
+    assert_eq!(n["data"]["status"], "unauthorized");
+    assert_eq!(n["data"]["accountName"], "blocked-1");
+    assert!(n["data"]["reason"].as_str().unwrap().contains("disabled"));
+    unforce(&env.mock);
+    let (s, _) = env
+        .admin(
+            Method::DELETE,
+            &format!("/admin/claude-console-accounts/{blocked}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Rate limited for six seconds (a cooldown is reported once it lasted a whole look of the
+    // watcher, every 2 s), then back.
+    let limited = env.create_account(json!({"name": "limited-1"})).await;
+    force(&env.mock, 429, Some(6), "rate limited");
+    let r = env
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    unforce(&env.mock);
+    let is = |kind: &'static str, status: &'static str| {
+        let limited = limited.clone();
+        move |v: &Value| {
+            v["type"] == kind
+                && v["data"]["accountId"] == limited.as_str()
+                && v["data"]["status"] == status
+        }
+    };
+    rx.wait_for("rate limited", is("accountAnomaly", "rate_limited"))
+        .await;
+    rx.wait_for("recovered", is("rateLimitRecovery", "active"))
+        .await;
+    env.stop().await;
+}
