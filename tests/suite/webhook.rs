@@ -13,14 +13,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 
 /// A local HTTP receiver: records every JSON body; answers 500 to the first `fail_first`.
-struct Receiver {
-    url: String,
+pub struct Receiver {
+    pub url: String,
     bodies: Arc<Mutex<Vec<Value>>>,
     hits: Arc<AtomicUsize>,
 }
 
 impl Receiver {
-    async fn start(fail_first: usize) -> Receiver {
+    pub async fn start(fail_first: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let bodies: Arc<Mutex<Vec<Value>>> = Default::default();
@@ -70,7 +70,7 @@ impl Receiver {
     }
 
     /// Wait for a notice whose `data` matches.
-    async fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(v) = self.bodies.lock().iter().find(|v| f(v)) {
