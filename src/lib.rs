@@ -23,6 +23,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod ui;
+pub mod upgrade;
 pub mod usage;
 pub mod web;
 

@@ -128,6 +128,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upgrade the running server without downtime: it starts the binary now on disk, hands
+    /// it the listening socket and exits once its requests are done (same as SIGUSR2).
+    Upgrade {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore a backup into a data directory (the server must be stopped).
     Restore {
         #[command(flatten)]
@@ -246,6 +254,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     use crs::ops::commands as ops;
+    crs::upgrade::remember_exe();
     let cli = Cli::parse();
     crs::tune_allocator();
     crs::init_tls();
@@ -346,6 +355,7 @@ fn run() -> anyhow::Result<()> {
         Command::Status { dir, json } => rt.block_on(ops::status(dir.load()?, json)),
         Command::Check { dir, json } => ops::check(dir.load()?, json),
         Command::Backup { dir, out, json } => rt.block_on(ops::backup(dir.load()?, &out, json)),
+        Command::Upgrade { dir, json } => rt.block_on(ops::upgrade(dir.load()?, json)),
         Command::Restore {
             dir,
             from,

@@ -70,7 +70,12 @@ pub fn open_state(config: Config) -> Result<Arc<AppState>> {
     if created {
         tracing::info!(path = %config.secrets_path().display(), "generated secrets for a new data directory");
     }
-    let store = Store::open_with_cache(&config.db_path(), config.store_cache_bytes)?;
+    let store = if crate::upgrade::is_upgrade_child() {
+        // The process handing over closes the store a moment from now.
+        crate::upgrade::open_store_when_free(&config.db_path(), config.store_cache_bytes)?
+    } else {
+        Store::open_with_cache(&config.db_path(), config.store_cache_bytes)?
+    };
     let state = AppState::new(config, secrets, store)?;
     if let Some((user, password)) = ensure_admin(&state.store, &state.config)? {
         // Shown once, on the terminal only: never through the log pipeline.
@@ -233,6 +238,7 @@ pub async fn start(config: Config) -> Result<Running> {
     spawn_trimmer(&state);
     spawn_pricing_watch(&state);
     crate::notify::spawn(&state);
+    crate::upgrade::spawn_handoff_intake(&state);
     tracing::info!(
         url = %format!("http://{addr}"),
         admin = %format!("http://{addr}/admin-next/"),
@@ -308,26 +314,101 @@ pub async fn serve(config: Config) -> Result<()> {
     // Installed before the server announces itself, so a signal sent as soon as it is
     // listening stops it gracefully rather than killing it.
     let stop = shutdown_signal()?;
+    tokio::pin!(stop);
+    let mut upgrade = upgrade_signal()?;
     let mut running = start(config).await?;
     let data_dir = running.state.config.data_dir.clone();
-    write_run_file(&running);
-    tokio::select! {
-        _ = stop => {
-            tracing::info!("shutdown requested; finishing in-flight requests");
-            running.shutdown(Duration::from_secs(30)).await;
-            tracing::info!("usage flushed; bye");
-        }
-        _ = running.wait() => {
-            running.state.ledger.shutdown().await;
+    write_run_file(&running, None);
+    crate::upgrade::signal_ready();
+    enum Next {
+        Stop,
+        Died,
+        Upgrade,
+    }
+    loop {
+        let next = tokio::select! {
+            _ = &mut stop => Next::Stop,
+            _ = running.wait() => Next::Died,
+            _ = upgrade.recv() => Next::Upgrade,
+        };
+        match next {
+            Next::Stop => {
+                tracing::info!("shutdown requested; finishing in-flight requests");
+                running.shutdown(Duration::from_secs(30)).await;
+                tracing::info!("usage flushed; bye");
+                break;
+            }
+            Next::Died => {
+                running.state.ledger.shutdown().await;
+                break;
+            }
+            Next::Upgrade => match hand_over(&running).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "the new process serves; finishing in-flight requests and streams"
+                    );
+                    running.shutdown(crate::upgrade::DRAIN_GRACE).await;
+                    tracing::info!("handed over; bye");
+                    break;
+                }
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    tracing::error!(error = %error, "upgrade failed; this process keeps serving");
+                    write_run_file(&running, Some(error));
+                }
+            },
         }
     }
     crate::ops::RunInfo::remove(&data_dir);
     Ok(())
 }
 
+/// SIGUSR2 (`crs upgrade`, systemd's reload).
+fn upgrade_signal() -> Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")
+}
+
+/// Hand the socket and the data directory to the binary on disk (`upgrade`). On success the
+/// new process serves and this one should drain; on failure this one keeps serving.
+async fn hand_over(running: &Running) -> Result<()> {
+    let st = &running.state;
+    tracing::info!("upgrade requested: starting the binary on disk");
+    let fd = running
+        .listener
+        .inheritable()
+        .context("duplicating the listening socket")?;
+    let spill = crate::upgrade::handoff_file(&st.config.data_dir, std::process::id());
+    if !st.ledger.handoff(spill).await {
+        st.ledger.resume().await;
+        anyhow::bail!("usage could not be committed before the handover");
+    }
+    st.store.release();
+    let restore = || async {
+        if let Err(e) = st.store.reacquire() {
+            tracing::error!(error = %format!("{e:#}"), "reopening the store failed");
+        }
+        st.ledger.resume().await;
+    };
+    let started = match crate::upgrade::start_new(fd) {
+        Ok(s) => s,
+        Err(e) => {
+            restore().await;
+            return Err(e);
+        }
+    };
+    let pid = started.child.id();
+    if started.wait_ready(crate::upgrade::READY_TIMEOUT).await {
+        tracing::info!(new_pid = pid, "the new process is ready");
+        return Ok(());
+    }
+    restore().await;
+    anyhow::bail!("the new process (pid {pid}) did not become ready")
+}
+
 /// Tell local operator commands (`crs status`, `crs backup`) where this server is and how to
 /// reach its admin API (`ops::RunInfo`).
-fn write_run_file(running: &Running) {
+fn write_run_file(running: &Running, upgrade_error: Option<String>) {
     let mut addr = running.addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -340,7 +421,12 @@ fn write_run_file(running: &Running) {
         url: format!("http://{addr}"),
         version: env!("CARGO_PKG_VERSION").into(),
         token: running.state.operator_token.clone(),
-        started_at: chrono::Utc::now(),
+        started_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+            - chrono::Duration::from_std(running.state.started_at.elapsed()).unwrap_or_default(),
+        upgrade_failed: upgrade_error.map(|error| crate::ops::UpgradeFailure {
+            at: chrono::Utc::now(),
+            error,
+        }),
     };
     if let Err(e) = info.write(&running.state.config.data_dir) {
         tracing::warn!(error = %e, "could not write the run file; crs status and crs backup will not find this server");

@@ -134,3 +134,65 @@ pub fn restore(config: Config, from: &Path, force: bool, json: bool) -> Result<(
     let r = super::backup::restore(&config, from, force)?;
     print(&r, json, super::backup::RestoreReport::render)
 }
+
+/// `crs upgrade`: signal the server running on the data directory (SIGUSR2) and wait until a
+/// new process has taken over (its run file names another pid).
+pub async fn upgrade(config: Config, json: bool) -> Result<()> {
+    let dir = &config.data_dir;
+    let Some(old) = super::RunInfo::read(dir) else {
+        return Err(fail(
+            EXIT_BUSY,
+            format!("no crs is running on {}", dir.display()),
+        ));
+    };
+    let asked = chrono::Utc::now();
+    #[cfg(unix)]
+    // SAFETY: kill only sends a signal, to the pid the running server wrote.
+    if unsafe { libc::kill(old.pid as libc::pid_t, libc::SIGUSR2) } != 0 {
+        return Err(fail(
+            EXIT_FAILURE,
+            format!(
+                "signalling crs (pid {}): {}",
+                old.pid,
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(65);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Some(new) = super::RunInfo::read(dir) else {
+            continue;
+        };
+        if new.pid == old.pid {
+            match new.upgrade_failed {
+                Some(f) if f.at >= asked => {
+                    return Err(fail(
+                        EXIT_FAILURE,
+                        format!(
+                            "the upgrade failed: {}; pid {} keeps serving",
+                            f.error, old.pid
+                        ),
+                    ));
+                }
+                _ => continue,
+            }
+        }
+        {
+            let out = serde_json::json!({"oldPid": old.pid, "pid": new.pid, "version": new.version, "url": new.url});
+            return print(&out, json, |_| {
+                format!(
+                    "upgraded: pid {} (crs {}) serves {}; pid {} finishes its requests and exits\n",
+                    new.pid, new.version, new.url, old.pid
+                )
+            });
+        }
+    }
+    Err(fail(
+        EXIT_FAILURE,
+        format!(
+            "no new process took over; pid {} keeps serving (see its log)",
+            old.pid
+        ),
+    ))
+}

@@ -76,6 +76,16 @@ pub struct RunInfo {
     /// Accepted as an admin session by that server while it runs.
     pub token: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The last upgrade this server tried and gave up on (it kept serving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_failed: Option<UpgradeFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeFailure {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub error: String,
 }
 
 impl RunInfo {

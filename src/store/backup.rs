@@ -35,13 +35,13 @@ impl Store {
     /// Write a consistent copy of every table to a new file at `dest` (replaced if present,
     /// readable by its owner only).
     pub fn snapshot_to(&self, dest: &Path) -> Result<CopyStats> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         copy_tables(&txn, dest, &[])
     }
 
     /// Visit every row of every table (table name, key, value), in one snapshot.
     pub fn for_each_row(&self, f: impl FnMut(&str, &str, &[u8])) -> Result<()> {
-        visit(&self.db.begin_read()?, f)
+        visit(&self.db()?.begin_read()?, f)
     }
 }
 

@@ -187,7 +187,9 @@ fn encode<T: Serialize + Default>(record: &T) -> Result<Vec<u8>> {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` while handed over to another process (`release`, during an upgrade).
+    db: parking_lot::RwLock<Option<Database>>,
+    cache_bytes: usize,
     path: PathBuf,
     /// Orders records written in the same millisecond.
     record_seq: std::sync::atomic::AtomicU32,
@@ -239,7 +241,8 @@ impl Store {
             db = create()?;
         }
         let store = Store {
-            db,
+            db: parking_lot::RwLock::new(Some(db)),
+            cache_bytes,
             path: path.to_owned(),
             record_seq: std::sync::atomic::AtomicU32::new(0),
         };
@@ -251,8 +254,34 @@ impl Store {
         &self.path
     }
 
+    /// The open database; an error while the store is handed over.
+    fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, Database>> {
+        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref)
+            .map_err(|_| anyhow::anyhow!("the store is handed over to another process"))
+    }
+
+    /// Close the file so that another process can open it (an upgrade hands the data
+    /// directory over); every store call fails until `reacquire`.
+    pub fn release(&self) {
+        drop(self.db.write().take());
+    }
+
+    /// Open the file again after `release` (the upgrade did not happen).
+    pub fn reacquire(&self) -> Result<()> {
+        let mut g = self.db.write();
+        if g.is_none() {
+            *g = Some(
+                redb::Builder::new()
+                    .set_cache_size(self.cache_bytes)
+                    .create(&self.path)
+                    .with_context(|| format!("reopening store {}", self.path.display()))?,
+            );
+        }
+        Ok(())
+    }
+
     fn init_schema(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let found = {
             let mut meta = txn.open_table(META)?;
             // Create every table so readers never see "table does not exist".
@@ -304,7 +333,7 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<u32> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let v = meta
             .get("schema_version")?
@@ -355,7 +384,7 @@ impl Store {
     }
 
     pub fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(table.def())?;
         match t.get(id)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
@@ -365,14 +394,14 @@ impl Store {
 
     pub fn put<T: Serialize + Default>(&self, table: Table, id: &str, record: &T) -> Result<()> {
         let bytes = encode(record)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(table.def())?.insert(id, bytes.as_slice())?;
         txn.commit()?;
         Ok(())
     }
 
     pub fn delete(&self, table: Table, id: &str) -> Result<bool> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let existed = txn.open_table(table.def())?.remove(id)?.is_some();
         txn.commit()?;
         Ok(existed)
@@ -384,7 +413,7 @@ impl Store {
         table: Table,
         records: &[(String, &T)],
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(table.def())?;
             for (id, r) in records {
@@ -397,7 +426,7 @@ impl Store {
 
     /// Set usage buckets to the given values (not add): importing twice gives the same result.
     pub fn usage_put_many(&self, rows: &[(String, Counters)]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(USAGE)?;
             for (k, c) in rows {
@@ -415,7 +444,7 @@ impl Store {
 
     /// Replace a key's request records (import): newest first in `records`.
     pub fn records_replace(&self, key_id: &str, records: &[RequestRecord]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
@@ -457,7 +486,7 @@ impl Store {
         recent_cap: usize,
     ) -> Result<()> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
@@ -500,7 +529,7 @@ impl Store {
 
     /// Raw rows of a table (for tables whose key matters, such as sticky sessions).
     pub fn load_raw(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(table.def())?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -511,7 +540,7 @@ impl Store {
     }
 
     pub fn put_raw_many(&self, table: Table, rows: &[(String, Vec<u8>)]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(table.def())?;
             for (k, v) in rows {
@@ -524,7 +553,7 @@ impl Store {
 
     /// Delete the rows whose value matches; returns how many.
     pub fn delete_where(&self, table: Table, pred: impl Fn(&[u8]) -> bool) -> Result<u64> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let n = {
             let mut t = txn.open_table(table.def())?;
             let mut n = 0;
@@ -540,7 +569,7 @@ impl Store {
 
     pub fn count(&self, table: Table) -> Result<u64> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(table.def())?.len()?)
     }
 
@@ -549,7 +578,7 @@ impl Store {
         &self,
         deltas: impl IntoIterator<Item = (&'a str, &'a Counters)>,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut t = txn.open_table(USAGE)?;
@@ -576,7 +605,7 @@ impl Store {
         global_cap: usize,
     ) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut t = txn.open_table(USAGE)?;
@@ -657,7 +686,7 @@ impl Store {
 
     /// A key's request records, newest first.
     pub fn records_for_key(&self, key_id: &str, limit: usize) -> Result<Vec<RequestRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RECORDS)?;
         let prefix = format!("{key_id}|");
         let mut out = Vec::new();
@@ -675,7 +704,7 @@ impl Store {
 
     /// Recent request records of all keys, newest first.
     pub fn recent_records(&self, limit: usize) -> Result<Vec<RequestRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RECENT)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -692,7 +721,7 @@ impl Store {
 
     /// Delete usage buckets whose key sorts between `h:` and `before` (old hourly buckets).
     pub fn prune_usage_before(&self, before: &str) -> Result<u64> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let n = {
             let mut t = txn.open_table(USAGE)?;
             let mut n = 0u64;
@@ -707,7 +736,7 @@ impl Store {
     }
 
     pub fn usage_get(&self, key: &str) -> Result<Option<Counters>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USAGE)?;
         match t.get(key)? {
             Some(v) => Ok(Some(Counters::decode(v.value())?)),
@@ -717,7 +746,7 @@ impl Store {
 
     /// Many point reads in one snapshot.
     pub fn usage_get_many(&self, keys: &[String]) -> Result<Vec<Option<Counters>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USAGE)?;
         keys.iter()
             .map(|k| match t.get(k.as_str())? {
@@ -729,7 +758,7 @@ impl Store {
 
     /// Every bucket whose key starts with `prefix`, in key order.
     pub fn usage_scan(&self, prefix: &str) -> Result<Vec<(String, Counters)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USAGE)?;
         let mut out = Vec::new();
         for row in t.range(prefix..)? {
@@ -832,7 +861,7 @@ mod tests {
         let p = dir.path().join("crs.redb");
         {
             let s = Store::open(&p).unwrap();
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert("schema_version", 99u32.to_le_bytes().as_slice())
@@ -862,7 +891,7 @@ mod tests {
         };
         {
             let s = Store::open(&p).unwrap();
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert("schema_version", 1u32.to_le_bytes().as_slice())
@@ -900,7 +929,7 @@ mod tests {
         assert_eq!(s.usage_get("t|k|k1").unwrap(), Some(want));
         assert_eq!(s.usage_get("d:2026-11-22|g").unwrap(), Some(want));
         {
-            let txn = s.db.begin_read().unwrap();
+            let txn = s.db().unwrap().begin_read().unwrap();
             let u = txn.open_table(USAGE).unwrap();
             assert_eq!(
                 u.get("t|k|k1").unwrap().unwrap().value()[0],

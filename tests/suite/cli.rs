@@ -19,7 +19,12 @@ pub struct Proc {
 
 /// Start `crs serve` on an ephemeral port and wait for its "listening" line.
 pub fn spawn(dir: &Path, envs: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(BIN);
+    spawn_exe(Path::new(BIN), dir, envs)
+}
+
+/// `spawn` with another copy of the binary.
+pub fn spawn_exe(exe: &Path, dir: &Path, envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(exe);
     cmd.args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--port", "0", "--host", "127.0.0.1"])

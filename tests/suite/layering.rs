@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 
 /// The layers, top to bottom, and their modules. `mock` is its own case (rule 4).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("entry", &["main", "lib", "server", "listener", "ui"]),
+    (
+        "entry",
+        &["main", "lib", "server", "listener", "ui", "upgrade"],
+    ),
     (
         "routes",
         &["relay", "admin", "state", "migrate", "ops", "notify"],

@@ -28,4 +28,5 @@ mod relay;
 mod robustness;
 mod scheduler;
 mod stats;
+mod upgrade;
 mod webhook;
