@@ -947,18 +947,26 @@ async fn notifications_page_adds_a_webhook_and_tests_it() {
     ui.click("nav a[data-nav='notifications']").await;
     ui.wait_loaded().await;
     ui.wait_for("[data-webhook-form]").await;
+    // The list is drawn again after each change (`data-renders` counts): each step waits for
+    // the drawing its change causes.
+    let drawn = |n: u32| {
+        format!("Number(document.querySelector('[data-platforms]')?.dataset.renders) >= {n}")
+    };
+    ui.wait_js(&drawn(1), "the platform list").await;
+    ui.click("input[data-webhook-enabled]").await;
+    ui.wait_js(&drawn(2), "the list after switching on").await;
     ui.fill("[data-webhook-form] input[name=name]", "ops channel")
         .await;
     ui.fill("[data-webhook-form] input[name=url]", &rx.url)
         .await;
     ui.click("[data-webhook-form] button[type=submit]").await;
+    ui.wait_js(&drawn(3), "the list after adding").await;
     ui.wait_text("table", "ops channel").await;
-    ui.click("input[data-webhook-enabled]").await;
-    ui.wait_js(
-        "document.querySelector('input[data-webhook-enabled]').checked",
-        "notifications switched on",
-    )
-    .await;
+    assert_eq!(
+        ui.eval("document.querySelector('input[data-webhook-enabled]').checked")
+            .await,
+        true
+    );
     ui.click("[data-test-platform]").await;
     rx.wait_for("the platform test", |v| v["type"] == "test")
         .await;

@@ -91,10 +91,11 @@ async function testPlatform(p) {
 }
 
 export default async function webhooksPage(root, ctx) {
-  const list = h("div", h("span.skel.line", { style: { width: "60%" } }));
+  const list = h("div", { "data-platforms": "" }, h("span.skel.line", { style: { width: "60%" } }));
   const master = switchInput("Send notifications", false, { "data-webhook-enabled": "" });
   const sendTest = h("button.btn", { type: "button", "data-test-all": "" }, icon("play"), "Send a test notification");
   let config = null;
+  let renders = 0;
 
   const load = async () => {
     try {
@@ -141,6 +142,7 @@ export default async function webhooksPage(root, ctx) {
         ? h("div.table-wrap", h("table.table.responsive", { "aria-label": "Webhook platforms" }, h("thead", h("tr", h("th", "Name"), h("th", "Type"), h("th", "Sends to"), h("th", "On"), h("th", ""))), h("tbody", rows)))
         : h("div.callout", icon("info"), h("span", "No platform yet: add one below.")),
     );
+    list.dataset.renders = String(++renders);
   };
 
   master.input.addEventListener("change", async () => {
