@@ -1,6 +1,6 @@
 //! One notification to one platform: the request each platform wants (v1's set: WeCom,
 //! DingTalk and Feishu with signing, Slack, Discord, Telegram, Bark, custom JSON; plus ntfy),
-//! sent with a timeout.
+//! sent with a timeout; `smtp` mails (`super::smtp`).
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 use super::{Notice, Platform};
 
-/// The platform types, as v1 names them (and `ntfy`).
+/// The platform types, as v1 names them (and `ntfy`, `smtp`).
 pub const TYPES: &[&str] = &[
     "wechat_work",
     "dingtalk",
@@ -22,6 +22,7 @@ pub const TYPES: &[&str] = &[
     "telegram",
     "bark",
     "ntfy",
+    "smtp",
     "custom",
 ];
 
@@ -169,6 +170,9 @@ pub async fn send_once(
     n: &Notice,
     timeout: Duration,
 ) -> Result<()> {
+    if p.kind == "smtp" {
+        return super::smtp::send(p, n, &text(n), timeout).await;
+    }
     let res = request(client, p, n)?.timeout(timeout).send().await?;
     let status = res.status();
     let body = res.text().await.unwrap_or_default();

@@ -1,10 +1,12 @@
 //! Notifications to webhooks, with v1's configuration (`/admin/webhook/*`): account status
 //! changes (from `accounts`' event channel), accounts rate limited and recovered, account daily
-//! quotas past a threshold, failing usage commits. Off the request path: a task receives the
-//! events, another watches the account snapshot every few seconds; each delivery runs on a
-//! task of its own, with retries and exponential backoff.
+//! quotas and key cost limits (daily, total, weekly, five hours) past 80% and reached, failing
+//! usage commits. Off the request path: a task receives the events, another looks at the
+//! account and key snapshots every few seconds; each delivery runs on a task of its own, with
+//! retries and exponential backoff.
 
 pub mod channels;
+mod smtp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -66,6 +68,15 @@ pub struct Platform {
     pub chat_id: Value,
     pub parse_mode: String,
     pub api_url: String,
+    /// smtp: server, port (default 465 with `secure`, else 587), implicit TLS, login, sender,
+    /// recipients (comma-separated).
+    pub host: String,
+    pub port: u16,
+    pub secure: bool,
+    pub user: String,
+    pub pass: String,
+    pub from: String,
+    pub to: String,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     /// Fields this version does not model, kept.
@@ -121,7 +132,10 @@ pub fn validate(p: &Platform) -> Result<(), String> {
         "dingtalk" | "feishu" if p.enable_sign && p.secret.is_empty() => {
             Err("signing needs a secret".into())
         }
-        "bark" | "telegram" => Ok(()),
+        "smtp" if p.host.is_empty() || p.from.is_empty() || p.to.is_empty() => {
+            Err("smtp needs host, from and to".into())
+        }
+        "bark" | "telegram" | "smtp" => Ok(()),
         _ => match reqwest::Url::parse(&p.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
             _ => Err(format!("invalid webhook url {:?}", p.url)),
@@ -178,7 +192,7 @@ impl Notice {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
         json!({"type": self.kind, "title": self.title, "message": self.message,
-               "data": data, "timestamp": self.timestamp.to_rfc3339(), "source": "crs"})
+               "data": data, "timestamp": self.timestamp.to_rfc3339(), "service": "crs"})
     }
 }
 
@@ -295,6 +309,9 @@ enum Cooling {
 /// What the watcher saw last time.
 #[derive(Default)]
 struct Seen {
+    /// (key, limit) -> 1 once past `QUOTA_WARN` was sent, 2 once reached was sent; back to 0
+    /// when the use drops below the warning (a new day, week or five hours).
+    key_limits: HashMap<(String, &'static str), u8>,
     cooling: HashMap<String, Cooling>,
     /// account -> the day (number) its quota warning went out.
     quota_warned: HashMap<String, i32>,
@@ -381,6 +398,7 @@ fn watch(st: &Arc<AppState>, seen: &mut Seen) {
             }
         }
     }
+    watch_keys(st, seen, now);
     let failures = st.ledger.metrics.commit_failures();
     if failures > seen.commit_failures {
         dispatch(
@@ -396,6 +414,80 @@ fn watch(st: &Arc<AppState>, seen: &mut Seen) {
         );
     }
     seen.commit_failures = failures;
+}
+
+/// Keys past `QUOTA_WARN` of a cost limit (`quotaWarning`), and keys at a limit, whose
+/// requests are refused until it resets (`quotaWarning` too, `level: reached`).
+fn watch_keys(st: &Arc<AppState>, seen: &mut Seen, now: DateTime<Utc>) {
+    let off = st.clock.offset();
+    let idx = st.keys.load();
+    for e in idx.by_id.values() {
+        let k = &e.rec;
+        if k.is_deleted
+            || (k.daily_cost_limit_micros
+                | k.total_cost_limit_micros
+                | k.weekly_opus_cost_limit_micros
+                | k.five_hour_cost_limit_micros)
+                == 0
+        {
+            continue;
+        }
+        let mut m = e.rt.meter.lock().clone();
+        m.roll(k, now, off);
+        for (limit, used, cap) in [
+            ("daily", m.daily, k.daily_cost_limit_micros),
+            ("total", m.total, k.total_cost_limit_micros),
+            ("weekly", m.weekly_claude, k.weekly_opus_cost_limit_micros),
+            (
+                "fiveHour",
+                m.five_hour_cost(),
+                k.five_hour_cost_limit_micros,
+            ),
+        ] {
+            if cap <= 0 {
+                continue;
+            }
+            let share = used as f64 / crate::model::micros_to_picos(cap) as f64;
+            let level = if share >= 1.0 {
+                2
+            } else if share >= QUOTA_WARN {
+                1
+            } else {
+                0
+            };
+            let last = seen.key_limits.entry((k.id.clone(), limit)).or_default();
+            if level > *last {
+                let what = if level == 2 { "reached" } else { "warning" };
+                dispatch(
+                    st,
+                    Notice::new(
+                        "quotaWarning",
+                        format!(
+                            "crs: key {} {} its {limit} cost limit",
+                            k.name,
+                            if level == 2 { "reached" } else { "is near" }
+                        ),
+                        format!(
+                            "Key {} used ${:.2} of its ${:.2} {limit} cost limit{}",
+                            k.name,
+                            crate::model::picos_to_dollars(used),
+                            crate::model::micros_to_dollars(cap),
+                            if level == 2 {
+                                "; its requests are refused until it resets"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                    .field("keyId", k.id.clone())
+                    .field("keyName", k.name.clone())
+                    .field("limit", limit)
+                    .field("level", what),
+                );
+            }
+            *last = level;
+        }
+    }
 }
 
 /// How often the watcher looks.

@@ -261,3 +261,136 @@ async fn a_blocked_account_and_a_rate_limited_one_reach_the_receiver() {
         .await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_near_and_at_its_daily_cost_limit_is_reported() {
+    let env = Env::start().await;
+    let rx = Receiver::start(0).await;
+    configure(&env, &rx.url).await;
+    env.create_account(json!({})).await;
+    // Sonnet 4.5: $3 / $15 per million tokens; 100k input tokens = $0.30 a request.
+    let (id, key) = env
+        .create_key(json!({"name": "capped", "dailyCostLimit": 0.5}))
+        .await;
+    let send = || async {
+        let r = env
+            .messages(
+                &key,
+                msg_body(
+                    "claude-sonnet-4-5-20250929",
+                    false,
+                    "mock:usage=100000,0,0,0",
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        r.status()
+    };
+    assert_eq!(send().await, 200);
+    assert_eq!(send().await, 200);
+    let is = |level: &'static str| {
+        let id = id.clone();
+        move |v: &Value| {
+            v["type"] == "quotaWarning"
+                && v["data"]["keyId"] == id.as_str()
+                && v["data"]["limit"] == "daily"
+                && v["data"]["level"] == level
+        }
+    };
+    let n = rx.wait_for("key limit reached", is("reached")).await;
+    assert!(n["message"].as_str().unwrap().contains("refused"), "{n}");
+    assert_eq!(send().await, 402, "the limit holds");
+    env.stop().await;
+}
+
+/// A fake SMTP server (no TLS): records the commands and the message it gets.
+async fn fake_smtp() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let (s, _) = listener.accept().await.unwrap();
+        let mut s = tokio::io::BufStream::new(s);
+        async fn say(s: &mut tokio::io::BufStream<tokio::net::TcpStream>, l: &str) {
+            s.write_all(l.as_bytes()).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        say(&mut s, "220 fake ESMTP\r\n").await;
+        let mut in_data = false;
+        let mut data = String::new();
+        loop {
+            let mut line = String::new();
+            if s.read_line(&mut line).await.unwrap() == 0 {
+                return;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    s2.lock().push(std::mem::take(&mut data));
+                    say(&mut s, "250 queued\r\n").await;
+                } else {
+                    data += &line;
+                }
+                continue;
+            }
+            s2.lock().push(line.trim_end().to_owned());
+            let cmd = line.to_ascii_uppercase();
+            if cmd.starts_with("EHLO") {
+                say(&mut s, "250-fake\r\n250 AUTH PLAIN\r\n").await;
+            } else if cmd.starts_with("AUTH") {
+                say(&mut s, "235 ok\r\n").await;
+            } else if cmd.starts_with("DATA") {
+                in_data = true;
+                say(&mut s, "354 go on\r\n").await;
+            } else if cmd.starts_with("QUIT") {
+                say(&mut s, "221 bye\r\n").await;
+                return;
+            } else {
+                say(&mut s, "250 ok\r\n").await;
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn smtp_mails_a_test_notification() {
+    let env = Env::start().await;
+    let (port, seen) = fake_smtp().await;
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/test",
+            Some(json!({"type": "smtp", "host": "127.0.0.1", "port": port, "user": "ops", "pass": "pw",
+                        "from": "crs@example.org", "to": "a@example.org, b@example.org"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let seen = seen.lock().clone();
+    assert!(
+        seen.contains(&"AUTH PLAIN AG9wcwBwdw==".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"RCPT TO:<b@example.org>".to_owned()),
+        "{seen:?}"
+    );
+    let mail = seen.iter().find(|l| l.contains("Subject:")).unwrap();
+    assert!(
+        mail.contains("Subject: crs: test notification\r\n"),
+        "{mail}"
+    );
+    assert!(mail.contains("\r\n\r\ncrs: test notification"), "{mail}");
+    let (s, _) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/platforms",
+            Some(json!({"type": "smtp", "host": "127.0.0.1"})),
+        )
+        .await;
+    assert_eq!(s, 400, "smtp needs from and to");
+    env.stop().await;
+}
