@@ -15,6 +15,7 @@ const TYPES = [
   ["wechat_work", "WeCom (WeChat Work)"],
   ["bark", "Bark"],
   ["ntfy", "ntfy"],
+  ["smtp", "Email (SMTP)"],
 ];
 
 /** The fields each type needs besides its name: [key, label, hint]. */
@@ -23,6 +24,14 @@ const FIELDS = {
   bark: [["deviceKey", "Device key", ""], ["serverUrl", "Server URL", "Default https://api.day.app/push."]],
   dingtalk: [["url", "Webhook URL", ""], ["secret", "Signing secret", "SEC…; leave empty without signing."]],
   feishu: [["url", "Webhook URL", ""], ["secret", "Signing secret", "Leave empty without signing."]],
+  smtp: [
+    ["host", "SMTP server", ""],
+    ["port", "Port", "465: TLS from the start; 587 or 25: STARTTLS when offered."],
+    ["user", "User", "Leave empty without login."],
+    ["pass", "Password", ""],
+    ["from", "From", ""],
+    ["to", "To", "Addresses, comma-separated."],
+  ],
 };
 const urlOnly = [["url", "Webhook URL", ""]];
 
@@ -33,6 +42,7 @@ function typeLabel(t) {
 function target(p) {
   if (p.type === "telegram") return `chat ${p.chatId}`;
   if (p.type === "bark") return `device ${String(p.deviceKey || "").slice(0, 8)}…`;
+  if (p.type === "smtp") return `${p.to} via ${p.host}`;
   return p.url || "";
 }
 
@@ -47,7 +57,7 @@ function addForm(onDone) {
     mount(
       extra,
       defs.map(([k, label, hint]) => {
-        inputs[k] = input({ name: k, type: k === "secret" || k === "botToken" ? "password" : "text" });
+        inputs[k] = input({ name: k, type: ["secret", "botToken", "pass"].includes(k) ? "password" : k === "port" ? "number" : "text" });
         return field(label, inputs[k], { hint: hint || undefined });
       }),
     );
@@ -60,6 +70,10 @@ function addForm(onDone) {
     const b = { type: type.value, name: name.value.trim() || typeLabel(type.value) };
     for (const [k, el] of Object.entries(inputs)) if (el.value.trim()) b[k] = el.value.trim();
     if (b.secret) b.enableSign = true;
+    if (b.port) {
+      b.port = Number(b.port);
+      b.secure = b.port === 465;
+    }
     return b;
   };
   test.addEventListener("click", () => busy(test, () => testPlatform(body())));
