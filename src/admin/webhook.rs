@@ -30,6 +30,14 @@ pub fn router() -> Router {
         .push(Router::with_path("test-notification").post(test_notification))
 }
 
+/// Reads the configuration (for `blocking`).
+fn load_config(
+    st: &std::sync::Arc<AppState>,
+) -> impl FnOnce() -> anyhow::Result<WebhookConfig> + Send + 'static {
+    let (store, secrets) = (st.store.clone(), st.secrets.clone());
+    move || notify::load(&store, &secrets)
+}
+
 fn failed(res: &mut Response, status: StatusCode, message: &str) {
     v1_error(res, status, "Webhook request failed", message);
 }
@@ -42,9 +50,9 @@ async fn modify<T: Send + 'static>(
     f: impl FnOnce(&mut WebhookConfig) -> Result<Option<T>, String> + Send + 'static,
 ) -> Option<T> {
     let _g = st.admin_lock.lock().await;
-    let store = st.store.clone();
+    let (store, secrets) = (st.store.clone(), st.secrets.clone());
     let r = blocking(move || {
-        let mut c = notify::load(&store)?;
+        let mut c = notify::load(&store, &secrets)?;
         let out = match f(&mut c) {
             Ok(Some(v)) => v,
             other => return Ok(other.map(|_| None)),
@@ -52,7 +60,7 @@ async fn modify<T: Send + 'static>(
         if let Some(e) = c.platforms.iter().find_map(|p| notify::validate(p).err()) {
             return Ok(Err(e));
         }
-        notify::save(&store, &mut c)?;
+        notify::save(&store, &secrets, &mut c)?;
         Ok(Ok(Some(out)))
     })
     .await;
@@ -81,8 +89,7 @@ async fn modify<T: Send + 'static>(
 #[handler]
 async fn get_config(depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let store = st.store.clone();
-    match blocking(move || notify::load(&store)).await {
+    match blocking(load_config(&st)).await {
         Ok(c) => json(res, StatusCode::OK, &json!({"success": true, "config": c})),
         Err(e) => {
             tracing::error!(error = %e, "reading the webhook configuration failed");
@@ -115,10 +122,7 @@ async fn save_config(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     .await
     .is_some()
     {
-        let store = st.store.clone();
-        let c = blocking(move || notify::load(&store))
-            .await
-            .unwrap_or_default();
+        let c = blocking(load_config(&st)).await.unwrap_or_default();
         json(
             res,
             StatusCode::OK,
@@ -278,8 +282,7 @@ async fn test_notification(req: &mut Request, depot: &mut Depot, res: &mut Respo
         .await
         .unwrap_or(Value::Null);
     let kind = body["type"].as_str().unwrap_or("test").to_owned();
-    let store = st.store.clone();
-    let c = match blocking(move || notify::load(&store)).await {
+    let c = match blocking(load_config(&st)).await {
         Ok(c) => c,
         Err(_) => {
             return failed(

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::crypto::Secrets;
 use crate::events::Event;
 use crate::state::AppState;
 use crate::store::{Store, Table};
@@ -143,17 +144,43 @@ pub fn validate(p: &Platform) -> Result<(), String> {
     }
 }
 
-pub fn load(store: &Store) -> Result<WebhookConfig> {
-    Ok(store
-        .get::<WebhookConfig>(Table::Settings, SETTING)?
-        .unwrap_or_default())
+/// The fields of a platform that are secrets: encrypted at rest, like upstream credentials.
+fn secret_fields(p: &mut Platform) -> [&mut String; 3] {
+    [&mut p.secret, &mut p.bot_token, &mut p.pass]
 }
 
-pub fn save(store: &Store, c: &mut WebhookConfig) -> Result<()> {
+/// The configuration, its secrets decrypted.
+pub fn load(store: &Store, secrets: &Secrets) -> Result<WebhookConfig> {
+    let mut c = store
+        .get::<WebhookConfig>(Table::Settings, SETTING)?
+        .unwrap_or_default();
+    for p in &mut c.platforms {
+        for f in secret_fields(p) {
+            if f.starts_with(crate::crypto::ENC_PREFIX) {
+                match secrets.decrypt(f) {
+                    Ok(plain) => *f = plain,
+                    Err(e) => tracing::warn!(error = %e, "a webhook secret does not decrypt"),
+                }
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Store the configuration, its secrets encrypted.
+pub fn save(store: &Store, secrets: &Secrets, c: &mut WebhookConfig) -> Result<()> {
     let now = Utc::now();
     c.created_at.get_or_insert(now);
     c.updated_at = Some(now);
-    store.put(Table::Settings, SETTING, c)
+    let mut stored = c.clone();
+    for p in &mut stored.platforms {
+        for f in secret_fields(p) {
+            if !f.is_empty() && !f.starts_with(crate::crypto::ENC_PREFIX) {
+                *f = secrets.encrypt(f);
+            }
+        }
+    }
+    store.put(Table::Settings, SETTING, &stored)
 }
 
 /// What is sent.
@@ -256,9 +283,9 @@ pub fn client() -> reqwest::Client {
 
 /// Load the configuration and send, on a task of its own.
 fn dispatch(st: &Arc<AppState>, n: Notice) {
-    let store = st.store.clone();
+    let (store, secrets) = (st.store.clone(), st.secrets.clone());
     tokio::spawn(async move {
-        let c = match crate::web::blocking(move || load(&store)).await {
+        let c = match crate::web::blocking(move || load(&store, &secrets)).await {
             Ok(c) => c,
             Err(e) => return tracing::warn!(error = %e, "reading the webhook configuration failed"),
         };

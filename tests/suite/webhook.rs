@@ -133,6 +133,41 @@ async fn the_v1_admin_api_manages_platforms_and_tests_them() {
         )
         .await;
     assert_eq!(s, 400, "signing without a secret");
+    // Secrets are encrypted at rest and given back to the admin.
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/webhook/platforms",
+            Some(json!({"type": "dingtalk", "url": rx.url, "enableSign": true, "secret": "SEC-at-rest", "enabled": false})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let raw = env
+        .crs
+        .as_ref()
+        .unwrap()
+        .state
+        .store
+        .load_raw(crs::store::Table::Settings)
+        .unwrap();
+    let (_, row) = raw.iter().find(|(k, _)| k == "webhookConfig").unwrap();
+    let row = String::from_utf8_lossy(row);
+    assert!(
+        !row.contains("SEC-at-rest") && row.contains("enc1:"),
+        "{row}"
+    );
+    let (_, v) = env.admin(Method::GET, "/admin/webhook/config", None).await;
+    assert_eq!(v["config"]["platforms"][1]["secret"], "SEC-at-rest");
+    let ding = v["config"]["platforms"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.admin(
+        Method::DELETE,
+        &format!("/admin/webhook/platforms/{ding}"),
+        None,
+    )
+    .await;
     let (s, v) = env
         .admin(
             Method::PUT,
