@@ -354,6 +354,13 @@ pub async fn serve(config: Config) -> Result<()> {
                 Err(e) => {
                     let error = format!("{e:#}");
                     tracing::error!(error = %error, "upgrade failed; this process keeps serving");
+                    crate::notify::system_error(
+                        &running.state,
+                        "upgrade failed",
+                        &format!(
+                            "The upgrade did not happen ({error}); the running process keeps serving."
+                        ),
+                    );
                     write_run_file(&running, Some(error));
                 }
             },

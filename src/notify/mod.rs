@@ -293,6 +293,14 @@ fn dispatch(st: &Arc<AppState>, n: Notice) {
     });
 }
 
+/// A `systemError` notice (e.g. an upgrade that did not happen), sent off the caller's path.
+pub fn system_error(st: &Arc<AppState>, title: &str, message: &str) {
+    dispatch(
+        st,
+        Notice::new("systemError", format!("crs: {title}"), message),
+    );
+}
+
 fn account_label(st: &AppState, id: &str) -> (String, String) {
     let pool = st.accounts.load();
     match pool.by_id.get(id) {

@@ -266,16 +266,27 @@ impl Store {
         drop(self.db.write().take());
     }
 
-    /// Open the file again after `release` (the upgrade did not happen).
+    /// Open the file again after `release` (the upgrade did not happen). A process that
+    /// opened it meanwhile may take a moment to let go: retried for up to 10 s.
     pub fn reacquire(&self) -> Result<()> {
         let mut g = self.db.write();
-        if g.is_none() {
-            *g = Some(
-                redb::Builder::new()
-                    .set_cache_size(self.cache_bytes)
-                    .create(&self.path)
-                    .with_context(|| format!("reopening store {}", self.path.display()))?,
-            );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while g.is_none() {
+            match redb::Builder::new()
+                .set_cache_size(self.cache_bytes)
+                .create(&self.path)
+            {
+                Ok(db) => *g = Some(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reopening store {}", self.path.display()));
+                }
+            }
         }
         Ok(())
     }

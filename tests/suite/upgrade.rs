@@ -193,7 +193,17 @@ async fn an_upgrade_to_a_binary_that_does_not_start_keeps_the_old_one_serving() 
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     // Still serving, with its store: usage before and after the attempt is all there.
     crate::ops::send(&old.url, &key, 2).await;
-    assert_eq!(usage(&old.url, &key).await["requests"], 4);
+    let u = client()
+        .get(format!("{}/api/v1/usage", old.url))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&u).unwrap_or_default();
+    assert_eq!(v["usage"]["total"]["requests"], 4, "{u}");
     let admin = client()
         .get(format!("{}/admin/status", old.url))
         .bearer_auth(
