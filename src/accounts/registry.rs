@@ -71,6 +71,12 @@ impl Accounts {
         &self.secrets
     }
 
+    /// False while the store is handed over to a new process (an upgrade): nothing here can
+    /// be written, so nothing that must be (a rotated refresh token) should be started.
+    pub fn writable(&self) -> bool {
+        self.store.is_open()
+    }
+
     /// Change one account record: under the admin lock, read it, let `f` change it (`f`
     /// returns false for "nothing to do"), write it, swap the snapshot. `None` when there is
     /// no such account.

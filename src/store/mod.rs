@@ -260,6 +260,11 @@ impl Store {
             .map_err(|_| anyhow::anyhow!("the store is handed over to another process"))
     }
 
+    /// False while the store is handed over (`release`).
+    pub fn is_open(&self) -> bool {
+        self.db.read().is_some()
+    }
+
     /// Close the file so that another process can open it (an upgrade hands the data
     /// directory over); every store call fails until `reacquire`.
     pub fn release(&self) {
