@@ -43,6 +43,24 @@ if ! command -v redis-server >/dev/null; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 
+# promtool (Debian's prometheus) checks the /metrics output (tests/suite/metrics.rs).
+if ! command -v promtool >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing promtool for the metrics tests"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# systemd-analyze checks the systemd unit, curl runs the install script (tests/suite/packaging.rs).
+if ! command -v systemd-analyze >/dev/null || ! command -v curl >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing systemd and curl for the packaging tests"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd curl >/dev/null
+fi
+
 export CRS_E2E_REQUIRED=1
 log "cargo test"
 cargo test --all-targets --locked "$@"

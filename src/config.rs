@@ -35,6 +35,11 @@ pub struct FileConfig {
     pub store_cache_mb: Option<usize>,
     pub upstream_idle_connections: Option<usize>,
     pub trust_proxy: Option<bool>,
+    pub metrics_allow: Option<Vec<String>>,
+    pub pricing_url: Option<String>,
+    pub log_dir: Option<PathBuf>,
+    pub log_max_size: Option<String>,
+    pub log_max_files: Option<usize>,
     pub max_connections: Option<usize>,
     pub header_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
@@ -121,6 +126,16 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Admin login throttling and the bound on concurrent password checks.
     pub login: LoginLimits,
+    /// Addresses (TCP peers) that may read `/metrics` without an admin token.
+    pub metrics_allow: Vec<AddrRange>,
+    /// A LiteLLM-format pricing table fetched at start and then daily (off when `None`).
+    pub pricing_url: Option<String>,
+    /// Log files beside stderr: `crs.log` in this directory, rotated (off when `None`).
+    pub log_dir: Option<PathBuf>,
+    /// Size at which the log file is rotated, in bytes (v1's `LOG_MAX_SIZE`).
+    pub log_max_bytes: u64,
+    /// Rotated log files kept, besides the current one (v1's `LOG_MAX_FILES`).
+    pub log_max_files: usize,
     /// Account health in the background (`accounts::usage_poll`, `accounts::health`).
     pub health: HealthConfig,
 }
@@ -152,6 +167,64 @@ impl Default for HealthConfig {
             tick: Duration::from_secs(15),
         }
     }
+}
+
+/// An address range (`10.0.0.0/8`, `::1`, `192.168.1.20`) for allow-lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange {
+    pub net: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl AddrRange {
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: std::net::IpAddr = addr
+            .parse()
+            .with_context(|| format!("{s:?} is not an IP address or CIDR range"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .with_context(|| format!("{s:?}: the prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(AddrRange { net, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
+/// A size such as `10m`, `512k`, `1g` or a plain number of bytes (v1's `LOG_MAX_SIZE`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Admin login defences (`auth::login`). Not in `config.toml`: the defaults suit every
@@ -240,6 +313,11 @@ impl Config {
             trust_proxy: false,
             login: LoginLimits::default(),
             health: HealthConfig::default(),
+            metrics_allow: Vec::new(),
+            pricing_url: None,
+            log_dir: None,
+            log_max_bytes: 10 << 20,
+            log_max_files: 5,
         }
     }
 
@@ -467,6 +545,27 @@ impl Config {
             h.recovery_max,
         )?
         .max(h.recovery_base);
+        let allow: Vec<String> = match env_nonempty("CRS_METRICS_ALLOW") {
+            Some(v) => v.split(',').map(str::to_owned).collect(),
+            None => file.metrics_allow.unwrap_or_default(),
+        };
+        c.metrics_allow = allow
+            .iter()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| AddrRange::parse(a).context("CRS_METRICS_ALLOW / metrics_allow"))
+            .collect::<Result<_>>()?;
+        c.pricing_url = env_nonempty("CRS_PRICING_URL").or(file.pricing_url);
+        c.log_dir = env_nonempty("CRS_LOG_DIR")
+            .map(PathBuf::from)
+            .or(file.log_dir);
+        if let Some(v) = env_nonempty("LOG_MAX_SIZE").or(file.log_max_size) {
+            c.log_max_bytes = parse_size(&v)
+                .filter(|n| *n > 0)
+                .with_context(|| format!("LOG_MAX_SIZE={v:?} is not a size such as 10m"))?;
+        }
+        if let Some(n) = count("LOG_MAX_FILES", file.log_max_files)? {
+            c.log_max_files = n;
+        }
         Ok(c)
     }
 
@@ -496,6 +595,46 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::load_with_env(&cli, &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn address_ranges_sizes_and_the_operations_settings() {
+        let r = AddrRange::parse("10.0.0.0/8").unwrap();
+        assert!(r.contains("10.1.2.3".parse().unwrap()));
+        assert!(r.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!r.contains("11.0.0.1".parse().unwrap()));
+        assert!(!r.contains("::1".parse().unwrap()));
+        let one = AddrRange::parse("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(
+            AddrRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(AddrRange::parse("10.0.0.0/33").is_err());
+        assert!(AddrRange::parse("host").is_err());
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("2048"), Some(2048));
+        assert_eq!(parse_size("ten"), None);
+
+        let c = load(
+            &[
+                ("CRS_METRICS_ALLOW", "127.0.0.1, 10.0.0.0/8"),
+                ("LOG_MAX_SIZE", "1m"),
+                ("LOG_MAX_FILES", "3"),
+                ("CRS_LOG_DIR", "/var/log/crs"),
+            ],
+            CliOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_allow.len(), 2);
+        assert_eq!(c.log_max_bytes, 1 << 20);
+        assert_eq!(c.log_max_files, 3);
+        assert_eq!(c.log_dir, Some(PathBuf::from("/var/log/crs")));
+        assert!(c.pricing_url.is_none());
+        let bad = load(&[("CRS_METRICS_ALLOW", "nope")], CliOverrides::default());
+        assert!(format!("{:#}", bad.unwrap_err()).contains("CRS_METRICS_ALLOW"));
     }
 
     #[test]

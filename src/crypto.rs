@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 const SECRETS_VERSION: u32 = 1;
 /// Prefix of values encrypted by crs, so a plaintext value is never mistaken for ciphertext.
-const ENC_PREFIX: &str = "enc1:";
+pub const ENC_PREFIX: &str = "enc1:";
 
 #[derive(Serialize, Deserialize)]
 struct SecretsFile {
@@ -186,6 +186,11 @@ impl Secrets {
             })?;
         String::from_utf8(pt).context("decrypted value is not UTF-8")
     }
+}
+
+/// Compare two secrets in time that depends on their lengths only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Write a file readable only by its owner (0600), atomically (temp file + rename).

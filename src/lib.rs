@@ -7,11 +7,16 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod crypto;
+pub mod events;
 pub mod limits;
 pub mod listener;
+pub mod logfile;
+pub mod metrics;
 pub mod migrate;
 pub mod mock;
 pub mod model;
+pub mod notify;
+pub mod ops;
 pub mod providers;
 pub mod relay;
 pub mod scheduler;
@@ -19,6 +24,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod ui;
+pub mod upgrade;
 pub mod usage;
 pub mod web;
 
@@ -85,17 +91,50 @@ pub fn init_tls() {
 
 /// Set up tracing from the configuration. Idempotent (later calls are ignored).
 pub fn init_logging(level: &str, format: config::LogFormat) {
+    init_logging_to(level, format, None);
+}
+
+/// Set up tracing for `crs serve`: stderr, and the rotating log files when `log_dir` is set.
+pub fn init_server_logging(cfg: &config::Config) -> anyhow::Result<()> {
+    let files = match &cfg.log_dir {
+        Some(dir) => Some(
+            logfile::RotatingFile::open(dir, cfg.log_max_bytes, cfg.log_max_files)
+                .map_err(|e| anyhow::anyhow!("opening the log directory {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
+    init_logging_to(&cfg.log_level, cfg.log_format, files);
+    Ok(())
+}
+
+fn init_logging_to(level: &str, format: config::LogFormat, files: Option<logfile::RotatingFile>) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::layer;
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{level},salvo_core=warn,hyper=warn,reqwest=warn,h2=warn"
         ))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Text => builder.with_ansi(false).try_init(),
+    let json = matches!(format, config::LogFormat::Json);
+    let (stderr_json, stderr_text) = if json {
+        (Some(layer().json().with_writer(std::io::stderr)), None)
+    } else {
+        (
+            None,
+            Some(layer().with_ansi(false).with_writer(std::io::stderr)),
+        )
     };
+    let (file_json, file_text) = match files {
+        Some(f) if json => (Some(layer().json().with_writer(f)), None),
+        Some(f) => (None, Some(layer().with_ansi(false).with_writer(f))),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr_json)
+        .with(stderr_text)
+        .with(file_json)
+        .with(file_text)
+        .try_init();
 }

@@ -60,6 +60,23 @@ impl ListenerCloser {
     pub fn close(&self) {
         drop(self.0.lock().take());
     }
+
+    /// A duplicate of the listening socket that a child process inherits (no close-on-exec).
+    #[cfg(unix)]
+    pub fn inheritable(&self) -> IoResult<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let g = self.0.lock();
+        let l = g
+            .as_ref()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+        // SAFETY: dup of an open descriptor; the new one is owned by the returned OwnedFd.
+        let fd = unsafe { libc::dup(l.as_raw_fd()) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created by dup and is owned by nothing else.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
 }
 
 impl NoDelayAcceptor {
@@ -175,7 +192,25 @@ impl NoDelayAcceptor {
 const BACKLOG: u32 = 1024;
 
 /// Bind and listen on the first address `host` resolves to that works.
+/// The environment variable that hands a listening socket to a new process (an upgrade).
+pub const LISTEN_FD_ENV: &str = "CRS_LISTEN_FD";
+
 async fn listen(host: &str, port: u16) -> IoResult<TcpListener> {
+    #[cfg(unix)]
+    if let Some(fd) = std::env::var(LISTEN_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<std::os::fd::RawFd>().ok())
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the parent process passed this descriptor, open and listening, for this
+        // process to own; nothing else here uses it.
+        let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        std_listener.set_nonblocking(true)?;
+        // Not passed on to processes this one starts.
+        // SAFETY: fcntl on a descriptor this process owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        return TcpListener::from_std(std_listener);
+    }
     let mut last = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
         let socket = if addr.is_ipv4() {

@@ -88,6 +88,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Admin accounts (offline: stop the server first).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// API keys (offline: stop the server first).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Upstream accounts (offline: stop the server first).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// What the data directory holds, and the server running on it (if any).
+    Status {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the whole store: every record parses, every secret decrypts (exit 4 if not).
+    Check {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a consistent backup (one file, secrets included), from the running server if
+    /// there is one.
+    Backup {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The backup file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upgrade the running server without downtime: it starts the binary now on disk, hands
+    /// it the listening socket and exits once its requests are done (same as SIGUSR2).
+    Upgrade {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a data directory (the server must be stopped).
+    Restore {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The backup file to read.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store (it is kept as crs.redb.before-restore).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a mock upstream (Anthropic Messages API) for trying crs out and for benchmarks.
     #[command(hide = true)]
     MockUpstream {
@@ -99,7 +160,101 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Where the data directory is (for the operator commands).
+#[derive(clap::Args)]
+struct DirArgs {
+    /// Data directory.
+    #[arg(long, env = "CRS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML). Default: <data-dir>/config.toml when it exists.
+    #[arg(long, env = "CRS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl DirArgs {
+    fn load(self) -> anyhow::Result<Config> {
+        let cfg = Config::load(&CliOverrides {
+            data_dir: self.data_dir,
+            config: self.config,
+            ..Default::default()
+        })?;
+        crs::init_logging("warn", cfg.log_format);
+        Ok(cfg)
+    }
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set an admin's password (a random one unless --password-stdin) and end their sessions.
+    ResetPassword {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The admin (default: the only one).
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the new password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List API keys.
+    List {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Include deleted keys.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an API key without limits; the key is printed once.
+    Create {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an API key (by id, or by name when only one key has it).
+    Disable {
+        #[command(flatten)]
+        dir: DirArgs,
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// List upstream accounts (no secrets).
+    List {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crs: {e:#}");
+            std::process::ExitCode::from(crs::ops::exit_code(&e) as u8)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    use crs::ops::commands as ops;
+    crs::upgrade::remember_exe();
     let cli = Cli::parse();
     crs::tune_allocator();
     crs::init_tls();
@@ -120,7 +275,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 config,
             })?;
-            crs::init_logging(&cfg.log_level, cfg.log_format);
+            crs::init_server_logging(&cfg)?;
             rt.block_on(crs::server::serve(cfg))
         }
         Command::Import {
@@ -180,6 +335,33 @@ fn main() -> anyhow::Result<()> {
             let report = rt.block_on(crs::migrate::export(&target, &opts))?;
             print_report(&report, json)
         }
+        Command::Admin {
+            command:
+                AdminCommand::ResetPassword {
+                    dir,
+                    username,
+                    password_stdin,
+                    json,
+                },
+        } => ops::reset_password(dir.load()?, username.as_deref(), password_stdin, json),
+        Command::Keys { command } => match command {
+            KeysCommand::List { dir, all, json } => ops::keys_list(dir.load()?, all, json),
+            KeysCommand::Create { dir, name, json } => ops::keys_create(dir.load()?, &name, json),
+            KeysCommand::Disable { dir, key, json } => ops::keys_disable(dir.load()?, &key, json),
+        },
+        Command::Accounts {
+            command: AccountsCommand::List { dir, json },
+        } => ops::accounts_list(dir.load()?, json),
+        Command::Status { dir, json } => rt.block_on(ops::status(dir.load()?, json)),
+        Command::Check { dir, json } => ops::check(dir.load()?, json),
+        Command::Backup { dir, out, json } => rt.block_on(ops::backup(dir.load()?, &out, json)),
+        Command::Upgrade { dir, json } => rt.block_on(ops::upgrade(dir.load()?, json)),
+        Command::Restore {
+            dir,
+            from,
+            force,
+            json,
+        } => ops::restore(dir.load()?, &from, force, json),
         Command::MockUpstream { listen, no_record } => {
             crs::init_logging("info", crs::config::LogFormat::Text);
             rt.block_on(async move {

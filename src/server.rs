@@ -70,7 +70,12 @@ pub fn open_state(config: Config) -> Result<Arc<AppState>> {
     if created {
         tracing::info!(path = %config.secrets_path().display(), "generated secrets for a new data directory");
     }
-    let store = Store::open_with_cache(&config.db_path(), config.store_cache_bytes)?;
+    let store = if crate::upgrade::is_upgrade_child() {
+        // The process handing over closes the store a moment from now.
+        crate::upgrade::open_store_when_free(&config.db_path(), config.store_cache_bytes)?
+    } else {
+        Store::open_with_cache(&config.db_path(), config.store_cache_bytes)?
+    };
     let state = AppState::new(config, secrets, store)?;
     if let Some((user, password)) = ensure_admin(&state.store, &state.config)? {
         // Shown once, on the terminal only: never through the log pipeline.
@@ -100,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .push(Router::with_path("web/auth/change-password").post(change_password))
         .push(Router::with_path("web/auth/user").get(current_user))
         .push(crate::admin::router())
+        .push(crate::admin::metrics::router())
         .push(crate::relay::router())
         .push(crate::ui::router())
 }
@@ -146,6 +152,29 @@ impl Handler for DiscardUnread {
     ) {
         ctrl.call_next(req, depot, res).await;
         crate::web::discard_body(req.take_body(), self.max, Duration::from_secs(10));
+    }
+}
+
+/// Counts every request by route group and status, and times its response head
+/// (`metrics::HttpMetrics`).
+struct CountRequests(Arc<AppState>);
+
+#[salvo::async_trait]
+impl Handler for CountRequests {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let started = std::time::Instant::now();
+        let route = crate::metrics::route_of(req.uri().path());
+        ctrl.call_next(req, depot, res).await;
+        let status = res.status_code.map(|s| s.as_u16()).unwrap_or(404);
+        self.0
+            .http_metrics
+            .observe(route, status, started.elapsed().as_secs_f64());
     }
 }
 
@@ -199,6 +228,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let server = Server::new(acceptor).fuse_config(fuse);
     let handle = server.handle();
     let service = Service::new(router(state.clone()))
+        .hoop(CountRequests(state.clone()))
         .hoop(DiscardUnread {
             max: state.config.max_body_bytes.saturating_mul(4),
         })
@@ -212,6 +242,9 @@ pub async fn start(config: Config) -> Result<Running> {
         state.clock.offset(),
     );
     spawn_trimmer(&state);
+    spawn_pricing_watch(&state);
+    crate::notify::spawn(&state);
+    crate::upgrade::spawn_handoff_intake(&state);
     tracing::info!(
         url = %format!("http://{addr}"),
         admin = %format!("http://{addr}/admin-next/"),
@@ -245,6 +278,40 @@ fn spawn_trimmer(state: &Arc<AppState>) {
     });
 }
 
+/// How often the pricing file's modification time and size are checked.
+const PRICING_CHECK: Duration = Duration::from_secs(2);
+const PRICING_REMOTE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Reload the price table when its file changes; with `pricing_url`, fetch that table into the
+/// file at start and daily (while the server lives).
+fn spawn_pricing_watch(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    let remote = state.config.pricing_url.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRICING_CHECK);
+        let mut next_remote = remote.as_ref().map(|_| tokio::time::Instant::now());
+        loop {
+            tick.tick().await;
+            let Some(st) = weak.upgrade() else { return };
+            if let (Some(url), Some(due)) = (&remote, next_remote)
+                && due <= tokio::time::Instant::now()
+            {
+                next_remote = Some(due + PRICING_REMOTE_EVERY);
+                let client = crate::admin::pricing::remote_client();
+                match st.pricing.fetch_remote(&client, url).await {
+                    Ok(models) => {
+                        tracing::info!(url = %url, models, "remote pricing table fetched")
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %url, error = %format!("{e:#}"), "remote pricing table not fetched; the current one stays")
+                    }
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || st.pricing.reload_if_changed()).await;
+        }
+    });
+}
+
 /// `crs serve`: run until SIGINT or SIGTERM, then stop gracefully and flush usage.
 pub async fn serve(config: Config) -> Result<()> {
     if let Some((old, new)) = crate::listener::raise_nofile_limit() {
@@ -253,18 +320,130 @@ pub async fn serve(config: Config) -> Result<()> {
     // Installed before the server announces itself, so a signal sent as soon as it is
     // listening stops it gracefully rather than killing it.
     let stop = shutdown_signal()?;
+    tokio::pin!(stop);
+    let mut upgrade = upgrade_signal()?;
     let mut running = start(config).await?;
-    tokio::select! {
-        _ = stop => {
-            tracing::info!("shutdown requested; finishing in-flight requests");
-            running.shutdown(Duration::from_secs(30)).await;
-            tracing::info!("usage flushed; bye");
-        }
-        _ = running.wait() => {
-            running.state.ledger.shutdown().await;
+    let data_dir = running.state.config.data_dir.clone();
+    write_run_file(&running, None);
+    crate::upgrade::signal_ready();
+    enum Next {
+        Stop,
+        Died,
+        Upgrade,
+    }
+    loop {
+        let next = tokio::select! {
+            _ = &mut stop => Next::Stop,
+            _ = running.wait() => Next::Died,
+            _ = upgrade.recv() => Next::Upgrade,
+        };
+        match next {
+            Next::Stop => {
+                tracing::info!("shutdown requested; finishing in-flight requests");
+                running.shutdown(Duration::from_secs(30)).await;
+                tracing::info!("usage flushed; bye");
+                break;
+            }
+            Next::Died => {
+                running.state.ledger.shutdown().await;
+                break;
+            }
+            Next::Upgrade => match hand_over(&running).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "the new process serves; finishing in-flight requests and streams"
+                    );
+                    running.shutdown(crate::upgrade::DRAIN_GRACE).await;
+                    tracing::info!("handed over; bye");
+                    break;
+                }
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    tracing::error!(error = %error, "upgrade failed; this process keeps serving");
+                    crate::notify::system_error(
+                        &running.state,
+                        "upgrade failed",
+                        &format!(
+                            "The upgrade did not happen ({error}); the running process keeps serving."
+                        ),
+                    );
+                    write_run_file(&running, Some(error));
+                }
+            },
         }
     }
+    crate::ops::RunInfo::remove(&data_dir);
     Ok(())
+}
+
+/// SIGUSR2 (`crs upgrade`, systemd's reload).
+fn upgrade_signal() -> Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")
+}
+
+/// Hand the socket and the data directory to the binary on disk (`upgrade`). On success the
+/// new process serves and this one should drain; on failure this one keeps serving.
+async fn hand_over(running: &Running) -> Result<()> {
+    let st = &running.state;
+    tracing::info!("upgrade requested: starting the binary on disk");
+    let fd = running
+        .listener
+        .inheritable()
+        .context("duplicating the listening socket")?;
+    let spill = crate::upgrade::handoff_file(&st.config.data_dir, std::process::id());
+    if !st.ledger.handoff(spill).await {
+        st.ledger.resume().await;
+        anyhow::bail!("usage could not be committed before the handover");
+    }
+    st.store.release();
+    let restore = || async {
+        if let Err(e) = st.store.reacquire() {
+            tracing::error!(error = %format!("{e:#}"), "reopening the store failed");
+        }
+        st.ledger.resume().await;
+    };
+    let started = match crate::upgrade::start_new(fd) {
+        Ok(s) => s,
+        Err(e) => {
+            restore().await;
+            return Err(e);
+        }
+    };
+    let pid = started.child.id();
+    if started.wait_ready(crate::upgrade::READY_TIMEOUT).await {
+        tracing::info!(new_pid = pid, "the new process is ready");
+        return Ok(());
+    }
+    restore().await;
+    anyhow::bail!("the new process (pid {pid}) did not become ready")
+}
+
+/// Tell local operator commands (`crs status`, `crs backup`) where this server is and how to
+/// reach its admin API (`ops::RunInfo`).
+fn write_run_file(running: &Running, upgrade_error: Option<String>) {
+    let mut addr = running.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let info = crate::ops::RunInfo {
+        pid: std::process::id(),
+        url: format!("http://{addr}"),
+        version: env!("CARGO_PKG_VERSION").into(),
+        token: running.state.operator_token.clone(),
+        started_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+            - chrono::Duration::from_std(running.state.started_at.elapsed()).unwrap_or_default(),
+        upgrade_failed: upgrade_error.map(|error| crate::ops::UpgradeFailure {
+            at: chrono::Utc::now(),
+            error,
+        }),
+    };
+    if let Err(e) = info.write(&running.state.config.data_dir) {
+        tracing::warn!(error = %e, "could not write the run file; crs status and crs backup will not find this server");
+    }
 }
 
 /// Resolves at the first SIGINT or SIGTERM; the handlers are in place when this returns.

@@ -18,7 +18,7 @@ use crate::limits::{AuthError, KeyEntry, Keys, authenticate};
 use crate::model::StickyEntry;
 use crate::providers::http::HttpClients;
 use crate::store::{Store, Table};
-use crate::usage::pricing::Pricing;
+use crate::usage::live_pricing::LivePricing;
 use crate::usage::{Clock, Ledger};
 
 pub struct AppState {
@@ -27,7 +27,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub ledger: Ledger,
     pub clock: Clock,
-    pub pricing: Pricing,
+    /// The price table, replaced when its file changes (`usage::live_pricing`).
+    pub pricing: LivePricing,
     pub realtime: crate::usage::realtime::Realtime,
     /// API keys: the snapshot the request path authenticates against, and its write path.
     pub keys: Arc<Keys>,
@@ -43,6 +44,11 @@ pub struct AppState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Admin login throttling and the password-check gate.
     pub logins: crate::auth::login::Logins,
+    /// Accepted as an admin session: given to local operator commands through the run file
+    /// (`ops::RunInfo`), readable by the data directory's owner only. New on every start.
+    pub operator_token: String,
+    /// HTTP requests by route group and status, for `/metrics`.
+    pub http_metrics: crate::metrics::HttpMetrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,7 +90,7 @@ impl AppState {
         let admin_lock = Arc::new(tokio::sync::Mutex::new(()));
         // The pricing table parses on another core while the keys load.
         let data_dir = config.data_dir.clone();
-        let pricing_thread = std::thread::spawn(move || Pricing::load(&data_dir));
+        let pricing_thread = std::thread::spawn(move || LivePricing::load(&data_dir));
         let t = std::time::Instant::now();
         let keys = Keys::open(store.clone(), clock, admin_lock.clone())?;
         tracing::debug!(startup_phase = "keys", ms = t.elapsed().as_millis() as u64);
@@ -120,6 +126,8 @@ impl AppState {
             admin_lock,
             rr: Default::default(),
             logins,
+            operator_token: crate::crypto::random_hex(32),
+            http_metrics: Default::default(),
         });
         state.load_settings()?;
         let sticky: Vec<(String, StickyEntry)> = state

@@ -243,6 +243,9 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
 /// Refresh an account's access token now, through its proxy, and store the result. The caller
 /// holds the account's refresh lock (`OAuthState::lock_for`).
 pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
+    if !accounts.writable() {
+        bail!("the store is handed over to a new process, which refreshes the token");
+    }
     let rt = accounts
         .secrets()
         .decrypt(&acc.rec.refresh_token)

@@ -28,6 +28,8 @@ pub struct Accounts {
     pub http: HttpClients,
     /// OAuth authorisation sessions and per-account refresh single-flight.
     pub oauth: OAuthState,
+    /// Status changes are published here (for notifications).
+    pub events: crate::events::Events,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -54,6 +56,7 @@ impl Accounts {
             lock,
             http,
             oauth,
+            events: Default::default(),
         };
         a.reload()?;
         Ok(a)
@@ -66,6 +69,12 @@ impl Accounts {
 
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
+    }
+
+    /// False while the store is handed over to a new process (an upgrade): nothing here can
+    /// be written, so nothing that must be (a rotated refresh token) should be started.
+    pub fn writable(&self) -> bool {
+        self.store.is_open()
     }
 
     /// Change one account record: under the admin lock, read it, let `f` change it (`f`
@@ -104,6 +113,11 @@ impl Accounts {
     /// Record a status change (`unauthorized`, `refresh_failed`, ...) off the request path.
     pub fn mark_status(self: &Arc<Self>, id: String, status: AccountStatus, reason: String) {
         let accounts = self.clone();
+        self.events.publish(crate::events::Event::AccountStatus {
+            account_id: id.clone(),
+            status: status.as_str().to_owned(),
+            reason: reason.clone(),
+        });
         tokio::spawn(async move {
             let r = accounts
                 .update(&id, move |a| {

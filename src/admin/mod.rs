@@ -6,10 +6,14 @@ pub mod fields;
 pub mod groups;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
+pub mod ops;
+pub mod pricing;
 pub mod session;
 pub mod settings;
 pub mod stats;
+pub mod webhook;
 
 use salvo::prelude::*;
 
@@ -32,6 +36,13 @@ pub fn router() -> Router {
                         .push(Router::with_path("records").get(stats::key_records)),
                 ),
         )
+        .push(Router::with_path("status").get(ops::status))
+        .push(
+            Router::with_path("pricing")
+                .get(pricing::status)
+                .push(Router::with_path("reload").post(pricing::reload)),
+        )
+        .push(Router::with_path("backup").get(ops::backup))
         .push(Router::with_path("dashboard").get(stats::dashboard))
         .push(Router::with_path("usage-trend").get(stats::usage_trend))
         .push(Router::with_path("usage-breakdown").get(stats::usage_breakdown))
@@ -43,6 +54,7 @@ pub fn router() -> Router {
                 .get(settings::get)
                 .put(settings::put),
         )
+        .push(webhook::router())
         .push(oauth::router())
         .push(health::usage_router());
     for p in crate::model::Platform::ALL {

@@ -37,7 +37,7 @@ impl Handler for AdminAuth {
         ctrl: &mut FlowCtrl,
     ) {
         let st = state(depot);
-        let Some(token) = admin_token(req) else {
+        if admin_token(req).is_none() {
             v1_error(
                 res,
                 StatusCode::UNAUTHORIZED,
@@ -46,15 +46,10 @@ impl Handler for AdminAuth {
             );
             ctrl.skip_rest();
             return;
-        };
-        let st2 = st.clone();
-        let admin = tokio::task::spawn_blocking(move || verify(&st2, &token))
-            .await
-            .ok()
-            .flatten();
-        match admin {
-            Some(a) => {
-                depot.insert_typed(AdminUser(a.username));
+        }
+        match admin_of(&st, req).await {
+            Some(name) => {
+                depot.insert_typed(AdminUser(name));
                 ctrl.call_next(req, depot, res).await;
             }
             None => {
@@ -68,6 +63,21 @@ impl Handler for AdminAuth {
             }
         }
     }
+}
+
+/// The admin a request's token belongs to: a valid session, or the operator token of the run
+/// file (`operator`).
+pub async fn admin_of(st: &Arc<AppState>, req: &Request) -> Option<String> {
+    let token = admin_token(req)?;
+    if crate::crypto::constant_time_eq(token.as_bytes(), st.operator_token.as_bytes()) {
+        return Some("operator".into());
+    }
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || verify(&st2, &token))
+        .await
+        .ok()
+        .flatten()
+        .map(|a| a.username)
 }
 
 #[derive(Deserialize)]

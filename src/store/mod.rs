@@ -21,6 +21,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod backup;
 mod rows;
 pub use rows::{Counters, RequestRecord, TokenUsage};
 
@@ -186,7 +187,9 @@ fn encode<T: Serialize + Default>(record: &T) -> Result<Vec<u8>> {
 }
 
 pub struct Store {
-    db: Database,
+    /// `None` while handed over to another process (`release`, during an upgrade).
+    db: parking_lot::RwLock<Option<Database>>,
+    cache_bytes: usize,
     path: PathBuf,
     /// Orders records written in the same millisecond.
     record_seq: std::sync::atomic::AtomicU32,
@@ -238,7 +241,8 @@ impl Store {
             db = create()?;
         }
         let store = Store {
-            db,
+            db: parking_lot::RwLock::new(Some(db)),
+            cache_bytes,
             path: path.to_owned(),
             record_seq: std::sync::atomic::AtomicU32::new(0),
         };
@@ -250,8 +254,50 @@ impl Store {
         &self.path
     }
 
+    /// The open database; an error while the store is handed over.
+    fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, Database>> {
+        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref)
+            .map_err(|_| anyhow::anyhow!("the store is handed over to another process"))
+    }
+
+    /// False while the store is handed over (`release`).
+    pub fn is_open(&self) -> bool {
+        self.db.read().is_some()
+    }
+
+    /// Close the file so that another process can open it (an upgrade hands the data
+    /// directory over); every store call fails until `reacquire`.
+    pub fn release(&self) {
+        drop(self.db.write().take());
+    }
+
+    /// Open the file again after `release` (the upgrade did not happen). A process that
+    /// opened it meanwhile may take a moment to let go: retried for up to 10 s.
+    pub fn reacquire(&self) -> Result<()> {
+        let mut g = self.db.write();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while g.is_none() {
+            match redb::Builder::new()
+                .set_cache_size(self.cache_bytes)
+                .create(&self.path)
+            {
+                Ok(db) => *g = Some(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("reopening store {}", self.path.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn init_schema(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let found = {
             let mut meta = txn.open_table(META)?;
             // Create every table so readers never see "table does not exist".
@@ -303,7 +349,7 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<u32> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let v = meta
             .get("schema_version")?
@@ -354,7 +400,7 @@ impl Store {
     }
 
     pub fn get<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(table.def())?;
         match t.get(id)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
@@ -364,14 +410,14 @@ impl Store {
 
     pub fn put<T: Serialize + Default>(&self, table: Table, id: &str, record: &T) -> Result<()> {
         let bytes = encode(record)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(table.def())?.insert(id, bytes.as_slice())?;
         txn.commit()?;
         Ok(())
     }
 
     pub fn delete(&self, table: Table, id: &str) -> Result<bool> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let existed = txn.open_table(table.def())?.remove(id)?.is_some();
         txn.commit()?;
         Ok(existed)
@@ -383,7 +429,7 @@ impl Store {
         table: Table,
         records: &[(String, &T)],
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(table.def())?;
             for (id, r) in records {
@@ -396,7 +442,7 @@ impl Store {
 
     /// Set usage buckets to the given values (not add): importing twice gives the same result.
     pub fn usage_put_many(&self, rows: &[(String, Counters)]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(USAGE)?;
             for (k, c) in rows {
@@ -414,7 +460,7 @@ impl Store {
 
     /// Replace a key's request records (import): newest first in `records`.
     pub fn records_replace(&self, key_id: &str, records: &[RequestRecord]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
@@ -456,7 +502,7 @@ impl Store {
         recent_cap: usize,
     ) -> Result<()> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
@@ -499,7 +545,7 @@ impl Store {
 
     /// Raw rows of a table (for tables whose key matters, such as sticky sessions).
     pub fn load_raw(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(table.def())?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -510,7 +556,7 @@ impl Store {
     }
 
     pub fn put_raw_many(&self, table: Table, rows: &[(String, Vec<u8>)]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(table.def())?;
             for (k, v) in rows {
@@ -523,7 +569,7 @@ impl Store {
 
     /// Delete the rows whose value matches; returns how many.
     pub fn delete_where(&self, table: Table, pred: impl Fn(&[u8]) -> bool) -> Result<u64> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let n = {
             let mut t = txn.open_table(table.def())?;
             let mut n = 0;
@@ -539,7 +585,7 @@ impl Store {
 
     pub fn count(&self, table: Table) -> Result<u64> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(table.def())?.len()?)
     }
 
@@ -548,7 +594,7 @@ impl Store {
         &self,
         deltas: impl IntoIterator<Item = (&'a str, &'a Counters)>,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut t = txn.open_table(USAGE)?;
@@ -575,7 +621,7 @@ impl Store {
         global_cap: usize,
     ) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut t = txn.open_table(USAGE)?;
@@ -656,7 +702,7 @@ impl Store {
 
     /// A key's request records, newest first.
     pub fn records_for_key(&self, key_id: &str, limit: usize) -> Result<Vec<RequestRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RECORDS)?;
         let prefix = format!("{key_id}|");
         let mut out = Vec::new();
@@ -674,7 +720,7 @@ impl Store {
 
     /// Recent request records of all keys, newest first.
     pub fn recent_records(&self, limit: usize) -> Result<Vec<RequestRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RECENT)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -691,7 +737,7 @@ impl Store {
 
     /// Delete usage buckets whose key sorts between `h:` and `before` (old hourly buckets).
     pub fn prune_usage_before(&self, before: &str) -> Result<u64> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let n = {
             let mut t = txn.open_table(USAGE)?;
             let mut n = 0u64;
@@ -706,7 +752,7 @@ impl Store {
     }
 
     pub fn usage_get(&self, key: &str) -> Result<Option<Counters>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USAGE)?;
         match t.get(key)? {
             Some(v) => Ok(Some(Counters::decode(v.value())?)),
@@ -716,7 +762,7 @@ impl Store {
 
     /// Many point reads in one snapshot.
     pub fn usage_get_many(&self, keys: &[String]) -> Result<Vec<Option<Counters>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USAGE)?;
         keys.iter()
             .map(|k| match t.get(k.as_str())? {
@@ -728,7 +774,7 @@ impl Store {
 
     /// Every bucket whose key starts with `prefix`, in key order.
     pub fn usage_scan(&self, prefix: &str) -> Result<Vec<(String, Counters)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(USAGE)?;
         let mut out = Vec::new();
         for row in t.range(prefix..)? {
@@ -831,7 +877,7 @@ mod tests {
         let p = dir.path().join("crs.redb");
         {
             let s = Store::open(&p).unwrap();
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert("schema_version", 99u32.to_le_bytes().as_slice())
@@ -861,7 +907,7 @@ mod tests {
         };
         {
             let s = Store::open(&p).unwrap();
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert("schema_version", 1u32.to_le_bytes().as_slice())
@@ -899,7 +945,7 @@ mod tests {
         assert_eq!(s.usage_get("t|k|k1").unwrap(), Some(want));
         assert_eq!(s.usage_get("d:2026-11-22|g").unwrap(), Some(want));
         {
-            let txn = s.db.begin_read().unwrap();
+            let txn = s.db().unwrap().begin_read().unwrap();
             let u = txn.open_table(USAGE).unwrap();
             assert_eq!(
                 u.get("t|k|k1").unwrap().unwrap().value()[0],

@@ -24,7 +24,7 @@ const MAX_PENDING_RECORDS: usize = 20_000;
 /// Prune old hourly buckets at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UsageEvent {
     pub key_id: String,
     pub account_id: String,
@@ -80,6 +80,67 @@ enum Msg {
     Sticky(String, crate::model::StickyEntry),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
+    /// Commit what is pending, then write events to this file instead of the store (the
+    /// store is being handed over to another process).
+    Handoff(std::path::PathBuf, oneshot::Sender<bool>),
+    /// Back to the store: the events spilled meanwhile are folded in again.
+    Resume(oneshot::Sender<()>),
+}
+
+/// A file of usage events (one JSON line each) written while the store belongs to another
+/// process: `{name}.partial` while written, `{name}` when complete.
+struct Spill {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Spill {
+    fn partial(path: &std::path::Path) -> std::path::PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".partial");
+        p.into()
+    }
+
+    fn create(path: std::path::PathBuf) -> std::io::Result<Spill> {
+        let f = std::fs::File::create(Self::partial(&path))?;
+        Ok(Spill {
+            path,
+            out: std::io::BufWriter::new(f),
+        })
+    }
+
+    fn write(&mut self, ev: &UsageEvent) {
+        use std::io::Write;
+        let r = serde_json::to_writer(&mut self.out, ev)
+            .map_err(std::io::Error::other)
+            .and_then(|_| self.out.write_all(b"\n"));
+        if let Err(e) = r {
+            tracing::error!(error = %e, "writing a usage event to the handoff file failed");
+        }
+    }
+
+    /// Complete the file (flushed, synced, renamed) and return its path.
+    fn finish(mut self) -> std::path::PathBuf {
+        use std::io::Write;
+        let r = self
+            .out
+            .flush()
+            .and_then(|_| self.out.get_ref().sync_all())
+            .and_then(|_| std::fs::rename(Self::partial(&self.path), &self.path));
+        if let Err(e) = r {
+            tracing::error!(error = %e, "completing the usage handoff file failed");
+        }
+        self.path
+    }
+}
+
+/// Read a completed handoff file's events.
+pub fn read_spill(path: &std::path::Path) -> std::io::Result<Vec<UsageEvent>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 type Queue = std::sync::Arc<parking_lot::Mutex<Vec<UsageEvent>>>;
@@ -88,6 +149,8 @@ type Queue = std::sync::Arc<parking_lot::Mutex<Vec<UsageEvent>>>;
 pub struct Ledger {
     tx: mpsc::Sender<Msg>,
     queue: Queue,
+    /// What the ledger thread folds from the events for `/metrics`.
+    pub metrics: Arc<super::metrics::UsageMetrics>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -131,11 +194,18 @@ impl Ledger {
         let (tx, rx) = mpsc::channel();
         let queue: Queue = Default::default();
         let q = queue.clone();
+        let metrics: Arc<super::metrics::UsageMetrics> = Default::default();
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("crs-ledger".into())
-            .spawn(move || Worker::new(store, clock, retention).run(flush_every, rx, q))
+            .spawn(move || Worker::new(store, clock, retention, m).run(flush_every, rx, q))
             .expect("spawning the ledger thread");
-        Ledger { tx, queue }
+        Ledger { tx, queue, metrics }
+    }
+
+    /// Events recorded and not yet taken by the ledger thread (for `/metrics`).
+    pub fn queued(&self) -> usize {
+        self.queue.lock().len()
     }
 
     /// Record one request. Never blocks on the store: a push onto the queue, and a wake-up of
@@ -160,6 +230,25 @@ impl Ledger {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Commit what is pending, then write events to `path` (JSON lines) until `resume` or
+    /// `shutdown`, which completes the file. False if the file could not be created (the
+    /// ledger stays on the store).
+    pub async fn handoff(&self, path: std::path::PathBuf) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Handoff(path, tx)).is_ok() {
+            return rx.await.unwrap_or(false);
+        }
+        false
+    }
+
+    /// Back to the store after `handoff`: what was spilled meanwhile is committed.
+    pub async fn resume(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Resume(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -219,10 +308,18 @@ struct Worker {
     /// Commits that failed in a row.
     failures: u64,
     last_prune: Option<Instant>,
+    metrics: Arc<super::metrics::UsageMetrics>,
+    /// Set while the store is handed over: events go to this file.
+    spill: Option<Spill>,
 }
 
 impl Worker {
-    fn new(store: Arc<Store>, clock: Clock, retention: Retention) -> Self {
+    fn new(
+        store: Arc<Store>,
+        clock: Clock,
+        retention: Retention,
+        metrics: Arc<super::metrics::UsageMetrics>,
+    ) -> Self {
         Worker {
             store,
             clock,
@@ -233,6 +330,8 @@ impl Worker {
             events: 0,
             failures: 0,
             last_prune: None,
+            metrics,
+            spill: None,
         }
     }
 
@@ -251,6 +350,10 @@ impl Worker {
         self.pending.entry(g).or_default().add(&delta);
         self.records.push(RequestRecord::from(ev));
         self.events += 1;
+        self.metrics.observe(ev);
+        self.metrics
+            .pending
+            .store(self.events as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Keep at most `MAX_PENDING_RECORDS` request records, the newest; returns how many went.
@@ -289,6 +392,9 @@ impl Worker {
     }
 
     fn commit(&mut self) {
+        if self.spill.is_some() {
+            return;
+        }
         if !self.sticky.is_empty() {
             let rows: Vec<(String, Vec<u8>)> = self
                 .sticky
@@ -306,12 +412,20 @@ impl Worker {
             return;
         }
         let deltas = self.deltas();
+        let started = Instant::now();
         let r = self.store.commit_usage(
             deltas.iter().map(|(k, v)| (k.as_str(), v)),
             &self.records,
             self.retention.records_per_key,
             self.retention.records_global,
         );
+        self.metrics
+            .committed(started.elapsed().as_secs_f64(), r.is_ok());
+        if r.is_ok() {
+            self.metrics
+                .pending
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         match r {
             Ok(()) => {
                 tracing::debug!(
@@ -365,7 +479,10 @@ impl Worker {
     fn drain(&mut self, queue: &Queue) {
         let batch = std::mem::take(&mut *queue.lock());
         for ev in &batch {
-            self.add(ev);
+            match &mut self.spill {
+                Some(s) => s.write(ev),
+                None => self.add(ev),
+            }
         }
     }
 
@@ -397,6 +514,32 @@ impl Worker {
                         .then(|| Instant::now() + flush_every);
                     let _ = done.send(());
                 }
+                Ok(Msg::Handoff(path, done)) => {
+                    self.drain(&queue);
+                    self.commit();
+                    match Spill::create(path) {
+                        Ok(s) => {
+                            self.spill = Some(s);
+                            let _ = done.send(self.events == 0);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "creating the usage handoff file failed");
+                            let _ = done.send(false);
+                        }
+                    }
+                }
+                Ok(Msg::Resume(done)) => {
+                    if let Some(s) = self.spill.take() {
+                        let path = s.finish();
+                        for ev in read_spill(&path).unwrap_or_default() {
+                            self.add(&ev);
+                        }
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    self.drain(&queue);
+                    self.commit();
+                    let _ = done.send(());
+                }
                 Ok(Msg::Shutdown(done)) => {
                     // Take what is already queued behind the shutdown request.
                     while let Ok(msg) = rx.try_recv() {
@@ -405,13 +548,20 @@ impl Worker {
                             Msg::Sticky(k, e) => {
                                 self.sticky.insert(k, e);
                             }
-                            Msg::Flush(d) | Msg::Shutdown(d) => {
+                            Msg::Flush(d) | Msg::Shutdown(d) | Msg::Resume(d) => {
                                 let _ = d.send(());
+                            }
+                            Msg::Handoff(_, d) => {
+                                let _ = d.send(false);
                             }
                         }
                     }
                     self.drain(&queue);
                     self.commit();
+                    if let Some(s) = self.spill.take() {
+                        let path = s.finish();
+                        tracing::info!(file = %path.display(), "usage of the last requests handed over");
+                    }
                     // Close the store handle before answering, so a caller that reopens the
                     // data directory right after shutdown finds it free.
                     drop(self);
@@ -443,7 +593,12 @@ mod tests {
     fn records_held_for_a_failing_store_are_bounded_to_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("crs.redb")).unwrap();
-        let mut w = Worker::new(store, Clock::new(0), Retention::default());
+        let mut w = Worker::new(
+            store,
+            Clock::new(0),
+            Retention::default(),
+            Default::default(),
+        );
         for i in 0..(MAX_PENDING_RECORDS as u64 + 500) {
             w.add(&ev("k1", i));
         }

@@ -1,6 +1,8 @@
 //! Usage accounting: counters, their buckets, and the ledger that group-commits them.
 
 pub mod ledger;
+pub mod live_pricing;
+pub mod metrics;
 pub mod pricing;
 pub mod query;
 pub mod realtime;

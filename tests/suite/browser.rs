@@ -975,6 +975,55 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_page_adds_a_webhook_and_tests_it() {
+    let Some(exe) = chromium_path() else {
+        return;
+    };
+    let _one = BROWSER.lock().await;
+    let env = Env::start().await;
+    let rx = crate::webhook::Receiver::start(0).await;
+    let ui = Ui::launch(exe, env.url("")).await;
+    login(&ui).await;
+    ui.click("nav a[data-nav='notifications']").await;
+    ui.wait_loaded().await;
+    ui.wait_for("[data-webhook-form]").await;
+    // The list is drawn again after each change (`data-renders` counts): each step waits for
+    // the drawing its change causes.
+    let drawn = |n: u32| {
+        format!("Number(document.querySelector('[data-platforms]')?.dataset.renders) >= {n}")
+    };
+    ui.wait_js(&drawn(1), "the platform list").await;
+    ui.click("input[data-webhook-enabled]").await;
+    ui.wait_js(&drawn(2), "the list after switching on").await;
+    ui.fill("[data-webhook-form] input[name=name]", "ops channel")
+        .await;
+    ui.fill("[data-webhook-form] input[name=url]", &rx.url)
+        .await;
+    ui.click("[data-webhook-form] button[type=submit]").await;
+    ui.wait_js(&drawn(3), "the list after adding").await;
+    ui.wait_text("table", "ops channel").await;
+    assert_eq!(
+        ui.eval("document.querySelector('input[data-webhook-enabled]').checked")
+            .await,
+        true
+    );
+    ui.click("[data-test-platform]").await;
+    rx.wait_for("the platform test", |v| v["type"] == "test")
+        .await;
+    let (_, v) = env
+        .admin(reqwest::Method::GET, "/admin/webhook/config", None)
+        .await;
+    assert_eq!(v["config"]["enabled"], true, "{v}");
+    assert_eq!(v["config"]["platforms"][0]["name"], "ops channel");
+    ui.click("[data-test-all]").await;
+    ui.wait_text(".toast", "1 of 1").await;
+    ui.screenshot("notifications").await;
+    ui.assert_clean("on the notifications page");
+    ui.close().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_service_page_shows_a_keys_usage_limits_and_models() {
     let Some(exe) = chromium_path() else {
         return;

@@ -7,19 +7,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_crs");
+pub const BIN: &str = env!("CARGO_BIN_EXE_crs");
 
-struct Proc {
-    child: Child,
-    url: String,
-    stderr_head: Vec<String>,
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+    pub stderr_head: Vec<String>,
 }
 
 /// Start `crs serve` on an ephemeral port and wait for its "listening" line.
-fn spawn(dir: &Path, envs: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(BIN);
+pub fn spawn(dir: &Path, envs: &[(&str, &str)]) -> Proc {
+    spawn_exe(Path::new(BIN), dir, envs)
+}
+
+/// `spawn` with another copy of the binary.
+pub fn spawn_exe(exe: &Path, dir: &Path, envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(exe);
     cmd.args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--port", "0", "--host", "127.0.0.1"])
@@ -54,7 +59,7 @@ fn spawn(dir: &Path, envs: &[(&str, &str)]) -> Proc {
     }
 }
 
-fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
+pub fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
     let pid = p.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -160,71 +165,50 @@ async fn sigterm_commits_usage_that_was_not_flushed_yet() {
     // A flush interval far longer than the test: only the shutdown path can write usage.
     std::fs::write(dir.path().join("config.toml"), "ledger_flush_ms = 600000\n").unwrap();
     let mock = crs::mock::MockUpstream::start().await.unwrap();
-    let env = [
-        ("ADMIN_USERNAME", "ops"),
-        ("ADMIN_PASSWORD", "ops-password-1"),
-    ];
+    let env = crate::ops::ENV;
     let mut p = spawn(dir.path(), &env);
-    let http = client();
-    let v: Value = http
-        .post(format!("{}/web/auth/login", p.url))
-        .json(&json!({"username": "ops", "password": "ops-password-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = v["token"].as_str().unwrap().to_owned();
-    let r = http
-        .post(format!("{}/admin/claude-console-accounts", p.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "a", "apiUrl": mock.url(), "apiKey": "sk-ant-x-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = http
-        .post(format!("{}/admin/api-keys", p.url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "k"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = v["data"]["apiKey"].as_str().unwrap().to_owned();
-    for i in 0..3 {
-        let r = http
-            .post(format!("{}/v1/messages", p.url))
-            .header("x-api-key", &key)
-            .json(&msg_body(
-                "claude-sonnet-4-5-20250929",
-                i == 1,
-                "mock:usage=7,3,0,0",
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.bytes().await.unwrap();
-    }
+    let key = crate::ops::account_and_key(&p, &mock).await;
+    crate::ops::send(&p.url, &key, 3).await;
     assert!(sigterm(&mut p).success());
 
     let p2 = spawn(dir.path(), &env);
-    let u: Value = http
-        .get(format!("{}/api/v1/usage", p2.url))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(u["usage"]["total"]["requests"], 3);
-    assert_eq!(u["usage"]["total"]["inputTokens"], 21);
-    assert_eq!(u["usage"]["total"]["outputTokens"], 9);
+    let u = crate::ops::usage(&p2.url, &key).await;
+    assert_eq!(u["requests"], 3);
+    assert_eq!(u["inputTokens"], 21);
+    assert_eq!(u["outputTokens"], 9);
     let mut p2 = p2;
     assert!(sigterm(&mut p2).success());
+}
+
+#[tokio::test]
+async fn log_files_beside_stderr_rotate_at_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let logs_env = logs.to_str().unwrap();
+    let env = [
+        ("CRS_LOG_DIR", logs_env),
+        ("LOG_MAX_SIZE", "2k"),
+        ("LOG_MAX_FILES", "2"),
+    ];
+    let mut p = spawn(&dir.path().join("data"), &env);
+    // Failed logins are logged (a warn line each).
+    let http = client();
+    for _ in 0..40 {
+        http.post(format!("{}/web/auth/login", p.url))
+            .json(&json!({"username": "nobody", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(sigterm(&mut p).success());
+    let all: String = ["crs.log.2", "crs.log.1", "crs.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(logs.join(f)).unwrap())
+        .collect();
+    assert!(!logs.join("crs.log.3").exists());
+    for f in ["crs.log", "crs.log.1"] {
+        assert!(std::fs::metadata(logs.join(f)).unwrap().len() <= 2048);
+    }
+    assert!(all.contains("usage flushed; bye"), "{all}");
+    assert!(all.contains("nobody"));
 }

@@ -24,13 +24,21 @@ use std::path::{Path, PathBuf};
 
 /// The layers, top to bottom, and their modules. `mock` is its own case (rule 4).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("entry", &["main", "lib", "server", "listener", "ui"]),
-    ("routes", &["relay", "admin", "state", "migrate"]),
+    (
+        "entry",
+        &["main", "lib", "server", "listener", "ui", "upgrade"],
+    ),
+    (
+        "routes",
+        &["relay", "admin", "state", "migrate", "ops", "notify"],
+    ),
     ("policy", &["limits", "scheduler", "accounts", "auth"]),
     ("wire", &["providers", "convert"]),
     (
         "data",
-        &["usage", "store", "model", "crypto", "config", "web"],
+        &[
+            "usage", "store", "model", "crypto", "config", "web", "metrics", "logfile", "events",
+        ],
     ),
     ("mock", &["mock"]),
 ];

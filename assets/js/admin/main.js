@@ -13,6 +13,7 @@ const PAGES = [
   { path: "api-keys", title: "API keys", icon: "key", load: () => import("./pages/keys.js") },
   { path: "accounts", title: "Accounts", icon: "server", load: () => import("./pages/accounts.js") },
   { path: "usage", title: "Usage", icon: "chart", load: () => import("./pages/usage.js") },
+  { path: "notifications", title: "Notifications", icon: "zap", load: () => import("./pages/webhooks.js") },
   { path: "settings", title: "Settings", icon: "sliders", load: () => import("./pages/settings.js") },
 ];
 
