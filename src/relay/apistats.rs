@@ -23,10 +23,23 @@ use crate::usage::{Counters, TokenUsage, bucket};
 use crate::web::blocking;
 use crate::web::{json, json_body};
 
+/// v1's quota-card redemption: crs has no quota cards yet, and says so.
+#[handler]
+async fn no_quota_cards(res: &mut Response) {
+    json(
+        res,
+        StatusCode::NOT_IMPLEMENTED,
+        &serde_json::json!({"success": false, "error": "Not implemented",
+            "message": "Quota cards are not available on this server (crs has no redeem cards yet)"}),
+    );
+}
+
 pub fn router() -> Router {
     Router::with_path("apiStats")
         .get(redirect_to_page)
         .push(Router::with_path("api/get-key-id").post(get_key_id))
+        .push(Router::with_path("api/redeem-card").post(no_quota_cards))
+        .push(Router::with_path("api/redemption-history").get(no_quota_cards))
         .push(Router::with_path("api/user-stats").post(user_stats))
         .push(Router::with_path("api/user-model-stats").post(user_model_stats))
         .push(Router::with_path("api/user-trend").post(user_trend))

@@ -44,6 +44,32 @@ pub fn router() -> Router {
                 .push(Router::with_path("models").get(info::models))
                 .push(Router::with_path("models/{model}").get(info::model)),
         );
+    // v1's other spellings of the Anthropic routes: `/api/claude/v1/messages`,
+    // `/claude/claude/v1/messages`, `{prefix}/health`, organisation usage (the key's usage) and
+    // Claude Code's telemetry under every prefix. `antigravity/api` and `gemini-cli/api` serve
+    // the informational routes; their Messages routes need the Anthropic-to-Gemini bridge.
+    for prefix in ["api", "claude", "antigravity/api", "gemini-cli/api"] {
+        let mut p = Router::with_path(prefix)
+            .push(Router::with_path("health").get(info::health))
+            .push(Router::with_path("api/event_logging/batch").post(info::event_logging))
+            .push(Router::with_path("v1/organizations/{org_id}/usage").get(info::usage));
+        if matches!(prefix, "api" | "claude") {
+            p = p.push(Router::with_path("claude/v1/messages").post(messages::messages));
+        } else {
+            p = p
+                .push(Router::with_path("v1/models").get(info::models))
+                .push(Router::with_path("v1/key-info").get(info::key_info))
+                .push(Router::with_path("v1/usage").get(info::usage))
+                .push(Router::with_path("v1/me").get(info::me));
+        }
+        r = r.push(p);
+    }
+    r = r
+        .push(Router::with_path("openai/v1/completions").post(chat::completions))
+        .push(Router::with_path("azure/health").get(info::health))
+        .push(Router::with_path("azure/usage").get(info::usage))
+        .push(Router::with_path("gemini/usage").get(info::usage))
+        .push(Router::with_path("gemini/key-info").get(info::key_info));
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
             Router::with_path(prefix)

@@ -172,5 +172,6 @@ pub fn router() -> Router {
         .push(Router::with_path("azure/responses").post(azure_responses))
         .push(Router::with_path("droid/claude/v1/messages").post(droid_messages))
         .push(Router::with_path("droid/openai/v1/responses").post(droid_responses))
+        .push(Router::with_path("droid/openai/responses").post(droid_responses))
         .push(Router::with_path("droid/comm/v1/chat/completions").post(droid_chat))
 }

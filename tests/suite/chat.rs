@@ -438,3 +438,83 @@ async fn model_lists_follow_the_keys_model_restriction() {
     );
     env.stop().await;
 }
+
+/// v1 client routes crs does not serve yet: the Anthropic-to-Gemini bridge (`/antigravity/api`,
+/// `/gemini-cli/api`, `/gemini/messages`), Gemini OAuth's Code Assist routes, the Codex images
+/// bridge, the key self-test routes, Azure embeddings and v1's service-rates page.
+const NOT_YET: &[&str] = &[
+    "POST /antigravity/api/v1/messages",
+    "POST /antigravity/api/claude/v1/messages",
+    "POST /antigravity/api/v1/messages/count_tokens",
+    "POST /gemini-cli/api/v1/messages",
+    "POST /gemini-cli/api/claude/v1/messages",
+    "POST /gemini-cli/api/v1/messages/count_tokens",
+    "POST /apiStats/api-key/test",
+    "POST /apiStats/api-key/test-gemini",
+    "POST /apiStats/api-key/test-openai",
+    "GET /apiStats/service-rates",
+    "POST /gemini/v1beta/models/:modelName:loadCodeAssist",
+    "POST /gemini/v1beta/models/:modelName:onboardUser",
+    "POST /gemini/v1internal:loadCodeAssist",
+    "POST /gemini/v1internal:onboardUser",
+    "POST /gemini/v1internal:countTokens",
+    "POST /gemini/v1internal:generateContent",
+    "POST /gemini/v1internal:streamGenerateContent",
+    "POST /gemini/messages",
+    "POST /gemini/v1internal:listExperiments",
+    "POST /gemini/v1internal:retrieveUserQuota",
+    "POST /gemini/v1beta/models/:modelName:listExperiments",
+    "POST /openai/images/generations",
+    "POST /openai/v1/images/generations",
+    "POST /azure/embeddings",
+];
+
+/// Every client route v1.1.314 mounts (../shared/reference/v1-client-routes.txt, copied into
+/// tests/data/v1-client-routes.txt) is mounted, but for the ones in `NOT_YET`, which still
+/// answer the router's 404 (so the list shrinks as they are built).
+#[tokio::test]
+async fn every_v1_client_route_is_mounted() {
+    let env = Env::start().await;
+    let (_, key) = env.create_key(json!({"name": "walker"})).await;
+    let list = include_str!("../data/v1-client-routes.txt");
+    let (mut missing, mut now_served) = (Vec::new(), Vec::new());
+    for line in list.lines().filter(|l| !l.trim().is_empty()) {
+        let (method, path) = line.split_once(' ').unwrap();
+        let url = path
+            .replace(":org_id", "org-1")
+            .replace(":modelName", "gemini-2.5-pro")
+            .replace(":model", "claude-sonnet-4-5-20250929")
+            .replace('*', "claude");
+        let rb = match method {
+            "GET" => env.http.get(env.url(&url)),
+            _ => env.http.post(env.url(&url)).json(&json!({})),
+        };
+        let r = rb
+            .bearer_auth(&key)
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        // A 404 from a mounted route names what was not found (a model); the router's own 404
+        // for an unknown path does not.
+        let unrouted = status == 404 && !body.contains("model");
+        match (unrouted, NOT_YET.contains(&line)) {
+            (true, false) => missing.push(line),
+            (false, true) => now_served.push(line),
+            _ => {}
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "routes answer 404:\n{}",
+        missing.join("\n")
+    );
+    assert!(
+        now_served.is_empty(),
+        "served now, take them out of NOT_YET:\n{}",
+        now_served.join("\n")
+    );
+    env.stop().await;
+}
