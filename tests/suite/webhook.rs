@@ -258,7 +258,8 @@ async fn a_blocked_account_and_a_rate_limited_one_reach_the_receiver() {
             v["type"] == "accountAnomaly" && v["data"]["accountId"] == blocked.as_str()
         })
         .await;
-    assert_eq!(n["data"]["status"], "unauthorized");
+    // A disabled organisation is `blocked` (v1's name), not a refused credential.
+    assert_eq!(n["data"]["status"], "blocked");
     assert_eq!(n["data"]["accountName"], "blocked-1");
     assert!(n["data"]["reason"].as_str().unwrap().contains("disabled"));
     unforce(&env.mock);
