@@ -122,13 +122,8 @@ fn eligible_but_cooling(
         }
     }
     let upstream = map_model(a, model)?;
+    // The model, or its family (a spent weekly window), parked on this account.
     if a.rt.model_cooling(&upstream, now_ms) {
-        return None;
-    }
-    // A model family parked on this account (its weekly window is spent).
-    if let Some(f) = Family::of(&upstream)
-        && a.rt.model_cooling(f.cooldown_key(), now_ms)
-    {
         return None;
     }
     Some(upstream)
@@ -151,6 +146,9 @@ fn try_take(a: &Arc<AccountRt>, upstream: String) -> Option<Pick> {
         slot,
     })
 }
+
+/// The room of an account without usage windows (hundredths of a percent).
+const FULL_ROOM: u32 = 10_000;
 
 pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
     let pool = inp.pool;
@@ -212,7 +210,7 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
     // others count as having full room), round robin among equals. An account whose binding
     // window is past the threshold takes no new session while another account has room: the
     // first pass skips such accounts, the second (only when the first found none) takes them.
-    let hot_room = 10_000u32.saturating_sub(inp.window_threshold_percent.min(100) * 100);
+    let hot_room = FULL_ROOM.saturating_sub(inp.window_threshold_percent.min(100) * 100);
     let mut level: Vec<(&Arc<AccountRt>, String, u32)> = Vec::new();
     let accounts = &pool.accounts;
     for allow_hot in [false, true] {
@@ -227,7 +225,12 @@ pub fn pick(inp: &Inputs, want: &Want) -> Result<Pick, NoAccount> {
                     && in_set(a)
                     && let Some(m) = eligible(inp.offset, a, want.model, now_ms)
                 {
-                    let room = a.rt.windows.room_centi(Family::of(&m), now_ms);
+                    // Only subscription (OAuth) accounts report usage windows.
+                    let room = if a.kind().oauth() {
+                        a.rt.windows.room_centi(Family::of(&m), now_ms)
+                    } else {
+                        FULL_ROOM
+                    };
                     if room <= hot_room && !allow_hot {
                         saw_hot = true;
                     } else {

@@ -172,12 +172,7 @@ async fn recover(accounts: &Arc<Accounts>, acc: &Arc<AccountRt>) -> bool {
         && acc.rec.platform == Platform::Claude
         && !acc.rec.refresh_token.is_empty()
     {
-        let lock = accounts.oauth.lock_for(&id);
-        let refreshed = {
-            let _g = lock.lock().await;
-            oauth::refresh(accounts, &acc).await
-        };
-        if refreshed.is_err() {
+        if oauth::refresh_now(accounts, &acc).await.is_err() {
             return false;
         }
         // The refresh stored new tokens: test with them.

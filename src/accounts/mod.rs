@@ -75,9 +75,14 @@ impl AccountRuntime {
         self.cooldown_until_ms.load(Ordering::Acquire) > now_ms
     }
 
+    /// Is `model`, or the model family it belongs to (`windows::Family`), parked here?
     pub fn model_cooling(&self, model: &str, now_ms: i64) -> bool {
         let m = self.model_cooldowns.lock();
-        !m.is_empty() && m.get(model).is_some_and(|t| *t > now_ms)
+        if m.is_empty() {
+            return false;
+        }
+        let parked = |k: &str| m.get(k).is_some_and(|t| *t > now_ms);
+        parked(model) || windows::Family::of(model).is_some_and(|f| parked(f.cooldown_key()))
     }
 
     /// Take the account out of rotation until `until_ms` (extends, never shortens).

@@ -333,6 +333,21 @@ pub async fn fresh_access_token(accounts: &Arc<Accounts>, acc: &AccountRt) -> Re
     refresh(accounts, latest.as_deref().unwrap_or(acc)).await
 }
 
+/// Refresh `acc`'s token now, single flight with every other refresh of the account (the
+/// background refresher, a request's retry after a 401, the admin's button, recovery). When
+/// another refresh stored a new token while this one waited for the lock, that token is the
+/// answer and no second refresh is made.
+pub async fn refresh_now(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
+    let lock = accounts.oauth.lock_for(&acc.rec.id);
+    let _g = lock.lock().await;
+    if let Some(latest) = accounts.load().by_id.get(&acc.rec.id)
+        && latest.rec.access_token != acc.rec.access_token
+    {
+        return Ok(latest.credential.secret.clone());
+    }
+    refresh(accounts, acc).await
+}
+
 /// Refresh tokens ahead of expiry in the background (every minute) so requests never wait.
 pub fn spawn_refresher(accounts: &Arc<Accounts>) {
     let weak: Weak<Accounts> = Arc::downgrade(accounts);
@@ -357,9 +372,7 @@ pub fn spawn_refresher(accounts: &Arc<Accounts>) {
                 .cloned()
                 .collect();
             for a in due {
-                let lock = accounts.oauth.lock_for(&a.rec.id);
-                let _g = lock.lock().await;
-                let _ = refresh(&accounts, &a).await;
+                let _ = refresh_now(&accounts, &a).await;
             }
         }
     });

@@ -79,13 +79,19 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family a model name belongs to (no allocation: the scheduler asks per candidate).
     pub fn of(model: &str) -> Option<Family> {
-        let m = model.to_ascii_lowercase();
-        if m.contains("opus") {
+        let has = |needle: &str| {
+            model
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+        };
+        if has("opus") {
             Some(Family::Opus)
-        } else if m.contains("sonnet") {
+        } else if has("sonnet") {
             Some(Family::Sonnet)
-        } else if m.contains("haiku") {
+        } else if has("haiku") {
             Some(Family::Haiku)
         } else {
             None
@@ -332,16 +338,26 @@ pub fn from_usage_body(body: &[u8]) -> Option<[Option<Reading>; 4]> {
 
 /// The 5-hour and 7-day readings in a response's `anthropic-ratelimit-unified-*` headers.
 pub fn from_headers(h: &reqwest::header::HeaderMap) -> Vec<(Window, Reading)> {
+    // Read on every subscription answer: fixed names, no formatting.
+    const CLAIMS: [(Window, &str, &str); 2] = [
+        (
+            Window::FiveHour,
+            "anthropic-ratelimit-unified-5h-utilization",
+            "anthropic-ratelimit-unified-5h-reset",
+        ),
+        (
+            Window::SevenDay,
+            "anthropic-ratelimit-unified-7d-utilization",
+            "anthropic-ratelimit-unified-7d-reset",
+        ),
+    ];
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     let mut out = Vec::new();
-    for (claim, w) in [("5h", Window::FiveHour), ("7d", Window::SevenDay)] {
-        let Some(used_centi) = get(&format!("anthropic-ratelimit-unified-{claim}-utilization"))
-            .and_then(|v| parse_centi(v, true))
-        else {
+    for (w, utilization, reset) in CLAIMS {
+        let Some(used_centi) = get(utilization).and_then(|v| parse_centi(v, true)) else {
             continue;
         };
-        let resets_at_ms =
-            get(&format!("anthropic-ratelimit-unified-{claim}-reset")).and_then(parse_reset_ms);
+        let resets_at_ms = get(reset).and_then(parse_reset_ms);
         out.push((
             w,
             Reading {

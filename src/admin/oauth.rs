@@ -7,7 +7,7 @@ use salvo::prelude::*;
 use serde_json::{Value, json};
 
 use super::fields::Body;
-use crate::accounts::oauth::{exchange, refresh, start_authorisation};
+use crate::accounts::oauth::{exchange, start_authorisation};
 use crate::model::Platform;
 use crate::providers::http::proxy_url;
 use crate::state::state;
@@ -143,9 +143,7 @@ async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
             &json!({"error": "Account not found"}),
         );
     };
-    let lock = st.accounts.oauth.lock_for(&id);
-    let _g = lock.lock().await;
-    match refresh(&st.accounts, &acc).await {
+    match crate::accounts::oauth::refresh_now(&st.accounts, &acc).await {
         Ok(_) => {
             let exp = st
                 .accounts

@@ -134,6 +134,44 @@ fn tool_use(call: &Value) -> Result<Value, Invalid> {
     }))
 }
 
+/// The request's function tools: (name, description, parameters).
+fn function_tools(req: &Map<String, Value>) -> Vec<(Value, Value, Option<&Value>)> {
+    req.get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("function"))
+        .map(|f| {
+            (
+                f.get("name").cloned().unwrap_or(json!("")),
+                f.get("description").cloned().unwrap_or(json!("")),
+                f.get("parameters"),
+            )
+        })
+        .collect()
+}
+
+/// The schema of a function declared without parameters.
+fn no_parameters() -> Value {
+    json!({"type": "object", "properties": {}})
+}
+
+/// `max_completion_tokens`, else the older `max_tokens`.
+fn max_tokens(req: &Map<String, Value>) -> Option<u64> {
+    req.get("max_completion_tokens")
+        .or_else(|| req.get("max_tokens"))
+        .and_then(Value::as_u64)
+}
+
+/// `stop` (one string or a list) as a list.
+fn stop_sequences(req: &Map<String, Value>) -> Option<Value> {
+    match req.get("stop") {
+        Some(Value::String(s)) => Some(json!([s])),
+        Some(Value::Array(a)) if !a.is_empty() => Some(Value::Array(a.clone())),
+        _ => None,
+    }
+}
+
 fn tool_choice(v: &Value) -> Option<Value> {
     match v {
         Value::String(s) => match s.as_str() {
@@ -211,11 +249,7 @@ pub fn request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
         return Err(Invalid("messages need at least one user message".into()));
     }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let max_tokens = max_tokens(&req).unwrap_or(DEFAULT_MAX_TOKENS);
     let mut out = json!({
         "model": model,
         "messages": turns,
@@ -230,28 +264,20 @@ pub fn request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
             out[k] = v.clone();
         }
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => out["stop_sequences"] = json!([s]),
-        Some(Value::Array(a)) if !a.is_empty() => out["stop_sequences"] = Value::Array(a.clone()),
-        _ => {}
+    if let Some(stop) = stop_sequences(&req) {
+        out["stop_sequences"] = stop;
     }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
-        let converted: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
-            .map(|f| {
-                json!({
-                    "name": f.get("name").cloned().unwrap_or(json!("")),
-                    "description": f.get("description").cloned().unwrap_or(json!("")),
-                    "input_schema": f.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}})),
-                })
-            })
-            .collect();
-        if !converted.is_empty() {
-            out["tools"] = Value::Array(converted);
-            if let Some(c) = req.get("tool_choice").and_then(tool_choice) {
-                out["tool_choice"] = c;
-            }
+    let converted: Vec<Value> = function_tools(&req)
+        .into_iter()
+        .map(|(name, description, params)| {
+            json!({"name": name, "description": description,
+                "input_schema": params.cloned().unwrap_or_else(no_parameters)})
+        })
+        .collect();
+    if !converted.is_empty() {
+        out["tools"] = Value::Array(converted);
+        if let Some(c) = req.get("tool_choice").and_then(tool_choice) {
+            out["tool_choice"] = c;
         }
     }
     if let Some(u) = req.get("user").and_then(Value::as_str) {
@@ -349,11 +375,7 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     if !instructions.is_empty() {
         out["instructions"] = json!(instructions.join("\n\n"));
     }
-    if let Some(n) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .and_then(Value::as_u64)
-    {
+    if let Some(n) = max_tokens(&req) {
         out["max_output_tokens"] = json!(n);
     }
     for k in ["temperature", "top_p"] {
@@ -364,25 +386,23 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     if let Some(effort) = req.get("reasoning_effort").and_then(Value::as_str) {
         out["reasoning"] = json!({"effort": effort});
     }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
-        let flat: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
-            .map(|f| json!({"type": "function", "name": f.get("name").cloned().unwrap_or(json!("")),
-                "description": f.get("description").cloned().unwrap_or(json!("")),
-                "parameters": f.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}}))}))
-            .collect();
-        if !flat.is_empty() {
-            out["tools"] = Value::Array(flat);
-            match req.get("tool_choice") {
-                Some(Value::String(c)) => out["tool_choice"] = json!(c),
-                Some(Value::Object(o)) => {
-                    if let Some(n) = o.get("function").and_then(|f| f.get("name")) {
-                        out["tool_choice"] = json!({"type": "function", "name": n});
-                    }
+    let flat: Vec<Value> = function_tools(&req)
+        .into_iter()
+        .map(|(name, description, params)| {
+            json!({"type": "function", "name": name, "description": description,
+                "parameters": params.cloned().unwrap_or_else(no_parameters)})
+        })
+        .collect();
+    if !flat.is_empty() {
+        out["tools"] = Value::Array(flat);
+        match req.get("tool_choice") {
+            Some(Value::String(c)) => out["tool_choice"] = json!(c),
+            Some(Value::Object(o)) => {
+                if let Some(n) = o.get("function").and_then(|f| f.get("name")) {
+                    out["tool_choice"] = json!({"type": "function", "name": n});
                 }
-                _ => {}
             }
+            _ => {}
         }
     }
     Ok((
@@ -422,20 +442,9 @@ fn response_from_responses(body: &[u8], chat: &Chat, created: i64) -> Option<Vec
     }
     let (usage, _) = crate::providers::openai::responses_usage_from_body(body).unwrap_or_default();
     let finish = responses_finish(&r, !calls.is_empty());
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
     let id = r.get("id").and_then(Value::as_str).unwrap_or("");
-    let out = json!({
-        "id": format!("chatcmpl-{}", id.strip_prefix("resp_").unwrap_or(id)),
-        "object": "chat.completion",
-        "created": created,
-        "model": chat.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
-        "usage": usage_json(&usage),
-    });
-    serde_json::to_vec(&out).ok()
+    let id = id.strip_prefix("resp_").unwrap_or(id);
+    completion(chat, id, created, text, calls, finish, &usage)
 }
 
 /// JSON Schema keys Gemini's function declarations refuse.
@@ -548,11 +557,7 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
         out["systemInstruction"] = json!({"parts": system});
     }
     let mut config = Map::new();
-    if let Some(n) = req
-        .get("max_completion_tokens")
-        .or_else(|| req.get("max_tokens"))
-        .and_then(Value::as_u64)
-    {
+    if let Some(n) = max_tokens(&req) {
         config.insert("maxOutputTokens".into(), json!(n));
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
@@ -560,45 +565,35 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
             config.insert(to.into(), v.clone());
         }
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = stop_sequences(&req) {
+        config.insert("stopSequences".into(), stop);
     }
     if !config.is_empty() {
         out["generationConfig"] = Value::Object(config);
     }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
-        let decls: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| t.get("function"))
-            .map(|f| {
-                let mut d = json!({"name": f.get("name").cloned().unwrap_or(json!("")),
-                    "description": f.get("description").cloned().unwrap_or(json!(""))});
-                if let Some(p) = f.get("parameters") {
-                    d["parameters"] = gemini_schema(p);
-                }
-                d
-            })
-            .collect();
-        if !decls.is_empty() {
-            out["tools"] = json!([{"functionDeclarations": decls}]);
-            let mode = match req.get("tool_choice") {
-                Some(Value::String(c)) if c == "none" => Some(json!({"mode": "NONE"})),
-                Some(Value::String(c)) if c == "required" => Some(json!({"mode": "ANY"})),
-                Some(Value::Object(o)) => o
-                    .get("function")
-                    .and_then(|f| f.get("name"))
-                    .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
-                _ => None,
-            };
-            if let Some(m) = mode {
-                out["toolConfig"] = json!({"functionCallingConfig": m});
+    let decls: Vec<Value> = function_tools(&req)
+        .into_iter()
+        .map(|(name, description, params)| {
+            let mut d = json!({"name": name, "description": description});
+            if let Some(p) = params {
+                d["parameters"] = gemini_schema(p);
             }
+            d
+        })
+        .collect();
+    if !decls.is_empty() {
+        out["tools"] = json!([{"functionDeclarations": decls}]);
+        let mode = match req.get("tool_choice") {
+            Some(Value::String(c)) if c == "none" => Some(json!({"mode": "NONE"})),
+            Some(Value::String(c)) if c == "required" => Some(json!({"mode": "ANY"})),
+            Some(Value::Object(o)) => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]})),
+            _ => None,
+        };
+        if let Some(m) = mode {
+            out["toolConfig"] = json!({"functionCallingConfig": m});
         }
     }
     Ok((
@@ -607,21 +602,22 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     ))
 }
 
+/// A Gemini candidate's answer parts, without the model's thoughts.
+fn gemini_parts(cand: &Value) -> impl Iterator<Item = &Value> {
+    cand.pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
+}
+
 /// A Gemini `GenerateContentResponse` as a `chat.completion`.
 fn response_from_gemini(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
     let r: Value = serde_json::from_slice(body).ok()?;
     let cand = r.pointer("/candidates/0")?;
     let mut text = String::new();
     let mut calls = Vec::new();
-    for part in cand
-        .pointer("/content/parts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if part.get("thought").and_then(Value::as_bool) == Some(true) {
-            continue;
-        }
+    for part in gemini_parts(cand) {
         if let Some(t) = part.get("text").and_then(Value::as_str) {
             text.push_str(t);
         } else if let Some(call) = part.get("functionCall") {
@@ -638,23 +634,11 @@ fn response_from_gemini(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8
         .unwrap_or("STOP");
     let finish = gemini_finish(reason, !calls.is_empty());
     let (usage, _) = crate::providers::gemini::usage_from_body(body).unwrap_or_default();
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
     let id = r
         .get("responseId")
         .and_then(Value::as_str)
         .unwrap_or("gemini");
-    let out = json!({
-        "id": format!("chatcmpl-{id}"),
-        "object": "chat.completion",
-        "created": created,
-        "model": chat.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
-        "usage": usage_json(&usage),
-    });
-    serde_json::to_vec(&out).ok()
+    completion(chat, id, created, text, calls, finish, &usage)
 }
 
 /// OpenAI's legacy Completions default when `max_tokens` is absent.
@@ -741,8 +725,47 @@ fn chat_id(msg_id: &str) -> String {
     format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
 }
 
-fn legacy_id(msg_id: &str) -> String {
-    format!("cmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
+/// The answer a client gets from what the upstream answered (its text, its tool calls in Chat
+/// shape, the finish reason, the usage): a `chat.completion`, or for a legacy Completions
+/// request a `text_completion`. `id` is the upstream's id without its own prefix.
+fn completion(
+    chat: &Chat,
+    id: &str,
+    created: i64,
+    text: String,
+    calls: Vec<Value>,
+    finish: &str,
+    usage: &TokenUsage,
+) -> Option<Vec<u8>> {
+    let out = if chat.legacy {
+        json!({
+            "id": format!("cmpl-{id}"),
+            "object": "text_completion",
+            "created": created,
+            "model": chat.model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
+            "usage": usage_json(usage),
+        })
+    } else {
+        let content = if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        };
+        let mut message = json!({"role": "assistant", "content": content});
+        if !calls.is_empty() {
+            message["tool_calls"] = Value::Array(calls);
+        }
+        json!({
+            "id": format!("chatcmpl-{id}"),
+            "object": "chat.completion",
+            "created": created,
+            "model": chat.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+            "usage": usage_json(usage),
+        })
+    };
+    serde_json::to_vec(&out).ok()
 }
 
 /// The upstream's answer as a `chat.completion` (or `text_completion`). None when the body is
@@ -774,36 +797,14 @@ fn response_from_messages(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
     let (usage, _) = crate::providers::anthropic::usage_from_body(body).unwrap_or_default();
     let stop = m
         .get("stop_reason")
         .and_then(Value::as_str)
         .unwrap_or("end_turn");
     let id = m.get("id").and_then(Value::as_str).unwrap_or("");
-    if chat.legacy {
-        let out = json!({
-            "id": legacy_id(id),
-            "object": "text_completion",
-            "created": created,
-            "model": chat.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(stop), "logprobs": null}],
-            "usage": usage_json(&usage),
-        });
-        return serde_json::to_vec(&out).ok();
-    }
-    let out = json!({
-        "id": chat_id(id),
-        "object": "chat.completion",
-        "created": created,
-        "model": chat.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop), "logprobs": null}],
-        "usage": usage_json(&usage),
-    });
-    serde_json::to_vec(&out).ok()
+    let id = id.strip_prefix("msg_").unwrap_or(id);
+    completion(chat, id, created, text, calls, finish_reason(stop), &usage)
 }
 
 /// The upstream stream a `ChatTap` reads.
@@ -977,15 +978,7 @@ impl ChatTap {
             self.chunk(out, json!({"role": "assistant", "content": ""}), None);
         }
         let cand = ev.pointer("/candidates/0").unwrap_or(&Value::Null);
-        for part in cand
-            .pointer("/content/parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if part.get("thought").and_then(Value::as_bool) == Some(true) {
-                continue;
-            }
+        for part in gemini_parts(cand) {
             if let Some(t) = part.get("text").and_then(Value::as_str) {
                 self.chunk(out, json!({"content": t}), None);
             } else if let Some(call) = part.get("functionCall") {

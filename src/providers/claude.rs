@@ -53,13 +53,9 @@ pub fn is_claude_code(h: &HeaderMap) -> bool {
         && h.contains_key("x-app")
 }
 
-fn flag(rec: &Account, name: &str) -> bool {
-    rec.extra_flag(name)
-}
-
 /// Does the account send one client identity for everyone (v1's `useUnifiedUserAgent`)?
 pub fn keeps_identity(rec: &Account) -> bool {
-    flag(rec, "useUnifiedUserAgent")
+    rec.extra_flag("useUnifiedUserAgent")
 }
 
 /// The client identity of a Claude Code request: its user agent and `x-stainless-*` headers.
@@ -216,9 +212,9 @@ impl AccountType for Claude {
             .extra
             .get("unifiedClientId")
             .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty() && flag(rec, "useUnifiedClientId"));
+            .filter(|s| !s.is_empty() && rec.extra_flag("useUnifiedClientId"));
         let adapt = Adapt {
-            other_client: !genuine && flag(rec, "adaptOtherClients"),
+            other_client: !genuine && rec.extra_flag("adaptOtherClients"),
             unified_device: unified_id,
         };
         let mut h = base_headers(up, out);

@@ -35,17 +35,7 @@ pub async fn completions(req: &mut Request, depot: &mut Depot, res: &mut Respons
 #[handler]
 pub async fn openai_chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some(ing) = ingress(
-        &st,
-        req,
-        res,
-        ClientFormat::OpenAI,
-        Service::OpenAI,
-        true,
-        None,
-    )
-    .await
-    else {
+    let Some(ing) = admit(&st, req, res, Service::OpenAI).await else {
         return;
     };
     let model = ing.peek.model.to_ascii_lowercase();
@@ -78,6 +68,16 @@ pub async fn openai_chat_completions(req: &mut Request, depot: &mut Depot, res: 
     serve(st, req, res, ing, convert, service, op, platforms).await
 }
 
+/// Ingress for a chat route: OpenAI's format, metered.
+async fn admit(
+    st: &std::sync::Arc<crate::state::AppState>,
+    req: &mut Request,
+    res: &mut Response,
+    service: Service,
+) -> Option<Ingress> {
+    ingress(st, req, res, ClientFormat::OpenAI, service, true, None).await
+}
+
 type Convert = fn(&[u8]) -> Result<(Vec<u8>, chat::Chat), crate::convert::Invalid>;
 
 /// Gemini's op; `serve` picks the streaming method when the request streams.
@@ -90,17 +90,7 @@ const GEMINI_OP: Op = Op::Gemini {
 #[handler]
 pub async fn gemini_chat_completions(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
-    let Some(ing) = ingress(
-        &st,
-        req,
-        res,
-        ClientFormat::OpenAI,
-        Service::Gemini,
-        true,
-        None,
-    )
-    .await
-    else {
+    let Some(ing) = admit(&st, req, res, Service::Gemini).await else {
         return;
     };
     let platforms = super::gemini::gemini_platforms();
@@ -147,17 +137,7 @@ pub async fn gemini_models(req: &mut Request, depot: &mut Depot, res: &mut Respo
 
 async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, convert: Convert) {
     let st = state(depot);
-    let Some(ing) = ingress(
-        &st,
-        req,
-        res,
-        ClientFormat::OpenAI,
-        Service::Claude,
-        true,
-        None,
-    )
-    .await
-    else {
+    let Some(ing) = admit(&st, req, res, Service::Claude).await else {
         return;
     };
     let platforms = super::messages::platforms(Op::Messages);

@@ -313,7 +313,10 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             // refresh once and try the same account again before judging it.
             refreshed.push(acc.rec.id.clone());
             drop(up);
-            if force_refresh(&st, &acc).await {
+            if crate::accounts::oauth::refresh_now(&st.accounts, &acc)
+                .await
+                .is_ok()
+            {
                 tracing::info!(account_id = %acc.rec.id, "upstream refused the OAuth token; refreshed it, trying again");
                 continue;
             }
@@ -385,22 +388,6 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             "No upstream answered",
         ),
     }
-}
-
-/// Refresh `acc`'s OAuth token now (single flight with the background refresher). True when
-/// a new token is in the account snapshot.
-async fn force_refresh(st: &Arc<AppState>, acc: &AccountRt) -> bool {
-    let lock = st.accounts.oauth.lock_for(&acc.rec.id);
-    let _g = lock.lock().await;
-    // Someone else may have refreshed while we waited.
-    if let Some(latest) = st.accounts.load().by_id.get(&acc.rec.id)
-        && latest.rec.access_token != acc.rec.access_token
-    {
-        return true;
-    }
-    crate::accounts::oauth::refresh(&st.accounts, acc)
-        .await
-        .is_ok()
 }
 
 /// A subscription answer's usage headers: the account's windows move with them, and an

@@ -18,6 +18,15 @@ fn chat_body(stream: bool, text: &str) -> Value {
     })
 }
 
+/// The JSON events of an OpenAI-style stream, without the closing `[DONE]`.
+fn data_chunks(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 async fn post(env: &Env, path: &str, key: &str, body: Value) -> reqwest::Response {
     env.http
         .post(env.url(path))
@@ -82,12 +91,7 @@ async fn chat_completions_reach_claude_accounts_as_messages_and_come_back() {
     );
     let text = r.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|l| *l != "[DONE]")
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let chunks = data_chunks(&text);
     let content: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -348,12 +352,7 @@ async fn legacy_completions_go_through_the_same_conversion() {
     let r = post(&env, "/api/v1/completions", &key, body).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|l| *l != "[DONE]")
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let chunks = data_chunks(&text);
     assert!(
         chunks.iter().all(|c| c["object"] == "text_completion"),
         "{text}"
