@@ -450,7 +450,7 @@ fn response_from_responses(body: &[u8], chat: &Chat, created: i64) -> Option<Vec
 /// JSON Schema keys Gemini's function declarations refuse.
 const GEMINI_UNSUPPORTED_SCHEMA: &[&str] = &["$schema", "additionalProperties", "strict"];
 
-fn gemini_schema(v: &Value) -> Value {
+pub(crate) fn gemini_schema(v: &Value) -> Value {
     match v {
         Value::Object(o) => Value::Object(
             o.iter()

@@ -45,7 +45,7 @@ pub struct Call {
     pub query: Option<String>,
     pub started: Instant,
     /// The client speaks another format than the upstream: convert the answer back.
-    pub convert: Option<crate::convert::chat::Chat>,
+    pub convert: Option<crate::convert::Conversion>,
 }
 
 /// Largest upstream error body read (the rest is dropped).
@@ -470,15 +470,12 @@ async fn respond(
         res.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
         let tap = match &call.convert {
-            Some(chat) => {
+            Some(conv) => {
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
                 );
-                Box::new(crate::convert::chat::ChatTap::new(
-                    chat.clone(),
-                    Utc::now().timestamp(),
-                )) as Box<dyn crate::providers::StreamTap>
+                conv.tap(Utc::now().timestamp())
             }
             None => acc.kind().tap(call.op),
         };
@@ -550,8 +547,8 @@ async fn respond(
         }
     };
     drop(pick.slot);
-    if let Some(chat) = &call.convert {
-        match crate::convert::chat::response(&body, chat, Utc::now().timestamp()) {
+    if let Some(conv) = &call.convert {
+        match conv.response(&body, Utc::now().timestamp()) {
             Some(converted) => {
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
