@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub body_min_rate: Option<u64>,
     pub throttle_secs: Option<usize>,
     pub window_threshold_percent: Option<usize>,
+    pub gpt_model_for_claude: Option<String>,
+    pub gpt_model_for_haiku: Option<String>,
     pub usage_poll_secs: Option<u64>,
     pub recovery_base_secs: Option<u64>,
     pub recovery_max_secs: Option<u64>,
@@ -115,6 +117,11 @@ pub struct Config {
     /// Subscription accounts whose binding usage window is at least this full (percent) take no
     /// new sessions while another account has room.
     pub window_threshold_percent: u32,
+    /// The OpenAI model a Claude request runs on when it reaches an OpenAI Responses account
+    /// whose model mapping does not name it (Claude Code on a GPT account); Haiku requests
+    /// (Claude Code's small background tasks) take the second.
+    pub gpt_model_for_claude: String,
+    pub gpt_model_for_haiku: String,
     /// The longest an OAuth token endpoint may take to answer.
     pub oauth_timeout: Duration,
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
@@ -308,6 +315,8 @@ impl Config {
             max_attempts: 3,
             throttle_secs: 30,
             window_threshold_percent: 95,
+            gpt_model_for_claude: "gpt-5".into(),
+            gpt_model_for_haiku: "gpt-5-mini".into(),
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
             trust_proxy: false,
@@ -555,6 +564,12 @@ impl Config {
             .map(|a| AddrRange::parse(a).context("CRS_METRICS_ALLOW / metrics_allow"))
             .collect::<Result<_>>()?;
         c.pricing_url = env_nonempty("CRS_PRICING_URL").or(file.pricing_url);
+        if let Some(m) = env_nonempty("CRS_GPT_MODEL_FOR_CLAUDE").or(file.gpt_model_for_claude) {
+            c.gpt_model_for_claude = m;
+        }
+        if let Some(m) = env_nonempty("CRS_GPT_MODEL_FOR_HAIKU").or(file.gpt_model_for_haiku) {
+            c.gpt_model_for_haiku = m;
+        }
         c.log_dir = env_nonempty("CRS_LOG_DIR")
             .map(PathBuf::from)
             .or(file.log_dir);

@@ -76,7 +76,8 @@ pub struct Want<'a> {
 }
 
 /// The upstream model for `model` on `acc`, or None if the account does not serve it.
-/// An empty mapping serves every model unchanged; names match exactly, then case-insensitively.
+/// An empty mapping serves every model unchanged; names match exactly, then case-insensitively,
+/// then as a prefix for names ending in `*` (`claude-sonnet-*` -> `gpt-5`), the longest first.
 pub fn map_model(acc: &AccountRt, model: &str) -> Option<String> {
     let m = &acc.rec.supported_models;
     if m.is_empty() {
@@ -85,8 +86,17 @@ pub fn map_model(acc: &AccountRt, model: &str) -> Option<String> {
     if let Some(to) = m.get(model) {
         return Some(to.clone());
     }
+    if let Some((_, to)) = m.iter().find(|(from, _)| from.eq_ignore_ascii_case(model)) {
+        return Some(to.clone());
+    }
     m.iter()
-        .find(|(from, _)| from.eq_ignore_ascii_case(model))
+        .filter_map(|(from, to)| Some((from.strip_suffix('*')?, to)))
+        .filter(|(prefix, _)| {
+            model.len() >= prefix.len()
+                && model.is_char_boundary(prefix.len())
+                && model[..prefix.len()].eq_ignore_ascii_case(prefix)
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
         .map(|(_, to)| to.clone())
 }
 

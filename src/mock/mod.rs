@@ -23,6 +23,7 @@ use crate::usage::TokenUsage;
 
 mod anthropic;
 pub use anthropic::subscription_headers;
+pub use openai::TOOL_ARGS;
 pub mod bedrock;
 mod gemini;
 mod oauth;
@@ -176,6 +177,8 @@ pub(crate) struct Directives {
     /// Compress the answer with gzip whatever the client accepts (an upstream that ignores
     /// `accept-encoding: identity`).
     pub gzip: bool,
+    /// Answer with a call of the request's first tool (OpenAI Responses).
+    pub tool: bool,
 }
 
 pub(crate) fn directives(body: &[u8]) -> Directives {
@@ -208,6 +211,7 @@ pub(crate) fn directives(body: &[u8]) -> Directives {
             "chunks" => d.chunks = val.parse().ok(),
             "cut" => d.cut = true,
             "gzip" => d.gzip = true,
+            "tool" => d.tool = true,
             _ => {}
         }
     }

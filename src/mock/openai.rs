@@ -61,6 +61,9 @@ fn usage_of(body: &[u8]) -> (TokenUsage, Option<u16>, super::Directives) {
     (u, d.status, d)
 }
 
+/// The arguments of the tool call `mock:tool` asks for.
+pub const TOOL_ARGS: &str = "{\"city\":\"Paris\"}";
+
 struct Responses(Arc<MockState>, bool);
 
 #[salvo::async_trait]
@@ -112,8 +115,23 @@ impl Handler for Responses {
         });
         let resp_id = format!("resp_{}", &rid[4..]);
         let text = "Hello from the mock upstream.";
-        let output = json!([{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+        let mut output = json!([{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": []}]}]);
+        // `mock:tool`: the text, then a call of the request's first function tool, as the
+        // Responses API answers (a `function_call` output item with JSON-text arguments).
+        let tool = v
+            .pointer("/tools/0/name")
+            .and_then(|n| n.as_str())
+            .filter(|_| d.tool)
+            .map(str::to_owned);
+        if let Some(name) = &tool {
+            output
+                .as_array_mut()
+                .expect("an array")
+                .push(json!({"type": "function_call",
+                "id": "fc_1", "call_id": "call_mock1", "name": name, "status": "completed",
+                "arguments": TOOL_ARGS}));
+        }
         if !stream || self.1 {
             state.served.lock().push(u);
             let b = json!({"id": resp_id, "object": "response", "created_at": 1_800_000_000, "status": "completed",
@@ -160,6 +178,26 @@ impl Handler for Responses {
             json!({"type": "response.output_item.done", "sequence_number": 2 + chunks,
             "output_index": 0, "item": output[0]}),
         ));
+        if let Some(name) = &tool {
+            events.push(ev(
+                "response.output_item.added",
+                json!({"type": "response.output_item.added", "output_index": 1,
+                "item": {"type": "function_call", "id": "fc_1", "call_id": "call_mock1", "name": name,
+                    "arguments": "", "status": "in_progress"}}),
+            ));
+            let (a, b) = TOOL_ARGS.split_at(TOOL_ARGS.len() / 2);
+            for part in [a, b] {
+                events.push(ev(
+                    "response.function_call_arguments.delta",
+                    json!({"type": "response.function_call_arguments.delta", "output_index": 1,
+                    "item_id": "fc_1", "delta": part}),
+                ));
+            }
+            events.push(ev(
+                "response.output_item.done",
+                json!({"type": "response.output_item.done", "output_index": 1, "item": output[1]}),
+            ));
+        }
         let mut done = base;
         done["status"] = json!("completed");
         done["output"] = output;

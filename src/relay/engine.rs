@@ -48,6 +48,25 @@ pub struct Call {
     pub convert: Option<crate::convert::Conversion>,
 }
 
+/// A Claude request converted for an OpenAI Responses account whose model mapping left it a
+/// Claude name runs on the configured GPT model (`gpt_model_for_haiku` for Haiku, Claude
+/// Code's small background model; `gpt_model_for_claude` otherwise).
+fn gpt_model(config: &crate::config::Config, call: &Call, upstream: &str) -> Option<String> {
+    let Some(crate::convert::Conversion::Messages(m)) = &call.convert else {
+        return None;
+    };
+    if m.target != crate::convert::messages::Target::Responses
+        || !crate::limits::models::is_claude(upstream)
+    {
+        return None;
+    }
+    Some(if upstream.to_ascii_lowercase().contains("haiku") {
+        config.gpt_model_for_haiku.clone()
+    } else {
+        config.gpt_model_for_claude.clone()
+    })
+}
+
 /// Largest upstream error body read (the rest is dropped).
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -207,7 +226,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             };
             scheduler::pick(&inputs, &want)
         };
-        let pick = match picked {
+        let mut pick = match picked {
             Ok(p) => p,
             Err(e) => {
                 match last {
@@ -226,6 +245,9 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                 return;
             }
         };
+        if let Some(m) = gpt_model(&st.config, &call, &pick.upstream_model) {
+            pick.upstream_model = m;
+        }
         let acc = pick.account.clone();
         let outcome = |status: u16| Outcome {
             status,

@@ -46,8 +46,8 @@ pub fn router() -> Router {
         );
     // v1's other spellings of the Anthropic routes: `/api/claude/v1/messages`,
     // `/claude/claude/v1/messages`, `{prefix}/health`, organisation usage (the key's usage) and
-    // Claude Code's telemetry under every prefix. `antigravity/api` and `gemini-cli/api` serve
-    // the informational routes; their Messages routes need the Anthropic-to-Gemini bridge.
+    // Claude Code's telemetry under every prefix. `antigravity/api` and `gemini-cli/api` send
+    // Messages to Gemini accounts (converted) and serve the informational routes.
     for prefix in ["api", "claude", "antigravity/api", "gemini-cli/api"] {
         let mut p = Router::with_path(prefix)
             .push(Router::with_path("health").get(info::health))
@@ -57,6 +57,12 @@ pub fn router() -> Router {
             p = p.push(Router::with_path("claude/v1/messages").post(messages::messages));
         } else {
             p = p
+                .push(Router::with_path("v1/messages").post(messages::gemini_messages))
+                .push(Router::with_path("claude/v1/messages").post(messages::gemini_messages))
+                .push(
+                    Router::with_path("v1/messages/count_tokens")
+                        .post(messages::gemini_count_tokens),
+                )
                 .push(Router::with_path("v1/models").get(info::models))
                 .push(Router::with_path("v1/key-info").get(info::key_info))
                 .push(Router::with_path("v1/usage").get(info::usage))
@@ -69,7 +75,10 @@ pub fn router() -> Router {
         .push(Router::with_path("azure/health").get(info::health))
         .push(Router::with_path("azure/usage").get(info::usage))
         .push(Router::with_path("gemini/usage").get(info::usage))
-        .push(Router::with_path("gemini/key-info").get(info::key_info));
+        .push(Router::with_path("gemini/key-info").get(info::key_info))
+        // v1's `/gemini/messages`: OpenAI Chat Completions on Gemini accounts (v1
+        // src/routes/geminiRoutes.js, the same handler as its chat routes).
+        .push(Router::with_path("gemini/messages").post(chat::gemini_chat_completions));
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
             Router::with_path(prefix)

@@ -51,7 +51,8 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, r: Rou
     engine::run(st, call, res).await
 }
 
-const OPENAI: &[Platform] = &[Platform::OpenAIResponses];
+/// The account types that speak OpenAI Responses.
+pub(crate) const OPENAI: &[Platform] = &[Platform::OpenAIResponses];
 const AZURE: &[Platform] = &[Platform::AzureOpenAI];
 const DROID: &[Platform] = &[Platform::Droid];
 

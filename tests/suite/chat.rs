@@ -442,12 +442,6 @@ async fn model_lists_follow_the_keys_model_restriction() {
 /// `/gemini-cli/api`, `/gemini/messages`), Gemini OAuth's Code Assist routes, the Codex images
 /// bridge, the key self-test routes, Azure embeddings and v1's service-rates page.
 const NOT_YET: &[&str] = &[
-    "POST /antigravity/api/v1/messages",
-    "POST /antigravity/api/claude/v1/messages",
-    "POST /antigravity/api/v1/messages/count_tokens",
-    "POST /gemini-cli/api/v1/messages",
-    "POST /gemini-cli/api/claude/v1/messages",
-    "POST /gemini-cli/api/v1/messages/count_tokens",
     "POST /apiStats/api-key/test",
     "POST /apiStats/api-key/test-gemini",
     "POST /apiStats/api-key/test-openai",
@@ -459,7 +453,6 @@ const NOT_YET: &[&str] = &[
     "POST /gemini/v1internal:countTokens",
     "POST /gemini/v1internal:generateContent",
     "POST /gemini/v1internal:streamGenerateContent",
-    "POST /gemini/messages",
     "POST /gemini/v1internal:listExperiments",
     "POST /gemini/v1internal:retrieveUserQuota",
     "POST /gemini/v1beta/models/:modelName:listExperiments",

@@ -7,6 +7,7 @@ mod common;
 
 mod admin;
 mod bedrock;
+mod bridge;
 mod browser;
 mod chat;
 mod cli;
