@@ -995,7 +995,9 @@ pub fn estimate_tokens(body: &[u8]) -> Result<u64, Invalid> {
 mod tests {
     use super::*;
 
-    fn conv(f: fn(&[u8]) -> Result<(Vec<u8>, Msgs), Invalid>, v: Value) -> Value {
+    type Convert = fn(&[u8]) -> Result<(Vec<u8>, Msgs), Invalid>;
+
+    fn conv(f: Convert, v: Value) -> Value {
         serde_json::from_slice(&f(v.to_string().as_bytes()).unwrap().0).unwrap()
     }
 
@@ -1414,7 +1416,7 @@ mod tests {
         let big = claude_code_turn();
         let a = estimate_tokens(small.to_string().as_bytes()).unwrap();
         let b = estimate_tokens(big.to_string().as_bytes()).unwrap();
-        assert!(a >= 1 && a < 10, "{a}");
+        assert!((1..10).contains(&a), "{a}");
         // The image alone counts 1,600.
         assert!(b > 1600, "{b}");
         assert!(estimate_tokens(b"{}").is_err());
