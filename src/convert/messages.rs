@@ -72,6 +72,26 @@ fn system_text(req: &Map<String, Value>) -> String {
     }
 }
 
+fn bad_role(i: usize, role: Option<&str>) -> Invalid {
+    Invalid(format!(
+        "messages.{i}.role: {:?} is not \"user\", \"assistant\" or \"system\"",
+        role.unwrap_or("")
+    ))
+}
+
+/// A `system` message's text (a string or text blocks).
+fn system_message_text(m: &Value) -> String {
+    match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// A message's content as blocks (a string is one text block).
 fn content_blocks(m: &Value) -> Result<Vec<Value>, Invalid> {
     match m.get("content") {
@@ -188,14 +208,25 @@ fn web_search_tool(req: &Map<String, Value>) -> bool {
 pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
     let (req, model, stream) = parse(body)?;
     let mut input: Vec<Value> = Vec::new();
-    for m in req["messages"].as_array().expect("checked in parse") {
+    for (i, m) in req["messages"]
+        .as_array()
+        .expect("checked in parse")
+        .iter()
+        .enumerate()
+    {
         let role = match m.get("role").and_then(Value::as_str) {
             Some(r @ ("user" | "assistant")) => r,
-            _ => {
-                return Err(Invalid(
-                    "messages[].role must be \"user\" or \"assistant\"".into(),
-                ));
+            // Claude Code 2.x puts system reminders between turns as `system` messages;
+            // Responses takes them as developer messages in place.
+            Some("system") => {
+                let text = system_message_text(m);
+                if !text.is_empty() {
+                    input.push(json!({"type": "message", "role": "developer",
+                        "content": [{"type": "input_text", "text": text}]}));
+                }
+                continue;
             }
+            other => return Err(bad_role(i, other)),
         };
         let (text_kind, mut parts) = (
             if role == "user" {
@@ -334,15 +365,25 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
     let mut contents: Vec<Value> = Vec::new();
     // tool_use id -> function name, for functionResponse parts.
     let mut names: Vec<(String, String)> = Vec::new();
-    for m in req["messages"].as_array().expect("checked in parse") {
+    let mut late_system: Vec<String> = Vec::new();
+    for (i, m) in req["messages"]
+        .as_array()
+        .expect("checked in parse")
+        .iter()
+        .enumerate()
+    {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("user") => "user",
             Some("assistant") => "model",
-            _ => {
-                return Err(Invalid(
-                    "messages[].role must be \"user\" or \"assistant\"".into(),
-                ));
+            // Gemini has one system instruction: system messages between turns join it.
+            Some("system") => {
+                let text = system_message_text(m);
+                if !text.is_empty() {
+                    late_system.push(text);
+                }
+                continue;
             }
+            other => return Err(bad_role(i, other)),
         };
         let mut parts = Vec::new();
         for b in content_blocks(m)? {
@@ -408,7 +449,11 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
     }
     let mut out = Map::new();
     out.insert("contents".into(), Value::Array(contents));
-    let system = system_text(&req);
+    let system: Vec<String> = std::iter::once(system_text(&req))
+        .chain(late_system)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let system = system.join("\n\n");
     if !system.is_empty() {
         out.insert(
             "systemInstruction".into(),
@@ -1101,6 +1146,31 @@ mod tests {
         assert!(got.get("model").is_none());
     }
 
+    /// Claude Code 2.x sends system reminders as `system` messages between turns.
+    #[test]
+    fn system_messages_between_turns_stay_instructions() {
+        let req = json!({"model": "claude-x", "system": "Top.", "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "system", "content": [{"type": "text", "text": "Reminder."}]},
+            {"role": "user", "content": "b"}]});
+        let r = conv(responses_request, req.clone());
+        assert_eq!(
+            r["input"][1],
+            json!({"type": "message", "role": "developer",
+                "content": [{"type": "input_text", "text": "Reminder."}]})
+        );
+        assert_eq!(r["input"].as_array().unwrap().len(), 3);
+        let g = conv(gemini_request, req);
+        assert_eq!(
+            g["systemInstruction"]["parts"][0]["text"],
+            "Top.\n\nReminder."
+        );
+        assert_eq!(
+            g["contents"],
+            json!([{"role": "user", "parts": [{"text": "a"}, {"text": "b"}]}])
+        );
+    }
+
     #[test]
     fn tool_choice_and_sampling_map_per_target() {
         let mut req = claude_code_turn();
@@ -1135,7 +1205,7 @@ mod tests {
             ),
             (json!({"model": "claude-x", "messages": []}), "messages"),
             (
-                json!({"model": "claude-x", "messages": [{"role": "system", "content": "hi"}]}),
+                json!({"model": "claude-x", "messages": [{"role": "tool", "content": "hi"}]}),
                 "role",
             ),
             (

@@ -153,7 +153,7 @@ async fn claude_requests_run_on_the_gpt_account_a_key_is_bound_to() {
 
     // A request the conversion cannot take is a 400 in Anthropic's shape.
     let mut bad = msg_body(model, false, "x");
-    bad["messages"] = json!([{"role": "system", "content": "no"}]);
+    bad["messages"] = json!([{"role": "tool", "content": "no"}]);
     let r = env.messages(&key, bad).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();

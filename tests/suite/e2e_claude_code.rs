@@ -122,3 +122,83 @@ async fn claude_code_print_mode_works_through_crs() {
     assert_eq!(t.output_tokens, served.output_tokens);
     env.stop().await;
 }
+
+/// Claude Code on a GPT account: the key's Claude binding names an OpenAI Responses account,
+/// so every request Claude Code makes is converted to Responses and the answers back.
+#[tokio::test]
+async fn claude_code_runs_on_an_openai_responses_account() {
+    let Some(claude) = cli_path("claude") else {
+        return;
+    };
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    let gpt = env
+        .create(
+            "openai-responses-accounts",
+            json!({"name": "gpt", "baseApi": format!("{}/v1", env.mock.url()), "apiKey": UPSTREAM_KEY}),
+        )
+        .await;
+    let (key_id, key) = env
+        .create_key(json!({"name": "claude-on-gpt", "claudeAccountId": format!("responses:{gpt}")}))
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let out = run_claude(
+        claude,
+        home.path(),
+        &env.url(""),
+        &key,
+        &["-p", "Say hello to the relay", "--output-format", "json"],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "claude failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("claude printed no JSON ({e})\nstdout: {stdout}\nstderr: {stderr}")
+    });
+    assert_eq!(v["is_error"], false, "{v}");
+    assert!(
+        v["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Hello from the mock upstream."),
+        "{v}"
+    );
+    // Only the GPT account was asked, in its own format, with Claude Code's tools.
+    let seen = env.mock.state.seen.lock().clone();
+    assert!(!seen.iter().any(|s| s.path == "/v1/messages"));
+    let asked: Vec<_> = seen.iter().filter(|s| s.path == "/v1/responses").collect();
+    assert!(!asked.is_empty());
+    let main_turn = asked
+        .iter()
+        .map(|s| serde_json::from_slice::<serde_json::Value>(&s.body).unwrap())
+        .find(|b| b["tools"].as_array().is_some_and(|t| !t.is_empty()))
+        .expect("Claude Code's main turn carries its tools");
+    assert!(main_turn["model"].as_str().unwrap().starts_with("gpt-5"));
+    assert!(
+        main_turn["instructions"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Claude")
+    );
+    assert_eq!(main_turn["stream"], true);
+    for s in &asked {
+        assert_eq!(
+            s.header("authorization"),
+            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+        );
+    }
+    // What crs recorded equals what the upstream served.
+    let served = env.mock.state.served_total();
+    let t = env.key_totals(&key_id).await;
+    assert_eq!(t.requests as usize, env.mock.state.served_count());
+    assert_eq!(t.output_tokens, served.output_tokens);
+    assert_eq!(
+        t.input_tokens + t.cache_read_tokens,
+        served.input_tokens + served.cache_read_tokens
+    );
+    env.stop().await;
+}
