@@ -209,6 +209,17 @@ async fn catcher(req: &mut Request, res: &mut Response, ctrl: &mut FlowCtrl) {
     ctrl.skip_rest();
 }
 
+/// The base URL this server reaches itself at: the listening port on loopback (of the
+/// listening address's family when it listens on every address).
+fn self_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
 pub async fn start(config: Config) -> Result<Running> {
     let (host, port) = (config.host.clone(), config.port);
     let max_connections = config
@@ -224,6 +235,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let addr = acceptor
         .local_addr()
         .context("listener has no local address")?;
+    let _ = state.self_url.set(self_url(addr));
     let listener = acceptor.closer();
     let server = Server::new(acceptor).fuse_config(fuse);
     let handle = server.handle();

@@ -49,6 +49,9 @@ pub struct AppState {
     pub operator_token: String,
     /// HTTP requests by route group and status, for `/metrics`.
     pub http_metrics: crate::metrics::HttpMetrics,
+    /// This server's own base URL (loopback to the listening port), once it listens: the
+    /// key self-test routes send their request through it.
+    pub self_url: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -128,6 +131,7 @@ impl AppState {
             logins,
             operator_token: crate::crypto::random_hex(32),
             http_metrics: Default::default(),
+            self_url: Default::default(),
         });
         state.load_settings()?;
         let sticky: Vec<(String, StickyEntry)> = state

@@ -45,6 +45,10 @@ pub fn router() -> Router {
         .push(Router::with_path("api/user-trend").post(user_trend))
         .push(Router::with_path("api/batch-stats").post(batch_stats))
         .push(Router::with_path("api/batch-model-stats").post(batch_model_stats))
+        .push(Router::with_path("api-key/test").post(super::keytest::test_claude))
+        .push(Router::with_path("api-key/test-gemini").post(super::keytest::test_gemini))
+        .push(Router::with_path("api-key/test-openai").post(super::keytest::test_openai))
+        .push(Router::with_path("service-rates").get(super::keytest::service_rates))
 }
 
 #[handler]
@@ -71,7 +75,7 @@ pub fn format_cost(d: f64) -> String {
     }
 }
 
-fn find_by_key(st: &AppState, key: &str) -> Result<Arc<KeyEntry>, &'static str> {
+pub(super) fn find_by_key(st: &AppState, key: &str) -> Result<Arc<KeyEntry>, &'static str> {
     if !key.starts_with(st.config.api_key_prefix.as_str()) || key.len() < 10 || key.len() > 512 {
         return Err("Invalid API key format");
     }

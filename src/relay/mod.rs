@@ -8,6 +8,7 @@ pub mod engine;
 pub mod gemini;
 pub mod info;
 pub mod ingress;
+mod keytest;
 pub mod messages;
 pub mod openai;
 mod stream;

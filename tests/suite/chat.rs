@@ -442,10 +442,6 @@ async fn model_lists_follow_the_keys_model_restriction() {
 /// `/gemini-cli/api`, `/gemini/messages`), Gemini OAuth's Code Assist routes, the Codex images
 /// bridge, the key self-test routes, Azure embeddings and v1's service-rates page.
 const NOT_YET: &[&str] = &[
-    "POST /apiStats/api-key/test",
-    "POST /apiStats/api-key/test-gemini",
-    "POST /apiStats/api-key/test-openai",
-    "GET /apiStats/service-rates",
     "POST /gemini/v1beta/models/:modelName:loadCodeAssist",
     "POST /gemini/v1beta/models/:modelName:onboardUser",
     "POST /gemini/v1internal:loadCodeAssist",

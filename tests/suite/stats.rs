@@ -492,3 +492,156 @@ async fn unknown_models_are_priced_by_family_and_flagged() {
     assert_eq!(unknown["cost"], 0.0);
     env.stop().await;
 }
+
+/// The data lines of v1's test-event stream.
+fn test_events(text: &str) -> Vec<serde_json::Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// `/apiStats/api-key/test*`: the key holder's connectivity test goes through crs itself with
+/// the key, streams v1's test events, and counts like any request of the key.
+#[tokio::test]
+async fn key_self_tests_run_through_the_relay() {
+    let env = Env::start().await;
+    env.create_account(json!({})).await;
+    env.create(
+        "openai-responses-accounts",
+        json!({"name": "gpt", "baseApi": format!("{}/v1", env.mock.url()), "apiKey": UPSTREAM_KEY}),
+    )
+    .await;
+    env.create(
+        "gemini-api-accounts",
+        json!({"name": "gemini", "baseUrl": env.mock.url(), "apiKey": UPSTREAM_KEY}),
+    )
+    .await;
+    let (key_id, key) = env.create_key(json!({"name": "tester"})).await;
+    for (route, upstream) in [
+        ("test", "/v1/messages"),
+        (
+            "test-gemini",
+            "/v1/models/gemini-2.5-pro:streamGenerateContent",
+        ),
+        ("test-openai", "/v1/responses"),
+    ] {
+        let r = env
+            .http
+            .post(env.url(&format!("/apiStats/api-key/{route}")))
+            .json(&json!({"apiKey": key, "prompt": "hi mock:usage=5,3,0,0", "maxTokens": 100}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{route}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let evs = test_events(&r.text().await.unwrap());
+        assert_eq!(evs[0]["type"], "test_start", "{route}: {evs:?}");
+        let text: String = evs
+            .iter()
+            .filter(|e| e["type"] == "content")
+            .map(|e| e["text"].as_str().unwrap())
+            .collect();
+        assert!(
+            text.starts_with("Hello from the mock upstream."),
+            "{route}: {evs:?}"
+        );
+        assert_eq!(
+            evs.last().unwrap(),
+            &json!({"type": "test_complete", "success": true}),
+            "{route}"
+        );
+        let sent: serde_json::Value =
+            serde_json::from_slice(&last_seen(&env.mock, upstream).body).unwrap();
+        assert!(sent.to_string().contains("hi mock:usage=5,3,0,0"), "{sent}");
+    }
+    let t = env.key_totals(&key_id).await;
+    assert_eq!(t.requests, 3);
+    assert_eq!(t.output_tokens, 9);
+
+    // An upstream refusal ends the test with success false and the reason.
+    let r = env
+        .http
+        .post(env.url("/apiStats/api-key/test"))
+        .json(&json!({"apiKey": key, "prompt": "fail mock:status=400"}))
+        .send()
+        .await
+        .unwrap();
+    let evs = test_events(&r.text().await.unwrap());
+    let last = evs.last().unwrap();
+    assert_eq!(last["success"], false, "{evs:?}");
+    assert!(!last["error"].as_str().unwrap().is_empty());
+
+    // Refusals before any request, in v1's shape.
+    let (_, claude_only) = env
+        .create_key(json!({"name": "claude-only", "permissions": "claude"}))
+        .await;
+    for (body, route, status) in [
+        (json!({}), "test", 400),
+        (json!({"apiKey": "short"}), "test", 400),
+        (
+            json!({"apiKey": "cr_0000000000000000000000000000000000000000000000000000000000000000"}),
+            "test",
+            401,
+        ),
+        (json!({"apiKey": claude_only}), "test-gemini", 403),
+        (json!({"apiKey": claude_only}), "test-openai", 403),
+        (
+            json!({"apiKey": key, "model": "../../admin"}),
+            "test-gemini",
+            400,
+        ),
+    ] {
+        let r = env
+            .http
+            .post(env.url(&format!("/apiStats/api-key/{route}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{route} {body}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["message"].is_string(), "{v}");
+    }
+    env.stop().await;
+}
+
+/// `/apiStats/service-rates` in v1's shape: 1x everywhere, or the key's own rates.
+#[tokio::test]
+async fn service_rates_show_what_is_applied() {
+    let env = Env::start().await;
+    let (_, key) = env
+        .create_key(json!({"name": "rated", "serviceRates": {"claude": 1.5, "openai": 0.5}}))
+        .await;
+    let r = env
+        .http
+        .get(env.url("/apiStats/service-rates"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["success"], true);
+    assert_eq!(v["data"]["baseService"], "claude");
+    assert_eq!(v["data"]["rates"]["claude"], 1.0);
+    assert_eq!(v["data"]["rates"]["gemini"], 1.0);
+    let v: serde_json::Value = env
+        .http
+        .get(env.url("/apiStats/service-rates"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["rates"]["claude"], 1.5);
+    assert_eq!(v["data"]["rates"]["codex"], 0.5);
+    assert_eq!(v["data"]["rates"]["gemini"], 1.0);
+    env.stop().await;
+}
