@@ -26,6 +26,10 @@ pub fn routes(state: &Arc<MockState>) -> Router {
             Router::with_path("openai/deployments/{deployment}/chat/completions")
                 .post(Chat(state.clone())),
         )
+        .push(
+            Router::with_path("openai/deployments/{deployment}/embeddings")
+                .post(Embeddings(state.clone())),
+        )
 }
 
 pub(crate) fn openai_error(res: &mut Response, status: u16, message: &str) {
@@ -299,5 +303,61 @@ impl Handler for Chat {
         }
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
         sse_body(state, res, events, &d, "text/event-stream; charset=utf-8");
+    }
+}
+
+/// Azure's embeddings on a deployment: one vector per input, usage as prompt tokens only.
+struct Embeddings(Arc<MockState>);
+
+#[salvo::async_trait]
+impl Handler for Embeddings {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
+        let state = &self.0;
+        let body = req
+            .payload_with_max_size(16 * 1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
+        if !check_and_record(state, req, &body, res, openai_error) {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return openai_error(
+                res,
+                400,
+                "We could not parse the JSON body of your request.",
+            );
+        };
+        let inputs = match v.get("input") {
+            Some(serde_json::Value::Array(a)) => a.len(),
+            Some(serde_json::Value::String(_)) => 1,
+            _ => return openai_error(res, 400, "'input' is a required property"),
+        };
+        let (u, status, _) = usage_of(&body);
+        if let Some(s) = status.filter(|s| *s >= 400) {
+            return openai_error(res, s, "Mock upstream error");
+        }
+        let u = TokenUsage {
+            output_tokens: 0,
+            ..u
+        };
+        state.served.lock().push(u);
+        let data: Vec<_> = (0..inputs)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.0125, -0.5, 0.25]}))
+            .collect();
+        let model = req.param::<String>("deployment").unwrap_or_default();
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        let _ = res.write_body(
+            json!({"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": u.input_tokens, "total_tokens": u.input_tokens}})
+            .to_string(),
+        );
     }
 }

@@ -44,6 +44,8 @@ pub enum Op {
     Responses { compact: bool },
     /// OpenAI `POST /v1/chat/completions`.
     ChatCompletions,
+    /// OpenAI `POST /v1/embeddings` (Azure deployments).
+    Embeddings,
     /// Gemini `models/{model}:{method}` under API version `v1beta` or `v1`.
     Gemini { method: gemini::Method, v1: bool },
 }
@@ -167,7 +169,7 @@ pub trait AccountType: Sync {
     fn tap(&self, op: Op) -> Box<dyn StreamTap> {
         match op {
             Op::Responses { .. } => Box::new(openai::ResponsesTap::new()),
-            Op::ChatCompletions => Box::new(openai::ChatTap::new()),
+            Op::ChatCompletions | Op::Embeddings => Box::new(openai::ChatTap::new()),
             Op::Gemini { .. } => Box::new(gemini::GeminiTap::new()),
             Op::Messages | Op::CountTokens => Box::new(anthropic::SseTap::new()),
         }
@@ -180,7 +182,7 @@ pub trait AccountType: Sync {
         }
         match op {
             Op::Responses { .. } => openai::responses_usage_from_body(body),
-            Op::ChatCompletions => openai::chat_usage_from_body(body),
+            Op::ChatCompletions | Op::Embeddings => openai::chat_usage_from_body(body),
             Op::Gemini { .. } => gemini::usage_from_body(body),
             Op::Messages | Op::CountTokens => anthropic::usage_from_body(body),
         }

@@ -41,7 +41,7 @@ pub fn azure_url(a: &Account, op: Op, model: &str) -> anyhow::Result<String> {
         anyhow::bail!("the Azure account has no azureEndpoint");
     }
     match op {
-        Op::ChatCompletions => {
+        Op::ChatCompletions | Op::Embeddings => {
             let deployment = if a.deployment_name.is_empty() {
                 model
             } else {
@@ -55,8 +55,13 @@ pub fn azure_url(a: &Account, op: Op, model: &str) -> anyhow::Result<String> {
             // The deployment may be the client's model name: one segment, encoded.
             let deployment = super::request::encode_segment(deployment);
             let ver = super::request::encode_segment(ver);
+            let what = if op == Op::Embeddings {
+                "embeddings"
+            } else {
+                "chat/completions"
+            };
             Ok(format!(
-                "{ep}/openai/deployments/{deployment}/chat/completions?api-version={ver}"
+                "{ep}/openai/deployments/{deployment}/{what}?api-version={ver}"
             ))
         }
         Op::Responses { compact } => {

@@ -98,6 +98,13 @@ route!(
     AZURE
 );
 route!(
+    azure_embeddings,
+    Op::Embeddings,
+    ClientFormat::OpenAI,
+    Service::OpenAI,
+    AZURE
+);
+route!(
     azure_responses,
     Op::Responses { compact: false },
     ClientFormat::OpenAI,
@@ -171,6 +178,7 @@ pub fn router() -> Router {
         .push(Router::with_path("openai/key-info").get(super::info::key_info))
         .push(Router::with_path("azure/chat/completions").post(azure_chat))
         .push(Router::with_path("azure/responses").post(azure_responses))
+        .push(Router::with_path("azure/embeddings").post(azure_embeddings))
         .push(Router::with_path("droid/claude/v1/messages").post(droid_messages))
         .push(Router::with_path("droid/openai/v1/responses").post(droid_responses))
         .push(Router::with_path("droid/openai/responses").post(droid_responses))

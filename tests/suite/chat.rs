@@ -454,7 +454,6 @@ const NOT_YET: &[&str] = &[
     "POST /gemini/v1beta/models/:modelName:listExperiments",
     "POST /openai/images/generations",
     "POST /openai/v1/images/generations",
-    "POST /azure/embeddings",
 ];
 
 /// Every client route v1.1.314 mounts (../shared/reference/v1-client-routes.txt, copied into

@@ -89,6 +89,8 @@ const ROUTES: &[(&str, &str, Kind)] = &[
     ("POST", "/claude/v1/messages", Kind::Messages),
     ("POST", "/v1/messages", Kind::Messages),
     ("POST", "/droid/claude/v1/messages", Kind::Messages),
+    ("POST", "/gemini-cli/api/v1/messages", Kind::Messages),
+    ("POST", "/antigravity/api/v1/messages", Kind::Messages),
     ("POST", "/api/v1/messages/count_tokens", Kind::CountTokens),
     (
         "POST",
@@ -104,6 +106,11 @@ const ROUTES: &[(&str, &str, Kind)] = &[
     ("POST", "/droid/openai/v1/responses", Kind::Responses),
     ("POST", "/azure/chat/completions", Kind::Chat),
     ("POST", "/droid/comm/v1/chat/completions", Kind::Chat),
+    ("POST", "/azure/embeddings", Kind::Chat),
+    ("POST", "/openai/claude/v1/chat/completions", Kind::Chat),
+    ("POST", "/openai/gemini/v1/chat/completions", Kind::Chat),
+    ("POST", "/api/v1/chat/completions", Kind::Chat),
+    ("POST", "/openai/v1/chat/completions", Kind::Chat),
     (
         "POST",
         "/gemini/v1beta/models/gemini-2.5-flash:generateContent",

@@ -293,6 +293,59 @@ async fn azure_chat_and_responses() {
     env.stop().await;
 }
 
+/// `/azure/embeddings` (v1's route): an embeddings deployment, usage in prompt tokens.
+#[tokio::test]
+async fn azure_embeddings_reach_the_embeddings_deployment() {
+    let env = Env::start().await;
+    env.create(
+        "azure-openai-accounts",
+        json!({"name": "emb", "azureEndpoint": env.mock.url(), "apiKey": UPSTREAM_KEY,
+            "deploymentName": "embed-prod", "supportedModels": {"text-embedding-3-small": "text-embedding-3-small"}}),
+    )
+    .await;
+    let (_, key) = env.create_key(json!({"name": "embedder"})).await;
+    let r = env
+        .http
+        .post(env.url("/azure/embeddings"))
+        .header("api-key", &key)
+        .json(
+            &json!({"model": "text-embedding-3-small", "input": ["one mock:usage=7,0,0,0", "two"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["usage"]["prompt_tokens"], 7);
+    let s = last_seen(&env.mock, "/openai/deployments/embed-prod/embeddings");
+    assert!(s.query.as_deref().unwrap().starts_with("api-version="));
+    assert_eq!(s.header("api-key"), Some(UPSTREAM_KEY));
+    let t = usage_of(&env, &key).await;
+    assert_eq!(
+        (
+            t["requests"].as_u64(),
+            t["inputTokens"].as_u64(),
+            t["outputTokens"].as_u64()
+        ),
+        (Some(1), Some(7), Some(0))
+    );
+    // A model no account serves is refused before any upstream sees it.
+    let r = env
+        .http
+        .post(env.url("/azure/embeddings"))
+        .header("api-key", &key)
+        .json(&json!({"model": "text-embedding-3-large", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn droid_routes_reach_droid_accounts() {
     let env = Env::start().await;
