@@ -172,6 +172,18 @@ fn stop_sequences(req: &Map<String, Value>) -> Option<Value> {
     }
 }
 
+/// `reasoning_effort` as a thinking budget in tokens, for upstreams that take a budget
+/// (Anthropic's extended thinking, at least 1,024; Gemini's `thinkingBudget`). `minimal` and
+/// `none` ask for no thinking.
+fn thinking_budget(req: &Map<String, Value>) -> Option<u64> {
+    match req.get("reasoning_effort").and_then(Value::as_str)? {
+        "low" => Some(2048),
+        "medium" => Some(8192),
+        "high" => Some(24576),
+        _ => None,
+    }
+}
+
 fn tool_choice(v: &Value) -> Option<Value> {
     match v {
         Value::String(s) => match s.as_str() {
@@ -263,6 +275,17 @@ pub fn request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
         if let Some(v) = req.get(k).filter(|v| v.is_number()) {
             out[k] = v.clone();
         }
+    }
+    if let Some(budget) = thinking_budget(&req) {
+        // Anthropic's extended thinking: `budget_tokens` below `max_tokens`, and no changed
+        // temperature or top_p beside it.
+        out["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+        if max_tokens <= budget {
+            out["max_tokens"] = json!(budget + max_tokens);
+        }
+        let o = out.as_object_mut().expect("built as an object");
+        o.remove("temperature");
+        o.remove("top_p");
     }
     if let Some(stop) = stop_sequences(&req) {
         out["stop_sequences"] = stop;
@@ -384,7 +407,8 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
         }
     }
     if let Some(effort) = req.get("reasoning_effort").and_then(Value::as_str) {
-        out["reasoning"] = json!({"effort": effort});
+        // A summary of the reasoning comes back as `reasoning_content`.
+        out["reasoning"] = json!({"effort": effort, "summary": "auto"});
     }
     let flat: Vec<Value> = function_tools(&req)
         .into_iter()
@@ -415,10 +439,20 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
 fn response_from_responses(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
     let r: Value = serde_json::from_slice(body).ok()?;
     let output = r.get("output")?.as_array()?;
-    let mut text = String::new();
+    let (mut text, mut reasoning) = (String::new(), String::new());
     let mut calls = Vec::new();
     for item in output {
         match item.get("type").and_then(Value::as_str) {
+            Some("reasoning") => {
+                for s in item
+                    .get("summary")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    reasoning.push_str(s.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+            }
             Some("message") => {
                 for c in item
                     .get("content")
@@ -444,7 +478,15 @@ fn response_from_responses(body: &[u8], chat: &Chat, created: i64) -> Option<Vec
     let finish = responses_finish(&r, !calls.is_empty());
     let id = r.get("id").and_then(Value::as_str).unwrap_or("");
     let id = id.strip_prefix("resp_").unwrap_or(id);
-    completion(chat, id, created, text, calls, finish, &usage)
+    completion(
+        chat,
+        id,
+        created,
+        Said { text, reasoning },
+        calls,
+        finish,
+        &usage,
+    )
 }
 
 /// JSON Schema keys Gemini's function declarations refuse.
@@ -568,6 +610,12 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     if let Some(stop) = stop_sequences(&req) {
         config.insert("stopSequences".into(), stop);
     }
+    if let Some(budget) = thinking_budget(&req) {
+        config.insert(
+            "thinkingConfig".into(),
+            json!({"thinkingBudget": budget, "includeThoughts": true}),
+        );
+    }
     if !config.is_empty() {
         out["generationConfig"] = Value::Object(config);
     }
@@ -638,7 +686,23 @@ fn response_from_gemini(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8
         .get("responseId")
         .and_then(Value::as_str)
         .unwrap_or("gemini");
-    completion(chat, id, created, text, calls, finish, &usage)
+    let reasoning = cand
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("thought").and_then(Value::as_bool) == Some(true))
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect();
+    completion(
+        chat,
+        id,
+        created,
+        Said { text, reasoning },
+        calls,
+        finish,
+        &usage,
+    )
 }
 
 /// OpenAI's legacy Completions default when `max_tokens` is absent.
@@ -725,6 +789,16 @@ fn chat_id(msg_id: &str) -> String {
     format!("chatcmpl-{}", msg_id.strip_prefix("msg_").unwrap_or(msg_id))
 }
 
+/// The text of an answer, and the model's reasoning when the upstream shows it (Anthropic
+/// thinking blocks, Responses reasoning summaries, Gemini thought parts), which Chat clients
+/// read as `reasoning_content` (the field DeepSeek's and OpenRouter's Chat APIs use, and
+/// Cherry Studio, LobeChat and Open WebUI show).
+#[derive(Debug, Default)]
+struct Said {
+    text: String,
+    reasoning: String,
+}
+
 /// The answer a client gets from what the upstream answered (its text, its tool calls in Chat
 /// shape, the finish reason, the usage): a `chat.completion`, or for a legacy Completions
 /// request a `text_completion`. `id` is the upstream's id without its own prefix.
@@ -732,11 +806,12 @@ fn completion(
     chat: &Chat,
     id: &str,
     created: i64,
-    text: String,
+    said: Said,
     calls: Vec<Value>,
     finish: &str,
     usage: &TokenUsage,
 ) -> Option<Vec<u8>> {
+    let Said { text, reasoning } = said;
     let out = if chat.legacy {
         json!({
             "id": format!("cmpl-{id}"),
@@ -753,6 +828,9 @@ fn completion(
             json!(text)
         };
         let mut message = json!({"role": "assistant", "content": content});
+        if !reasoning.is_empty() {
+            message["reasoning_content"] = json!(reasoning);
+        }
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(calls);
         }
@@ -781,11 +859,14 @@ pub fn response(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
 fn response_from_messages(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8>> {
     let m: Value = serde_json::from_slice(body).ok()?;
     let content = m.get("content")?.as_array()?;
-    let mut text = String::new();
+    let (mut text, mut reasoning) = (String::new(), String::new());
     let mut calls = Vec::new();
     for b in content {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("thinking") => {
+                reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
             Some("tool_use") => calls.push(json!({
                 "id": b.get("id").cloned().unwrap_or(json!("")),
                 "type": "function",
@@ -804,7 +885,8 @@ fn response_from_messages(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<
         .unwrap_or("end_turn");
     let id = m.get("id").and_then(Value::as_str).unwrap_or("");
     let id = id.strip_prefix("msg_").unwrap_or(id);
-    completion(chat, id, created, text, calls, finish_reason(stop), &usage)
+    let said = Said { text, reasoning };
+    completion(chat, id, created, said, calls, finish_reason(stop), &usage)
 }
 
 /// The upstream stream a `ChatTap` reads.
@@ -918,6 +1000,10 @@ impl ChatTap {
                         let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
                         self.tool_args(out, index, d.get("partial_json"));
                     }
+                    Some("thinking_delta") => {
+                        let t = d.get("thinking").and_then(Value::as_str).unwrap_or("");
+                        self.chunk(out, json!({"reasoning_content": t}), None);
+                    }
                     _ => {}
                 }
             }
@@ -945,6 +1031,10 @@ impl ChatTap {
             "response.output_text.delta" => {
                 let t = ev.get("delta").and_then(Value::as_str).unwrap_or("");
                 self.chunk(out, json!({"content": t}), None);
+            }
+            "response.reasoning_summary_text.delta" => {
+                let t = ev.get("delta").and_then(Value::as_str).unwrap_or("");
+                self.chunk(out, json!({"reasoning_content": t}), None);
             }
             "response.output_item.added" => {
                 let item = ev.get("item").unwrap_or(&Value::Null);
@@ -978,6 +1068,16 @@ impl ChatTap {
             self.chunk(out, json!({"role": "assistant", "content": ""}), None);
         }
         let cand = ev.pointer("/candidates/0").unwrap_or(&Value::Null);
+        for thought in cand
+            .pointer("/content/parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.get("thought").and_then(Value::as_bool) == Some(true))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+        {
+            self.chunk(out, json!({"reasoning_content": thought}), None);
+        }
         for part in gemini_parts(cand) {
             if let Some(t) = part.get("text").and_then(Value::as_str) {
                 self.chunk(out, json!({"content": t}), None);
@@ -1097,6 +1197,54 @@ mod tests {
 
     fn conv(v: Value) -> Value {
         serde_json::from_slice(&request(v.to_string().as_bytes()).unwrap().0).unwrap()
+    }
+
+    #[test]
+    fn reasoning_effort_becomes_thinking_and_thinking_comes_back_as_reasoning() {
+        let req = json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "temperature": 0.2,
+            "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]});
+        let got = conv(req.clone());
+        assert_eq!(
+            got["thinking"],
+            json!({"type": "enabled", "budget_tokens": 24576})
+        );
+        assert_eq!(got["max_tokens"], 25576);
+        assert!(got.get("temperature").is_none());
+        let g: Value =
+            serde_json::from_slice(&gemini_request(req.to_string().as_bytes()).unwrap().0).unwrap();
+        assert_eq!(
+            g["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 24576, "includeThoughts": true})
+        );
+        let mut none = req.clone();
+        none["reasoning_effort"] = json!("minimal");
+        assert!(conv(none).get("thinking").is_none());
+
+        let chat = request(req.to_string().as_bytes()).unwrap().1;
+        let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "thinking", "thinking": "Let me see.", "signature": "s"},
+                        {"type": "text", "text": "Hi."}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 4}});
+        let c: Value =
+            serde_json::from_slice(&response(answer.to_string().as_bytes(), &chat, 1).unwrap())
+                .unwrap();
+        assert_eq!(
+            c["choices"][0]["message"]["reasoning_content"],
+            "Let me see."
+        );
+        assert_eq!(c["choices"][0]["message"]["content"], "Hi.");
+
+        let mut tap = ChatTap::new(
+            Chat {
+                stream: true,
+                ..chat
+            },
+            1,
+        );
+        let up = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Hmm\"}}\n\n";
+        let out = String::from_utf8(tap.feed(&Bytes::from(up)).unwrap().to_vec()).unwrap();
+        assert!(out.contains("\"reasoning_content\":\"Hmm\""), "{out}");
     }
 
     #[test]

@@ -291,7 +291,10 @@ async fn openai_chat_routes_by_model() {
         json!({"type": "input_text", "text": "hi mock:usage=10,3,0,0"})
     );
     assert_eq!(sent["max_output_tokens"], 64);
-    assert_eq!(sent["reasoning"], json!({"effort": "low"}));
+    assert_eq!(
+        sent["reasoning"],
+        json!({"effort": "low", "summary": "auto"})
+    );
     assert_eq!(sent["store"], false);
     body["stream"] = json!(true);
     let r = post(&env, "/openai/v1/chat/completions", &key, body).await;
