@@ -34,7 +34,9 @@ impl AccountType for Droid {
             }
             Op::Responses { .. } => (format!("{base}/o/v1/responses"), OPENAI_FORWARD),
             Op::ChatCompletions => (format!("{base}/o/v1/chat/completions"), OPENAI_FORWARD),
-            Op::Gemini { .. } => anyhow::bail!("a Droid account cannot serve Gemini requests"),
+            Op::Gemini { .. } | Op::CodeAssist { .. } => {
+                anyhow::bail!("a Droid account cannot serve Gemini requests")
+            }
         };
         forward(&mut h, out.headers, names);
         Ok(up.client.post(url).headers(h).body(body(out)))

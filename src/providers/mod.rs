@@ -14,10 +14,12 @@ mod azure;
 pub mod bedrock;
 mod ccr;
 pub mod claude;
+pub mod codeassist;
 mod console;
 mod droid;
 pub mod gemini;
 mod gemini_api;
+mod gemini_oauth;
 pub mod http;
 pub mod openai;
 mod request;
@@ -31,7 +33,7 @@ use salvo::http::{HeaderMap, HeaderName, HeaderValue};
 use crate::crypto::{Secret, Secrets};
 use crate::model::{Account, Platform};
 use crate::usage::TokenUsage;
-pub use request::{DEFAULT_USER_AGENT, with_model};
+pub use request::{DEFAULT_USER_AGENT, encode_segment, with_model};
 
 /// The operation a client route asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,19 +48,23 @@ pub enum Op {
     ChatCompletions,
     /// Gemini `models/{model}:{method}` under API version `v1beta` or `v1`.
     Gemini { method: gemini::Method, v1: bool },
+    /// Code Assist `v1internal:{method}` (the Gemini CLI's Google-login routes): the client's
+    /// body and the answer in Code Assist's own wrapped format.
+    CodeAssist { method: codeassist::Method },
 }
 
 impl Op {
     /// Does a success response of this op carry usage to record?
     pub fn has_usage(self) -> bool {
-        !matches!(
-            self,
+        match self {
             Op::CountTokens
-                | Op::Gemini {
-                    method: gemini::Method::CountTokens,
-                    ..
-                }
-        )
+            | Op::Gemini {
+                method: gemini::Method::CountTokens,
+                ..
+            } => false,
+            Op::CodeAssist { method } => method.generates(),
+            _ => true,
+        }
     }
 }
 
@@ -111,6 +117,9 @@ pub struct Upstream<'a> {
     pub token: Option<&'a Secret>,
     /// The account's one client identity (user agent, `x-stainless-*`), when it keeps one.
     pub identity: Option<&'a [ClientHeader]>,
+    /// The deployment's endpoint for the account type, used when the account names no URL of
+    /// its own (Code Assist for Gemini OAuth accounts); empty for the others.
+    pub endpoint: &'a str,
 }
 
 /// The client side of one upstream attempt.
@@ -169,8 +178,25 @@ pub trait AccountType: Sync {
             Op::Responses { .. } => Box::new(openai::ResponsesTap::new()),
             Op::ChatCompletions => Box::new(openai::ChatTap::new()),
             Op::Gemini { .. } => Box::new(gemini::GeminiTap::new()),
+            Op::CodeAssist { .. } => Box::new(codeassist::Unwrap::new(
+                Box::new(gemini::GeminiTap::new()),
+                false,
+            )),
             Op::Messages | Op::CountTokens => Box::new(anthropic::SseTap::new()),
         }
+    }
+
+    /// A stage in front of the stream's tap (or converter): the upstream's chunks as the tap
+    /// should see them. Default: none. An account type whose upstream wraps a standard format
+    /// unwraps it here, before any tap or conversion sees the stream.
+    fn stream_stage(&self, _op: Op, tap: Box<dyn StreamTap>) -> Box<dyn StreamTap> {
+        tap
+    }
+
+    /// A non-stream success body in the standard format of `op`, before usage is read or the
+    /// answer converted. Default: as it came.
+    fn standard_body(&self, _op: Op, body: Bytes) -> Bytes {
+        body
     }
 
     /// Usage (and the model the upstream named) from a non-stream success body.
@@ -182,6 +208,7 @@ pub trait AccountType: Sync {
             Op::Responses { .. } => openai::responses_usage_from_body(body),
             Op::ChatCompletions => openai::chat_usage_from_body(body),
             Op::Gemini { .. } => gemini::usage_from_body(body),
+            Op::CodeAssist { .. } => codeassist::usage_from_body(body),
             Op::Messages | Op::CountTokens => anthropic::usage_from_body(body),
         }
     }
@@ -215,6 +242,7 @@ pub fn account_type(p: Platform) -> &'static dyn AccountType {
         Platform::GeminiApi => &gemini_api::GeminiApi,
         Platform::Droid => &droid::Droid,
         Platform::Bedrock => &bedrock::Bedrock,
+        Platform::Gemini => &gemini_oauth::GeminiOAuth,
     }
 }
 
