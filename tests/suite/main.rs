@@ -14,6 +14,7 @@ mod crash;
 mod e2e_claude_code;
 mod e2e_codex;
 mod fuzz;
+mod gemini_oauth;
 mod hardening;
 mod import;
 mod layering;
