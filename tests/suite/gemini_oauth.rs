@@ -588,3 +588,150 @@ async fn chat_completions_work_on_an_oauth_account() {
     assert_eq!((t.requests, t.input_tokens, t.output_tokens), (2, 50, 10));
     env.stop().await;
 }
+
+/// A v1 keyspace (the fixture) with a Gemini OAuth account written as v1's
+/// geminiAccountService `createAccount` writes it and key K2 bound to it: `crs import` serves
+/// the bound key through the account, and `crs export` writes the account back in v1's layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_gemini_accounts_import_serve_and_export() {
+    use crate::import::{ENC_KEY, K2, PLAINTEXT, export_opts, fixture_keys, import_opts, redis};
+    use crs::migrate::dump::{V1Key, V1Value};
+    use crs::migrate::v1crypto::V1Crypto;
+    use crs::migrate::{Source, Target};
+
+    let Some(redis) = redis() else { return };
+    crs::init_tls();
+    const G: &str = "0d4f5c1e-6a7b-4c8d-9e0f-1a2b3c4d5e6f";
+    const SALT: &str = "gemini-account-salt";
+    let v1 = V1Crypto::new(ENC_KEY);
+    let expiry_ms = chrono::Utc::now().timestamp_millis() + 8 * 3_600_000;
+    let expires_at = chrono::DateTime::from_timestamp_millis(expiry_ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let oauth = json!({"access_token": "ya29.v1-access", "refresh_token": "1//mock-v1",
+        "scope": "https://www.googleapis.com/auth/cloud-platform", "token_type": "Bearer",
+        "expiry_date": expiry_ms});
+    let record: Vec<(String, String)> = [
+        ("id", G.to_owned()),
+        ("platform", "gemini".into()),
+        ("name", "v1 gemini".into()),
+        ("description", "".into()),
+        ("accountType", "shared".into()),
+        ("isActive", "true".into()),
+        ("status", "active".into()),
+        ("schedulable", "true".into()),
+        ("priority", "50".into()),
+        ("geminiOauth", v1.encrypt(SALT, &oauth.to_string())),
+        ("accessToken", v1.encrypt(SALT, "ya29.v1-access")),
+        ("refreshToken", v1.encrypt(SALT, "1//mock-v1")),
+        ("expiresAt", expires_at.clone()),
+        (
+            "scopes",
+            "https://www.googleapis.com/auth/cloud-platform".into(),
+        ),
+        ("subscriptionExpiresAt", "".into()),
+        ("proxy", "".into()),
+        ("projectId", "proj-v1".into()),
+        ("tempProjectId", "".into()),
+        ("supportedModels", "".into()),
+        ("createdAt", "2026-11-22T03:57:08.282Z".into()),
+        ("updatedAt", "2026-11-22T03:57:08.282Z".into()),
+        ("lastUsedAt", "".into()),
+        ("lastRefreshAt", "".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut keys = fixture_keys();
+    for k in &mut keys {
+        if k.name == format!("apikey:{K2}")
+            && let V1Value::Hash(fields) = &mut k.value
+        {
+            for (f, v) in fields.iter_mut() {
+                if f == "geminiAccountId" {
+                    *v = G.into();
+                }
+            }
+        }
+    }
+    keys.push(V1Key::new(
+        format!("gemini_account:{G}"),
+        -1,
+        V1Value::Hash(record),
+    ));
+    keys.push(V1Key::new(
+        "shared_gemini_accounts",
+        -1,
+        V1Value::Set(vec![G.into()]),
+    ));
+    crs::migrate::redis_io::write_all(&redis.url(0), &keys, false)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = crs::migrate::import(&Source::Redis(redis.url(0)), &import_opts(dir.path()))
+        .await
+        .expect("import");
+    assert_eq!(
+        r.imported.get("accounts: gemini (OAuth)").copied(),
+        Some(1),
+        "{}",
+        r.render()
+    );
+
+    // Served: the bound key reaches Code Assist with the decrypted token and the project.
+    let mock = crs::mock::MockUpstream::start().await.unwrap();
+    let mut cfg = test_config(dir.path());
+    point_at(&mut cfg, &mock.url());
+    let running = crs::server::start(cfg).await.unwrap();
+    let key = PLAINTEXT.iter().find(|(id, _)| *id == K2).unwrap().1;
+    let r = client()
+        .post(format!(
+            "{}/gemini/v1beta/models/{MODEL}:generateContent",
+            running.url()
+        ))
+        .header("x-goog-api-key", key)
+        .json(&gemini_body("from v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let up = last_seen(&mock, "/v1internal:generateContent");
+    assert_eq!(up.header("authorization"), Some("Bearer ya29.v1-access"));
+    assert_eq!(body_of(&up)["project"], "proj-v1");
+    running.shutdown(Duration::from_secs(5)).await;
+    mock.stop();
+
+    // Exported in v1's layout, secrets under v1's salt.
+    crs::migrate::export(&Target::Redis(redis.url(1)), &export_opts(dir.path()))
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    crs::migrate::redis_io::read_all(&redis.url(1), false, &mut |k| {
+        out.insert(k.name.clone(), k);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let hash = |name: &str| -> std::collections::BTreeMap<String, String> {
+        match &out
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} exported"))
+            .value
+        {
+            V1Value::Hash(f) => f.iter().cloned().collect(),
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let g = hash(&format!("gemini_account:{G}"));
+    assert_eq!(g["platform"], "gemini");
+    assert_eq!(g["projectId"], "proj-v1");
+    assert_eq!(g["expiresAt"], expires_at);
+    assert_eq!(
+        v1.decrypt(SALT, &g["accessToken"]).unwrap(),
+        "ya29.v1-access"
+    );
+    assert_eq!(v1.decrypt(SALT, &g["refreshToken"]).unwrap(), "1//mock-v1");
+    let blob: Value = serde_json::from_str(&v1.decrypt(SALT, &g["geminiOauth"]).unwrap()).unwrap();
+    assert_eq!(blob, oauth);
+    assert_eq!(hash(&format!("apikey:{K2}"))["geminiAccountId"], G);
+}
