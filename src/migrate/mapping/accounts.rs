@@ -371,6 +371,10 @@ pub fn import_account(
                         }
                         expires = expires.or(e2.parse().ok());
                         scopes = scopes.or(Some(s2).filter(|s| !s.is_empty()));
+                        // The export writes "Bearer" back; any other type is kept.
+                        if m.get("token_type").and_then(Value::as_str) == Some("Bearer") {
+                            m.remove("token_type");
+                        }
                         if !m.is_empty() {
                             extra_secret.push(("geminiOauth".into(), Value::Object(m).to_string()));
                         }
@@ -926,6 +930,17 @@ mod tests {
                     "refreshToken*",
                     "apiKeys",
                 ],
+                Platform::Gemini => &[
+                    "apiUrl",
+                    "accessToken*",
+                    "refreshToken*",
+                    "expiresAt",
+                    "scopes",
+                    "geminiOauth*",
+                    "projectId",
+                    "tempProjectId",
+                    "lastRefreshAt",
+                ],
             }
         }
 
@@ -958,6 +973,11 @@ mod tests {
                 ("[a-z0-9]{0,8}", "[a-z0-9]{0,8}", any::<i64>(), prop::option::of("[a-z:]{0,8}"), any::<bool>())
                     .prop_map(move |(a, r, e, sc, enc)| {
                         let blob = json!({"accessToken": a, "refreshToken": r, "expiresAt": e, "scopes": sc, "other": 1}).to_string();
+                        if enc { v1.encrypt(salt, &blob) } else { blob }
+                    }),
+                ("[a-z0-9]{0,8}", "[a-z0-9]{0,8}", any::<i64>(), prop::option::of("[a-z:]{0,8}"), any::<bool>())
+                    .prop_map(move |(a, r, e, sc, enc)| {
+                        let blob = json!({"access_token": a, "refresh_token": r, "expiry_date": e, "scope": sc, "token_type": "Bearer"}).to_string();
                         if enc { v1.encrypt(salt, &blob) } else { blob }
                     }),
                 ("[A-Z0-9]{0,8}", "[a-z0-9]{0,8}", prop::option::of("[a-z0-9]{1,8}"), any::<bool>())
