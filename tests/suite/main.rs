@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod e2e_claude_code;
 mod e2e_codex;
+mod e2e_gemini;
 mod fuzz;
 mod gemini_oauth;
 mod hardening;
