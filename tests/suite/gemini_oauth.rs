@@ -280,10 +280,18 @@ async fn standard_gemini_routes_are_wrapped_for_code_assist_and_unwrapped() {
         (t.input_tokens, t.output_tokens, t.cache_read_tokens),
         (150, 30, 30)
     );
-    let (_, acc) = env
-        .admin(Method::GET, &format!("/admin/gemini-accounts/{id}"), None)
+    assert_eq!(view(&env, &id).await["status"], "active");
+
+    // The account test goes the same way.
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            &format!("/admin/gemini-accounts/{id}/test"),
+            None,
+        )
         .await;
-    assert_eq!(acc["data"]["status"], "active");
+    assert_eq!(s, 200);
+    assert_eq!(v["data"]["ok"], true, "{v}");
     env.stop().await;
 }
 
