@@ -368,4 +368,52 @@ mod tests {
         assert!(t.finished() && !t.mid_line());
         assert_eq!((t.usage().input_tokens, t.usage().output_tokens), (10, 7));
     }
+
+    mod props {
+        use super::*;
+        use crate::providers::tap_props::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Wrapped Gemini chunks, unwrapped in any chunking, are what the upstream would
+            /// have sent without the wrapping; the tap underneath reads the same usage.
+            #[test]
+            fn unwrapping_is_the_same_in_any_chunking(
+                texts in prop::collection::vec(text(), 1..6),
+                usage in prop::array::uniform2(tokens()),
+                f in framing(),
+                cuts in cuts(),
+            ) {
+                let chunk = |i: usize, t: &str| {
+                    let mut c = json!({"candidates": [{"content": {"parts": [{"text": t}]}}]});
+                    if i + 1 == texts.len() {
+                        c["usageMetadata"] = json!({"promptTokenCount": usage[0], "candidatesTokenCount": usage[1]});
+                    }
+                    c
+                };
+                let plain: Vec<_> = texts.iter().enumerate().map(|(i, t)| (None, chunk(i, t).to_string().into_bytes())).collect();
+                let wrapped: Vec<_> = texts.iter().enumerate().map(|(i, t)| (None, json!({"response": chunk(i, t), "traceId": "x"}).to_string().into_bytes())).collect();
+                // The stage writes `data: ` back with one space.
+                let f = Framing { space: true, ..f };
+                let (plain, wrapped) = (sse(&plain, f), sse(&wrapped, f));
+                let seen = same_in_any_chunking(|| Box::new(Unwrap::new(Box::new(GeminiTap::new()), true)), &wrapped, &cuts)?;
+                prop_assert_eq!(&seen.out, &plain);
+                prop_assert_eq!((seen.usage.input_tokens, seen.usage.output_tokens), (usage[0], usage[1]));
+                let observed = same_in_any_chunking(|| Box::new(Unwrap::new(Box::new(GeminiTap::new()), false)), &wrapped, &cuts)?;
+                prop_assert_eq!(&observed.out, &wrapped);
+                prop_assert_eq!(observed.usage, seen.usage);
+            }
+
+            #[test]
+            fn garbage_never_breaks_the_stage(bytes in garbage(), cuts in cuts()) {
+                for rewrite in [true, false] {
+                    same_in_any_chunking(|| Box::new(Unwrap::new(Box::new(GeminiTap::new()), rewrite)), &bytes, &cuts)?;
+                }
+                let _ = unwrap_body(&bytes);
+                let _ = wrap(&bytes, Method::GenerateContent, "m", Some("p"));
+            }
+        }
+    }
 }
