@@ -471,6 +471,23 @@ fn publish(shot: &Path, name: &str) {
     std::fs::copy(shot, dir.join(format!("{name}.png"))).unwrap();
 }
 
+/// Open the add form of an OAuth account type and get its authorisation link: (the URL, its
+/// PKCE challenge).
+async fn oauth_form(ui: &Ui, label: &str) -> (String, String) {
+    ui.click("[data-add-account]").await;
+    ui.assert_labelled(&format!("in the {label} form")).await;
+    ui.click("[data-oauth-generate]").await;
+    ui.wait_for("[data-auth-url]").await;
+    let url = ui.text("[data-auth-url]").await;
+    let challenge = url
+        .split("code_challenge=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap()
+        .to_owned();
+    (url, challenge)
+}
+
 async fn login(ui: &Ui) {
     ui.goto("/admin-next/login").await;
     ui.wait_for("input[name=username]").await;
@@ -808,17 +825,7 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     ui.click_text("button.tab", "Claude OAuth").await;
     ui.wait_loaded().await;
     ui.wait_text(".empty", "No Claude OAuth accounts yet").await;
-    ui.click("[data-add-account]").await;
-    ui.assert_labelled("in the Claude OAuth form").await;
-    ui.click("[data-oauth-generate]").await;
-    ui.wait_for("[data-auth-url]").await;
-    let url = ui.text("[data-auth-url]").await;
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .and_then(|s| s.split('&').next())
-        .unwrap()
-        .to_owned();
+    let (_, challenge) = oauth_form(&ui, "Claude OAuth").await;
     ui.fill("dialog input[name=name]", "claude-max").await;
     ui.fill("dialog input[name=apiUrl]", &env.mock.url()).await;
     ui.fill(
@@ -854,21 +861,11 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     ui.click_text("button.tab", "Gemini OAuth").await;
     ui.wait_loaded().await;
     ui.wait_text(".empty", "No Gemini OAuth accounts yet").await;
-    ui.click("[data-add-account]").await;
-    ui.assert_labelled("in the Gemini OAuth form").await;
-    ui.click("[data-oauth-generate]").await;
-    ui.wait_for("[data-auth-url]").await;
-    let url = ui.text("[data-auth-url]").await;
+    let (url, challenge) = oauth_form(&ui, "Gemini OAuth").await;
     assert!(
         url.starts_with("https://accounts.google.com/o/oauth2/v2/auth?"),
         "{url}"
     );
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .and_then(|s| s.split('&').next())
-        .unwrap()
-        .to_owned();
     ui.fill("dialog input[name=name]", "google-login").await;
     ui.fill("dialog input[name=projectId]", "ui-project").await;
     ui.fill(
