@@ -12,14 +12,15 @@ use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use bytes::Bytes;
-use salvo::http::{HeaderValue, StatusCode};
+use salvo::http::HeaderValue;
 use salvo::prelude::*;
 use serde_json::{Value, json};
 
 use super::bedrock::percent_decode;
 use super::gemini::{answer, count, gemini_error, stream_chunks, usage_of};
+use super::oauth::{oauth_error, token_request};
 use super::stream::sse_body;
-use super::{MockState, SeenRequest, check_and_record, directives, request_id, take_scripted};
+use super::{MockState, check_and_record, directives, request_id, take_scripted};
 use crate::providers::codeassist::oauth as google;
 
 /// The project the mock's onboarding creates.
@@ -44,13 +45,6 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
-    res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
-    res.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
-}
-
 struct Token(Arc<MockState>);
 
 #[salvo::async_trait]
@@ -63,24 +57,7 @@ impl Handler for Token {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        state.seen.lock().push(SeenRequest {
-            path: req.uri().path().to_owned(),
-            query: None,
-            headers: vec![(
-                "content-type".into(),
-                req.headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned(),
-            )],
-            body: body.clone(),
-        });
+        let body = token_request(state, req).await;
         let f = form(&body);
         let s = |k: &str| {
             f.iter()

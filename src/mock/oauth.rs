@@ -89,11 +89,34 @@ impl Handler for Usage {
     }
 }
 
-fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
+/// An OAuth error answer (RFC 6749 section 5.2).
+pub(crate) fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
     res.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
+}
+
+/// A token endpoint request's body, recorded (with its content type) in `seen`.
+pub(crate) async fn token_request(state: &MockState, req: &mut Request) -> bytes::Bytes {
+    let body = req
+        .payload_with_max_size(1024 * 1024)
+        .await
+        .cloned()
+        .unwrap_or_default();
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    state.seen.lock().push(SeenRequest {
+        path: req.uri().path().to_owned(),
+        query: None,
+        headers: vec![("content-type".into(), ct)],
+        body: body.clone(),
+    });
+    body
 }
 
 struct Token(Arc<MockState>);
@@ -108,17 +131,7 @@ impl Handler for Token {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        state.seen.lock().push(SeenRequest {
-            path: req.uri().path().to_owned(),
-            query: None,
-            headers: Vec::new(),
-            body: body.clone(),
-        });
+        let body = token_request(state, req).await;
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
             return oauth_error(res, 400, "invalid_request", "body must be JSON");
         };

@@ -12,7 +12,7 @@ use salvo::http::header;
 
 use super::codeassist::{self, Method, account_project, unwrap_body, with_project, wrap};
 use super::request::{base_headers, bearer, body};
-use super::{AccountType, ClientFormat, Credential, Op, Outgoing, StreamTap, Upstream, decrypt};
+use super::{AccountType, ClientFormat, Credential, Op, Outgoing, StreamTap, Upstream};
 use crate::crypto::Secrets;
 use crate::model::Account;
 
@@ -20,10 +20,7 @@ pub struct GeminiOAuth;
 
 impl AccountType for GeminiOAuth {
     fn credential(&self, secrets: &Secrets, rec: &Account) -> Result<Credential> {
-        Ok(Credential {
-            secret: decrypt(secrets, "accessToken", &rec.access_token)?,
-            session_token: None,
-        })
+        super::access_token_credential(secrets, rec)
     }
 
     fn oauth(&self) -> bool {

@@ -246,6 +246,14 @@ pub fn account_type(p: Platform) -> &'static dyn AccountType {
     }
 }
 
+/// The credential of an OAuth account type: its access token (kept fresh by the caller).
+pub fn access_token_credential(secrets: &Secrets, rec: &Account) -> Result<Credential> {
+    Ok(Credential {
+        secret: decrypt(secrets, "accessToken", &rec.access_token)?,
+        session_token: None,
+    })
+}
+
 /// Decrypt one secret field ("" stays "").
 pub fn decrypt(secrets: &Secrets, field: &str, v: &str) -> Result<Secret> {
     if v.is_empty() {

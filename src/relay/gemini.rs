@@ -25,7 +25,6 @@ pub fn gemini_platforms() -> &'static [Platform] {
 }
 
 async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_v1: bool) {
-    let st = state(depot);
     let target = req.param::<String>("target").unwrap_or_default();
     if let Some((m, x)) = target.rsplit_once(':')
         && let Some(x) = Internal::parse(x).filter(|x| {
@@ -51,7 +50,35 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
             ),
         );
     };
+    let op = Op::Gemini { method, v1: use_v1 };
     let metered = method != Method::CountTokens;
+    let stream = method == Method::StreamGenerateContent;
+    relay(
+        req,
+        depot,
+        res,
+        op,
+        gemini_platforms(),
+        metered,
+        Some(model),
+        stream,
+    )
+    .await
+}
+
+/// Ingress, admission, then the engine: one Gemini-format request on `platforms`.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    op: Op,
+    platforms: &'static [Platform],
+    metered: bool,
+    model: Option<String>,
+    stream: bool,
+) {
+    let st = state(depot);
     let Some(Ingress {
         adm,
         body,
@@ -64,23 +91,23 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
         ClientFormat::Gemini,
         Service::Gemini,
         metered,
-        Some(model),
+        model,
     )
     .await
     else {
         return;
     };
     let call = Call {
-        binding: adm.key.rec.binding_for(gemini_platforms()),
+        binding: adm.key.rec.binding_for(platforms),
         adm,
         service: Service::Gemini,
         format: ClientFormat::Gemini,
-        op: Op::Gemini { method, v1: use_v1 },
-        platforms: gemini_platforms(),
+        op,
+        platforms,
         session: peek.session,
         model: peek.model,
         body,
-        stream: method == Method::StreamGenerateContent,
+        stream,
         client_headers: req.headers().clone(),
         query: None,
         started,
@@ -101,47 +128,24 @@ async fn internal(
     method: Internal,
     path_model: Option<String>,
 ) {
-    let st = state(depot);
     let model = match (method.generates(), path_model) {
         (true, _) => None,
         (false, m) => Some(m.unwrap_or_else(|| INTERNAL_DEFAULT_MODEL.to_owned())),
     };
-    let Some(Ingress {
-        adm,
-        body,
-        peek,
-        started,
-    }) = ingress(
-        &st,
+    const OAUTH: &[Platform] = &[Platform::Gemini];
+    let op = Op::CodeAssist { method };
+    let stream = method == Internal::StreamGenerateContent;
+    relay(
         req,
+        depot,
         res,
-        ClientFormat::Gemini,
-        Service::Gemini,
+        op,
+        OAUTH,
         method.generates(),
         model,
+        stream,
     )
     .await
-    else {
-        return;
-    };
-    const OAUTH: &[Platform] = &[Platform::Gemini];
-    let call = Call {
-        binding: adm.key.rec.binding_for(OAUTH),
-        adm,
-        service: Service::Gemini,
-        format: ClientFormat::Gemini,
-        op: Op::CodeAssist { method },
-        platforms: OAUTH,
-        session: peek.session,
-        model: peek.model,
-        body,
-        stream: method == Internal::StreamGenerateContent,
-        client_headers: req.headers().clone(),
-        query: None,
-        started,
-        convert: None,
-    };
-    engine::run(st, call, res).await
 }
 
 /// `/gemini/v1internal:{method}`.
