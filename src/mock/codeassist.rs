@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use base64::Engine;
 use bytes::Bytes;
 use salvo::http::HeaderValue;
 use salvo::prelude::*;
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::bedrock::percent_decode;
 use super::gemini::{answer, count, gemini_error, stream_chunks, usage_of};
-use super::oauth::{oauth_error, token_request};
+use super::oauth::{accept_issued, oauth_error, pkce_code_ok, token_request};
 use super::stream::sse_body;
 use super::{MockState, check_and_record, directives, request_id, take_scripted};
 use crate::providers::codeassist::oauth as google;
@@ -76,13 +75,8 @@ impl Handler for Token {
         let n = request_id(state);
         let authorization_code = match s("grant_type") {
             "authorization_code" => {
-                // A code of the form "code-<challenge>" is good only with the verifier that
-                // hashes to it, as Google checks PKCE.
-                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-                    <sha2::Sha256 as sha2::Digest>::digest(s("code_verifier").as_bytes()),
-                );
                 if s("redirect_uri") != google::REDIRECT_URI
-                    || s("code") != format!("code-{challenge}")
+                    || !pkce_code_ok(s("code"), s("code_verifier"))
                 {
                     return oauth_error(res, 400, "invalid_grant", "Malformed auth code.");
                 }
@@ -104,12 +98,7 @@ impl Handler for Token {
             _ => return oauth_error(res, 400, "unsupported_grant_type", "Invalid grant_type."),
         };
         let access = format!("ya29.mock-{n}");
-        {
-            let mut keys = state.accepted_keys.lock();
-            if !keys.is_empty() {
-                keys.push(access.clone());
-            }
-        }
+        accept_issued(state, &access);
         let mut out = json!({
             "access_token": access,
             "expires_in": state.oauth_expires_in.load(Ordering::Relaxed),

@@ -119,6 +119,22 @@ pub(crate) async fn token_request(state: &MockState, req: &mut Request) -> bytes
     body
 }
 
+/// The mock's authorisation codes are "code-<challenge>": good only with the verifier that
+/// hashes to the challenge, as a real PKCE server checks.
+pub(crate) fn pkce_code_ok(code: &str, verifier: &str) -> bool {
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    code == format!("code-{challenge}")
+}
+
+/// An issued access token works on the mock's APIs (when they check credentials at all).
+pub(crate) fn accept_issued(state: &MockState, access: &str) {
+    let mut keys = state.accepted_keys.lock();
+    if !keys.is_empty() {
+        keys.push(access.to_owned());
+    }
+}
+
 struct Token(Arc<MockState>);
 
 #[salvo::async_trait]
@@ -142,14 +158,8 @@ impl Handler for Token {
         let n = request_id(state);
         match s("grant_type") {
             "authorization_code" => {
-                let verifier = s("code_verifier");
-                // The mock accepts a code of the form "code-<challenge>" only when the verifier
-                // hashes to that challenge, as a real PKCE server would check.
-                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
-                let code = s("code");
                 if s("redirect_uri") != crate::providers::anthropic::oauth::REDIRECT_URI
-                    || code != format!("code-{challenge}")
+                    || !pkce_code_ok(s("code"), s("code_verifier"))
                 {
                     return oauth_error(
                         res,
@@ -182,12 +192,7 @@ impl Handler for Token {
         }
         let access = format!("sk-ant-oat01-mock-{n}");
         let refresh = format!("sk-ant-ort01-mock-{n}");
-        {
-            let mut keys = state.accepted_keys.lock();
-            if !keys.is_empty() {
-                keys.push(access.clone());
-            }
-        }
+        accept_issued(state, &access);
         let setup = v.get("expires_in").is_some();
         let mut out = json!({
             "token_type": "Bearer",
