@@ -3,9 +3,11 @@
 //! and get back a request, a stream tap, usage.
 //!
 //! - Wire formats, one module each: `anthropic` (Messages), `openai` (Responses, Chat
-//!   Completions), `gemini`, `bedrock` (SigV4, event stream), `sse` (the one line splitter).
+//!   Completions), `gemini`, `codeassist` (Gemini wrapped by Google's Code Assist), `bedrock`
+//!   (SigV4, event stream), `sse` (the one line splitter).
 //! - Account types, one file each, behind the `AccountType` seam: `claude` (subscription
-//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `droid`, `bedrock`.
+//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `gemini_oauth` (Google
+//!   login through Code Assist), `droid`, `bedrock`.
 //!   `account_type` is the one place that maps a `Platform` to its implementation; the static
 //!   facts of each type (names, admin path, fields, services) are `model::PlatformSpec`.
 
