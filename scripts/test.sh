@@ -9,7 +9,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # Real client CLIs for end-to-end tests (pinned in e2e/package-lock.json).
 if [ ! -x e2e/node_modules/.bin/claude ] || [ ! -x e2e/node_modules/.bin/codex ] \
-   || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
+   || [ ! -x e2e/node_modules/.bin/gemini ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
   command -v npm >/dev/null || { echo "npm is required for the end-to-end tests" >&2; exit 1; }
   log "installing client CLIs into e2e/node_modules"
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)

@@ -65,6 +65,12 @@ pub struct CliOverrides {
 /// Anthropic's OAuth endpoints for Claude subscription accounts (configurable for tests).
 pub const CLAUDE_OAUTH_AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
 pub const CLAUDE_OAUTH_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
+/// Google's OAuth endpoints and the Code Assist API for Gemini OAuth accounts (v1
+/// src/services/geminiAccountService.js: google-auth-library's defaults and
+/// `CODE_ASSIST_ENDPOINT`).
+pub const GEMINI_OAUTH_AUTHORIZE_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+pub const GEMINI_OAUTH_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+pub const GEMINI_CODE_ASSIST_URL: &str = "https://cloudcode-pa.googleapis.com";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -127,6 +133,12 @@ pub struct Config {
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
     pub claude_oauth_token_url: String,
     pub claude_oauth_authorize_url: String,
+    /// Gemini OAuth: Google's endpoints and the Code Assist base (overridable for testing).
+    pub gemini_oauth_token_url: String,
+    pub gemini_oauth_authorize_url: String,
+    pub gemini_code_assist_url: String,
+    /// Between polls of a Code Assist `onboardUser` operation (v1 waits 5 s, 12 times).
+    pub gemini_onboard_poll: Duration,
     /// crs runs behind a reverse proxy: the client address of an admin login (for throttling
     /// and the log) is the last `X-Forwarded-For` entry, the one the proxy appended, instead of
     /// the TCP peer (the proxy itself). Off by default: a client could put any address there.
@@ -319,6 +331,10 @@ impl Config {
             gpt_model_for_haiku: "gpt-5-mini".into(),
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
+            gemini_oauth_token_url: GEMINI_OAUTH_TOKEN_URL.into(),
+            gemini_oauth_authorize_url: GEMINI_OAUTH_AUTHORIZE_URL.into(),
+            gemini_code_assist_url: GEMINI_CODE_ASSIST_URL.into(),
+            gemini_onboard_poll: Duration::from_secs(5),
             trust_proxy: false,
             login: LoginLimits::default(),
             health: HealthConfig::default(),
@@ -453,6 +469,18 @@ impl Config {
         }
         if let Some(u) = env_nonempty("CRS_CLAUDE_OAUTH_AUTHORIZE_URL") {
             c.claude_oauth_authorize_url = u;
+        }
+        for (var, slot) in [
+            ("CRS_GEMINI_OAUTH_TOKEN_URL", &mut c.gemini_oauth_token_url),
+            (
+                "CRS_GEMINI_OAUTH_AUTHORIZE_URL",
+                &mut c.gemini_oauth_authorize_url,
+            ),
+            ("CRS_GEMINI_CODE_ASSIST_URL", &mut c.gemini_code_assist_url),
+        ] {
+            if let Some(u) = env_nonempty(var) {
+                *slot = u;
+            }
         }
         if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
             c.max_attempts = n

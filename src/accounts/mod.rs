@@ -1,6 +1,7 @@
 //! Upstream accounts at run time: the in-memory pool the scheduler reads, and per-account
 //! state that outlives admin edits (cooldowns, concurrency, daily spend).
 
+pub mod codeassist;
 pub mod cooldown;
 pub mod cron;
 pub mod health;
@@ -203,14 +204,37 @@ pub async fn upstream_request(
     } else {
         None
     };
+    // Gemini OAuth: generation needs the account's Google Cloud project (found once, then kept).
+    let onboarded = match (&token, out.op) {
+        (Some(t), op) if acc.rec.platform == Platform::Gemini && codeassist_project(op) => {
+            codeassist::ensure_project(accounts, acc, t).await?
+        }
+        _ => None,
+    };
+    let rec = onboarded.as_ref().map_or(&acc.rec, |a| &a.rec);
     let up = Upstream {
-        rec: &acc.rec,
+        rec,
         credential: &acc.credential,
         client: &acc.client,
         token: token.as_ref(),
         identity: identity.as_deref(),
+        endpoint: if acc.rec.platform == Platform::Gemini {
+            &accounts.oauth.code_assist_url
+        } else {
+            ""
+        },
     };
     kind.build(&up, out)
+}
+
+/// Does this request go to Code Assist with the account's project (generation)?
+fn codeassist_project(op: crate::providers::Op) -> bool {
+    use crate::providers::{Op, gemini};
+    match op {
+        Op::Gemini { method, .. } => method != gemini::Method::CountTokens,
+        Op::CodeAssist { method } => method.generates(),
+        _ => false,
+    }
 }
 
 #[derive(Default, Debug)]

@@ -1,6 +1,7 @@
-//! Claude subscription accounts (OAuth): the PKCE authorisation flow an admin goes through
-//! once (open the URL, paste the code), setup tokens, and access-token refresh ahead of expiry
-//! through the account's proxy. A failed refresh marks the account (`refresh_failed`) and is
+//! OAuth accounts (Claude subscriptions, Gemini's Google login): the PKCE authorisation flow
+//! an admin goes through once (open the URL, paste the code), Claude setup tokens, and
+//! access-token refresh ahead of expiry through the account's proxy, with each platform's
+//! token endpoint (`refresh_grant`). A failed refresh marks the account (`refresh_failed`) and is
 //! logged as an error, so it shows on the dashboard instead of failing requests silently.
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ use crate::crypto::{Secret, random_bytes};
 use crate::model::{AccountStatus, Platform};
 
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
+use crate::providers::codeassist::oauth as google;
+use crate::providers::encode_segment as enc;
 
 /// Refresh this long before expiry (in the background) ...
 const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
@@ -34,6 +37,7 @@ pub struct PendingAuth {
     state: String,
     setup: bool,
     proxy_url: String,
+    platform: Platform,
 }
 
 /// OAuth state held in memory: the endpoints, authorisation sessions (10 minutes) and
@@ -41,6 +45,12 @@ pub struct PendingAuth {
 pub struct OAuthState {
     authorize_url: String,
     token_url: String,
+    gemini_authorize_url: String,
+    gemini_token_url: String,
+    /// The Code Assist base for Gemini OAuth accounts without a URL of their own.
+    pub code_assist_url: String,
+    /// Between polls of an `onboardUser` operation.
+    pub onboard_poll: Duration,
     deadline: Duration,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -51,6 +61,10 @@ impl OAuthState {
         OAuthState {
             authorize_url: config.claude_oauth_authorize_url.clone(),
             token_url: config.claude_oauth_token_url.clone(),
+            gemini_authorize_url: config.gemini_oauth_authorize_url.clone(),
+            gemini_token_url: config.gemini_oauth_token_url.clone(),
+            code_assist_url: config.gemini_code_assist_url.clone(),
+            onboard_poll: config.gemini_onboard_poll,
             deadline: config.oauth_timeout,
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
@@ -85,17 +99,6 @@ pub fn start_authorisation(oauth: &OAuthState, setup: bool, proxy_url: String) -
     let state_param = B64URL.encode(random_bytes::<32>());
     let session = uuid::Uuid::new_v4().to_string();
     let scope = if setup { SETUP_SCOPES } else { SCOPES };
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
     let url = format!(
         "{}?code=true&client_id={CLIENT_ID}&response_type=code&redirect_uri={}&scope={}&code_challenge={challenge}&code_challenge_method=S256&state={state_param}",
         oauth.authorize_url,
@@ -109,6 +112,33 @@ pub fn start_authorisation(oauth: &OAuthState, setup: bool, proxy_url: String) -
             state: state_param,
             setup,
             proxy_url,
+            platform: Platform::Claude,
+        },
+    );
+    (url, session)
+}
+
+/// The Google authorisation URL for a Gemini OAuth account (v1 `generateAuthUrl`: the Gemini
+/// CLI's client, offline access, PKCE S256, `prompt=select_account`), and the session.
+pub fn start_gemini_authorisation(oauth: &OAuthState, proxy_url: String) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let state_param = hex::encode(random_bytes::<32>());
+    let session = uuid::Uuid::new_v4().to_string();
+    let url = format!(
+        "{}?access_type=offline&scope={}&code_challenge_method=S256&code_challenge={challenge}&state={state_param}&prompt=select_account&response_type=code&client_id={}&redirect_uri={}",
+        oauth.gemini_authorize_url,
+        enc(google::SCOPES),
+        enc(google::CLIENT_ID),
+        enc(google::REDIRECT_URI)
+    );
+    oauth.pending.insert(
+        session.clone(),
+        PendingAuth {
+            verifier,
+            state: state_param,
+            setup: false,
+            proxy_url,
+            platform: Platform::Gemini,
         },
     );
     (url, session)
@@ -149,15 +179,73 @@ struct TokenResponse {
     scope: Option<String>,
 }
 
+/// One call of a platform's token endpoint: where, what, and in which encoding.
+struct Grant {
+    url: String,
+    body: Value,
+    /// `application/x-www-form-urlencoded` (Google) rather than JSON (Anthropic).
+    form: bool,
+    user_agent: &'static str,
+}
+
+impl Grant {
+    fn claude(oauth: &OAuthState, body: Value) -> Grant {
+        Grant {
+            url: oauth.token_url.clone(),
+            body,
+            form: false,
+            user_agent: "claude-cli/2.0.0 (external, cli)",
+        }
+    }
+
+    /// Google's token endpoint takes the client's id and (public) secret in a form
+    /// (google-auth-library, which v1 uses).
+    fn google(oauth: &OAuthState, mut body: Value) -> Grant {
+        body["client_id"] = json!(google::CLIENT_ID);
+        body["client_secret"] = json!(google::CLIENT_SECRET);
+        Grant {
+            url: oauth.gemini_token_url.clone(),
+            body,
+            form: true,
+            user_agent: "google-api-nodejs-client/9.15.1",
+        }
+    }
+}
+
+/// The refresh grant of `platform`'s token endpoint.
+fn refresh_grant(oauth: &OAuthState, platform: Platform, refresh_token: &str) -> Result<Grant> {
+    let body = json!({"grant_type": "refresh_token", "refresh_token": refresh_token});
+    match platform {
+        Platform::Claude => {
+            let mut body = body;
+            body["client_id"] = json!(CLIENT_ID);
+            Ok(Grant::claude(oauth, body))
+        }
+        Platform::Gemini => Ok(Grant::google(oauth, body)),
+        p => bail!("{} accounts have no OAuth token refresh", p.as_str()),
+    }
+}
+
+/// `k=v&...` of a JSON object's string values, encoded.
+fn form_body(v: &Value) -> String {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v.as_str().unwrap_or_default())))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+        .unwrap_or_default()
+}
+
 /// A token endpoint call, within `deadline` (`oauth_timeout`: the call runs under the
 /// account's refresh lock, and requests for the account wait on it).
 async fn token_call(
     client: &reqwest::Client,
-    url: &str,
-    body: Value,
+    grant: Grant,
     deadline: Duration,
 ) -> Result<TokenResponse> {
-    tokio::time::timeout(deadline, token_call_once(client, url, body))
+    tokio::time::timeout(deadline, token_call_once(client, grant))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -167,23 +255,28 @@ async fn token_call(
         })?
 }
 
-async fn token_call_once(
-    client: &reqwest::Client,
-    url: &str,
-    body: Value,
-) -> Result<TokenResponse> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("user-agent", "claude-cli/2.0.0 (external, cli)")
-        .json(&body)
-        .send()
-        .await
-        .context("token endpoint unreachable")?;
+async fn token_call_once(client: &reqwest::Client, grant: Grant) -> Result<TokenResponse> {
+    let rb = client
+        .post(&grant.url)
+        .header("user-agent", grant.user_agent);
+    let rb = if grant.form {
+        rb.header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&grant.body))
+    } else {
+        rb.json(&grant.body)
+    };
+    let r = rb.send().await.context("token endpoint unreachable")?;
     let status = r.status();
     let text = r.text().await.unwrap_or_default();
     if !status.is_success() {
         let msg = crate::providers::error_message(text.as_bytes())
+            .or_else(|| {
+                // OAuth's own error body: {"error": "invalid_grant", "error_description"}.
+                let v: Value = serde_json::from_str(&text).ok()?;
+                let e = v.get("error")?.as_str()?;
+                let d = v.get("error_description").and_then(Value::as_str);
+                Some(d.map_or_else(|| e.to_owned(), |d| format!("{e}: {d}")))
+            })
             .unwrap_or_else(|| text.chars().take(200).collect());
         bail!("token endpoint answered {}: {msg}", status.as_u16());
     }
@@ -192,11 +285,7 @@ async fn token_call_once(
 
 /// Exchange an authorisation code for tokens, as v1's `claudeAiOauth` object.
 pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> Result<Value> {
-    let p = accounts
-        .oauth
-        .pending
-        .get(session)
-        .context("the authorisation session expired or is unknown; generate a new URL")?;
+    let p = pending(accounts, session, Platform::Claude)?;
     let (code, state_param) =
         parse_code(code_input).context("no authorisation code found in the input")?;
     let client = accounts.http.get(&p.proxy_url)?;
@@ -213,8 +302,7 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
     }
     let t = token_call(
         &client,
-        &accounts.oauth.token_url,
-        body,
+        Grant::claude(&accounts.oauth, body),
         accounts.oauth.deadline,
     )
     .await?;
@@ -240,6 +328,48 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
     }}))
 }
 
+fn pending(accounts: &Accounts, session: &str, platform: Platform) -> Result<PendingAuth> {
+    accounts
+        .oauth
+        .pending
+        .get(session)
+        .filter(|p| p.platform == platform)
+        .context("the authorisation session expired or is unknown; generate a new URL")
+}
+
+/// Exchange a Google authorisation code for a Gemini OAuth account's tokens, as v1's token
+/// object (`geminiOauth`: `access_token`, `refresh_token`, `scope`, `token_type`,
+/// `expiry_date` in unix ms; v1 `exchangeCodeForTokens`).
+pub async fn exchange_gemini(
+    accounts: &Accounts,
+    session: &str,
+    code_input: &str,
+) -> Result<Value> {
+    let p = pending(accounts, session, Platform::Gemini)?;
+    let (code, _) = parse_code(code_input).context("no authorisation code found in the input")?;
+    let client = accounts.http.get(&p.proxy_url)?;
+    let body = json!({
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": google::REDIRECT_URI,
+        "code_verifier": p.verifier,
+    });
+    let t = token_call(
+        &client,
+        Grant::google(&accounts.oauth, body),
+        accounts.oauth.deadline,
+    )
+    .await?;
+    accounts.oauth.pending.invalidate(session);
+    Ok(json!({
+        "access_token": t.access_token,
+        "refresh_token": t.refresh_token.unwrap_or_default(),
+        "scope": t.scope.unwrap_or_else(|| google::SCOPES.into()),
+        "token_type": "Bearer",
+        "expiry_date": Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000,
+    }))
+}
+
 /// Refresh an account's access token now, through its proxy, and store the result. The caller
 /// holds the account's refresh lock (`OAuthState::lock_for`).
 pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
@@ -253,14 +383,8 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
     if rt.is_empty() {
         bail!("the account has no refresh token");
     }
-    let body = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": CLIENT_ID});
-    let outcome = token_call(
-        &acc.client,
-        &accounts.oauth.token_url,
-        body,
-        accounts.oauth.deadline,
-    )
-    .await;
+    let grant = refresh_grant(&accounts.oauth, acc.rec.platform, &rt)?;
+    let outcome = token_call(&acc.client, grant, accounts.oauth.deadline).await;
     let id = acc.rec.id.clone();
     match outcome {
         Ok(t) => {
@@ -309,9 +433,7 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
 /// The access token to send for `acc`, refreshed first when it is about to expire.
 pub async fn fresh_access_token(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
     let now = Utc::now().timestamp_millis();
-    if acc.rec.platform != Platform::Claude
-        || acc.rec.expires_at == 0
-        || acc.rec.expires_at - now > MUST_REFRESH_MS
+    if !acc.kind().oauth() || acc.rec.expires_at == 0 || acc.rec.expires_at - now > MUST_REFRESH_MS
     {
         return Ok(acc.credential.secret.clone());
     }
@@ -361,9 +483,11 @@ pub fn spawn_refresher(accounts: &Arc<Accounts>) {
             let now = Utc::now().timestamp_millis();
             let due: Vec<Arc<AccountRt>> = accounts
                 .load()
-                .of_platform(Platform::Claude)
+                .accounts
+                .iter()
                 .filter(|a| {
-                    a.rec.is_active
+                    a.kind().oauth()
+                        && a.rec.is_active
                         && !a.rec.refresh_token.is_empty()
                         && a.rec.expires_at > 0
                         && a.rec.expires_at - now < REFRESH_AHEAD_MS

@@ -446,8 +446,56 @@ pub fn apply_fields(
             }
             required(&a.api_key, creating, "Name and apiKey are required")?;
         }
+        Platform::Gemini => gemini_fields(st, a, b, creating)?,
     }
     Ok(())
+}
+
+/// A Gemini OAuth account's tokens, as v1's `geminiOauth` object (or its JSON text) with
+/// `access_token`, `refresh_token`, `expiry_date` (unix ms) and `scope`, or as loose
+/// `accessToken` / `refreshToken` fields (v1 `createAccount`); its projects.
+fn gemini_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result<(), String> {
+    const BAD: &str = "geminiOauth must be an object with access_token and refresh_token";
+    let oauth = match b.get("geminiOauth") {
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            Some(serde_json::from_str::<serde_json::Map<String, Value>>(s).map_err(|_| BAD)?)
+        }
+        _ => None,
+    };
+    match &oauth {
+        Some(m) => {
+            secret_field(st, m, "access_token", &mut a.access_token)?;
+            secret_field(st, m, "refresh_token", &mut a.refresh_token)?;
+            if let Some(v) = m.get("expiry_date") {
+                a.expires_at = match v {
+                    Value::Number(n) => n.as_i64().unwrap_or(0),
+                    Value::String(s) => s.trim().parse().unwrap_or(0),
+                    _ => 0,
+                };
+            }
+            if let Some(v) = fields::string(m, "scope", 2048)? {
+                a.scopes = v;
+            }
+            a.status = AccountStatus::Active;
+            a.error_message.clear();
+        }
+        None => {
+            secret_field(st, b, "accessToken", &mut a.access_token)?;
+            secret_field(st, b, "refreshToken", &mut a.refresh_token)?;
+        }
+    }
+    for f in GEMINI_PROJECT_FIELDS {
+        if let Some(v) = fields::string(b, f, 200)? {
+            header_safe(f, &v)?;
+            a.extra.insert((*f).into(), json!(v.trim()));
+        }
+    }
+    required(
+        &a.access_token,
+        creating,
+        "geminiOauth with access_token is required (use the authorisation flow or paste tokens)",
+    )
 }
 
 fn masked(st: &AppState, enc: &str) -> String {
@@ -459,6 +507,19 @@ fn masked(st: &AppState, enc: &str) -> String {
         .map(|k| crate::crypto::mask(&k))
         .unwrap_or_default()
 }
+
+/// The token state of an OAuth account (never the tokens).
+fn oauth_view(st: &AppState, a: &Account, v: &mut Value) {
+    v["accessTokenMasked"] = json!(masked(st, &a.access_token));
+    v["hasRefreshToken"] = json!(!a.refresh_token.is_empty());
+    v["tokenExpiresAt"] = json!(a.expires_at);
+    v["scopes"] = json!(a.scopes);
+    v["lastRefreshAt"] = json!(a.last_refresh_at);
+}
+
+/// Gemini OAuth accounts' Google Cloud project: the configured one and the one onboarding
+/// found (v1's names, kept in `extra`).
+const GEMINI_PROJECT_FIELDS: &[&str] = &["projectId", "tempProjectId"];
 
 pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
     let proxy = a.proxy.as_ref().map(|p| {
@@ -491,12 +552,8 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
     v[a.platform.spec().url_field] = json!(a.api_url);
     match a.platform {
         Platform::Claude => {
-            v["accessTokenMasked"] = json!(masked(st, &a.access_token));
-            v["hasRefreshToken"] = json!(!a.refresh_token.is_empty());
-            v["tokenExpiresAt"] = json!(a.expires_at);
-            v["scopes"] = json!(a.scopes);
+            oauth_view(st, a, &mut v);
             v["emailMasked"] = json!(masked(st, &a.email));
-            v["lastRefreshAt"] = json!(a.last_refresh_at);
             v["subscriptionInfo"] = json!(a.subscription_info);
             for f in EXTRA_FLAGS {
                 v[*f] = json!(a.extra_flag(f));
@@ -522,6 +579,12 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         Platform::Droid => {
             v["apiKeyMasked"] = json!(masked(st, &a.api_key));
             v["endpointType"] = json!(a.endpoint_type);
+        }
+        Platform::Gemini => {
+            oauth_view(st, a, &mut v);
+            for f in GEMINI_PROJECT_FIELDS {
+                v[*f] = a.extra.get(*f).cloned().unwrap_or(json!(""));
+            }
         }
         _ => v["apiKeyMasked"] = json!(masked(st, &a.api_key)),
     }

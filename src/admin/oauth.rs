@@ -1,14 +1,16 @@
-//! Claude OAuth in the admin API: the authorisation URL, the code exchange and a manual
-//! token refresh (v1's `/admin/claude-accounts/...` paths). The flow itself is
-//! `accounts::oauth`'s.
+//! OAuth in the admin API: the authorisation URL, the code exchange and a manual token refresh
+//! for Claude (v1's `/admin/claude-accounts/...` paths) and Gemini (v1's
+//! `/admin/gemini-accounts/...`, src/routes/admin/geminiAccounts.js). The flows themselves
+//! are `accounts::oauth`'s.
 
 use salvo::http::StatusCode;
 use salvo::prelude::*;
 use serde_json::{Value, json};
 
 use super::fields::Body;
-use crate::accounts::oauth::{exchange, start_authorisation};
-use crate::model::Platform;
+use crate::accounts::oauth::{
+    exchange, exchange_gemini, start_authorisation, start_gemini_authorisation,
+};
 use crate::providers::http::proxy_url;
 use crate::state::state;
 use crate::web::{json, json_body};
@@ -20,6 +22,63 @@ pub fn router() -> Router {
         .push(Router::with_path("exchange-code").post(exchange_code))
         .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
         .push(Router::with_path("{id}/refresh").post(refresh_now))
+}
+
+pub fn gemini_router() -> Router {
+    Router::with_path("gemini-accounts")
+        .push(Router::with_path("generate-auth-url").post(gemini_auth_url))
+        .push(Router::with_path("exchange-code").post(gemini_exchange_code))
+        .push(Router::with_path("{id}/refresh").post(refresh_now))
+}
+
+/// v1's answer: `{success, data: {authUrl, sessionId}}`.
+#[handler]
+async fn gemini_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let b = json_body::<Body>(req, res, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let (url, session) = start_gemini_authorisation(&st.accounts.oauth, proxy_from_body(&b));
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"success": true, "data": {"authUrl": url, "sessionId": session}}),
+    );
+}
+
+/// v1's answer: `{success, data: {tokens}}`, the tokens as the account's `geminiOauth`.
+#[handler]
+async fn gemini_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
+    let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
+    if s("code").is_empty() || s("sessionId").is_empty() {
+        return json(
+            res,
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "Authorization code and sessionId are required"}),
+        );
+    }
+    match exchange_gemini(&st.accounts, s("sessionId"), s("code")).await {
+        Ok(tokens) => {
+            tracing::info!("Gemini OAuth code exchanged");
+            json(
+                res,
+                StatusCode::OK,
+                &json!({"success": true, "data": {"tokens": tokens}}),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Gemini OAuth code exchange failed");
+            json(
+                res,
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "Failed to exchange code", "message": e.to_string()}),
+            );
+        }
+    }
 }
 
 fn proxy_from_body(b: &Body) -> String {
@@ -129,14 +188,14 @@ async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response)
 async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     let id = req.param::<String>("id").unwrap_or_default();
-    let Some(acc) = st
-        .accounts
-        .load()
-        .by_id
-        .get(&id)
-        .cloned()
-        .filter(|a| a.rec.platform == Platform::Claude)
-    else {
+    let Some(acc) = st.accounts.load().by_id.get(&id).cloned().filter(|a| {
+        // The account type the path names (`/admin/{admin_path}/{id}/refresh`).
+        a.kind().oauth()
+            && req
+                .uri()
+                .path()
+                .contains(&format!("/{}/", a.rec.platform.admin_path()))
+    }) else {
         return json(
             res,
             StatusCode::NOT_FOUND,

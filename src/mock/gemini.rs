@@ -9,7 +9,7 @@ use salvo::prelude::*;
 use serde_json::json;
 
 use super::stream::sse_body;
-use super::{MockState, check_and_record, directives};
+use super::{Directives, MockState, check_and_record, directives};
 use crate::usage::TokenUsage;
 
 pub fn routes(state: &Arc<MockState>) -> Router {
@@ -59,46 +59,22 @@ impl Handler for Generate {
         if let Some(s) = d.status.filter(|s| *s >= 400) {
             return gemini_error(res, s, "Mock upstream error");
         }
-        let u = d.usage.unwrap_or(TokenUsage {
-            input_tokens: (body.len() as u64 / 16).max(1),
-            output_tokens: 12,
-            ..Default::default()
-        });
-        let usage = |out: u64| {
-            json!({"promptTokenCount": u.input_tokens + u.cache_read_tokens, "candidatesTokenCount": out,
-                "cachedContentTokenCount": u.cache_read_tokens, "totalTokenCount": u.input_tokens + u.cache_read_tokens + out})
-        };
+        let u = usage_of(&d, &body);
         res.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
         match method {
             "countTokens" => {
-                let _ = res.write_body(
-                    json!({"totalTokens": u.input_tokens + u.cache_read_tokens}).to_string(),
-                );
+                let _ = res.write_body(count(&u).to_string());
             }
             "generateContent" => {
                 state.served.lock().push(u);
-                let b = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hello from the mock upstream."}]},
-                    "finishReason": "STOP", "index": 0}], "usageMetadata": usage(u.output_tokens), "modelVersion": model});
-                let _ = res.write_body(b.to_string());
+                let _ = res.write_body(answer(model, &u).to_string());
             }
             "streamGenerateContent" => {
-                let chunks = d.chunks.unwrap_or(3).max(1);
-                let mut events = Vec::new();
-                for i in 0..chunks {
-                    let last = i + 1 == chunks;
-                    let mut cand = json!({"content": {"role": "model", "parts": [{"text": if i == 0 { "Hello from the mock upstream.".to_owned() } else { format!(" {i}") }}]}, "index": 0});
-                    if last {
-                        cand["finishReason"] = json!("STOP");
-                    }
-                    let out = if last {
-                        u.output_tokens
-                    } else {
-                        (i as u64 + 1).min(u.output_tokens)
-                    };
-                    let c = json!({"candidates": [cand], "usageMetadata": usage(out), "modelVersion": model});
-                    events.push(Bytes::from(format!("data: {c}\r\n\r\n")));
-                }
+                let events = stream_chunks(model, &u, &d)
+                    .into_iter()
+                    .map(|c| Bytes::from(format!("data: {c}\r\n\r\n")))
+                    .collect();
                 if !d.cut {
                     state.served.lock().push(u);
                 }
@@ -107,4 +83,54 @@ impl Handler for Generate {
             _ => gemini_error(res, 404, "Method not found."),
         }
     }
+}
+
+/// The usage a request asked for (`mock:usage`), else one derived from its size.
+pub(crate) fn usage_of(d: &Directives, body: &[u8]) -> TokenUsage {
+    d.usage.unwrap_or(TokenUsage {
+        input_tokens: (body.len() as u64 / 16).max(1),
+        output_tokens: 12,
+        ..Default::default()
+    })
+}
+
+fn usage_metadata(u: &TokenUsage, out: u64) -> serde_json::Value {
+    let prompt = u.input_tokens + u.cache_read_tokens;
+    json!({"promptTokenCount": prompt, "candidatesTokenCount": out,
+        "cachedContentTokenCount": u.cache_read_tokens, "totalTokenCount": prompt + out})
+}
+
+pub(crate) fn count(u: &TokenUsage) -> serde_json::Value {
+    json!({"totalTokens": u.input_tokens + u.cache_read_tokens})
+}
+
+/// A `generateContent` answer.
+pub(crate) fn answer(model: &str, u: &TokenUsage) -> serde_json::Value {
+    json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hello from the mock upstream."}]},
+        "finishReason": "STOP", "index": 0}], "usageMetadata": usage_metadata(u, u.output_tokens), "modelVersion": model})
+}
+
+/// The chunks of a `streamGenerateContent` answer (`mock:chunks`, default 3).
+pub(crate) fn stream_chunks(model: &str, u: &TokenUsage, d: &Directives) -> Vec<serde_json::Value> {
+    let chunks = d.chunks.unwrap_or(3).max(1);
+    (0..chunks)
+        .map(|i| {
+            let last = i + 1 == chunks;
+            let text = if i == 0 {
+                "Hello from the mock upstream.".to_owned()
+            } else {
+                format!(" {i}")
+            };
+            let mut cand = json!({"content": {"role": "model", "parts": [{"text": text}]}, "index": 0});
+            if last {
+                cand["finishReason"] = json!("STOP");
+            }
+            let out = if last {
+                u.output_tokens
+            } else {
+                (i as u64 + 1).min(u.output_tokens)
+            };
+            json!({"candidates": [cand], "usageMetadata": usage_metadata(u, out), "modelVersion": model})
+        })
+        .collect()
 }

@@ -25,6 +25,7 @@ mod anthropic;
 pub use anthropic::subscription_headers;
 pub use openai::TOOL_ARGS;
 pub mod bedrock;
+pub mod codeassist;
 mod gemini;
 mod oauth;
 mod openai;
@@ -94,6 +95,10 @@ pub struct MockState {
     /// and a scripted failure of the endpoint.
     pub oauth_usage: Mutex<std::collections::HashMap<String, serde_json::Value>>,
     pub oauth_usage_forced: Mutex<Option<Forced>>,
+    /// Code Assist: unfinished `onboardUser` answers still to give, and whether the user is
+    /// onboarded (then `loadCodeAssist` names the project).
+    pub onboard_pending: std::sync::atomic::AtomicU32,
+    pub onboarded: std::sync::atomic::AtomicBool,
     /// Keep a copy of each request (off for benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     counter: AtomicU64,
@@ -147,7 +152,9 @@ impl MockUpstream {
             .push(bedrock::routes(&state))
             .push(openai::routes(&state))
             .push(gemini::routes(&state))
-            .push(oauth::routes(&state));
+            .push(oauth::routes(&state))
+            // Last: Code Assist's `/v1internal:{method}` is one path segment.
+            .push(codeassist::routes(&state));
         let server = Server::new(acceptor);
         let handle = server.handle();
         tokio::spawn(server.serve(router));

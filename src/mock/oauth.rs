@@ -89,11 +89,50 @@ impl Handler for Usage {
     }
 }
 
-fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
+/// An OAuth error answer (RFC 6749 section 5.2).
+pub(crate) fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
     res.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
+}
+
+/// A token endpoint request's body, recorded (with its content type) in `seen`.
+pub(crate) async fn token_request(state: &MockState, req: &mut Request) -> bytes::Bytes {
+    let body = req
+        .payload_with_max_size(1024 * 1024)
+        .await
+        .cloned()
+        .unwrap_or_default();
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    state.seen.lock().push(SeenRequest {
+        path: req.uri().path().to_owned(),
+        query: None,
+        headers: vec![("content-type".into(), ct)],
+        body: body.clone(),
+    });
+    body
+}
+
+/// The mock's authorisation codes are "code-<challenge>": good only with the verifier that
+/// hashes to the challenge, as a real PKCE server checks.
+pub(crate) fn pkce_code_ok(code: &str, verifier: &str) -> bool {
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    code == format!("code-{challenge}")
+}
+
+/// An issued access token works on the mock's APIs (when they check credentials at all).
+pub(crate) fn accept_issued(state: &MockState, access: &str) {
+    let mut keys = state.accepted_keys.lock();
+    if !keys.is_empty() {
+        keys.push(access.to_owned());
+    }
 }
 
 struct Token(Arc<MockState>);
@@ -108,17 +147,7 @@ impl Handler for Token {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        state.seen.lock().push(SeenRequest {
-            path: req.uri().path().to_owned(),
-            query: None,
-            headers: Vec::new(),
-            body: body.clone(),
-        });
+        let body = token_request(state, req).await;
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
             return oauth_error(res, 400, "invalid_request", "body must be JSON");
         };
@@ -129,14 +158,8 @@ impl Handler for Token {
         let n = request_id(state);
         match s("grant_type") {
             "authorization_code" => {
-                let verifier = s("code_verifier");
-                // The mock accepts a code of the form "code-<challenge>" only when the verifier
-                // hashes to that challenge, as a real PKCE server would check.
-                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
-                let code = s("code");
                 if s("redirect_uri") != crate::providers::anthropic::oauth::REDIRECT_URI
-                    || code != format!("code-{challenge}")
+                    || !pkce_code_ok(s("code"), s("code_verifier"))
                 {
                     return oauth_error(
                         res,
@@ -169,12 +192,7 @@ impl Handler for Token {
         }
         let access = format!("sk-ant-oat01-mock-{n}");
         let refresh = format!("sk-ant-ort01-mock-{n}");
-        {
-            let mut keys = state.accepted_keys.lock();
-            if !keys.is_empty() {
-                keys.push(access.clone());
-            }
-        }
+        accept_issued(state, &access);
         let setup = v.get("expires_in").is_some();
         let mut out = json!({
             "token_type": "Bearer",

@@ -528,7 +528,10 @@ mod tests {
                 Platform::Ccr
             ]
         );
-        assert_eq!(Platform::serving(Service::Gemini), &[Platform::GeminiApi]);
+        assert_eq!(
+            Platform::serving(Service::Gemini),
+            &[Platform::GeminiApi, Platform::Gemini]
+        );
     }
 
     #[test]

@@ -33,10 +33,13 @@ pub enum Platform {
     /// Claude Code Router (an Anthropic-compatible endpoint).
     #[serde(rename = "ccr")]
     Ccr,
+    /// Gemini through Google's Code Assist API with the Gemini CLI's Google login (OAuth).
+    #[serde(rename = "gemini")]
+    Gemini,
 }
 
 impl Platform {
-    pub const ALL: [Platform; 8] = [
+    pub const ALL: [Platform; 9] = [
         Platform::Claude,
         Platform::ClaudeConsole,
         Platform::OpenAIResponses,
@@ -45,6 +48,7 @@ impl Platform {
         Platform::Bedrock,
         Platform::Droid,
         Platform::Ccr,
+        Platform::Gemini,
     ];
 
     /// The static facts of this account type (its row in `PLATFORMS`).
@@ -116,7 +120,7 @@ pub struct PlatformSpec {
 }
 
 /// The account types, in `Platform` order.
-pub const PLATFORMS: [PlatformSpec; 8] = [
+pub const PLATFORMS: [PlatformSpec; 9] = [
     PlatformSpec {
         platform: Platform::Claude,
         name: "claude",
@@ -212,5 +216,18 @@ pub const PLATFORMS: [PlatformSpec; 8] = [
         services: &[Service::Claude],
         count_tokens: true,
         probe_model: "claude-3-5-haiku-20241022",
+    },
+    PlatformSpec {
+        platform: Platform::Gemini,
+        name: "gemini",
+        label: "Gemini (Google OAuth)",
+        admin_path: "gemini-accounts",
+        group_family: "gemini",
+        // crs only: an override of the configured Code Assist endpoint (v1 has no such field).
+        url_field: "apiUrl",
+        binding: Some((BindingField::Gemini, Prefix::None)),
+        services: &[Service::Gemini],
+        count_tokens: false,
+        probe_model: "gemini-2.5-flash",
     },
 ];

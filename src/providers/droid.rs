@@ -34,7 +34,7 @@ impl AccountType for Droid {
             }
             Op::Responses { .. } => (format!("{base}/o/v1/responses"), OPENAI_FORWARD),
             Op::ChatCompletions => (format!("{base}/o/v1/chat/completions"), OPENAI_FORWARD),
-            Op::Gemini { .. } | Op::Embeddings => {
+            Op::Gemini { .. } | Op::CodeAssist { .. } | Op::Embeddings => {
                 anyhow::bail!("a Droid account cannot serve this request")
             }
         };

@@ -3,9 +3,11 @@
 //! and get back a request, a stream tap, usage.
 //!
 //! - Wire formats, one module each: `anthropic` (Messages), `openai` (Responses, Chat
-//!   Completions), `gemini`, `bedrock` (SigV4, event stream), `sse` (the one line splitter).
+//!   Completions), `gemini`, `codeassist` (Gemini wrapped by Google's Code Assist), `bedrock`
+//!   (SigV4, event stream), `sse` (the one line splitter).
 //! - Account types, one file each, behind the `AccountType` seam: `claude` (subscription
-//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `droid`, `bedrock`.
+//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `gemini_oauth` (Google
+//!   login through Code Assist), `droid`, `bedrock`.
 //!   `account_type` is the one place that maps a `Platform` to its implementation; the static
 //!   facts of each type (names, admin path, fields, services) are `model::PlatformSpec`.
 
@@ -14,10 +16,12 @@ mod azure;
 pub mod bedrock;
 mod ccr;
 pub mod claude;
+pub mod codeassist;
 mod console;
 mod droid;
 pub mod gemini;
 mod gemini_api;
+mod gemini_oauth;
 pub mod http;
 pub mod openai;
 mod request;
@@ -48,19 +52,23 @@ pub enum Op {
     Embeddings,
     /// Gemini `models/{model}:{method}` under API version `v1beta` or `v1`.
     Gemini { method: gemini::Method, v1: bool },
+    /// Code Assist `v1internal:{method}` (the Gemini CLI's Google-login routes): the client's
+    /// body and the answer in Code Assist's own wrapped format.
+    CodeAssist { method: codeassist::Method },
 }
 
 impl Op {
     /// Does a success response of this op carry usage to record?
     pub fn has_usage(self) -> bool {
-        !matches!(
-            self,
+        match self {
             Op::CountTokens
-                | Op::Gemini {
-                    method: gemini::Method::CountTokens,
-                    ..
-                }
-        )
+            | Op::Gemini {
+                method: gemini::Method::CountTokens,
+                ..
+            } => false,
+            Op::CodeAssist { method } => method.generates(),
+            _ => true,
+        }
     }
 }
 
@@ -113,6 +121,9 @@ pub struct Upstream<'a> {
     pub token: Option<&'a Secret>,
     /// The account's one client identity (user agent, `x-stainless-*`), when it keeps one.
     pub identity: Option<&'a [ClientHeader]>,
+    /// The deployment's endpoint for the account type, used when the account names no URL of
+    /// its own (Code Assist for Gemini OAuth accounts); empty for the others.
+    pub endpoint: &'a str,
 }
 
 /// The client side of one upstream attempt.
@@ -171,8 +182,25 @@ pub trait AccountType: Sync {
             Op::Responses { .. } => Box::new(openai::ResponsesTap::new()),
             Op::ChatCompletions | Op::Embeddings => Box::new(openai::ChatTap::new()),
             Op::Gemini { .. } => Box::new(gemini::GeminiTap::new()),
+            Op::CodeAssist { .. } => Box::new(codeassist::Unwrap::new(
+                Box::new(gemini::GeminiTap::new()),
+                false,
+            )),
             Op::Messages | Op::CountTokens => Box::new(anthropic::SseTap::new()),
         }
+    }
+
+    /// A stage in front of the stream's tap (or converter): the upstream's chunks as the tap
+    /// should see them. Default: none. An account type whose upstream wraps a standard format
+    /// unwraps it here, before any tap or conversion sees the stream.
+    fn stream_stage(&self, _op: Op, tap: Box<dyn StreamTap>) -> Box<dyn StreamTap> {
+        tap
+    }
+
+    /// A non-stream success body in the standard format of `op`, before usage is read or the
+    /// answer converted. Default: as it came.
+    fn standard_body(&self, _op: Op, body: Bytes) -> Bytes {
+        body
     }
 
     /// Usage (and the model the upstream named) from a non-stream success body.
@@ -184,6 +212,7 @@ pub trait AccountType: Sync {
             Op::Responses { .. } => openai::responses_usage_from_body(body),
             Op::ChatCompletions | Op::Embeddings => openai::chat_usage_from_body(body),
             Op::Gemini { .. } => gemini::usage_from_body(body),
+            Op::CodeAssist { .. } => codeassist::usage_from_body(body),
             Op::Messages | Op::CountTokens => anthropic::usage_from_body(body),
         }
     }
@@ -217,7 +246,16 @@ pub fn account_type(p: Platform) -> &'static dyn AccountType {
         Platform::GeminiApi => &gemini_api::GeminiApi,
         Platform::Droid => &droid::Droid,
         Platform::Bedrock => &bedrock::Bedrock,
+        Platform::Gemini => &gemini_oauth::GeminiOAuth,
     }
+}
+
+/// The credential of an OAuth account type: its access token (kept fresh by the caller).
+pub fn access_token_credential(secrets: &Secrets, rec: &Account) -> Result<Credential> {
+    Ok(Credential {
+        secret: decrypt(secrets, "accessToken", &rec.access_token)?,
+        session_token: None,
+    })
 }
 
 /// Decrypt one secret field ("" stays "").

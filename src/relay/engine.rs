@@ -501,6 +501,8 @@ async fn respond(
             }
             None => acc.kind().tap(call.op),
         };
+        // An upstream that wraps the standard format is unwrapped before the tap sees it.
+        let tap = acc.kind().stream_stage(call.op, tap);
         let st2 = st.clone();
         let service = call.service;
         // The admission and the account slot live until the stream is over.
@@ -547,6 +549,7 @@ async fn respond(
             );
         }
     };
+    let body = acc.kind().standard_body(call.op, body);
     let body = match acc.kind().usage_from_body(call.op, &body) {
         Some((usage, answered_model)) => {
             let model = answered_model.filter(|m| !m.is_empty()).unwrap_or(model);

@@ -1,5 +1,9 @@
 //! Gemini routes: `/gemini/v1beta/models/{model}:{method}` and `/gemini/v1/...`, served by
-//! Gemini API-key accounts. The key may come as `x-goog-api-key`, `?key=` or a bearer token.
+//! Gemini API-key and Gemini OAuth (Code Assist) accounts, and the Gemini CLI's Google-login
+//! routes `/gemini/v1internal:{method}` (and `v1beta/models/{model}:{loadCodeAssist,
+//! onboardUser,listExperiments}`), passed through to Code Assist on Gemini OAuth accounts
+//! with the account's token and project (v1 src/routes/geminiRoutes.js,
+//! standardGeminiRoutes.js). The key may come as `x-goog-api-key`, `?key=` or a bearer token.
 
 use salvo::http::StatusCode;
 use salvo::prelude::*;
@@ -10,6 +14,7 @@ use super::ingress::{Ingress, ingress};
 use crate::limits::{ClientFormat, Rejection, Service};
 use crate::model::Platform;
 use crate::providers::Op;
+use crate::providers::codeassist::Method as Internal;
 use crate::providers::gemini::Method;
 use crate::state::state;
 use crate::web::json;
@@ -20,8 +25,17 @@ pub fn gemini_platforms() -> &'static [Platform] {
 }
 
 async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_v1: bool) {
-    let st = state(depot);
     let target = req.param::<String>("target").unwrap_or_default();
+    if let Some((m, x)) = target.rsplit_once(':')
+        && let Some(x) = Internal::parse(x).filter(|x| {
+            matches!(
+                x,
+                Internal::LoadCodeAssist | Internal::OnboardUser | Internal::ListExperiments
+            )
+        })
+    {
+        return internal(req, depot, res, x, Some(m.to_owned())).await;
+    }
     let Some((model, method)) = target
         .rsplit_once(':')
         .and_then(|(m, x)| Method::parse(x).map(|x| (m.to_owned(), x)))
@@ -36,7 +50,35 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
             ),
         );
     };
+    let op = Op::Gemini { method, v1: use_v1 };
     let metered = method != Method::CountTokens;
+    let stream = method == Method::StreamGenerateContent;
+    relay(
+        req,
+        depot,
+        res,
+        op,
+        gemini_platforms(),
+        metered,
+        Some(model),
+        stream,
+    )
+    .await
+}
+
+/// Ingress, admission, then the engine: one Gemini-format request on `platforms`.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    op: Op,
+    platforms: &'static [Platform],
+    metered: bool,
+    model: Option<String>,
+    stream: bool,
+) {
+    let st = state(depot);
     let Some(Ingress {
         adm,
         body,
@@ -49,29 +91,77 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
         ClientFormat::Gemini,
         Service::Gemini,
         metered,
-        Some(model),
+        model,
     )
     .await
     else {
         return;
     };
     let call = Call {
-        binding: adm.key.rec.binding_for(gemini_platforms()),
+        binding: adm.key.rec.binding_for(platforms),
         adm,
         service: Service::Gemini,
         format: ClientFormat::Gemini,
-        op: Op::Gemini { method, v1: use_v1 },
-        platforms: gemini_platforms(),
+        op,
+        platforms,
         session: peek.session,
         model: peek.model,
         body,
-        stream: method == Method::StreamGenerateContent,
+        stream,
         client_headers: req.headers().clone(),
         query: None,
         started,
         convert: None,
     };
     engine::run(st, call, res).await
+}
+
+/// The model v1 assumes for Code Assist calls that name none.
+const INTERNAL_DEFAULT_MODEL: &str = "gemini-2.5-flash";
+
+/// A Code Assist call in its own format, on a Gemini OAuth account. Generation names its
+/// model in the body and is billed; the other calls go to the account the key would use.
+async fn internal(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    method: Internal,
+    path_model: Option<String>,
+) {
+    let model = match (method.generates(), path_model) {
+        (true, _) => None,
+        (false, m) => Some(m.unwrap_or_else(|| INTERNAL_DEFAULT_MODEL.to_owned())),
+    };
+    const OAUTH: &[Platform] = &[Platform::Gemini];
+    let op = Op::CodeAssist { method };
+    let stream = method == Internal::StreamGenerateContent;
+    relay(
+        req,
+        depot,
+        res,
+        op,
+        OAUTH,
+        method.generates(),
+        model,
+        stream,
+    )
+    .await
+}
+
+/// `/gemini/v1internal:{method}`.
+#[handler]
+async fn v1internal(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let target = req.param::<String>("target").unwrap_or_default();
+    match target.strip_prefix("v1internal:").and_then(Internal::parse) {
+        Some(m) => internal(req, depot, res, m, None).await,
+        None => write_error(
+            res,
+            ClientFormat::Gemini,
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!("Unknown route {target:?}"),
+        ),
+    }
 }
 
 #[handler]
@@ -111,4 +201,5 @@ pub fn router() -> Router {
         .push(Router::with_path("v1/models").get(list_models))
         .push(Router::with_path("v1beta/models/{target}").post(v1beta))
         .push(Router::with_path("v1/models/{target}").post(v1))
+        .push(Router::with_path("{target}").post(v1internal))
 }

@@ -26,6 +26,10 @@ pub fn router() -> Router {
         .push(Router::with_path("health").get(info::health))
         .push(apistats::router())
         .push(openai::router())
+        // v1's `/gemini/messages`: OpenAI Chat Completions on Gemini accounts (v1
+        // src/routes/geminiRoutes.js, the same handler as its chat routes); before the Gemini
+        // router, whose `/gemini/{target}` would take it.
+        .push(Router::with_path("gemini/messages").post(chat::gemini_chat_completions))
         .push(gemini::router())
         .push(Router::with_path("api/event_logging/batch").post(info::event_logging))
         .push(Router::with_path("api/v1/chat/completions").post(chat::chat_completions))
@@ -76,10 +80,7 @@ pub fn router() -> Router {
         .push(Router::with_path("azure/health").get(info::health))
         .push(Router::with_path("azure/usage").get(info::usage))
         .push(Router::with_path("gemini/usage").get(info::usage))
-        .push(Router::with_path("gemini/key-info").get(info::key_info))
-        // v1's `/gemini/messages`: OpenAI Chat Completions on Gemini accounts (v1
-        // src/routes/geminiRoutes.js, the same handler as its chat routes).
-        .push(Router::with_path("gemini/messages").post(chat::gemini_chat_completions));
+        .push(Router::with_path("gemini/key-info").get(info::key_info));
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
             Router::with_path(prefix)

@@ -471,6 +471,23 @@ fn publish(shot: &Path, name: &str) {
     std::fs::copy(shot, dir.join(format!("{name}.png"))).unwrap();
 }
 
+/// Open the add form of an OAuth account type and get its authorisation link: (the URL, its
+/// PKCE challenge).
+async fn oauth_form(ui: &Ui, label: &str) -> (String, String) {
+    ui.click("[data-add-account]").await;
+    ui.assert_labelled(&format!("in the {label} form")).await;
+    ui.click("[data-oauth-generate]").await;
+    ui.wait_for("[data-auth-url]").await;
+    let url = ui.text("[data-auth-url]").await;
+    let challenge = url
+        .split("code_challenge=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap()
+        .to_owned();
+    (url, challenge)
+}
+
 async fn login(ui: &Ui) {
     ui.goto("/admin-next/login").await;
     ui.wait_for("input[name=username]").await;
@@ -504,7 +521,12 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     // A second mock plays Anthropic's OAuth token endpoint for the Claude OAuth form.
     let oauth = crs::mock::MockUpstream::start().await.unwrap();
     let token_url = format!("{}/v1/oauth/token", oauth.url());
-    let env = Env::start_with(|c| c.claude_oauth_token_url = token_url).await;
+    let google_token_url = format!("{}/token", oauth.url());
+    let env = Env::start_with(|c| {
+        c.claude_oauth_token_url = token_url;
+        c.gemini_oauth_token_url = google_token_url;
+    })
+    .await;
     let ui = Ui::launch(exe, env.url("")).await;
     let account = env
         .create_account(json!({"name": "console-main", "priority": 10}))
@@ -803,17 +825,7 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     ui.click_text("button.tab", "Claude OAuth").await;
     ui.wait_loaded().await;
     ui.wait_text(".empty", "No Claude OAuth accounts yet").await;
-    ui.click("[data-add-account]").await;
-    ui.assert_labelled("in the Claude OAuth form").await;
-    ui.click("[data-oauth-generate]").await;
-    ui.wait_for("[data-auth-url]").await;
-    let url = ui.text("[data-auth-url]").await;
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .and_then(|s| s.split('&').next())
-        .unwrap()
-        .to_owned();
+    let (_, challenge) = oauth_form(&ui, "Claude OAuth").await;
     ui.fill("dialog input[name=name]", "claude-max").await;
     ui.fill("dialog input[name=apiUrl]", &env.mock.url()).await;
     ui.fill(
@@ -842,6 +854,32 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
         .lock()
         .push(UPSTREAM_KEY.into());
     ui.wait_text("button.tab[aria-selected=true]", "Claude OAuth · 1")
+        .await;
+
+    // Gemini OAuth: the same flow with Google (the mock's token endpoint checks the PKCE
+    // verifier against the code).
+    ui.click_text("button.tab", "Gemini OAuth").await;
+    ui.wait_loaded().await;
+    ui.wait_text(".empty", "No Gemini OAuth accounts yet").await;
+    let (url, challenge) = oauth_form(&ui, "Gemini OAuth").await;
+    assert!(
+        url.starts_with("https://accounts.google.com/o/oauth2/v2/auth?"),
+        "{url}"
+    );
+    ui.fill("dialog input[name=name]", "google-login").await;
+    ui.fill("dialog input[name=projectId]", "ui-project").await;
+    ui.fill(
+        "dialog input[name=authorizationCode]",
+        &format!("code-{challenge}"),
+    )
+    .await;
+    ui.press("dialog input[name=authorizationCode]", "Enter")
+        .await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text(".account-card h3", "google-login").await;
+    ui.wait_text(".account-card", "ui-project").await;
+    ui.wait_text(".account-card", "refreshes in").await;
+    ui.wait_text("button.tab[aria-selected=true]", "Gemini OAuth · 1")
         .await;
     ui.assert_clean("on the accounts page");
 

@@ -445,16 +445,6 @@ async fn model_lists_follow_the_keys_model_restriction() {
 /// `/gemini-cli/api`, `/gemini/messages`), Gemini OAuth's Code Assist routes, the Codex images
 /// bridge, the key self-test routes, Azure embeddings and v1's service-rates page.
 const NOT_YET: &[&str] = &[
-    "POST /gemini/v1beta/models/:modelName:loadCodeAssist",
-    "POST /gemini/v1beta/models/:modelName:onboardUser",
-    "POST /gemini/v1internal:loadCodeAssist",
-    "POST /gemini/v1internal:onboardUser",
-    "POST /gemini/v1internal:countTokens",
-    "POST /gemini/v1internal:generateContent",
-    "POST /gemini/v1internal:streamGenerateContent",
-    "POST /gemini/v1internal:listExperiments",
-    "POST /gemini/v1internal:retrieveUserQuota",
-    "POST /gemini/v1beta/models/:modelName:listExperiments",
     "POST /openai/images/generations",
     "POST /openai/v1/images/generations",
 ];

@@ -17,11 +17,11 @@ use crs::store::{Store, Table};
 use crs::usage::Counters;
 use serde_json::{Value, json};
 
-const ENC_KEY: &str = "crs-fixture-a-encryption-key-32c";
+pub(crate) const ENC_KEY: &str = "crs-fixture-a-encryption-key-32c";
 const ADMIN: (&str, &str) = ("fixture_admin_a", "FixtureA-Admin-Pass-2024");
 
 const K1: &str = "3ecd74bd-1e3d-40e2-abc9-b3751611e4b4";
-const K2: &str = "b3b7b39c-4257-4888-9ef8-5db21a800658";
+pub(crate) const K2: &str = "b3b7b39c-4257-4888-9ef8-5db21a800658";
 const K3: &str = "99903ebc-32d3-4bc4-a8e1-6c6fd727ac92";
 const K4: &str = "fc4de60b-1820-463c-9816-75d54d4701eb";
 const K5: &str = "7e78b8f3-ee32-44a9-b273-e30aad5e006f";
@@ -33,7 +33,7 @@ const OA1: &str = "6f46f9f4-fb57-48ed-acce-06f62e6de75a";
 const G1: &str = "467e63e4-eba3-4981-a834-7f49af5ae2c8";
 
 /// (id, plaintext key)
-const PLAINTEXT: [(&str, &str); 6] = [
+pub(crate) const PLAINTEXT: [(&str, &str); 6] = [
     (
         K1,
         "cr_824ac134d15d10fdd4bbe6cb6e089d23396eb382521fa94b28bca5477d1ff010",
@@ -131,7 +131,7 @@ fn fixture_path() -> PathBuf {
     path
 }
 
-fn fixture_keys() -> Vec<V1Key> {
+pub(crate) fn fixture_keys() -> Vec<V1Key> {
     let mut keys = Vec::new();
     dump::read_json_file(&fixture_path(), &mut |k| {
         keys.push(k);
@@ -142,14 +142,14 @@ fn fixture_keys() -> Vec<V1Key> {
 }
 
 /// A redis-server on a free port, without persistence; killed on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
-    fn url(&self, db: u32) -> String {
+    pub(crate) fn url(&self, db: u32) -> String {
         format!("redis://127.0.0.1:{}/{db}", self.port)
     }
 }
@@ -161,7 +161,7 @@ impl Drop for Redis {
     }
 }
 
-fn redis() -> Option<Redis> {
+pub(crate) fn redis() -> Option<Redis> {
     let found = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -208,7 +208,7 @@ async fn load_fixture(url: &str) {
         .expect("loading the fixture into redis");
 }
 
-fn import_opts(dir: &Path) -> ImportOptions {
+pub(crate) fn import_opts(dir: &Path) -> ImportOptions {
     ImportOptions {
         data_dir: dir.to_owned(),
         encryption_key: ENC_KEY.into(),
@@ -218,7 +218,7 @@ fn import_opts(dir: &Path) -> ImportOptions {
     }
 }
 
-fn export_opts(dir: &Path) -> ExportOptions {
+pub(crate) fn export_opts(dir: &Path) -> ExportOptions {
     ExportOptions {
         data_dir: dir.to_owned(),
         encryption_key: None,

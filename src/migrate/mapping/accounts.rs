@@ -64,6 +64,15 @@ impl Keys<'_> {
         Ok(self.v1.encrypt(salt, &plain))
     }
 
+    /// A plaintext secret, crs-encrypted ("" stays "").
+    fn crs_secret(&self, plain: &str) -> String {
+        if plain.is_empty() {
+            String::new()
+        } else {
+            self.crs.encrypt(plain)
+        }
+    }
+
     fn plain(&self, what: &str, enc: &str) -> Result<String> {
         if enc.is_empty() {
             return Ok(String::new());
@@ -327,6 +336,58 @@ pub fn import_account(
                 keys.crs.encrypt(&token)
             };
         }
+        Platform::Gemini => {
+            // v1 src/services/geminiAccountService.js `createAccount`: `geminiOauth` (the
+            // token JSON), `accessToken`, `refreshToken` encrypted; `expiresAt` an ISO date;
+            // `projectId` / `tempProjectId` stay in `extra` under their names.
+            let v1_secret = |f: &mut Fields, k: &str| -> Result<String> {
+                let v = f.s(k).unwrap_or_default();
+                keys.decrypt_v1(salt, &ctx(k), &v)
+            };
+            let mut access = v1_secret(&mut f, "accessToken")?;
+            let mut refresh = v1_secret(&mut f, "refreshToken")?;
+            let mut expires = f.date("expiresAt").map(|t| t.timestamp_millis());
+            let mut scopes = f.s("scopes").filter(|s| !s.is_empty());
+            let blob = v1_secret(&mut f, "geminiOauth")?;
+            if !blob.is_empty() {
+                match serde_json::from_str::<Value>(&blob) {
+                    Ok(Value::Object(mut m)) => {
+                        let mut take = |k: &str| match m.remove(k) {
+                            Some(Value::String(s)) => s,
+                            Some(Value::Number(n)) => n.to_string(),
+                            _ => String::new(),
+                        };
+                        let (a2, r2, e2, s2) = (
+                            take("access_token"),
+                            take("refresh_token"),
+                            take("expiry_date"),
+                            take("scope"),
+                        );
+                        if access.is_empty() {
+                            access = a2;
+                        }
+                        if refresh.is_empty() {
+                            refresh = r2;
+                        }
+                        expires = expires.or(e2.parse().ok());
+                        scopes = scopes.or(Some(s2).filter(|s| !s.is_empty()));
+                        // The export writes "Bearer" back; any other type is kept.
+                        if m.get("token_type").and_then(Value::as_str) == Some("Bearer") {
+                            m.remove("token_type");
+                        }
+                        if !m.is_empty() {
+                            extra_secret.push(("geminiOauth".into(), Value::Object(m).to_string()));
+                        }
+                    }
+                    _ => extra_secret.push(("geminiOauth".into(), blob)),
+                }
+            }
+            a.access_token = keys.crs_secret(&access);
+            a.refresh_token = keys.crs_secret(&refresh);
+            a.expires_at = expires.unwrap_or(0);
+            a.scopes = scopes.unwrap_or_default();
+            a.last_refresh_at = f.date("lastRefreshAt");
+        }
         Platform::Droid => {
             a.api_url = f.s("baseUrl").unwrap_or_default();
             a.endpoint_type = f.str_or("endpointType", "anthropic");
@@ -385,7 +446,12 @@ pub fn import_account(
 }
 
 /// The extra fields that hold crs-encrypted secrets (v1-encrypted on export).
-const EXTRA_SECRETS: &[&str] = &["claudeAiOauth", "accessToken", "refreshToken"];
+const EXTRA_SECRETS: &[&str] = &[
+    "claudeAiOauth",
+    "geminiOauth",
+    "accessToken",
+    "refreshToken",
+];
 
 /// Account -> its v1 value (hash fields, or the JSON object of a Bedrock string).
 pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
@@ -523,6 +589,47 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             }
             let (encrypted, iv) = keys.v1.encrypt_bedrock(&Value::Object(creds).to_string());
             o.v("awsCredentials", json!({"encrypted": encrypted, "iv": iv}));
+        }
+        Platform::Gemini => {
+            if !a.api_url.is_empty() {
+                o.s("apiUrl", &a.api_url);
+            }
+            let access = keys.plain(&what("accessToken"), &a.access_token)?;
+            let refresh = keys.plain(&what("refreshToken"), &a.refresh_token)?;
+            o.s("accessToken", keys.v1.encrypt(salt, &access));
+            o.s("refreshToken", keys.v1.encrypt(salt, &refresh));
+            let expiry =
+                chrono::DateTime::from_timestamp_millis(a.expires_at).filter(|_| a.expires_at != 0);
+            o.date("expiresAt", &expiry);
+            o.s("scopes", &a.scopes);
+            // The token JSON: what the import kept of it, with the current tokens.
+            let kept = match a.extra.get("geminiOauth").and_then(Value::as_str) {
+                Some(enc) => keys.plain(&what("geminiOauth"), enc)?,
+                None => "{}".into(),
+            };
+            match serde_json::from_str::<Value>(&kept) {
+                Ok(Value::Object(mut blob)) => {
+                    if !access.is_empty() {
+                        blob.insert("access_token".into(), json!(access));
+                        blob.insert("refresh_token".into(), json!(refresh));
+                        blob.insert("scope".into(), json!(a.scopes));
+                        blob.entry("token_type").or_insert(json!("Bearer"));
+                        blob.insert("expiry_date".into(), json!(a.expires_at));
+                    }
+                    let text = Value::Object(blob).to_string();
+                    o.s(
+                        "geminiOauth",
+                        if text == "{}" {
+                            String::new()
+                        } else {
+                            keys.v1.encrypt(salt, &text)
+                        },
+                    );
+                }
+                // Imported as it was (not a JSON object): it goes back as it was.
+                _ => o.s("geminiOauth", keys.v1.encrypt(salt, &kept)),
+            }
+            o.date("lastRefreshAt", &a.last_refresh_at);
         }
         Platform::Droid => {
             if !a.api_url.is_empty() {
@@ -823,6 +930,17 @@ mod tests {
                     "refreshToken*",
                     "apiKeys",
                 ],
+                Platform::Gemini => &[
+                    "apiUrl",
+                    "accessToken*",
+                    "refreshToken*",
+                    "expiresAt",
+                    "scopes",
+                    "geminiOauth*",
+                    "projectId",
+                    "tempProjectId",
+                    "lastRefreshAt",
+                ],
             }
         }
 
@@ -855,6 +973,11 @@ mod tests {
                 ("[a-z0-9]{0,8}", "[a-z0-9]{0,8}", any::<i64>(), prop::option::of("[a-z:]{0,8}"), any::<bool>())
                     .prop_map(move |(a, r, e, sc, enc)| {
                         let blob = json!({"accessToken": a, "refreshToken": r, "expiresAt": e, "scopes": sc, "other": 1}).to_string();
+                        if enc { v1.encrypt(salt, &blob) } else { blob }
+                    }),
+                ("[a-z0-9]{0,8}", "[a-z0-9]{0,8}", any::<i64>(), prop::option::of("[a-z:]{0,8}"), any::<bool>())
+                    .prop_map(move |(a, r, e, sc, enc)| {
+                        let blob = json!({"access_token": a, "refresh_token": r, "expiry_date": e, "scope": sc, "token_type": "Bearer"}).to_string();
                         if enc { v1.encrypt(salt, &blob) } else { blob }
                     }),
                 ("[A-Z0-9]{0,8}", "[a-z0-9]{0,8}", prop::option::of("[a-z0-9]{1,8}"), any::<bool>())

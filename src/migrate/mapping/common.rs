@@ -116,7 +116,7 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         prefix: "gemini_account:",
-        platform: None,
+        platform: Some(Platform::Gemini),
         json: false,
         salt: "gemini-account-salt",
         index: "gemini_account:index",

@@ -39,12 +39,17 @@ impl Env {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Env {
+        Self::start_with_mock(|c, _| tweak(c)).await
+    }
+
+    /// Start with a config tweak that knows the mock's URL.
+    pub async fn start_with_mock(tweak: impl FnOnce(&mut Config, &str)) -> Env {
         crs::init_tls();
         let dir = tempfile::tempdir().unwrap();
         let mock = MockUpstream::start().await.unwrap();
         mock.state.accepted_keys.lock().push(UPSTREAM_KEY.into());
         let mut cfg = test_config(dir.path());
-        tweak(&mut cfg);
+        tweak(&mut cfg, &mock.url());
         let crs = crs::server::start(cfg).await.unwrap();
         let http = client();
         let mut env = Env {

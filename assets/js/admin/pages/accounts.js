@@ -225,8 +225,8 @@ function openAccountForm(ctx, type, account = null) {
     const genBtn = h("button.btn", { type: "button", "data-oauth-generate": "" }, icon("external"), "Get an authorisation link");
     const linkBox = h("div.stack", { hidden: true, style: { gap: "8px" } });
     const code = input({ name: "authorizationCode", placeholder: "Paste the code or the final page's address", autocomplete: "off" });
-    const accessToken = secretInput({ name: "accessToken", placeholder: "sk-ant-oat01-…" });
-    const refreshToken = secretInput({ name: "refreshToken", placeholder: "sk-ant-ort01-…" });
+    const accessToken = secretInput({ name: "accessToken", placeholder: type.oauth.tokens[0] });
+    const refreshToken = secretInput({ name: "refreshToken", placeholder: type.oauth.tokens[1] });
     genBtn.addEventListener("click", () =>
       busy(genBtn, async () => {
         try {
@@ -247,7 +247,7 @@ function openAccountForm(ctx, type, account = null) {
     );
     const authorise = h(
       "div.steps",
-      h("div.step", h("div.stack", { style: { gap: "8px" } }, h("span", "Get a link, open it and sign in with the Claude account to share."), h("div", genBtn), linkBox)),
+      h("div.step", h("div.stack", { style: { gap: "8px" } }, h("span", `Get a link, open it and sign in with the ${type.oauth.provider} account to share.`), h("div", genBtn), linkBox)),
       h("div.step", field("Authorisation code", code, { hint: "The code from the last page, or that page's whole address." })),
     );
     const paste = h(
@@ -258,7 +258,7 @@ function openAccountForm(ctx, type, account = null) {
     );
     const modeTabs = tabs(
       [
-        ["authorise", "Sign in with Claude"],
+        ["authorise", `Sign in with ${type.oauth.provider}`],
         ["paste", "Paste tokens"],
       ],
       mode,
@@ -302,7 +302,7 @@ function openAccountForm(ctx, type, account = null) {
             oauthStep.accessInput.focus();
             return false;
           }
-          body[type.oauth.result] = t;
+          body[type.oauth.result] = type.oauth.paste ? type.oauth.paste(t) : t;
         } else if (creating && type.oauth) {
           const code = oauthStep.code.value.trim();
           if (!oauth || !code) {
@@ -312,7 +312,7 @@ function openAccountForm(ctx, type, account = null) {
           }
           const r = await ctx.api(`/admin/${type.path}/${type.oauth.exchange}`, {
             method: "POST",
-            body: { sessionId: oauth.sessionId, authorizationCode: code, callbackUrl: code.startsWith("http") ? code : undefined, proxy: body.proxy ?? null },
+            body: { sessionId: oauth.sessionId, authorizationCode: code, code, callbackUrl: code.startsWith("http") ? code : undefined, proxy: body.proxy ?? null },
           });
           const d = r.data || {};
           body[type.oauth.result] = d[type.oauth.result] || d.tokens || d;
@@ -340,6 +340,8 @@ function defaultEndpoint(a) {
       return "api.anthropic.com";
     case "gemini-api":
       return "generativelanguage.googleapis.com";
+    case "gemini":
+      return "cloudcode-pa.googleapis.com";
     case "droid":
       return "Factory";
     default:
@@ -365,7 +367,7 @@ function proxyOf(a) {
 }
 
 function credentialOf(a) {
-  if (a.platform === "claude") {
+  if (a.platform === "claude" || a.platform === "gemini") {
     const exp = Number(a.tokenExpiresAt) || 0;
     const parts = [a.accessTokenMasked || "no token"];
     if (exp) parts.push(exp > Date.now() ? `refreshes ${f.relative(exp)}` : "expired");
@@ -382,6 +384,7 @@ function typeDetails(a) {
   if (a.platform === "bedrock" && (a.defaultModel || a.smallFastModel)) out.push(["Models", [a.defaultModel, a.smallFastModel].filter(Boolean).join(" · ")]);
   if (a.platform === "droid" && a.endpointType) out.push(["Speaks", a.endpointType === "openai" ? "OpenAI" : "Anthropic"]);
   if (a.platform === "claude" && a.emailMasked) out.push(["Login", a.emailMasked]);
+  if (a.platform === "gemini") out.push(["Project", a.projectId || a.tempProjectId || "found on first use"]);
   return out;
 }
 
@@ -566,12 +569,12 @@ function accountCard(ctx, type, a, reload) {
     );
   }
   let refreshBtn = null;
-  if (a.platform === "claude") {
+  if (type.oauth) {
     refreshBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Refresh the token of ${name}`, title: "Refresh the access token now", "data-action": "refresh" }, icon("refresh"));
     refreshBtn.addEventListener("click", () =>
       busy(refreshBtn, async () => {
         try {
-          await ctx.api(`/admin/claude-accounts/${encodeURIComponent(a.id)}/refresh`, { method: "POST" });
+          await ctx.api(`/admin/${type.path}/${encodeURIComponent(a.id)}/refresh`, { method: "POST" });
           toast(`Refreshed the token of ${name}`);
           reload();
         } catch (e) {

@@ -50,6 +50,8 @@ export const ACCOUNT_TYPES = [
       generate: "generate-auth-url",
       exchange: "exchange-code",
       result: "claudeAiOauth",
+      provider: "Claude",
+      tokens: ["sk-ant-oat01-…", "sk-ant-ort01-…"],
       hint: "Sign in with the Claude account in the page that opens and approve. The last page shows a code: copy it (or that page's whole address) and paste it here.",
     },
     fields: [
@@ -92,6 +94,28 @@ export const ACCOUNT_TYPES = [
       { name: "description", label: "Description", type: "text" },
       { name: "baseUrl", label: "Base URL", type: "url", placeholder: "Blank = https://generativelanguage.googleapis.com", span: true },
       { name: "apiKey", label: "API key", type: "secret", required: true, placeholder: "AIza…", span: true, maskedFrom: "apiKeyMasked" },
+      ...COMMON_TAIL,
+    ],
+  },
+  {
+    id: "gemini",
+    label: "Gemini OAuth",
+    path: "gemini-accounts",
+    blurb: "A Google account signed in as the Gemini CLI does, served through Google's Code Assist. crs refreshes its tokens and finds its Google Cloud project when none is set.",
+    oauth: {
+      generate: "generate-auth-url",
+      exchange: "exchange-code",
+      result: "geminiOauth",
+      provider: "Google",
+      tokens: ["ya29.…", "1//…"],
+      paste: (t) => ({ access_token: t.accessToken, refresh_token: t.refreshToken }),
+      hint: "Sign in with the Google account in the page that opens and allow access. Google then shows an authorisation code: copy it and paste it here.",
+    },
+    fields: [
+      { name: "name", label: "Name", type: "text", required: true },
+      { name: "description", label: "Description", type: "text" },
+      { name: "projectId", label: "Google Cloud project", type: "text", placeholder: "Blank = the one Code Assist gives the account", hint: "Needed for Workspace and paid accounts; free accounts get one automatically." },
+      { name: "tempProjectId", label: "Project found", type: "text", placeholder: "Filled in by crs" },
       ...COMMON_TAIL,
     ],
   },
@@ -167,7 +191,7 @@ export const KEY_BINDINGS = [
   { field: "bedrockAccountId", types: ["bedrock"], label: "Bedrock account" },
   { field: "openaiAccountId", types: ["openai-responses"], family: "openai", label: "OpenAI account or group" },
   { field: "azureOpenaiAccountId", types: ["azure-openai"], label: "Azure OpenAI account" },
-  { field: "geminiAccountId", types: ["gemini-api"], family: "gemini", label: "Gemini account or group" },
+  { field: "geminiAccountId", types: ["gemini-api", "gemini"], family: "gemini", label: "Gemini account or group" },
   { field: "droidAccountId", types: ["droid"], family: "droid", label: "Droid account or group" },
 ];
 
