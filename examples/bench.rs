@@ -7,9 +7,10 @@
 //! separate release binaries; this program is the load generator (HTTP/1.1 keep-alive
 //! connections, one per concurrent client). All three share the machine's cores.
 //!
-//! Measured: added latency p50/p99 at concurrency 1; throughput and p99 at 32 and 256;
-//! SSE streaming throughput and time to first byte; crs RSS idle, after load and with 1,000
-//! concurrent slow streams; start-up to ready with 10,000 keys.
+//! Measured: added latency p50/p99 at concurrency 1; throughput, p99 and time to first byte
+//! at 32, 128 and 512; short streams (5 events) at 32 and 128; SSE streaming throughput and
+//! time to first byte; crs RSS idle, after load and with 1,000 and 10,000 concurrent slow
+//! streams; start-up to ready with 10,000 keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -473,8 +474,8 @@ async fn main() -> anyhow::Result<()> {
                "direct_p99_ms": d1.p99(), "crs_p99_ms": r1.p99(), "added_p99_ms": r1.p99() - d1.p99()}),
     );
 
-    // Throughput at 32 and 256.
-    for c in [32usize, 256] {
+    // Throughput, p99 and time to first byte at 32, 128 and 512 clients.
+    for c in [32usize, 128, 512] {
         let d = load(&direct, c, b.clone(), None, dur).await;
         let r = load(&relay, c, b.clone(), None, dur).await;
         row(
@@ -489,10 +490,41 @@ async fn main() -> anyhow::Result<()> {
             format!("{:.2}", r.p99()),
             String::new(),
         );
+        row(
+            &format!("c={c} time to first byte p50 (ms)"),
+            format!("{:.3}", d.ttfb_p50()),
+            format!("{:.3}", r.ttfb_p50()),
+            String::new(),
+        );
         out.insert(
             format!("c{c}"),
             json!({"direct_rps": d.rps(), "crs_rps": r.rps(), "ratio": r.rps() / d.rps(),
-                   "direct_p99_ms": d.p99(), "crs_p99_ms": r.p99(), "crs_errors": r.errors}),
+                   "direct_p99_ms": d.p99(), "crs_p99_ms": r.p99(), "crs_errors": r.errors,
+                   "direct_ttfb_p50_ms": d.ttfb_p50(), "crs_ttfb_p50_ms": r.ttfb_p50()}),
+        );
+    }
+    // Short streams (5 events, Claude Code's usual shape is many of these at once) at 32 and
+    // 128 clients: what a stream costs beside a JSON answer.
+    let short = body(true, "mock:chunks=5");
+    for c in [32usize, 128] {
+        let d = load(&direct, c, short.clone(), None, dur).await;
+        let r = load(&relay, c, short.clone(), None, dur).await;
+        row(
+            &format!("SSE (5 events) c={c} streams/s"),
+            format!("{:.0}", d.rps()),
+            format!("{:.0}", r.rps()),
+            format!("{:.0}%", 100.0 * r.rps() / d.rps()),
+        );
+        row(
+            &format!("SSE (5 events) c={c} time to first byte p50 (ms)"),
+            format!("{:.3}", d.ttfb_p50()),
+            format!("{:.3}", r.ttfb_p50()),
+            String::new(),
+        );
+        out.insert(
+            format!("sse5_c{c}"),
+            json!({"direct_rps": d.rps(), "crs_rps": r.rps(), "ratio": r.rps() / d.rps(),
+                   "crs_errors": r.errors, "direct_ttfb_p50_ms": d.ttfb_p50(), "crs_ttfb_p50_ms": r.ttfb_p50()}),
         );
     }
     // Settled: the load is over and the server has had a few seconds to give memory back.
@@ -530,15 +562,39 @@ async fn main() -> anyhow::Result<()> {
         json!({"direct_mib_s": d_mib, "crs_mib_s": r_mib, "direct_ttfb_p50_ms": d.ttfb_p50(), "crs_ttfb_p50_ms": r.ttfb_p50()}),
     );
 
-    // 1,000 concurrent slow streams (each ~10 s: 100 events 100 ms apart).
+    // Concurrent slow streams (each ~10 s: 100 events 100 ms apart): 1,000, then 10,000 (at
+    // three file descriptors a stream between the three processes; `--quick` skips it).
     let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
-    let relay2 = relay.clone();
-    let streams = tokio::spawn(async move {
-        load(&relay2, 1000, slow, Some(1000), Duration::from_secs(120)).await
-    });
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_streams = rss_kib(pid);
-    let s = streams.await?;
+    let slow_streams = |n: usize| {
+        let relay2 = relay.clone();
+        let slow = slow.clone();
+        async move {
+            let streams = tokio::spawn(async move {
+                load(&relay2, n, slow, Some(n), Duration::from_secs(300)).await
+            });
+            // Sampled once every stream is open and midway.
+            tokio::time::sleep(Duration::from_secs(if n > 1000 { 8 } else { 5 })).await;
+            let rss = rss_kib(pid);
+            (rss, streams.await)
+        }
+    };
+    let (rss_streams, s) = slow_streams(1000).await;
+    let s = s?;
+    let (rss_10k, s10k) = if o.quick {
+        (0, None)
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss, r) = slow_streams(10_000).await;
+        (rss, Some(r?))
+    };
+    // Once the load is over and idle upstream connections have expired (`upstream_idle`, 30 s):
+    // memory back at its baseline.
+    let rss_settled = if o.quick {
+        0
+    } else {
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        rss_kib(pid)
+    };
     println!();
     println!("| crs memory (RSS) | MiB |");
     println!("|---|---:|");
@@ -552,6 +608,22 @@ async fn main() -> anyhow::Result<()> {
         "| during 1,000 concurrent slow streams | {:.1} |",
         mib(rss_streams)
     );
+    if let Some(r) = &s10k {
+        println!(
+            "| during 10,000 concurrent slow streams | {:.1} |",
+            mib(rss_10k)
+        );
+        println!(
+            "| after all of it, idle upstream connections expired (35 s) | {:.1} |",
+            mib(rss_settled)
+        );
+        println!(
+            "\n10,000 slow streams: {} completed, {} errors, time to first byte p50 {:.2} ms",
+            r.requests,
+            r.errors,
+            r.ttfb_p50()
+        );
+    }
     println!(
         "\n1,000 slow streams: {} completed, {} errors",
         s.requests, s.errors
@@ -559,7 +631,11 @@ async fn main() -> anyhow::Result<()> {
     out.insert(
         "rss_mib".into(),
         json!({"idle": mib(rss_idle), "after_load": mib(rss_after_load), "slow_streams_1000": mib(rss_streams),
-               "slow_streams_completed": s.requests}),
+               "slow_streams_completed": s.requests,
+               "slow_streams_10000": s10k.as_ref().map(|_| mib(rss_10k)),
+               "settled": s10k.as_ref().map(|_| mib(rss_settled)),
+               "slow_streams_10000_completed": s10k.as_ref().map(|r| r.requests),
+               "slow_streams_10000_errors": s10k.as_ref().map(|r| r.errors)}),
     );
     drop(crs_proc);
 

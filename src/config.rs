@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub max_upstream_body_mb: Option<usize>,
     pub store_cache_mb: Option<usize>,
     pub upstream_idle_connections: Option<usize>,
+    pub upstream_idle_secs: Option<u64>,
     pub trust_proxy: Option<bool>,
     pub metrics_allow: Option<Vec<String>>,
     pub pricing_url: Option<String>,
@@ -101,8 +102,12 @@ pub struct Config {
     /// The store's page cache (redb's default is 1 GiB, which a long-running server fills with
     /// every usage bucket it ever touched).
     pub store_cache_bytes: usize,
-    /// Idle keep-alive connections kept per upstream host (each holds ~100 KiB).
+    /// Idle keep-alive connections kept per upstream host at most (each holds ~100 KiB). The
+    /// pool keeps what demand opened, so a busy relay reuses connections instead of opening
+    /// new ones (a TLS handshake each); `upstream_idle` releases them once traffic stops.
     pub upstream_idle_connections: usize,
+    /// How long an idle upstream connection is kept.
+    pub upstream_idle: Duration,
     /// Client connections open at once; more wait in the listen backlog. `None`: sized from
     /// the open-file limit (`listener::default_max_connections`).
     pub max_connections: Option<usize>,
@@ -318,7 +323,8 @@ impl Config {
             oauth_timeout: Duration::from_secs(30),
             max_upstream_body_bytes: 64 * 1024 * 1024,
             store_cache_bytes: DEFAULT_STORE_CACHE_MB * 1024 * 1024,
-            upstream_idle_connections: 32,
+            upstream_idle_connections: 1024,
+            upstream_idle: Duration::from_secs(30),
             max_connections: None,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
@@ -444,6 +450,11 @@ impl Config {
             "CRS_CONNECT_TIMEOUT_SECS",
             file.connect_timeout_secs,
             c.connect_timeout,
+        )?;
+        c.upstream_idle = secs(
+            "CRS_UPSTREAM_IDLE_SECS",
+            file.upstream_idle_secs,
+            c.upstream_idle,
         )?;
         c.admin_session = match file.admin_session_hours {
             Some(h) => Duration::from_secs(h * 3600),

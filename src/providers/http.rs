@@ -31,7 +31,7 @@ impl HttpClients {
         }
         let mut b = reqwest::Client::builder()
             .connect_timeout(self.config.connect_timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_idle_timeout(self.config.upstream_idle)
             .pool_max_idle_per_host(self.config.upstream_idle_connections)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none());
