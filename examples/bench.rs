@@ -570,7 +570,7 @@ async fn main() -> anyhow::Result<()> {
         let slow = slow.clone();
         async move {
             let streams = tokio::spawn(async move {
-                load(&relay2, n, slow, Some(n), Duration::from_secs(300)).await
+                load(&relay2, n, slow, Some(n as u64), Duration::from_secs(300)).await
             });
             // Sampled once every stream is open and midway.
             tokio::time::sleep(Duration::from_secs(if n > 1000 { 8 } else { 5 })).await;
