@@ -63,6 +63,9 @@ pub struct CliOverrides {
 /// Anthropic's OAuth endpoints for Claude subscription accounts (configurable for tests).
 pub const CLAUDE_OAUTH_AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
 pub const CLAUDE_OAUTH_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
+/// OpenAI's auth server for ChatGPT (Codex) accounts: `/oauth/authorize` and `/oauth/token`
+/// under it (v1 src/routes/admin/openaiAccounts.js, `OPENAI_CONFIG.BASE_URL`).
+pub const OPENAI_OAUTH_BASE_URL: &str = "https://auth.openai.com";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -120,6 +123,8 @@ pub struct Config {
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
     pub claude_oauth_token_url: String,
     pub claude_oauth_authorize_url: String,
+    /// OpenAI's auth server for ChatGPT accounts (overridable for testing).
+    pub openai_oauth_base_url: String,
     /// crs runs behind a reverse proxy: the client address of an admin login (for throttling
     /// and the log) is the last `X-Forwarded-For` entry, the one the proxy appended, instead of
     /// the TCP peer (the proxy itself). Off by default: a client could put any address there.
@@ -310,6 +315,7 @@ impl Config {
             window_threshold_percent: 95,
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
+            openai_oauth_base_url: OPENAI_OAUTH_BASE_URL.into(),
             trust_proxy: false,
             login: LoginLimits::default(),
             health: HealthConfig::default(),
@@ -444,6 +450,9 @@ impl Config {
         }
         if let Some(u) = env_nonempty("CRS_CLAUDE_OAUTH_AUTHORIZE_URL") {
             c.claude_oauth_authorize_url = u;
+        }
+        if let Some(u) = env_nonempty("CRS_OPENAI_OAUTH_BASE_URL") {
+            c.openai_oauth_base_url = u.trim_end_matches('/').to_owned();
         }
         if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
             c.max_attempts = n

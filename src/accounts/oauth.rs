@@ -1,7 +1,10 @@
-//! Claude subscription accounts (OAuth): the PKCE authorisation flow an admin goes through
-//! once (open the URL, paste the code), setup tokens, and access-token refresh ahead of expiry
-//! through the account's proxy. A failed refresh marks the account (`refresh_failed`) and is
-//! logged as an error, so it shows on the dashboard instead of failing requests silently.
+//! Subscription accounts on OAuth (Claude, and ChatGPT through Codex CLI's client): the PKCE
+//! authorisation flow an admin goes through once (open the URL, paste the code), Claude's
+//! setup tokens, and access-token refresh ahead of expiry through the account's proxy. What
+//! differs per provider is the token endpoint and its grant (`Provider`); the locking, the
+//! storing and the marking of failures are the same for both. A failed refresh marks the
+//! account (`refresh_failed`) and is logged as an error, so it shows on the dashboard instead
+//! of failing requests silently.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -22,6 +25,7 @@ use crate::crypto::{Secret, random_bytes};
 use crate::model::{AccountStatus, Platform};
 
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
+use crate::providers::chatgpt;
 
 /// Refresh this long before expiry (in the background) ...
 const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
@@ -34,6 +38,7 @@ pub struct PendingAuth {
     state: String,
     setup: bool,
     proxy_url: String,
+    platform: Platform,
 }
 
 /// OAuth state held in memory: the endpoints, authorisation sessions (10 minutes) and
@@ -41,6 +46,8 @@ pub struct PendingAuth {
 pub struct OAuthState {
     authorize_url: String,
     token_url: String,
+    /// OpenAI's auth server (`/oauth/authorize`, `/oauth/token`).
+    openai_base: String,
     deadline: Duration,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -51,6 +58,10 @@ impl OAuthState {
         OAuthState {
             authorize_url: config.claude_oauth_authorize_url.clone(),
             token_url: config.claude_oauth_token_url.clone(),
+            openai_base: config
+                .openai_oauth_base_url
+                .trim_end_matches('/')
+                .to_owned(),
             deadline: config.oauth_timeout,
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
@@ -79,29 +90,65 @@ fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
+/// Percent-encoding of a query or form value (RFC 3986 unreserved characters stay).
+fn enc(s: &str) -> String {
+    crate::providers::encode_segment(s)
+}
+
+/// `application/x-www-form-urlencoded` text of `pairs`.
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// The URL an admin opens to authorise crs, and the session that remembers the verifier.
 pub fn start_authorisation(oauth: &OAuthState, setup: bool, proxy_url: String) -> (String, String) {
+    start(oauth, Platform::Claude, setup, proxy_url)
+}
+
+/// The same for a ChatGPT account: OpenAI's authorisation URL with Codex CLI's client, as v1
+/// builds it (v1 src/routes/admin/openaiAccounts.js `generate-auth-url`).
+pub fn start_openai_authorisation(oauth: &OAuthState, proxy_url: String) -> (String, String) {
+    start(oauth, Platform::OpenAI, false, proxy_url)
+}
+
+fn start(
+    oauth: &OAuthState,
+    platform: Platform,
+    setup: bool,
+    proxy_url: String,
+) -> (String, String) {
     let (verifier, challenge) = pkce();
     let state_param = B64URL.encode(random_bytes::<32>());
     let session = uuid::Uuid::new_v4().to_string();
-    let scope = if setup { SETUP_SCOPES } else { SCOPES };
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
+    let url = if platform == Platform::OpenAI {
+        format!(
+            "{}/oauth/authorize?{}",
+            oauth.openai_base,
+            form(&[
+                ("response_type", "code"),
+                ("client_id", chatgpt::CLIENT_ID),
+                ("redirect_uri", chatgpt::REDIRECT_URI),
+                ("scope", chatgpt::SCOPE),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("state", &state_param),
+                ("id_token_add_organizations", "true"),
+                ("codex_cli_simplified_flow", "true"),
+            ])
+        )
+    } else {
+        let scope = if setup { SETUP_SCOPES } else { SCOPES };
+        format!(
+            "{}?code=true&client_id={CLIENT_ID}&response_type=code&redirect_uri={}&scope={}&code_challenge={challenge}&code_challenge_method=S256&state={state_param}",
+            oauth.authorize_url,
+            enc(REDIRECT_URI),
+            enc(scope)
+        )
     };
-    let url = format!(
-        "{}?code=true&client_id={CLIENT_ID}&response_type=code&redirect_uri={}&scope={}&code_challenge={challenge}&code_challenge_method=S256&state={state_param}",
-        oauth.authorize_url,
-        enc(REDIRECT_URI),
-        enc(scope)
-    );
     oauth.pending.insert(
         session.clone(),
         PendingAuth {
@@ -109,6 +156,7 @@ pub fn start_authorisation(oauth: &OAuthState, setup: bool, proxy_url: String) -
             state: state_param,
             setup,
             proxy_url,
+            platform,
         },
     );
     (url, session)
@@ -147,6 +195,106 @@ struct TokenResponse {
     expires_in: Option<i64>,
     #[serde(default)]
     scope: Option<String>,
+    /// OpenAI's answers carry an id token with the ChatGPT account's claims.
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+/// A token endpoint request body.
+enum Grant {
+    /// Anthropic's endpoint takes JSON.
+    Json(Value),
+    /// OpenAI's takes a form (v1 openaiAccountService.js `refreshAccessToken`).
+    Form(String),
+}
+
+/// The token endpoint of an account type, and how its refresh grant is written.
+#[derive(Clone, Copy)]
+enum Provider {
+    Claude,
+    ChatGpt,
+}
+
+impl Provider {
+    fn of(p: Platform) -> Provider {
+        match p {
+            Platform::OpenAI => Provider::ChatGpt,
+            _ => Provider::Claude,
+        }
+    }
+
+    fn token_url(self, oauth: &OAuthState) -> String {
+        match self {
+            Provider::Claude => oauth.token_url.clone(),
+            Provider::ChatGpt => format!("{}/oauth/token", oauth.openai_base),
+        }
+    }
+
+    fn refresh_grant(self, refresh_token: &str) -> Grant {
+        match self {
+            Provider::Claude => Grant::Json(
+                json!({"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID}),
+            ),
+            Provider::ChatGpt => Grant::Form(form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", chatgpt::CLIENT_ID),
+                ("refresh_token", refresh_token),
+                ("scope", chatgpt::REFRESH_SCOPE),
+            ])),
+        }
+    }
+
+    /// What a provider's answer sets on the account besides the common token fields: for
+    /// ChatGPT the id token and the account facts it carries, under v1's names.
+    fn absorb(
+        self,
+        a: &mut crate::model::Account,
+        t: &TokenResponse,
+        secrets: &crate::crypto::Secrets,
+    ) {
+        match self {
+            Provider::Claude => {
+                if let Some(s) = &t.scope {
+                    a.scopes = s.clone();
+                }
+            }
+            Provider::ChatGpt => {
+                let Some(id) = t.id_token.as_deref().filter(|s| !s.is_empty()) else {
+                    return;
+                };
+                a.extra.insert("idToken".into(), json!(secrets.encrypt(id)));
+                if let Some(c) = chatgpt::id_claims(id) {
+                    set_account_info(a, &c, secrets);
+                }
+            }
+        }
+    }
+}
+
+/// A ChatGPT account's facts from its id token, under v1's field names (empty claims leave
+/// what the account has).
+pub fn set_account_info(
+    a: &mut crate::model::Account,
+    c: &chatgpt::IdClaims,
+    secrets: &crate::crypto::Secrets,
+) {
+    for (k, v) in [
+        ("accountId", &c.account_id),
+        ("chatgptUserId", &c.user_id),
+        ("organizationId", &c.organization_id),
+        ("organizationRole", &c.organization_role),
+        ("organizationTitle", &c.organization_title),
+        ("planType", &c.plan_type),
+    ] {
+        if !v.is_empty() {
+            a.extra.insert(k.into(), json!(v));
+        }
+    }
+    if !c.email.is_empty() {
+        a.email = secrets.encrypt(&c.email);
+        a.extra
+            .insert("emailVerified".into(), json!(c.email_verified.to_string()));
+    }
 }
 
 /// A token endpoint call, within `deadline` (`oauth_timeout`: the call runs under the
@@ -154,7 +302,7 @@ struct TokenResponse {
 async fn token_call(
     client: &reqwest::Client,
     url: &str,
-    body: Value,
+    body: Grant,
     deadline: Duration,
 ) -> Result<TokenResponse> {
     tokio::time::timeout(deadline, token_call_once(client, url, body))
@@ -170,16 +318,20 @@ async fn token_call(
 async fn token_call_once(
     client: &reqwest::Client,
     url: &str,
-    body: Value,
+    body: Grant,
 ) -> Result<TokenResponse> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("user-agent", "claude-cli/2.0.0 (external, cli)")
-        .json(&body)
-        .send()
-        .await
-        .context("token endpoint unreachable")?;
+    let rb = match body {
+        Grant::Json(v) => client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", "claude-cli/2.0.0 (external, cli)")
+            .json(&v),
+        Grant::Form(text) => client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(text),
+    };
+    let r = rb.send().await.context("token endpoint unreachable")?;
     let status = r.status();
     let text = r.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -190,13 +342,72 @@ async fn token_call_once(
     serde_json::from_str(&text).context("token endpoint answered with an unexpected body")
 }
 
-/// Exchange an authorisation code for tokens, as v1's `claudeAiOauth` object.
-pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> Result<Value> {
-    let p = accounts
+fn pending(accounts: &Accounts, session: &str, platform: Platform) -> Result<PendingAuth> {
+    accounts
         .oauth
         .pending
         .get(session)
-        .context("the authorisation session expired or is unknown; generate a new URL")?;
+        .filter(|p| p.platform == platform)
+        .context("the authorisation session expired or is unknown; generate a new URL")
+}
+
+/// Exchange a ChatGPT authorisation code (or the whole callback URL) for tokens, answered as
+/// v1 answers `POST /admin/openai-accounts/exchange-code`: `tokens` (`idToken`,
+/// `accessToken`, `refreshToken`, `expires_in`) and `accountInfo` from the id token's claims.
+pub async fn exchange_openai(
+    accounts: &Accounts,
+    session: &str,
+    code_input: &str,
+) -> Result<Value> {
+    let p = pending(accounts, session, Platform::OpenAI)?;
+    let (code, state_param) =
+        parse_code(code_input).context("no authorisation code found in the input")?;
+    if state_param.as_ref().is_some_and(|s| *s != p.state) {
+        bail!("the callback URL belongs to another authorisation; generate a new URL");
+    }
+    let client = accounts.http.get(&p.proxy_url)?;
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", chatgpt::REDIRECT_URI),
+        ("client_id", chatgpt::CLIENT_ID),
+        ("code_verifier", &p.verifier),
+    ]);
+    let t = token_call(
+        &client,
+        &Provider::ChatGpt.token_url(&accounts.oauth),
+        Grant::Form(body),
+        accounts.oauth.deadline,
+    )
+    .await?;
+    accounts.oauth.pending.invalidate(session);
+    let id_token = t.id_token.unwrap_or_default();
+    let c = chatgpt::id_claims(&id_token).context("the token endpoint sent no usable id token")?;
+    Ok(json!({
+        "tokens": {
+            "idToken": id_token,
+            "accessToken": t.access_token,
+            "refreshToken": t.refresh_token.unwrap_or_default(),
+            "expires_in": t.expires_in,
+        },
+        "accountInfo": {
+            "accountId": c.account_id,
+            "chatgptUserId": c.user_id,
+            "organizationId": c.organization_id,
+            "organizationRole": c.organization_role,
+            "organizationTitle": c.organization_title,
+            "planType": c.plan_type,
+            "email": c.email,
+            "name": c.name,
+            "emailVerified": c.email_verified,
+            "organizations": c.organizations,
+        },
+    }))
+}
+
+/// Exchange an authorisation code for tokens, as v1's `claudeAiOauth` object.
+pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> Result<Value> {
+    let p = pending(accounts, session, Platform::Claude)?;
     let (code, state_param) =
         parse_code(code_input).context("no authorisation code found in the input")?;
     let client = accounts.http.get(&p.proxy_url)?;
@@ -214,7 +425,7 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
     let t = token_call(
         &client,
         &accounts.oauth.token_url,
-        body,
+        Grant::Json(body),
         accounts.oauth.deadline,
     )
     .await?;
@@ -253,11 +464,11 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
     if rt.is_empty() {
         bail!("the account has no refresh token");
     }
-    let body = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": CLIENT_ID});
+    let provider = Provider::of(acc.rec.platform);
     let outcome = token_call(
         &acc.client,
-        &accounts.oauth.token_url,
-        body,
+        &provider.token_url(&accounts.oauth),
+        provider.refresh_grant(&rt),
         accounts.oauth.deadline,
     )
     .await;
@@ -269,14 +480,12 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
             let stored = accounts
                 .update(&id, move |a| {
                     a.access_token = secrets.encrypt(&t.access_token);
-                    if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
+                    if let Some(r) = t.refresh_token.as_ref().filter(|r| !r.is_empty()) {
                         a.refresh_token = secrets.encrypt(&r);
                     }
                     a.expires_at =
                         Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
-                    if let Some(s) = t.scope {
-                        a.scopes = s;
-                    }
+                    provider.absorb(a, &t, &secrets);
                     a.last_refresh_at = Some(Utc::now());
                     if matches!(
                         a.status,
@@ -309,9 +518,7 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
 /// The access token to send for `acc`, refreshed first when it is about to expire.
 pub async fn fresh_access_token(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
     let now = Utc::now().timestamp_millis();
-    if acc.rec.platform != Platform::Claude
-        || acc.rec.expires_at == 0
-        || acc.rec.expires_at - now > MUST_REFRESH_MS
+    if !acc.kind().oauth() || acc.rec.expires_at == 0 || acc.rec.expires_at - now > MUST_REFRESH_MS
     {
         return Ok(acc.credential.secret.clone());
     }
@@ -361,9 +568,11 @@ pub fn spawn_refresher(accounts: &Arc<Accounts>) {
             let now = Utc::now().timestamp_millis();
             let due: Vec<Arc<AccountRt>> = accounts
                 .load()
-                .of_platform(Platform::Claude)
+                .accounts
+                .iter()
                 .filter(|a| {
-                    a.rec.is_active
+                    a.kind().oauth()
+                        && a.rec.is_active
                         && !a.rec.refresh_token.is_empty()
                         && a.rec.expires_at > 0
                         && a.rec.expires_at - now < REFRESH_AHEAD_MS

@@ -1,5 +1,6 @@
-//! Claude OAuth in the admin API: the authorisation URL, the code exchange and a manual
-//! token refresh (v1's `/admin/claude-accounts/...` paths). The flow itself is
+//! OAuth in the admin API: the authorisation URL, the code exchange and a manual token
+//! refresh, for Claude (v1's `/admin/claude-accounts/...` paths) and ChatGPT accounts (v1's
+//! `/admin/openai-accounts/generate-auth-url` and `exchange-code`). The flow itself is
 //! `accounts::oauth`'s.
 
 use salvo::http::StatusCode;
@@ -7,19 +8,30 @@ use salvo::prelude::*;
 use serde_json::{Value, json};
 
 use super::fields::Body;
-use crate::accounts::oauth::{exchange, start_authorisation};
+use crate::accounts::oauth::{
+    exchange, exchange_openai, start_authorisation, start_openai_authorisation,
+};
 use crate::model::Platform;
 use crate::providers::http::proxy_url;
 use crate::state::state;
 use crate::web::{json, json_body};
 
 pub fn router() -> Router {
-    Router::with_path("claude-accounts")
-        .push(Router::with_path("generate-auth-url").post(generate_auth_url))
-        .push(Router::with_path("generate-setup-token-url").post(generate_setup_url))
-        .push(Router::with_path("exchange-code").post(exchange_code))
-        .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
-        .push(Router::with_path("{id}/refresh").post(refresh_now))
+    Router::new()
+        .push(
+            Router::with_path("claude-accounts")
+                .push(Router::with_path("generate-auth-url").post(generate_auth_url))
+                .push(Router::with_path("generate-setup-token-url").post(generate_setup_url))
+                .push(Router::with_path("exchange-code").post(exchange_code))
+                .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
+                .push(Router::with_path("{id}/refresh").post(RefreshNow(Platform::Claude))),
+        )
+        .push(
+            Router::with_path("openai-accounts")
+                .push(Router::with_path("generate-auth-url").post(openai_auth_url))
+                .push(Router::with_path("exchange-code").post(openai_exchange_code))
+                .push(Router::with_path("{id}/refresh").post(RefreshNow(Platform::OpenAI))),
+        )
 }
 
 fn proxy_from_body(b: &Body) -> String {
@@ -89,6 +101,64 @@ async fn generate_setup_url(req: &mut Request, depot: &mut Depot, res: &mut Resp
     generate(req, depot, res, true).await
 }
 
+/// v1's answer: `{success, data: {authUrl, sessionId, instructions}}`.
+#[handler]
+async fn openai_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let b = json_body::<Body>(req, res, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let (url, session) = start_openai_authorisation(&st.accounts.oauth, proxy_from_body(&b));
+    json(
+        res,
+        StatusCode::OK,
+        &json!({"success": true, "data": {
+            "authUrl": url,
+            "sessionId": session,
+            "instructions": [
+                "Open the URL and sign in with the ChatGPT account to share",
+                "Approve the access request",
+                "The browser ends on a localhost page that does not load: copy its whole URL (it holds the code) and paste it back here",
+            ],
+        }}),
+    );
+}
+
+/// `{code, sessionId}` (the code, or the whole callback URL) -> v1's `{tokens, accountInfo}`.
+#[handler]
+async fn openai_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
+    let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
+    let code = ["code", "callbackUrl", "authorizationCode"]
+        .iter()
+        .find_map(|k| b.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .unwrap_or("");
+    if session.is_empty() || code.is_empty() {
+        return json(
+            res,
+            StatusCode::BAD_REQUEST,
+            &json!({"success": false, "message": "sessionId and code (or callbackUrl) are required"}),
+        );
+    }
+    match exchange_openai(&st.accounts, session, code).await {
+        Ok(data) => {
+            tracing::info!("ChatGPT OAuth code exchanged");
+            json(res, StatusCode::OK, &json!({"success": true, "data": data}));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ChatGPT OAuth code exchange failed");
+            json(
+                res,
+                StatusCode::BAD_REQUEST,
+                &json!({"success": false, "message": "Code exchange failed", "error": e.to_string()}),
+            );
+        }
+    }
+}
+
 #[handler]
 async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
@@ -125,8 +195,23 @@ async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response)
     }
 }
 
-#[handler]
-async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+/// `POST /admin/{type}/{id}/refresh`: refresh the account's token now.
+struct RefreshNow(Platform);
+
+#[salvo::async_trait]
+impl Handler for RefreshNow {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        refresh_now(self.0, req, depot, res).await
+    }
+}
+
+async fn refresh_now(platform: Platform, req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let st = state(depot);
     let id = req.param::<String>("id").unwrap_or_default();
     let Some(acc) = st
@@ -135,7 +220,7 @@ async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         .by_id
         .get(&id)
         .cloned()
-        .filter(|a| a.rec.platform == Platform::Claude)
+        .filter(|a| a.rec.platform == platform)
     else {
         return json(
             res,

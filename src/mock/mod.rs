@@ -1,5 +1,6 @@
-//! A mock of the Anthropic Messages API for tests, local trials and benchmarks. It speaks the
-//! real wire format: JSON messages with usage blocks, SSE with Anthropic's event names and
+//! Mocks of the upstream APIs (Anthropic Messages, OpenAI Responses and Chat, the Codex
+//! backend and OpenAI's auth server, Gemini, Bedrock, Anthropic OAuth) for tests, local
+//! trials and benchmarks. They speak the real wire formats: JSON messages with usage blocks, SSE with Anthropic's event names and
 //! order, error bodies, request-id and rate-limit headers.
 //!
 //! A request can steer the mock with directives anywhere in its body text (tests put them in
@@ -24,6 +25,7 @@ use crate::usage::TokenUsage;
 mod anthropic;
 pub use anthropic::subscription_headers;
 pub mod bedrock;
+pub mod codex;
 mod gemini;
 mod oauth;
 mod openai;
@@ -146,7 +148,8 @@ impl MockUpstream {
             .push(bedrock::routes(&state))
             .push(openai::routes(&state))
             .push(gemini::routes(&state))
-            .push(oauth::routes(&state));
+            .push(oauth::routes(&state))
+            .push(codex::routes(&state));
         let server = Server::new(acceptor);
         let handle = server.handle();
         tokio::spawn(server.serve(router));

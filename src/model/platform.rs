@@ -33,10 +33,14 @@ pub enum Platform {
     /// Claude Code Router (an Anthropic-compatible endpoint).
     #[serde(rename = "ccr")]
     Ccr,
+    /// ChatGPT subscription (Plus/Pro) through Codex CLI's OAuth tokens, on the Codex backend
+    /// (v1's `openai` accounts).
+    #[serde(rename = "openai")]
+    OpenAI,
 }
 
 impl Platform {
-    pub const ALL: [Platform; 8] = [
+    pub const ALL: [Platform; 9] = [
         Platform::Claude,
         Platform::ClaudeConsole,
         Platform::OpenAIResponses,
@@ -45,6 +49,7 @@ impl Platform {
         Platform::Bedrock,
         Platform::Droid,
         Platform::Ccr,
+        Platform::OpenAI,
     ];
 
     /// The static facts of this account type (its row in `PLATFORMS`).
@@ -116,7 +121,7 @@ pub struct PlatformSpec {
 }
 
 /// The account types, in `Platform` order.
-pub const PLATFORMS: [PlatformSpec; 8] = [
+pub const PLATFORMS: [PlatformSpec; 9] = [
     PlatformSpec {
         platform: Platform::Claude,
         name: "claude",
@@ -212,5 +217,18 @@ pub const PLATFORMS: [PlatformSpec; 8] = [
         services: &[Service::Claude],
         count_tokens: true,
         probe_model: "claude-3-5-haiku-20241022",
+    },
+    PlatformSpec {
+        platform: Platform::OpenAI,
+        name: "openai",
+        label: "ChatGPT (Codex OAuth)",
+        admin_path: "openai-accounts",
+        group_family: "openai",
+        url_field: "baseApi",
+        // v1 keeps these bare in `openaiAccountId`; Responses accounts use `responses:`.
+        binding: Some((BindingField::OpenAI, Prefix::None)),
+        services: &[Service::OpenAI],
+        count_tokens: false,
+        probe_model: "gpt-5",
     },
 ];

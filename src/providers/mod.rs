@@ -5,7 +5,8 @@
 //! - Wire formats, one module each: `anthropic` (Messages), `openai` (Responses, Chat
 //!   Completions), `gemini`, `bedrock` (SigV4, event stream), `sse` (the one line splitter).
 //! - Account types, one file each, behind the `AccountType` seam: `claude` (subscription
-//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `droid`, `bedrock`.
+//!   OAuth), `console`, `ccr`, `responses`, `chatgpt` (Codex OAuth), `azure`, `gemini_api`,
+//!   `droid`, `bedrock`.
 //!   `account_type` is the one place that maps a `Platform` to its implementation; the static
 //!   facts of each type (names, admin path, fields, services) are `model::PlatformSpec`.
 
@@ -13,6 +14,7 @@ pub mod anthropic;
 mod azure;
 pub mod bedrock;
 mod ccr;
+pub mod chatgpt;
 pub mod claude;
 mod console;
 mod droid;
@@ -31,7 +33,7 @@ use salvo::http::{HeaderMap, HeaderName, HeaderValue};
 use crate::crypto::{Secret, Secrets};
 use crate::model::{Account, Platform};
 use crate::usage::TokenUsage;
-pub use request::{DEFAULT_USER_AGENT, with_model};
+pub use request::{DEFAULT_USER_AGENT, encode_segment, with_model};
 
 /// The operation a client route asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +217,7 @@ pub fn account_type(p: Platform) -> &'static dyn AccountType {
         Platform::GeminiApi => &gemini_api::GeminiApi,
         Platform::Droid => &droid::Droid,
         Platform::Bedrock => &bedrock::Bedrock,
+        Platform::OpenAI => &chatgpt::ChatGpt,
     }
 }
 

@@ -396,7 +396,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
 fn observe_windows(acc: &AccountRt, h: &reqwest::header::HeaderMap, now_ms: i64) {
     acc.rt
         .windows
-        .update_from_headers(&crate::accounts::windows::from_headers(h), now_ms);
+        .update_from_headers(&crate::accounts::windows::from_headers(h, now_ms), now_ms);
     if acc.rec.auto_stop_on_warning() && !acc.rec.disable_auto_protection {
         let u = cooldown::Unified::read(h);
         if u.warning() {

@@ -51,7 +51,9 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, r: Rou
     engine::run(st, call, res).await
 }
 
-const OPENAI: &[Platform] = &[Platform::OpenAIResponses];
+/// API-key Responses accounts and ChatGPT (Codex OAuth) accounts serve the same routes, as in v1
+/// (`unifiedOpenAIScheduler` picks among both).
+const OPENAI: &[Platform] = &[Platform::OpenAIResponses, Platform::OpenAI];
 const AZURE: &[Platform] = &[Platform::AzureOpenAI];
 const DROID: &[Platform] = &[Platform::Droid];
 
