@@ -203,8 +203,15 @@ pub async fn upstream_request(
     } else {
         None
     };
+    // A refresh may also have changed the record (a ChatGPT account learns its account id
+    // from the id token): build from the record the new token was stored with.
+    let latest = token
+        .as_ref()
+        .filter(|t| t.0 != acc.credential.secret.0)
+        .and_then(|_| accounts.load().by_id.get(&acc.rec.id).cloned());
+    let rec = latest.as_ref().map_or(&acc.rec, |a| &a.rec);
     let up = Upstream {
-        rec: &acc.rec,
+        rec,
         credential: &acc.credential,
         client: &acc.client,
         token: token.as_ref(),

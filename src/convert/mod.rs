@@ -3,8 +3,17 @@
 //! upstream's own units. Pure functions and stream taps; no state, no I/O.
 //!
 //! - `chat`: OpenAI Chat Completions clients on Anthropic Messages upstreams.
+//! - `images`: OpenAI Images API clients on the Codex backend (v1's images bridge).
 
 pub mod chat;
+pub mod images;
+
+/// The conversion of a request's answer back into the client's format.
+#[derive(Debug, Clone)]
+pub enum Convert {
+    Chat(chat::Chat),
+    Images(images::Images),
+}
 
 /// A request that cannot be converted: the client gets a 400 in its own format.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -205,7 +205,7 @@ async fn serve(
         client_headers: req.headers().clone(),
         query: None,
         started,
-        convert: Some(chat),
+        convert: Some(crate::convert::Convert::Chat(chat)),
     };
     engine::run(st, call, res).await
 }

@@ -20,6 +20,7 @@ use super::{Outcome, record_failure, record_usage};
 use crate::accounts::AccountRt;
 use crate::accounts::cooldown::{self, Effect, Verdict};
 use crate::accounts::upstream_request;
+use crate::convert::Convert;
 use crate::limits::{Admission, Service};
 use crate::model::{Binding, Platform};
 use crate::providers::ClientFormat;
@@ -45,7 +46,7 @@ pub struct Call {
     pub query: Option<String>,
     pub started: Instant,
     /// The client speaks another format than the upstream: convert the answer back.
-    pub convert: Option<crate::convert::chat::Chat>,
+    pub convert: Option<Convert>,
 }
 
 /// Largest upstream error body read (the rest is dropped).
@@ -448,6 +449,9 @@ async fn respond(
     up: reqwest::Response,
     res: &mut Response,
 ) {
+    if matches!(call.convert, Some(Convert::Images(_))) {
+        return respond_images(st, call, pick, up, res).await;
+    }
     let acc = pick.account.clone();
     let status = up.status().as_u16();
     let is_stream = acc.kind().is_stream(up.headers());
@@ -470,7 +474,7 @@ async fn respond(
         res.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
         let tap = match &call.convert {
-            Some(chat) => {
+            Some(Convert::Chat(chat)) => {
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
@@ -480,7 +484,7 @@ async fn respond(
                     Utc::now().timestamp(),
                 )) as Box<dyn crate::providers::StreamTap>
             }
-            None => acc.kind().tap(call.op),
+            _ => acc.kind().tap(call.op),
         };
         let st2 = st.clone();
         let service = call.service;
@@ -550,7 +554,7 @@ async fn respond(
         }
     };
     drop(pick.slot);
-    if let Some(chat) = &call.convert {
+    if let Some(Convert::Chat(chat)) = &call.convert {
         match crate::convert::chat::response(&body, chat, Utc::now().timestamp()) {
             Some(converted) => {
                 res.headers_mut().insert(
@@ -573,6 +577,78 @@ async fn respond(
         return;
     }
     let _ = res.write_body(body);
+}
+
+/// The images bridge's answer: the Codex stream read whole, its usage recorded, and the
+/// images sent as one Images API answer (`convert::images`).
+async fn respond_images(
+    st: Arc<AppState>,
+    call: Call,
+    pick: Pick,
+    up: reqwest::Response,
+    res: &mut Response,
+) {
+    let account_id = pick.account.rec.id.clone();
+    let outcome = Outcome {
+        status: up.status().as_u16(),
+        started: call.started,
+        stream: false,
+    };
+    let read = read_limited(up, st.config.max_upstream_body_bytes);
+    let body = match tokio::time::timeout(st.config.upstream_timeout, read).await {
+        Ok(Ok(b)) => b,
+        _ => {
+            tracing::warn!(account_id = %account_id, "upstream image stream failed after headers");
+            record_failure(
+                &st,
+                &call.adm.key,
+                &account_id,
+                pick.upstream_model.clone(),
+                Outcome {
+                    status: 502,
+                    ..outcome
+                },
+            );
+            return write_error(
+                res,
+                call.format,
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "Upstream response was cut off",
+            );
+        }
+    };
+    drop(pick.slot);
+    let (answer, usage, model) = crate::convert::images::answer(&body, Utc::now().timestamp());
+    let model = model
+        .filter(|m| !m.is_empty())
+        .unwrap_or(pick.upstream_model);
+    record_usage(
+        &st,
+        &call.adm.key,
+        call.service,
+        &account_id,
+        model,
+        usage,
+        outcome,
+    );
+    match answer {
+        Some(json) => {
+            res.status_code(StatusCode::OK);
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let _ = res.write_body(json);
+        }
+        None => write_error(
+            res,
+            call.format,
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "no image produced by upstream",
+        ),
+    }
 }
 
 fn finish_stream(

@@ -463,8 +463,6 @@ const NOT_YET: &[&str] = &[
     "POST /gemini/v1internal:listExperiments",
     "POST /gemini/v1internal:retrieveUserQuota",
     "POST /gemini/v1beta/models/:modelName:listExperiments",
-    "POST /openai/images/generations",
-    "POST /openai/v1/images/generations",
     "POST /azure/embeddings",
 ];
 

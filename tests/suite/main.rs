@@ -9,6 +9,7 @@ mod admin;
 mod bedrock;
 mod browser;
 mod chat;
+mod chatgpt;
 mod cli;
 mod crash;
 mod e2e_claude_code;
