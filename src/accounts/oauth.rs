@@ -481,7 +481,7 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
                 .update(&id, move |a| {
                     a.access_token = secrets.encrypt(&t.access_token);
                     if let Some(r) = t.refresh_token.as_ref().filter(|r| !r.is_empty()) {
-                        a.refresh_token = secrets.encrypt(&r);
+                        a.refresh_token = secrets.encrypt(r);
                     }
                     a.expires_at =
                         Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;

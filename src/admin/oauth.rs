@@ -70,12 +70,31 @@ fn proxy_from_body(b: &Body) -> String {
     )
 }
 
-async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setup: bool) {
+async fn generate(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    platform: Platform,
+    setup: bool,
+) {
     let st = state(depot);
     let b = json_body::<Body>(req, res, 64 * 1024)
         .await
         .unwrap_or_default();
-    let (url, session) = start_authorisation(&st.accounts.oauth, setup, proxy_from_body(&b));
+    let proxy = proxy_from_body(&b);
+    let ((url, session), who, last) = if platform == Platform::OpenAI {
+        (
+            start_openai_authorisation(&st.accounts.oauth, proxy),
+            "ChatGPT",
+            "The browser ends on a localhost page that does not load: copy its whole URL (it holds the code) and paste it back here",
+        )
+    } else {
+        (
+            start_authorisation(&st.accounts.oauth, setup, proxy),
+            "Claude",
+            "Copy the code shown (or the whole callback URL) and paste it back here",
+        )
+    };
     json(
         res,
         StatusCode::OK,
@@ -83,9 +102,9 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setu
             "authUrl": url,
             "sessionId": session,
             "instructions": [
-                "Open the URL and sign in with the Claude account to share",
-                "Approve the access request",
-                "Copy the code shown (or the whole callback URL) and paste it back here",
+                format!("Open the URL and sign in with the {who} account to share"),
+                "Approve the access request".to_owned(),
+                last.to_owned(),
             ],
         }}),
     );
@@ -93,46 +112,34 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setu
 
 #[handler]
 async fn generate_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    generate(req, depot, res, false).await
+    generate(req, depot, res, Platform::Claude, false).await
 }
 
 #[handler]
 async fn generate_setup_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    generate(req, depot, res, true).await
+    generate(req, depot, res, Platform::Claude, true).await
 }
 
 /// v1's answer: `{success, data: {authUrl, sessionId, instructions}}`.
 #[handler]
 async fn openai_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let b = json_body::<Body>(req, res, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let (url, session) = start_openai_authorisation(&st.accounts.oauth, proxy_from_body(&b));
-    json(
-        res,
-        StatusCode::OK,
-        &json!({"success": true, "data": {
-            "authUrl": url,
-            "sessionId": session,
-            "instructions": [
-                "Open the URL and sign in with the ChatGPT account to share",
-                "Approve the access request",
-                "The browser ends on a localhost page that does not load: copy its whole URL (it holds the code) and paste it back here",
-            ],
-        }}),
-    );
+    generate(req, depot, res, Platform::OpenAI, false).await
 }
 
-/// `{code, sessionId}` (the code, or the whole callback URL) -> v1's `{tokens, accountInfo}`.
-#[handler]
-async fn openai_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+/// `{sessionId, authorizationCode | callbackUrl | code}` -> Claude: v1's `claudeAiOauth`
+/// object; ChatGPT: v1's `{tokens, accountInfo}`.
+async fn exchange_for(
+    platform: Platform,
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) {
     let st = state(depot);
     let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
         return;
     };
     let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
-    let code = ["code", "callbackUrl", "authorizationCode"]
+    let code = ["authorizationCode", "callbackUrl", "code"]
         .iter()
         .find_map(|k| b.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
         .unwrap_or("");
@@ -140,20 +147,25 @@ async fn openai_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Re
         return json(
             res,
             StatusCode::BAD_REQUEST,
-            &json!({"success": false, "message": "sessionId and code (or callbackUrl) are required"}),
+            &json!({"success": false, "error": "sessionId and authorizationCode (or code, or callbackUrl) are required"}),
         );
     }
-    match exchange_openai(&st.accounts, session, code).await {
+    let out = if platform == Platform::OpenAI {
+        exchange_openai(&st.accounts, session, code).await
+    } else {
+        exchange(&st.accounts, session, code).await
+    };
+    match out {
         Ok(data) => {
-            tracing::info!("ChatGPT OAuth code exchanged");
+            tracing::info!(platform = platform.as_str(), "OAuth code exchanged");
             json(res, StatusCode::OK, &json!({"success": true, "data": data}));
         }
         Err(e) => {
-            tracing::warn!(error = %e, "ChatGPT OAuth code exchange failed");
+            tracing::warn!(platform = platform.as_str(), error = %e, "OAuth code exchange failed");
             json(
                 res,
                 StatusCode::BAD_REQUEST,
-                &json!({"success": false, "message": "Code exchange failed", "error": e.to_string()}),
+                &json!({"success": false, "error": "Code exchange failed", "message": e.to_string()}),
             );
         }
     }
@@ -161,38 +173,12 @@ async fn openai_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Re
 
 #[handler]
 async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let st = state(depot);
-    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
-        return;
-    };
-    let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
-    let code = b
-        .get("authorizationCode")
-        .or_else(|| b.get("callbackUrl"))
-        .or_else(|| b.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if session.is_empty() || code.is_empty() {
-        return json(
-            res,
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "sessionId and authorizationCode (or callbackUrl) are required"}),
-        );
-    }
-    match exchange(&st.accounts, session, code).await {
-        Ok(data) => {
-            tracing::info!("Claude OAuth code exchanged");
-            json(res, StatusCode::OK, &json!({"success": true, "data": data}));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Claude OAuth code exchange failed");
-            json(
-                res,
-                StatusCode::BAD_REQUEST,
-                &json!({"error": "Code exchange failed", "message": e.to_string()}),
-            );
-        }
-    }
+    exchange_for(Platform::Claude, req, depot, res).await
+}
+
+#[handler]
+async fn openai_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    exchange_for(Platform::OpenAI, req, depot, res).await
 }
 
 /// `POST /admin/{type}/{id}/refresh`: refresh the account's token now.

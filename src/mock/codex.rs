@@ -18,8 +18,9 @@ use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::json;
 
+use super::oauth::{check_grant, oauth_error};
 use super::openai::{openai_error, respond};
-use super::{MockState, SeenRequest, check_and_record, credential, request_id, take_scripted};
+use super::{MockState, check_and_record, credential, request_id, take_scripted};
 use crate::providers::chatgpt::{AUTH_CLAIM, CLIENT_ID, REDIRECT_URI};
 
 /// The ChatGPT account every token the mock issues belongs to.
@@ -106,13 +107,6 @@ fn form_value(body: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
-    res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
-    res.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
-}
-
 struct Token(Arc<MockState>);
 
 #[salvo::async_trait]
@@ -130,16 +124,7 @@ impl Handler for Token {
             .await
             .cloned()
             .unwrap_or_default();
-        state.seen.lock().push(SeenRequest {
-            path: req.uri().path().to_owned(),
-            query: None,
-            headers: req
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                .collect(),
-            body: body.clone(),
-        });
+        super::record(state, req, &body);
         let form_type = req
             .headers()
             .get("content-type")
@@ -153,39 +138,8 @@ impl Handler for Token {
         if f("client_id") != CLIENT_ID {
             return oauth_error(res, 401, "invalid_client", "unknown client");
         }
-        match f("grant_type").as_str() {
-            "authorization_code" => {
-                let challenge =
-                    B64URL.encode(<sha2::Sha256 as sha2::Digest>::digest(f("code_verifier")));
-                if f("redirect_uri") != REDIRECT_URI || f("code") != format!("code-{challenge}") {
-                    return oauth_error(
-                        res,
-                        400,
-                        "invalid_grant",
-                        "Invalid authorization code or verifier",
-                    );
-                }
-            }
-            "refresh_token" => {
-                if state.oauth_fail_refresh.load(Ordering::Relaxed)
-                    || !f("refresh_token").starts_with("codex-rt-")
-                {
-                    return oauth_error(
-                        res,
-                        400,
-                        "invalid_grant",
-                        "Refresh token is invalid or revoked",
-                    );
-                }
-            }
-            _ => {
-                return oauth_error(
-                    res,
-                    400,
-                    "unsupported_grant_type",
-                    "grant_type not supported",
-                );
-            }
+        if let Err((error, desc)) = check_grant(state, f, REDIRECT_URI, "codex-rt-") {
+            return oauth_error(res, 400, error, desc);
         }
         let n = request_id(state);
         let access = format!("codex-at-mock-{n}");
@@ -234,14 +188,7 @@ impl Handler for Backend {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(256 * 1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        let rid = request_id(state);
-        res.headers_mut()
-            .insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
+        let (body, rid) = super::body_and_id(state, req, res).await;
         let bearer = req
             .headers()
             .get("authorization")
@@ -263,14 +210,7 @@ impl Handler for Backend {
         }
         let token = credential(req).to_owned();
         if let Some(s) = take_scripted(state, &token) {
-            for (k, v) in &s.headers {
-                if let (Ok(n), Ok(hv)) = (
-                    salvo::http::HeaderName::from_bytes(k.as_bytes()),
-                    HeaderValue::from_str(v),
-                ) {
-                    res.headers_mut().insert(n, hv);
-                }
-            }
+            super::set_headers(res, &s.headers);
             if s.status == 429 {
                 return usage_limit(res, s.message.trim().parse().ok());
             }

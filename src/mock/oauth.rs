@@ -89,11 +89,42 @@ impl Handler for Usage {
     }
 }
 
-fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
+pub(crate) fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
     res.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
+}
+
+/// A token request's grant as an OAuth server with PKCE checks it: an authorization code of
+/// the form `code-<challenge>` is accepted only with the verifier that hashes to that
+/// challenge and the client's redirect; a refresh token only when it looks like one the
+/// server issued (`refresh_prefix`) and refreshes are not scripted to fail. Errors are
+/// (error, description) as RFC 6749 names them.
+pub(crate) fn check_grant(
+    state: &MockState,
+    get: impl Fn(&str) -> String,
+    redirect_uri: &str,
+    refresh_prefix: &str,
+) -> Result<(), (&'static str, &'static str)> {
+    match get("grant_type").as_str() {
+        "authorization_code" => {
+            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(<sha2::Sha256 as sha2::Digest>::digest(get("code_verifier")));
+            if get("redirect_uri") != redirect_uri || get("code") != format!("code-{challenge}") {
+                return Err(("invalid_grant", "Invalid authorization code or verifier"));
+            }
+        }
+        "refresh_token" => {
+            if state.oauth_fail_refresh.load(Ordering::Relaxed)
+                || !get("refresh_token").starts_with(refresh_prefix)
+            {
+                return Err(("invalid_grant", "Refresh token is invalid or revoked"));
+            }
+        }
+        _ => return Err(("unsupported_grant_type", "grant_type not supported")),
+    }
+    Ok(())
 }
 
 struct Token(Arc<MockState>);
@@ -127,45 +158,13 @@ impl Handler for Token {
             return oauth_error(res, 401, "invalid_client", "unknown client");
         }
         let n = request_id(state);
-        match s("grant_type") {
-            "authorization_code" => {
-                let verifier = s("code_verifier");
-                // The mock accepts a code of the form "code-<challenge>" only when the verifier
-                // hashes to that challenge, as a real PKCE server would check.
-                let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
-                let code = s("code");
-                if s("redirect_uri") != crate::providers::anthropic::oauth::REDIRECT_URI
-                    || code != format!("code-{challenge}")
-                {
-                    return oauth_error(
-                        res,
-                        400,
-                        "invalid_grant",
-                        "Invalid authorization code or verifier",
-                    );
-                }
-            }
-            "refresh_token" => {
-                if state.oauth_fail_refresh.load(Ordering::Relaxed)
-                    || !s("refresh_token").starts_with("sk-ant-ort01-")
-                {
-                    return oauth_error(
-                        res,
-                        400,
-                        "invalid_grant",
-                        "Refresh token is invalid or revoked",
-                    );
-                }
-            }
-            _ => {
-                return oauth_error(
-                    res,
-                    400,
-                    "unsupported_grant_type",
-                    "grant_type not supported",
-                );
-            }
+        if let Err((error, desc)) = check_grant(
+            state,
+            |k| s(k).to_owned(),
+            crate::providers::anthropic::oauth::REDIRECT_URI,
+            "sk-ant-ort01-",
+        ) {
+            return oauth_error(res, 400, error, desc);
         }
         let access = format!("sk-ant-oat01-mock-{n}");
         let refresh = format!("sk-ant-ort01-mock-{n}");

@@ -73,14 +73,7 @@ impl Handler for Responses {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(256 * 1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        let rid = request_id(state);
-        res.headers_mut()
-            .insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
+        let (body, rid) = super::body_and_id(state, req, res).await;
         if !check_and_record(state, req, &body, res, openai_error) {
             return;
         }
@@ -119,7 +112,7 @@ pub(crate) fn respond(
         return openai_error(res, 400, "Missing required parameter: 'model'.");
     };
     let stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
-    let (u, status, d) = usage_of(&body);
+    let (u, status, d) = usage_of(body);
     if let Some(s) = status.filter(|s| *s >= 400) {
         return openai_error(res, s, "Mock upstream error");
     }
@@ -156,14 +149,7 @@ pub(crate) fn respond(
             "content": [{"type": "output_text", "text": text, "annotations": []}]}])
         }
     };
-    for (k, val) in headers {
-        if let (Ok(n), Ok(hv)) = (
-            salvo::http::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(val),
-        ) {
-            res.headers_mut().insert(n, hv);
-        }
-    }
+    super::set_headers(res, headers);
     if !stream || compact {
         state.served.lock().push(u);
         let b = json!({"id": resp_id, "object": "response", "created_at": 1_800_000_000, "status": "completed",

@@ -25,7 +25,9 @@ use salvo::http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Map, Value};
 
 use super::request::{base_headers, bearer, body, forward};
-use super::{AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, decrypt};
+use super::{
+    AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, access_token_credential,
+};
 use crate::crypto::Secrets;
 use crate::model::Account;
 
@@ -201,10 +203,7 @@ fn codex_body(out: &Outgoing, compact: bool, codex_cli: bool) -> Bytes {
 
 impl AccountType for ChatGpt {
     fn credential(&self, secrets: &Secrets, rec: &Account) -> Result<Credential> {
-        Ok(Credential {
-            secret: decrypt(secrets, "accessToken", &rec.access_token)?,
-            session_token: None,
-        })
+        access_token_credential(secrets, rec)
     }
 
     fn oauth(&self) -> bool {

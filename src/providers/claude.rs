@@ -23,7 +23,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::request::{ANTHROPIC_FORWARD, base_headers, bearer, body, forward};
-use super::{AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, anthropic, decrypt};
+use super::{
+    AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, access_token_credential,
+    anthropic,
+};
 use crate::crypto::Secrets;
 use crate::model::Account;
 
@@ -195,10 +198,7 @@ fn betas(client: Option<&str>, other_client: bool) -> String {
 
 impl AccountType for Claude {
     fn credential(&self, secrets: &Secrets, rec: &Account) -> Result<Credential> {
-        Ok(Credential {
-            secret: decrypt(secrets, "accessToken", &rec.access_token)?,
-            session_token: None,
-        })
+        access_token_credential(secrets, rec)
     }
 
     fn oauth(&self) -> bool {

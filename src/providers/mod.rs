@@ -206,6 +206,15 @@ pub trait AccountType: Sync {
     }
 }
 
+/// The credential of the OAuth account types: the access token (`accessToken`), which the
+/// caller keeps fresh.
+pub fn access_token_credential(secrets: &Secrets, rec: &Account) -> Result<Credential> {
+    Ok(Credential {
+        secret: decrypt(secrets, "accessToken", &rec.access_token)?,
+        session_token: None,
+    })
+}
+
 /// The implementation of an account type: the one dispatch on `Platform`.
 pub fn account_type(p: Platform) -> &'static dyn AccountType {
     match p {

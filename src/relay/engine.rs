@@ -503,34 +503,8 @@ async fn respond(
         res.stream(stream);
         return;
     }
-    let read = read_limited(up, st.config.max_upstream_body_bytes);
-    let body = match tokio::time::timeout(st.config.upstream_timeout, read).await {
-        Ok(Ok(b)) => b,
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e,
-                _ => "timed out".into(),
-            };
-            tracing::warn!(account_id = %account_id, reason = %why, "upstream body failed after headers");
-            record_failure(
-                &st,
-                &call.adm.key,
-                &account_id,
-                model,
-                Outcome {
-                    status: 502,
-                    ..outcome
-                },
-            );
-            res.headers_mut().clear();
-            return write_error(
-                res,
-                call.format,
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                "Upstream response was cut off",
-            );
-        }
+    let Some(body) = read_answer(&st, &call, &account_id, &model, outcome, up, res).await else {
+        return;
     };
     let body = match acc.kind().usage_from_body(call.op, &body) {
         Some((usage, answered_model)) => {
@@ -579,6 +553,45 @@ async fn respond(
     let _ = res.write_body(body);
 }
 
+/// A whole success body, within the upstream timeout and `max_upstream_body_bytes`; when it
+/// fails, the attempt is recorded as failed and the client gets a 502.
+async fn read_answer(
+    st: &AppState,
+    call: &Call,
+    account_id: &str,
+    model: &str,
+    outcome: Outcome,
+    up: reqwest::Response,
+    res: &mut Response,
+) -> Option<Bytes> {
+    let read = read_limited(up, st.config.max_upstream_body_bytes);
+    let failed = match tokio::time::timeout(st.config.upstream_timeout, read).await {
+        Ok(Ok(b)) => return Some(b),
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".into(),
+    };
+    tracing::warn!(account_id = %account_id, reason = %failed, "upstream body failed after headers");
+    record_failure(
+        st,
+        &call.adm.key,
+        account_id,
+        model.to_owned(),
+        Outcome {
+            status: 502,
+            ..outcome
+        },
+    );
+    res.headers_mut().clear();
+    write_error(
+        res,
+        call.format,
+        StatusCode::BAD_GATEWAY,
+        "api_error",
+        "Upstream response was cut off",
+    );
+    None
+}
+
 /// The images bridge's answer: the Codex stream read whole, its usage recorded, and the
 /// images sent as one Images API answer (`convert::images`).
 async fn respond_images(
@@ -594,29 +607,18 @@ async fn respond_images(
         started: call.started,
         stream: false,
     };
-    let read = read_limited(up, st.config.max_upstream_body_bytes);
-    let body = match tokio::time::timeout(st.config.upstream_timeout, read).await {
-        Ok(Ok(b)) => b,
-        _ => {
-            tracing::warn!(account_id = %account_id, "upstream image stream failed after headers");
-            record_failure(
-                &st,
-                &call.adm.key,
-                &account_id,
-                pick.upstream_model.clone(),
-                Outcome {
-                    status: 502,
-                    ..outcome
-                },
-            );
-            return write_error(
-                res,
-                call.format,
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                "Upstream response was cut off",
-            );
-        }
+    let Some(body) = read_answer(
+        &st,
+        &call,
+        &account_id,
+        &pick.upstream_model,
+        outcome,
+        up,
+        res,
+    )
+    .await
+    else {
+        return;
     };
     drop(pick.slot);
     let (answer, usage, model) = crate::convert::images::answer(&body, Utc::now().timestamp());

@@ -56,6 +56,15 @@ async fn run_codex(codex: &std::path::Path, env: &Env, key: &str) -> std::proces
     .unwrap()
 }
 
+/// The key's recorded usage is what the mock upstream served.
+async fn assert_usage_is_what_the_mock_served(env: &Env, key_id: &str) {
+    let t = env.key_totals(key_id).await;
+    let served = env.mock.state.served_total();
+    assert_eq!(t.requests as usize, env.mock.state.served_count());
+    assert_eq!(t.input_tokens, served.input_tokens);
+    assert_eq!(t.output_tokens, served.output_tokens);
+}
+
 #[tokio::test]
 async fn codex_exec_works_through_crs_responses_route() {
     let Some(codex) = codex_path() else {
@@ -95,17 +104,7 @@ async fn codex_exec_works_through_crs_responses_route() {
             Some(format!("Bearer {UPSTREAM_KEY}").as_str())
         );
     }
-    let st = env.crs.as_ref().unwrap().state.clone();
-    st.ledger.flush().await;
-    let t = st
-        .store
-        .usage_get(&format!("t|k|{key_id}"))
-        .unwrap()
-        .unwrap();
-    let served = env.mock.state.served_total();
-    assert_eq!(t.requests as usize, env.mock.state.served_count());
-    assert_eq!(t.input_tokens, served.input_tokens);
-    assert_eq!(t.output_tokens, served.output_tokens);
+    assert_usage_is_what_the_mock_served(&env, &key_id).await;
     env.stop().await;
 }
 
@@ -163,17 +162,7 @@ async fn codex_exec_works_on_a_chatgpt_oauth_account() {
         let body: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
         assert_eq!(body["store"], false);
     }
-    let st = env.crs.as_ref().unwrap().state.clone();
-    st.ledger.flush().await;
-    let t = st
-        .store
-        .usage_get(&format!("t|k|{key_id}"))
-        .unwrap()
-        .unwrap();
-    let served = env.mock.state.served_total();
-    assert_eq!(t.requests as usize, env.mock.state.served_count());
-    assert_eq!(t.input_tokens, served.input_tokens);
-    assert_eq!(t.output_tokens, served.output_tokens);
+    assert_usage_is_what_the_mock_served(&env, &key_id).await;
     let (_, v) = env
         .admin(
             reqwest::Method::GET,

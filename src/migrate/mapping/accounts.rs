@@ -64,6 +64,15 @@ impl Keys<'_> {
         Ok(self.v1.encrypt(salt, &plain))
     }
 
+    /// A plaintext value crs-encrypted ("" stays "").
+    fn own(&self, plain: &str) -> String {
+        if plain.is_empty() {
+            String::new()
+        } else {
+            self.crs.encrypt(plain)
+        }
+    }
+
     fn plain(&self, what: &str, enc: &str) -> Result<String> {
         if enc.is_empty() {
             return Ok(String::new());
@@ -271,16 +280,8 @@ pub fn import_account(
                     extra_secret.push(("claudeAiOauth".into(), text));
                 }
             }
-            a.access_token = if access.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&access)
-            };
-            a.refresh_token = if refresh.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&refresh)
-            };
+            a.access_token = keys.own(&access);
+            a.refresh_token = keys.own(&refresh);
             a.expires_at = expires.unwrap_or(0);
             a.scopes = scopes.unwrap_or_default();
             a.subscription_info = f.s("subscriptionInfo").unwrap_or_default();
@@ -335,16 +336,8 @@ pub fn import_account(
             if !id_token.is_empty() {
                 extra_secret.push(("idToken".into(), id_token));
             }
-            a.access_token = if access.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&access)
-            };
-            a.refresh_token = if refresh.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&refresh)
-            };
+            a.access_token = keys.own(&access);
+            a.refresh_token = keys.own(&refresh);
             a.expires_at = f
                 .date("expiresAt")
                 .map(|t| t.timestamp_millis())
