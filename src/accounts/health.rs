@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use super::probe::{self, Trigger};
 use super::{AccountRt, Accounts, oauth};
 use crate::config::HealthConfig;
-use crate::model::{AccountStatus, Platform};
+use crate::model::AccountStatus;
 
 /// Statuses the recovery loop tests its way out of.
 pub fn recoverable(s: &AccountStatus) -> bool {
@@ -163,13 +163,13 @@ impl Loop {
     }
 }
 
-/// One recovery attempt: a token refresh first for a `refresh_failed` Claude account, then the
+/// One recovery attempt: a token refresh first for a `refresh_failed` OAuth account, then the
 /// account test; back to `active` when it passes. True when the account is back.
 async fn recover(accounts: &Arc<Accounts>, acc: &Arc<AccountRt>) -> bool {
     let id = acc.rec.id.clone();
     let mut acc = acc.clone();
     if acc.rec.status == AccountStatus::RefreshFailed
-        && acc.rec.platform == Platform::Claude
+        && acc.kind().oauth()
         && !acc.rec.refresh_token.is_empty()
     {
         if oauth::refresh_now(accounts, &acc).await.is_err() {

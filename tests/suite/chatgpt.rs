@@ -137,6 +137,26 @@ async fn oauth_flow_request_shape_usage_and_windows() {
                    "openaiOauth": tokens, "accountInfo": info, "priority": 10}),
         )
         .await;
+    // Without tokens there is no account; the account test reaches the backend with them.
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/openai-accounts",
+            Some(json!({"name": "empty", "openaiOauth": {}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            &format!("/admin/openai-accounts/{id}/test"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    mock.state.seen.lock().clear();
+    mock.state.served.lock().clear();
     let (key_id, key) = env
         .create_key(json!({"name": "k", "permissions": ["openai"]}))
         .await;
@@ -298,6 +318,25 @@ async fn tokens_refresh_ahead_of_expiry_and_after_a_401() {
         .await;
     assert_eq!(v["data"]["status"], "active");
 
+    // A token that expires within the minute is refreshed before the request is sent.
+    let (s, v) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/openai-accounts/{id}"),
+            Some(json!({"openaiOauth": {"accessToken": second, "refreshToken": "codex-rt-again", "expires_in": 20}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = responses(&env, &key, json!({"model": "gpt-5", "input": "c"}), "x").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hits(&mock, "/oauth/token"), 3);
+    assert!(
+        String::from_utf8_lossy(&last_seen(&mock, "/oauth/token").body)
+            .contains("refresh_token=codex-rt-again")
+    );
+    let third = bearer_of(&last_seen(&mock, BACKEND));
+    assert!(third != second && third.starts_with("codex-at-mock-"));
+
     // The admin's refresh button goes through the same refresh.
     let (s, v) = env
         .admin(
@@ -307,7 +346,7 @@ async fn tokens_refresh_ahead_of_expiry_and_after_a_401() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(hits(&mock, "/oauth/token"), 3);
+    assert_eq!(hits(&mock, "/oauth/token"), 4);
     env.stop().await;
 }
 
