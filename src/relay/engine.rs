@@ -335,6 +335,13 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
         }
         if !(200..300).contains(&status) {
             let headers = up.headers().clone();
+            if acc.kind().oauth() {
+                // A refusal carries the windows too (Codex's 429 shows the spent one).
+                acc.rt.windows.update_from_headers(
+                    &crate::accounts::windows::from_headers(&headers, now_ms),
+                    now_ms,
+                );
+            }
             let body = read_capped(up).await;
             let cx = cooldown::Context {
                 model: &pick.upstream_model,
