@@ -10,7 +10,7 @@ use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::json;
 
-use super::{MockState, SeenRequest, anthropic_error, check_and_record, request_id};
+use super::{MockState, anthropic_error, check_and_record, request_id};
 
 pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
@@ -144,12 +144,7 @@ impl Handler for Token {
             .await
             .cloned()
             .unwrap_or_default();
-        state.seen.lock().push(SeenRequest {
-            path: req.uri().path().to_owned(),
-            query: None,
-            headers: Vec::new(),
-            body: body.clone(),
-        });
+        super::record(state, req, &body);
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
             return oauth_error(res, 400, "invalid_request", "body must be JSON");
         };
