@@ -2,11 +2,13 @@
 //! backend (`https://chatgpt.com/backend-api/codex`), which speaks the Responses API.
 //!
 //! The request (v1 src/routes/openaiRoutes.js `handleResponses`; CLIProxyAPI
-//! internal/runtime/executor/codex_executor.go): `POST {baseApi}/responses` (or
-//! `/responses/compact`) with `Authorization: Bearer <access token>`, `chatgpt-account-id`
-//! (the id token's `chatgpt_account_id`), Codex CLI's own headers (`version`, `openai-beta`,
-//! `session_id`, `conversation_id`, `originator`) passed on, and `originator: codex_cli_rs` /
-//! `openai-beta: responses=experimental` when the client did not send them. The body is the
+//! internal/runtime/executor/codex_executor.go `applyCodexHeaders`): `POST {baseApi}/responses`
+//! (or `/responses/compact`) with `Authorization: Bearer <access token>`, `chatgpt-account-id`
+//! (the id token's `chatgpt_account_id`), `accept` by stream, Codex CLI's own headers
+//! (`version`, `openai-beta`, `session_id`, `conversation_id`, `originator`,
+//! `x-client-request-id`, `x-codex-turn-metadata`, `x-codex-beta-features`) passed on, and
+//! `originator: codex_cli_rs` with Codex CLI's user agent for clients that send neither (v1's
+//! images bridge identifies itself the same way). The body is the
 //! client's, with `store: false` (`store` removed on `/compact`), as v1 sends it; for clients
 //! that are not Codex CLI, the sampling and formatting fields the backend refuses are dropped
 //! (v1 `applyCodexCliAdaptation`). v1 also replaces such a client's `instructions` with Codex
@@ -21,7 +23,7 @@
 use anyhow::Result;
 use base64::Engine;
 use bytes::Bytes;
-use salvo::http::{HeaderMap, HeaderName, HeaderValue, header};
+use salvo::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
 
 use super::request::{base_headers, bearer, body, forward};
@@ -56,6 +58,8 @@ const CODEX_FORWARD: &[&str] = &[
     "conversation_id",
     "originator",
     "x-client-request-id",
+    "x-codex-turn-metadata",
+    "x-codex-beta-features",
 ];
 
 /// Request fields the Codex backend refuses from other clients (v1 openaiRoutes.js
@@ -223,16 +227,8 @@ impl AccountType for ChatGpt {
             );
         }
         forward(&mut h, out.headers, CODEX_FORWARD);
-        for (name, default) in [
-            ("originator", "codex_cli_rs"),
-            ("openai-beta", "responses=experimental"),
-        ] {
-            if !h.contains_key(name) {
-                h.insert(
-                    HeaderName::from_static(name),
-                    HeaderValue::from_static(default),
-                );
-            }
+        if !h.contains_key("originator") {
+            h.insert("originator", HeaderValue::from_static("codex_cli_rs"));
         }
         let token = up.token.unwrap_or(&up.credential.secret);
         h.insert(header::AUTHORIZATION, bearer(&token.0)?);

@@ -179,7 +179,7 @@ async fn oauth_flow_request_shape_usage_and_windows() {
         Some(MOCK_CHATGPT_ACCOUNT)
     );
     assert_eq!(seen.header("originator"), Some("codex_cli_rs"));
-    assert_eq!(seen.header("openai-beta"), Some("responses=experimental"));
+    assert_eq!(seen.header("openai-beta"), None, "only a client's own");
     assert_eq!(seen.header("accept"), Some("text/event-stream"));
     assert!(
         seen.header("user-agent")
