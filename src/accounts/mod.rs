@@ -38,7 +38,8 @@ pub struct AccountRuntime {
     pub daily_cost: Mutex<(i32, crate::model::Picos)>,
     pub restored: AtomicBool,
     pub last_used_ms: AtomicI64,
-    /// Anthropic's subscription usage windows (Claude OAuth accounts).
+    /// The subscription usage windows (Claude OAuth accounts: Anthropic's; ChatGPT accounts:
+    /// the Codex backend's).
     pub windows: windows::Windows,
     /// The client identity (user agent, `x-stainless-*`) of the latest Claude Code request on
     /// an account that sends one identity for everyone (`useUnifiedUserAgent`).

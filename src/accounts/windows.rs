@@ -11,6 +11,10 @@
 //!   Messages answer to an OAuth token, with utilisation as a fraction (0.94) and the reset in
 //!   unix seconds, so the state moves between polls.
 //!
+//! ChatGPT (Codex OAuth) accounts have a 5-hour and a weekly window as well; the Codex backend
+//! reports them on every answer in `x-codex-*` headers (`from_codex_headers`), and they are
+//! kept in the same `Window::FiveHour` / `Window::SevenDay` slots.
+//!
 //! Utilisation is kept in hundredths of a percent (an integer: 9774 = 97.74 %).
 
 use chrono::{DateTime, Utc};
