@@ -72,6 +72,9 @@ pub const CLAUDE_OAUTH_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth
 pub const GEMINI_OAUTH_AUTHORIZE_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 pub const GEMINI_OAUTH_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 pub const GEMINI_CODE_ASSIST_URL: &str = "https://cloudcode-pa.googleapis.com";
+/// OpenAI's auth server for ChatGPT (Codex) accounts: `/oauth/authorize` and `/oauth/token`
+/// under it (v1 src/routes/admin/openaiAccounts.js, `OPENAI_CONFIG.BASE_URL`).
+pub const OPENAI_OAUTH_BASE_URL: &str = "https://auth.openai.com";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -144,6 +147,8 @@ pub struct Config {
     pub gemini_code_assist_url: String,
     /// Between polls of a Code Assist `onboardUser` operation (v1 waits 5 s, 12 times).
     pub gemini_onboard_poll: Duration,
+    /// OpenAI's auth server for ChatGPT accounts (overridable for testing).
+    pub openai_oauth_base_url: String,
     /// crs runs behind a reverse proxy: the client address of an admin login (for throttling
     /// and the log) is the last `X-Forwarded-For` entry, the one the proxy appended, instead of
     /// the TCP peer (the proxy itself). Off by default: a client could put any address there.
@@ -341,6 +346,7 @@ impl Config {
             gemini_oauth_authorize_url: GEMINI_OAUTH_AUTHORIZE_URL.into(),
             gemini_code_assist_url: GEMINI_CODE_ASSIST_URL.into(),
             gemini_onboard_poll: Duration::from_secs(5),
+            openai_oauth_base_url: OPENAI_OAUTH_BASE_URL.into(),
             trust_proxy: false,
             login: LoginLimits::default(),
             health: HealthConfig::default(),
@@ -492,6 +498,9 @@ impl Config {
             if let Some(u) = env_nonempty(var) {
                 *slot = u;
             }
+        }
+        if let Some(u) = env_nonempty("CRS_OPENAI_OAUTH_BASE_URL") {
+            c.openai_oauth_base_url = u.trim_end_matches('/').to_owned();
         }
         if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
             c.max_attempts = n

@@ -223,6 +223,36 @@ impl Unified {
     }
 }
 
+/// The Codex backend's 429 when a ChatGPT plan's usage window is spent:
+/// `{"error": {"type": "usage_limit_reached", "message": .., "plan_type": .., "resets_at":
+/// <unix s>, "resets_in_seconds": <s>}}`. v1 parks the account until `resets_in_seconds`
+/// from now (v1 src/routes/openaiRoutes.js, 429 handling; an hour without it); Codex CLI and
+/// CLIProxyAPI also read `resets_at`. `Some(reset)` when the body is such a refusal.
+fn codex_usage_limit(body: &[u8], now_ms: i64) -> Option<Option<i64>> {
+    if memchr::memmem::find(body, b"usage_limit_reached").is_none()
+        && memchr::memmem::find(body, b"resets_in_seconds").is_none()
+    {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    let kind = e.get("type").and_then(|t| t.as_str());
+    let secs = |k: &str| {
+        e.get(k)
+            .and_then(|x| x.as_f64().or_else(|| x.as_str()?.trim().parse().ok()))
+            .filter(|x| x.is_finite() && *x >= 0.0)
+    };
+    let in_secs = secs("resets_in_seconds");
+    if kind != Some("usage_limit_reached") && in_secs.is_none() {
+        return None;
+    }
+    let reset = in_secs
+        .map(|s| now_ms.saturating_add((s.min(1e9) * 1000.0) as i64))
+        .or_else(|| secs("resets_at").map(|t| (t.min(1e11) * 1000.0) as i64))
+        .filter(|t| *t > now_ms);
+    Some(reset)
+}
+
 /// What a 429 means, from the most specific evidence to the least.
 fn judge_429(h: &HeaderMap, body: &[u8], cx: &Context) -> Verdict {
     use super::windows::Family;
@@ -244,6 +274,18 @@ fn judge_429(h: &HeaderMap, body: &[u8], cx: &Context) -> Verdict {
     }
     let clamp = |t: i64| t.clamp(now_ms, now_ms + MAX_COOLDOWN_MS);
     let fallback = now_ms.saturating_add(cx.fallback_mins.max(1) as i64 * 60_000);
+    // 0. A ChatGPT plan's usage window (Codex): the account until the window resets.
+    if let Some(reset) = codex_usage_limit(body, now_ms) {
+        let until_ms = clamp(reset.unwrap_or(fallback));
+        return Verdict {
+            retry: true,
+            effect: Effect::Account {
+                until_ms,
+                reason: format!("Codex usage limit reached (429) until {}", fmt_ms(until_ms)),
+                transient: false,
+            },
+        };
+    }
     let u = Unified::read(h);
     let future = |t: Option<i64>| t.filter(|t| *t > now_ms);
     // 1. A weekly window of one model family: only that family is parked on this account.
@@ -758,5 +800,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn codex_usage_limit_parks_the_account_until_the_reset() {
+        let now = 1_800_000_000_000;
+        let cx = Context {
+            model: "gpt-5",
+            now_ms: now,
+            fallback_mins: 60,
+            throttle_secs: 30,
+            background: false,
+        };
+        let h = HeaderMap::new();
+        let body = br#"{"error":{"type":"usage_limit_reached","message":"The usage limit has been reached","plan_type":"plus","resets_in_seconds":7200}}"#;
+        let v = judge_status(429, &h, body, &cx);
+        assert!(v.retry);
+        assert!(
+            matches!(v.effect, Effect::Account { until_ms, transient: false, .. } if until_ms == now + 7_200_000)
+        );
+        let body =
+            br#"{"error":{"type":"usage_limit_reached","message":"x","resets_at":1800000600}}"#;
+        let v = judge_status(429, &h, body, &cx);
+        assert!(matches!(v.effect, Effect::Account { until_ms, .. } if until_ms == now + 600_000));
+        // Without a reset: the account's rateLimitDuration, as v1 (an hour by default).
+        let body = br#"{"error":{"type":"usage_limit_reached","message":"x"}}"#;
+        let v = judge_status(429, &h, body, &cx);
+        assert!(
+            matches!(v.effect, Effect::Account { until_ms, .. } if until_ms == now + 3_600_000)
+        );
+        // Not Codex's refusal: the ordinary short throttle.
+        let v = judge_status(
+            429,
+            &h,
+            br#"{"error":{"type":"requests","message":"slow down"}}"#,
+            &cx,
+        );
+        assert!(matches!(
+            v.effect,
+            Effect::Account {
+                transient: true,
+                ..
+            }
+        ));
     }
 }

@@ -39,7 +39,8 @@ pub struct AccountRuntime {
     pub daily_cost: Mutex<(i32, crate::model::Picos)>,
     pub restored: AtomicBool,
     pub last_used_ms: AtomicI64,
-    /// Anthropic's subscription usage windows (Claude OAuth accounts).
+    /// The subscription usage windows (Claude OAuth accounts: Anthropic's; ChatGPT accounts:
+    /// the Codex backend's).
     pub windows: windows::Windows,
     /// The client identity (user agent, `x-stainless-*`) of the latest Claude Code request on
     /// an account that sends one identity for everyone (`useUnifiedUserAgent`).
@@ -204,14 +205,21 @@ pub async fn upstream_request(
     } else {
         None
     };
+    // A refresh may also have changed the record (a ChatGPT account learns its account id
+    // from the id token): build from the record the new token was stored with.
+    let latest = token
+        .as_ref()
+        .filter(|t| t.0 != acc.credential.secret.0)
+        .and_then(|_| accounts.load().by_id.get(&acc.rec.id).cloned());
+    let current: &AccountRt = latest.as_deref().unwrap_or(acc);
     // Gemini OAuth: generation needs the account's Google Cloud project (found once, then kept).
     let onboarded = match (&token, out.op) {
-        (Some(t), op) if acc.rec.platform == Platform::Gemini && codeassist_project(op) => {
-            codeassist::ensure_project(accounts, acc, t).await?
+        (Some(t), op) if current.rec.platform == Platform::Gemini && codeassist_project(op) => {
+            codeassist::ensure_project(accounts, current, t).await?
         }
         _ => None,
     };
-    let rec = onboarded.as_ref().map_or(&acc.rec, |a| &a.rec);
+    let rec = onboarded.as_ref().map_or(&current.rec, |a| &a.rec);
     let up = Upstream {
         rec,
         credential: &acc.credential,

@@ -1,4 +1,5 @@
-//! OAuth accounts (Claude subscriptions, Gemini's Google login): the PKCE authorisation flow
+//! OAuth accounts (Claude subscriptions, ChatGPT through Codex CLI's client, Gemini's Google
+//! login): the PKCE authorisation flow
 //! an admin goes through once (open the URL, paste the code), Claude setup tokens, and
 //! access-token refresh ahead of expiry through the account's proxy, with each platform's
 //! token endpoint (`refresh_grant`). A failed refresh marks the account (`refresh_failed`) and is
@@ -23,6 +24,7 @@ use crate::crypto::{Secret, random_bytes};
 use crate::model::{AccountStatus, Platform};
 
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
+use crate::providers::chatgpt;
 use crate::providers::codeassist::oauth as google;
 use crate::providers::encode_segment as enc;
 
@@ -51,6 +53,8 @@ pub struct OAuthState {
     pub code_assist_url: String,
     /// Between polls of an `onboardUser` operation.
     pub onboard_poll: Duration,
+    /// OpenAI's auth server (`/oauth/authorize`, `/oauth/token`).
+    openai_base: String,
     deadline: Duration,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -65,6 +69,10 @@ impl OAuthState {
             gemini_token_url: config.gemini_oauth_token_url.clone(),
             code_assist_url: config.gemini_code_assist_url.clone(),
             onboard_poll: config.gemini_onboard_poll,
+            openai_base: config
+                .openai_oauth_base_url
+                .trim_end_matches('/')
+                .to_owned(),
             deadline: config.oauth_timeout,
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
@@ -144,6 +152,40 @@ pub fn start_gemini_authorisation(oauth: &OAuthState, proxy_url: String) -> (Str
     (url, session)
 }
 
+/// The authorisation URL for a ChatGPT account: OpenAI's, with Codex CLI's client, as v1
+/// builds it (v1 src/routes/admin/openaiAccounts.js `generate-auth-url`), and the session.
+pub fn start_openai_authorisation(oauth: &OAuthState, proxy_url: String) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let state_param = B64URL.encode(random_bytes::<32>());
+    let session = uuid::Uuid::new_v4().to_string();
+    let url = format!(
+        "{}/oauth/authorize?{}",
+        oauth.openai_base,
+        form_body(&json!({
+            "response_type": "code",
+            "client_id": chatgpt::CLIENT_ID,
+            "redirect_uri": chatgpt::REDIRECT_URI,
+            "scope": chatgpt::SCOPE,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": state_param,
+            "id_token_add_organizations": "true",
+            "codex_cli_simplified_flow": "true",
+        }))
+    );
+    oauth.pending.insert(
+        session.clone(),
+        PendingAuth {
+            verifier,
+            state: state_param,
+            setup: false,
+            proxy_url,
+            platform: Platform::OpenAI,
+        },
+    );
+    (url, session)
+}
+
 /// `code#state`, a callback URL with `?code=`, or the bare code.
 pub fn parse_code(input: &str) -> Option<(String, Option<String>)> {
     let s = input.trim();
@@ -177,6 +219,9 @@ struct TokenResponse {
     expires_in: Option<i64>,
     #[serde(default)]
     scope: Option<String>,
+    /// OpenAI's answers carry an id token with the ChatGPT account's claims.
+    #[serde(default)]
+    id_token: Option<String>,
 }
 
 /// One call of a platform's token endpoint: where, what, and in which encoding.
@@ -195,6 +240,16 @@ impl Grant {
             body,
             form: false,
             user_agent: "claude-cli/2.0.0 (external, cli)",
+        }
+    }
+
+    /// OpenAI's token endpoint takes a form (v1 openaiAccountService.js `refreshAccessToken`).
+    fn openai(oauth: &OAuthState, body: Value) -> Grant {
+        Grant {
+            url: format!("{}/oauth/token", oauth.openai_base),
+            body,
+            form: true,
+            user_agent: chatgpt::CODEX_USER_AGENT,
         }
     }
 
@@ -222,6 +277,12 @@ fn refresh_grant(oauth: &OAuthState, platform: Platform, refresh_token: &str) ->
             Ok(Grant::claude(oauth, body))
         }
         Platform::Gemini => Ok(Grant::google(oauth, body)),
+        Platform::OpenAI => {
+            let mut body = body;
+            body["client_id"] = json!(chatgpt::CLIENT_ID);
+            body["scope"] = json!(chatgpt::REFRESH_SCOPE);
+            Ok(Grant::openai(oauth, body))
+        }
         p => bail!("{} accounts have no OAuth token refresh", p.as_str()),
     }
 }
@@ -281,6 +342,85 @@ async fn token_call_once(client: &reqwest::Client, grant: Grant) -> Result<Token
         bail!("token endpoint answered {}: {msg}", status.as_u16());
     }
     serde_json::from_str(&text).context("token endpoint answered with an unexpected body")
+}
+
+/// Exchange a ChatGPT authorisation code (or the whole callback URL) for tokens, answered as
+/// v1 answers `POST /admin/openai-accounts/exchange-code`: `tokens` (`idToken`,
+/// `accessToken`, `refreshToken`, `expires_in`) and `accountInfo` from the id token's claims.
+pub async fn exchange_openai(
+    accounts: &Accounts,
+    session: &str,
+    code_input: &str,
+) -> Result<Value> {
+    let p = pending(accounts, session, Platform::OpenAI)?;
+    let (code, state_param) =
+        parse_code(code_input).context("no authorisation code found in the input")?;
+    if state_param.as_ref().is_some_and(|s| *s != p.state) {
+        bail!("the callback URL belongs to another authorisation; generate a new URL");
+    }
+    let client = accounts.http.get(&p.proxy_url)?;
+    let body = json!({
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": chatgpt::REDIRECT_URI,
+        "client_id": chatgpt::CLIENT_ID,
+        "code_verifier": p.verifier,
+    });
+    let t = token_call(
+        &client,
+        Grant::openai(&accounts.oauth, body),
+        accounts.oauth.deadline,
+    )
+    .await?;
+    accounts.oauth.pending.invalidate(session);
+    let id_token = t.id_token.unwrap_or_default();
+    let c = chatgpt::id_claims(&id_token).context("the token endpoint sent no usable id token")?;
+    Ok(json!({
+        "tokens": {
+            "idToken": id_token,
+            "accessToken": t.access_token,
+            "refreshToken": t.refresh_token.unwrap_or_default(),
+            "expires_in": t.expires_in,
+        },
+        "accountInfo": {
+            "accountId": c.account_id,
+            "chatgptUserId": c.user_id,
+            "organizationId": c.organization_id,
+            "organizationRole": c.organization_role,
+            "organizationTitle": c.organization_title,
+            "planType": c.plan_type,
+            "email": c.email,
+            "name": c.name,
+            "emailVerified": c.email_verified,
+            "organizations": c.organizations,
+        },
+    }))
+}
+
+/// A ChatGPT account's facts from its id token, under v1's field names (empty claims leave
+/// what the account has).
+pub fn set_account_info(
+    a: &mut crate::model::Account,
+    c: &chatgpt::IdClaims,
+    secrets: &crate::crypto::Secrets,
+) {
+    for (k, v) in [
+        ("accountId", &c.account_id),
+        ("chatgptUserId", &c.user_id),
+        ("organizationId", &c.organization_id),
+        ("organizationRole", &c.organization_role),
+        ("organizationTitle", &c.organization_title),
+        ("planType", &c.plan_type),
+    ] {
+        if !v.is_empty() {
+            a.extra.insert(k.into(), json!(v));
+        }
+    }
+    if !c.email.is_empty() {
+        a.email = secrets.encrypt(&c.email);
+        a.extra
+            .insert("emailVerified".into(), json!(c.email_verified.to_string()));
+    }
 }
 
 /// Exchange an authorisation code for tokens, as v1's `claudeAiOauth` object.
@@ -400,6 +540,13 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
                         Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
                     if let Some(s) = t.scope {
                         a.scopes = s;
+                    }
+                    // ChatGPT: the id token and the account facts it carries, under v1's names.
+                    if let Some(id) = t.id_token.as_deref().filter(|s| !s.is_empty()) {
+                        a.extra.insert("idToken".into(), json!(secrets.encrypt(id)));
+                        if let Some(c) = chatgpt::id_claims(id) {
+                            set_account_info(a, &c, &secrets);
+                        }
                     }
                     a.last_refresh_at = Some(Utc::now());
                     if matches!(

@@ -11,6 +11,10 @@
 //!   Messages answer to an OAuth token, with utilisation as a fraction (0.94) and the reset in
 //!   unix seconds, so the state moves between polls.
 //!
+//! ChatGPT (Codex OAuth) accounts have a 5-hour and a weekly window as well; the Codex backend
+//! reports them on every answer in `x-codex-*` headers (`from_codex_headers`), and they are
+//! kept in the same `Window::FiveHour` / `Window::SevenDay` slots.
+//!
 //! Utilisation is kept in hundredths of a percent (an integer: 9774 = 97.74 %).
 
 use chrono::{DateTime, Utc};
@@ -218,6 +222,29 @@ impl Snapshot {
     }
 
     /// Room left in the binding window (hundredths of a percent); full room without readings.
+    /// v1's `codexUsage` (openaiAccountService.js `buildCodexUsageSnapshot`): `updatedAt`,
+    /// and `primary` (the 5-hour window) and `secondary` (the weekly one) with `usedPercent`,
+    /// `resetAfterSeconds`, `windowMinutes`, `resetAt` and `remainingSeconds`.
+    pub fn to_codex_json(&self, now_ms: i64) -> serde_json::Value {
+        let ts = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+        let window = |w: Window, minutes: u32| {
+            let r = self.get(w);
+            let resets = r.and_then(|r| r.resets_at_ms);
+            serde_json::json!({
+                "usedPercent": r.map(|r| f64::from(r.used_centi) / 100.0),
+                "resetAfterSeconds": resets.map(|t| (t - self.updated_ms).max(0) / 1000),
+                "windowMinutes": r.map(|_| minutes),
+                "resetAt": resets.and_then(ts),
+                "remainingSeconds": resets.map(|t| (t - now_ms).max(0) / 1000),
+            })
+        };
+        serde_json::json!({
+            "updatedAt": (self.updated_ms > 0).then(|| ts(self.updated_ms)).flatten(),
+            "primary": window(Window::FiveHour, 300),
+            "secondary": window(Window::SevenDay, 10_080),
+        })
+    }
+
     pub fn room_centi(&self, family: Option<Family>, now_ms: i64) -> u32 {
         self.binding(family, now_ms)
             .map(|(_, r)| r.room_centi())
@@ -337,7 +364,59 @@ pub fn from_usage_body(body: &[u8]) -> Option<[Option<Reading>; 4]> {
 }
 
 /// The 5-hour and 7-day readings in a response's `anthropic-ratelimit-unified-*` headers.
-pub fn from_headers(h: &reqwest::header::HeaderMap) -> Vec<(Window, Reading)> {
+/// The readings in an answer's headers: Anthropic's `anthropic-ratelimit-unified-*` (Claude
+/// OAuth) and the Codex backend's `x-codex-*` (ChatGPT accounts; see `from_codex_headers`).
+pub fn from_headers(h: &reqwest::header::HeaderMap, now_ms: i64) -> Vec<(Window, Reading)> {
+    let mut out = from_anthropic_headers(h);
+    out.extend(from_codex_headers(h, now_ms));
+    out
+}
+
+/// The Codex backend's usage windows, as v1 reads them (v1 src/routes/openaiRoutes.js
+/// `extractCodexUsageHeaders`): `x-codex-{primary,secondary}-used-percent` (percent),
+/// `-reset-after-seconds` and `-window-minutes`. A window of about five hours is the 5-hour
+/// window, one of about a week the weekly one; without the minutes the primary window is
+/// taken as the 5-hour one and the secondary as the weekly one (their order on ChatGPT plans).
+pub fn from_codex_headers(h: &reqwest::header::HeaderMap, now_ms: i64) -> Vec<(Window, Reading)> {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    let mut out: Vec<(Window, Reading)> = Vec::new();
+    for (which, by_position) in [
+        ("primary", Window::FiveHour),
+        ("secondary", Window::SevenDay),
+    ] {
+        let Some(used_centi) =
+            get(&format!("x-codex-{which}-used-percent")).and_then(|v| parse_centi(v, false))
+        else {
+            continue;
+        };
+        let minutes = get(&format!("x-codex-{which}-window-minutes"))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|m| m.is_finite() && *m > 0.0);
+        let window = match minutes {
+            None => by_position,
+            Some(m) if (240.0..=360.0).contains(&m) => Window::FiveHour,
+            Some(m) if (6.0 * 1440.0..=8.0 * 1440.0).contains(&m) => Window::SevenDay,
+            Some(_) => continue,
+        };
+        if out.iter().any(|(w, _)| *w == window) {
+            continue;
+        }
+        let resets_at_ms = get(&format!("x-codex-{which}-reset-after-seconds"))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| now_ms.saturating_add((s.min(8.0 * 86_400.0) * 1000.0) as i64));
+        out.push((
+            window,
+            Reading {
+                used_centi,
+                resets_at_ms,
+            },
+        ));
+    }
+    out
+}
+
+fn from_anthropic_headers(h: &reqwest::header::HeaderMap) -> Vec<(Window, Reading)> {
     // Read on every subscription answer: fixed names, no formatting.
     const CLAIMS: [(Window, &str, &str); 2] = [
         (
@@ -410,7 +489,7 @@ mod tests {
         ] {
             h.insert(k, HeaderValue::from_static(v));
         }
-        let r = from_headers(&h);
+        let r = from_headers(&h, 0);
         assert_eq!(
             r,
             vec![(
@@ -421,6 +500,58 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn codex_headers_fill_the_five_hour_and_weekly_windows() {
+        let now = 1_800_000_000_000;
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-codex-primary-used-percent", "12.5"),
+            ("x-codex-primary-window-minutes", "300"),
+            ("x-codex-primary-reset-after-seconds", "3600"),
+            ("x-codex-secondary-used-percent", "81"),
+            ("x-codex-secondary-window-minutes", "10080"),
+            ("x-codex-secondary-reset-after-seconds", "86400"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let r = from_headers(&h, now);
+        assert_eq!(
+            r,
+            vec![
+                (
+                    Window::FiveHour,
+                    Reading {
+                        used_centi: 1250,
+                        resets_at_ms: Some(now + 3_600_000)
+                    }
+                ),
+                (
+                    Window::SevenDay,
+                    Reading {
+                        used_centi: 8100,
+                        resets_at_ms: Some(now + 86_400_000)
+                    }
+                ),
+            ]
+        );
+        // Swapped windows go by their minutes; an unknown window length is not guessed at.
+        h.insert(
+            "x-codex-primary-window-minutes",
+            HeaderValue::from_static("10080"),
+        );
+        h.insert(
+            "x-codex-secondary-window-minutes",
+            HeaderValue::from_static("300"),
+        );
+        let r = from_codex_headers(&h, now);
+        assert_eq!((r[0].0, r[1].0), (Window::SevenDay, Window::FiveHour));
+        h.insert(
+            "x-codex-primary-window-minutes",
+            HeaderValue::from_static("60"),
+        );
+        assert_eq!(from_codex_headers(&h, now).len(), 1);
     }
 
     #[test]

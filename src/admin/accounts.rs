@@ -1,7 +1,7 @@
 //! Upstream accounts of every type, at v1's paths: `/admin/claude-accounts`,
 //! `/admin/claude-console-accounts`, `/admin/openai-responses-accounts`,
 //! `/admin/gemini-api-accounts`, `/admin/azure-openai-accounts`, `/admin/bedrock-accounts`,
-//! `/admin/droid-accounts`, `/admin/ccr-accounts`, each with create, list, read, update,
+//! `/admin/droid-accounts`, `/admin/ccr-accounts`, `/admin/openai-accounts`, each with create, list, read, update,
 //! delete, toggle-schedulable, toggle, reset-status and test. Secrets are encrypted before
 //! they reach the store and are never returned; views show a masked form.
 
@@ -314,15 +314,11 @@ pub fn apply_fields(
                 a.subscription_info = v;
             }
             // Tokens arrive as v1's `claudeAiOauth` object (or JSON text), or as loose fields.
-            let oauth = match b.get("claudeAiOauth") {
-                Some(Value::Object(m)) => Some(m.clone()),
-                Some(Value::String(s)) if !s.trim().is_empty() => Some(
-                    serde_json::from_str::<serde_json::Map<String, Value>>(s).map_err(
-                        |_| "claudeAiOauth must be an object with accessToken and refreshToken",
-                    )?,
-                ),
-                _ => None,
-            };
+            let oauth = fields::object(
+                b,
+                "claudeAiOauth",
+                "claudeAiOauth must be an object with accessToken and refreshToken",
+            )?;
             let src = oauth.as_ref().unwrap_or(b);
             secret_field(st, src, "accessToken", &mut a.access_token)?;
             secret_field(st, src, "refreshToken", &mut a.refresh_token)?;
@@ -374,6 +370,7 @@ pub fn apply_fields(
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             required(&a.api_key, creating, "Name and apiKey are required")?;
         }
+        Platform::OpenAI => chatgpt_fields(st, a, b, creating)?,
         Platform::AzureOpenAI => {
             secret_field(st, b, "apiKey", &mut a.api_key)?;
             if let Some(v) = fields::string(b, "apiVersion", 64)? {
@@ -498,6 +495,74 @@ fn gemini_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Re
     )
 }
 
+/// v1's account facts of a ChatGPT account (`accountInfo`), kept in `extra` under their names.
+const CHATGPT_INFO: &[&str] = &[
+    "accountId",
+    "chatgptUserId",
+    "organizationId",
+    "organizationRole",
+    "organizationTitle",
+    "planType",
+];
+
+/// A ChatGPT account's fields as v1's admin API takes them: `openaiOauth` (`idToken`,
+/// `accessToken`, `refreshToken`, `expires_in`) and `accountInfo` (v1
+/// src/services/openaiAccountService.js `createAccount`). The id token's claims fill what
+/// `accountInfo` leaves out.
+fn chatgpt_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result<(), String> {
+    let oauth = fields::object(
+        b,
+        "openaiOauth",
+        "openaiOauth must be an object with accessToken and refreshToken",
+    )?;
+    if let Some(o) = &oauth {
+        secret_field(st, o, "accessToken", &mut a.access_token)?;
+        secret_field(st, o, "refreshToken", &mut a.refresh_token)?;
+        if let Some(id) = fields::string(o, "idToken", 16_384)?.filter(|s| !s.is_empty()) {
+            a.extra
+                .insert("idToken".into(), json!(st.secrets.encrypt(&id)));
+            if let Some(c) = crate::providers::chatgpt::id_claims(&id) {
+                crate::accounts::oauth::set_account_info(a, &c, &st.secrets);
+            }
+        }
+        let now = Utc::now().timestamp_millis();
+        let access = fields::string(o, "accessToken", 16_384)?.unwrap_or_default();
+        a.expires_at = if let Some(secs) = fields::uint(o, "expires_in", 10 * 365 * 86_400)? {
+            now + secs as i64 * 1000
+        } else if let Some(exp) = crate::providers::chatgpt::jwt_payload(&access)
+            .and_then(|p| p.get("exp").and_then(Value::as_i64))
+        {
+            exp.saturating_mul(1000)
+        } else if access.is_empty() && !a.refresh_token.is_empty() {
+            // Only a refresh token: the first request refreshes (v1's "manual" mode).
+            1
+        } else {
+            0
+        };
+        a.status = AccountStatus::Active;
+        a.error_message.clear();
+    }
+    if let Some(info) = fields::object(b, "accountInfo", "accountInfo must be an object")? {
+        for k in CHATGPT_INFO {
+            if let Some(v) = fields::string(&info, k, 256)? {
+                header_safe(k, &v)?;
+                a.extra.insert((*k).into(), json!(v));
+            }
+        }
+        secret_field(st, &info, "email", &mut a.email)?;
+        if let Some(v) = fields::boolean(&info, "emailVerified")? {
+            a.extra.insert("emailVerified".into(), json!(v.to_string()));
+        }
+    }
+    if creating && a.access_token.is_empty() && a.refresh_token.is_empty() {
+        return Err(
+            "openaiOauth with accessToken or refreshToken is required (use the authorisation flow or paste tokens)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 fn masked(st: &AppState, enc: &str) -> String {
     if enc.is_empty() {
         return String::new();
@@ -586,6 +651,22 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
                 v[*f] = a.extra.get(*f).cloned().unwrap_or(json!(""));
             }
         }
+        Platform::OpenAI => {
+            v["accessTokenMasked"] = json!(masked(st, &a.access_token));
+            v["hasRefreshToken"] = json!(!a.refresh_token.is_empty());
+            v["hasIdToken"] = json!(a.extra.contains_key("idToken"));
+            v["tokenExpiresAt"] = json!(
+                (a.expires_at > 0)
+                    .then(|| chrono::DateTime::from_timestamp_millis(a.expires_at))
+                    .flatten()
+            );
+            v["emailMasked"] = json!(masked(st, &a.email));
+            v["lastRefreshAt"] = json!(a.last_refresh_at);
+            for k in CHATGPT_INFO {
+                v[*k] = a.extra.get(*k).cloned().unwrap_or(json!(""));
+            }
+            v["emailVerified"] = json!(a.extra_flag("emailVerified"));
+        }
         _ => v["apiKeyMasked"] = json!(masked(st, &a.api_key)),
     }
     // Runtime state: cooldowns, concurrency, today's spend.
@@ -615,6 +696,10 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
         }
         if a.platform == Platform::Claude {
             v["usageWindows"] = super::health::usage_windows(rt);
+        }
+        if a.platform == Platform::OpenAI {
+            v["usageWindows"] = super::health::usage_windows(rt);
+            v["codexUsage"] = super::health::codex_usage(rt);
         }
         if let Value::Object(t) = super::health::test_view(rt) {
             v.as_object_mut().expect("object").extend(t);

@@ -29,6 +29,19 @@ pub fn string(b: &Body, k: &str, max_len: usize) -> FieldResult<String> {
     }
 }
 
+/// A nested object, sent as an object or as JSON text (v1's UI sends both); absent, null or
+/// empty text is `None`.
+pub fn object(b: &Body, k: &str, msg: &str) -> FieldResult<Body> {
+    match b.get(k) {
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(Value::String(s)) if !s.trim().is_empty() => serde_json::from_str::<Body>(s)
+            .map(Some)
+            .map_err(|_| msg.to_owned()),
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(None),
+        Some(_) => Err(msg.to_owned()),
+    }
+}
+
 pub fn boolean(b: &Body, k: &str) -> FieldResult<bool> {
     match present(b, k) {
         None => Ok(None),

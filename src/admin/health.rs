@@ -66,6 +66,16 @@ pub fn usage_windows(acc: &AccountRt) -> Value {
     }
 }
 
+/// A ChatGPT account's windows in v1's `codexUsage` shape (null before the first answer).
+pub fn codex_usage(acc: &AccountRt) -> Value {
+    let s = acc.rt.windows.snapshot();
+    if s.is_empty() {
+        Value::Null
+    } else {
+        s.to_codex_json(Utc::now().timestamp_millis())
+    }
+}
+
 /// `GET /admin/claude-accounts/usage[?refresh=true]`: `{accountId: snapshot | null}` for every
 /// Claude account. Like v1, windows older than the poll interval (300 s by default) are polled
 /// first; `refresh=true` polls every pollable account.

@@ -1,5 +1,6 @@
 //! OAuth in the admin API: the authorisation URL, the code exchange and a manual token refresh
-//! for Claude (v1's `/admin/claude-accounts/...` paths) and Gemini (v1's
+//! for Claude (v1's `/admin/claude-accounts/...` paths), ChatGPT (v1's
+//! `/admin/openai-accounts/generate-auth-url` and `exchange-code`) and Gemini (v1's
 //! `/admin/gemini-accounts/...`, src/routes/admin/geminiAccounts.js). The flows themselves
 //! are `accounts::oauth`'s.
 
@@ -9,19 +10,30 @@ use serde_json::{Value, json};
 
 use super::fields::Body;
 use crate::accounts::oauth::{
-    exchange, exchange_gemini, start_authorisation, start_gemini_authorisation,
+    exchange, exchange_gemini, exchange_openai, start_authorisation, start_gemini_authorisation,
+    start_openai_authorisation,
 };
+use crate::model::Platform;
 use crate::providers::http::proxy_url;
 use crate::state::state;
 use crate::web::{json, json_body};
 
 pub fn router() -> Router {
-    Router::with_path("claude-accounts")
-        .push(Router::with_path("generate-auth-url").post(generate_auth_url))
-        .push(Router::with_path("generate-setup-token-url").post(generate_setup_url))
-        .push(Router::with_path("exchange-code").post(exchange_code))
-        .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
-        .push(Router::with_path("{id}/refresh").post(refresh_now))
+    Router::new()
+        .push(
+            Router::with_path("claude-accounts")
+                .push(Router::with_path("generate-auth-url").post(generate_auth_url))
+                .push(Router::with_path("generate-setup-token-url").post(generate_setup_url))
+                .push(Router::with_path("exchange-code").post(exchange_code))
+                .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
+                .push(Router::with_path("{id}/refresh").post(refresh_now)),
+        )
+        .push(
+            Router::with_path("openai-accounts")
+                .push(Router::with_path("generate-auth-url").post(openai_auth_url))
+                .push(Router::with_path("exchange-code").post(openai_exchange_code))
+                .push(Router::with_path("{id}/refresh").post(refresh_now)),
+        )
 }
 
 pub fn gemini_router() -> Router {
@@ -117,12 +129,31 @@ fn proxy_from_body(b: &Body) -> String {
     )
 }
 
-async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setup: bool) {
+async fn generate(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    platform: Platform,
+    setup: bool,
+) {
     let st = state(depot);
     let b = json_body::<Body>(req, res, 64 * 1024)
         .await
         .unwrap_or_default();
-    let (url, session) = start_authorisation(&st.accounts.oauth, setup, proxy_from_body(&b));
+    let proxy = proxy_from_body(&b);
+    let ((url, session), who, last) = if platform == Platform::OpenAI {
+        (
+            start_openai_authorisation(&st.accounts.oauth, proxy),
+            "ChatGPT",
+            "The browser ends on a localhost page that does not load: copy its whole URL (it holds the code) and paste it back here",
+        )
+    } else {
+        (
+            start_authorisation(&st.accounts.oauth, setup, proxy),
+            "Claude",
+            "Copy the code shown (or the whole callback URL) and paste it back here",
+        )
+    };
     json(
         res,
         StatusCode::OK,
@@ -130,55 +161,80 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, setu
             "authUrl": url,
             "sessionId": session,
             "instructions": [
-                "Open the URL and sign in with the Claude account to share",
+                format!("Open the URL and sign in with the {who} account to share"),
                 "Approve the access request",
-                "Copy the code shown (or the whole callback URL) and paste it back here",
+                last,
             ],
         }}),
     );
 }
 
+/// v1's answer: `{success, data: {authUrl, sessionId, instructions}}`.
+#[handler]
+async fn openai_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    generate(req, depot, res, Platform::OpenAI, false).await
+}
+
 #[handler]
 async fn generate_auth_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    generate(req, depot, res, false).await
+    generate(req, depot, res, Platform::Claude, false).await
 }
 
 #[handler]
 async fn generate_setup_url(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    generate(req, depot, res, true).await
+    generate(req, depot, res, Platform::Claude, true).await
 }
 
 #[handler]
 async fn exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    exchange_for(Platform::Claude, req, depot, res).await
+}
+
+#[handler]
+async fn openai_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    exchange_for(Platform::OpenAI, req, depot, res).await
+}
+
+/// `{sessionId, authorizationCode | callbackUrl | code}` -> Claude: v1's `claudeAiOauth`
+/// object; ChatGPT: v1's `{tokens, accountInfo}`.
+async fn exchange_for(
+    platform: Platform,
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) {
     let st = state(depot);
     let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
         return;
     };
     let session = b.get("sessionId").and_then(Value::as_str).unwrap_or("");
-    let code = b
-        .get("authorizationCode")
-        .or_else(|| b.get("callbackUrl"))
-        .or_else(|| b.get("code"))
-        .and_then(Value::as_str)
+    let code = ["authorizationCode", "callbackUrl", "code"]
+        .iter()
+        .find_map(|k| b.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
         .unwrap_or("");
     if session.is_empty() || code.is_empty() {
         return json(
             res,
             StatusCode::BAD_REQUEST,
-            &json!({"error": "sessionId and authorizationCode (or callbackUrl) are required"}),
+            &json!({"success": false, "error": "sessionId and authorizationCode (or code, or callbackUrl) are required"}),
         );
     }
-    match exchange(&st.accounts, session, code).await {
+    let out = if platform == Platform::OpenAI {
+        exchange_openai(&st.accounts, session, code).await
+    } else {
+        exchange(&st.accounts, session, code).await
+    };
+    match out {
         Ok(data) => {
-            tracing::info!("Claude OAuth code exchanged");
+            tracing::info!(platform = platform.as_str(), "OAuth code exchanged");
             json(res, StatusCode::OK, &json!({"success": true, "data": data}));
         }
         Err(e) => {
-            tracing::warn!(error = %e, "Claude OAuth code exchange failed");
+            tracing::warn!(platform = platform.as_str(), error = %e, "OAuth code exchange failed");
             json(
                 res,
                 StatusCode::BAD_REQUEST,
-                &json!({"error": "Code exchange failed", "message": e.to_string()}),
+                &json!({"success": false, "error": "Code exchange failed", "message": e.to_string()}),
             );
         }
     }

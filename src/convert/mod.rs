@@ -5,8 +5,10 @@
 //! - `chat`: OpenAI Chat Completions (and legacy Completions) clients on Anthropic Messages,
 //!   OpenAI Responses and Gemini upstreams.
 //! - `messages`: Anthropic Messages clients on OpenAI Responses and Gemini upstreams.
+//! - `images`: OpenAI Images API clients on the Codex backend (v1's images bridge).
 
 pub mod chat;
+pub mod images;
 pub mod messages;
 
 /// A conversion the engine applies to an answer: which client format it goes back to, and
@@ -17,6 +19,9 @@ pub enum Conversion {
     Chat(chat::Chat),
     /// Back to Anthropic Messages.
     Messages(messages::Msgs),
+    /// Back to an Images API answer (the engine reads the Codex stream whole:
+    /// `engine::respond_images`).
+    Images(images::Images),
 }
 
 impl Conversion {
@@ -25,6 +30,7 @@ impl Conversion {
         match self {
             Conversion::Chat(c) => Box::new(chat::ChatTap::new(c.clone(), created)),
             Conversion::Messages(m) => Box::new(messages::MessagesTap::new(m.clone())),
+            Conversion::Images(_) => Box::new(crate::providers::openai::ResponsesTap::new()),
         }
     }
 
@@ -33,6 +39,7 @@ impl Conversion {
         match self {
             Conversion::Chat(c) => chat::response(body, c, created),
             Conversion::Messages(m) => messages::response(body, m),
+            Conversion::Images(_) => images::answer(body, created).0,
         }
     }
 }

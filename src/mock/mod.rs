@@ -1,5 +1,6 @@
-//! A mock of the Anthropic Messages API for tests, local trials and benchmarks. It speaks the
-//! real wire format: JSON messages with usage blocks, SSE with Anthropic's event names and
+//! Mocks of the upstream APIs (Anthropic Messages, OpenAI Responses and Chat, the Codex
+//! backend and OpenAI's auth server, Gemini, Bedrock, Anthropic OAuth) for tests, local
+//! trials and benchmarks. They speak the real wire formats: JSON messages with usage blocks, SSE with Anthropic's event names and
 //! order, error bodies, request-id and rate-limit headers.
 //!
 //! A request can steer the mock with directives anywhere in its body text (tests put them in
@@ -26,6 +27,7 @@ pub use anthropic::subscription_headers;
 pub use openai::TOOL_ARGS;
 pub mod bedrock;
 pub mod codeassist;
+pub mod codex;
 mod gemini;
 mod oauth;
 mod openai;
@@ -153,6 +155,7 @@ impl MockUpstream {
             .push(openai::routes(&state))
             .push(gemini::routes(&state))
             .push(oauth::routes(&state))
+            .push(codex::routes(&state))
             // Last: Code Assist's `/v1internal:{method}` is one path segment.
             .push(codeassist::routes(&state));
         let server = Server::new(acceptor);
@@ -305,13 +308,8 @@ pub(crate) fn take_scripted(state: &MockState, cred: &str) -> Option<Scripted> {
 /// How a provider writes an error: (response, status, message).
 pub(crate) type Deny = fn(&mut Response, u16, &str);
 
-pub(crate) fn check_and_record(
-    state: &MockState,
-    req: &Request,
-    body: &Bytes,
-    res: &mut Response,
-    deny: Deny,
-) -> bool {
+/// Keep a copy of the request (when recording).
+pub(crate) fn record(state: &MockState, req: &Request, body: &Bytes) {
     if state.record.load(Ordering::Relaxed) {
         state.seen.lock().push(SeenRequest {
             path: req.uri().path().to_owned(),
@@ -324,6 +322,45 @@ pub(crate) fn check_and_record(
             body: body.clone(),
         });
     }
+}
+
+/// Add (name, value) headers to an answer; pairs that are not valid headers are skipped.
+pub(crate) fn set_headers(res: &mut Response, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        if let (Ok(n), Ok(hv)) = (
+            salvo::http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            res.headers_mut().insert(n, hv);
+        }
+    }
+}
+
+/// A request's body (up to 256 MiB) and a fresh request id, set as `x-request-id`.
+pub(crate) async fn body_and_id(
+    state: &MockState,
+    req: &mut Request,
+    res: &mut Response,
+) -> (Bytes, String) {
+    let body = req
+        .payload_with_max_size(256 * 1024 * 1024)
+        .await
+        .cloned()
+        .unwrap_or_default();
+    let rid = request_id(state);
+    res.headers_mut()
+        .insert("x-request-id", HeaderValue::from_str(&rid).expect("ascii"));
+    (body, rid)
+}
+
+pub(crate) fn check_and_record(
+    state: &MockState,
+    req: &Request,
+    body: &Bytes,
+    res: &mut Response,
+    deny: Deny,
+) -> bool {
+    record(state, req, body);
     let key = credential(req);
     let accepted = state.accepted_keys.lock();
     if key.is_empty() || (!accepted.is_empty() && !accepted.iter().any(|k| k == key)) {

@@ -89,6 +89,37 @@ impl Handler for Usage {
     }
 }
 
+/// A token request's grant as an OAuth server with PKCE checks it: an authorization code of
+/// the form `code-<challenge>` is accepted only with the verifier that hashes to that
+/// challenge and the client's redirect; a refresh token only when it looks like one the
+/// server issued (`refresh_prefix`) and refreshes are not scripted to fail. Errors are
+/// (error, description) as RFC 6749 names them.
+pub(crate) fn check_grant(
+    state: &MockState,
+    get: impl Fn(&str) -> String,
+    redirect_uri: &str,
+    refresh_prefix: &str,
+) -> Result<(), (&'static str, &'static str)> {
+    match get("grant_type").as_str() {
+        "authorization_code" => {
+            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(<sha2::Sha256 as sha2::Digest>::digest(get("code_verifier")));
+            if get("redirect_uri") != redirect_uri || get("code") != format!("code-{challenge}") {
+                return Err(("invalid_grant", "Invalid authorization code or verifier"));
+            }
+        }
+        "refresh_token" => {
+            if state.oauth_fail_refresh.load(Ordering::Relaxed)
+                || !get("refresh_token").starts_with(refresh_prefix)
+            {
+                return Err(("invalid_grant", "Refresh token is invalid or revoked"));
+            }
+        }
+        _ => return Err(("unsupported_grant_type", "grant_type not supported")),
+    }
+    Ok(())
+}
+
 /// An OAuth error answer (RFC 6749 section 5.2).
 pub(crate) fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &str) {
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));

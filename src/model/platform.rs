@@ -36,10 +36,14 @@ pub enum Platform {
     /// Gemini through Google's Code Assist API with the Gemini CLI's Google login (OAuth).
     #[serde(rename = "gemini")]
     Gemini,
+    /// ChatGPT subscription (Plus/Pro) through Codex CLI's OAuth tokens, on the Codex backend
+    /// (v1's `openai` accounts).
+    #[serde(rename = "openai")]
+    OpenAI,
 }
 
 impl Platform {
-    pub const ALL: [Platform; 9] = [
+    pub const ALL: [Platform; 10] = [
         Platform::Claude,
         Platform::ClaudeConsole,
         Platform::OpenAIResponses,
@@ -49,6 +53,7 @@ impl Platform {
         Platform::Droid,
         Platform::Ccr,
         Platform::Gemini,
+        Platform::OpenAI,
     ];
 
     /// The static facts of this account type (its row in `PLATFORMS`).
@@ -120,7 +125,7 @@ pub struct PlatformSpec {
 }
 
 /// The account types, in `Platform` order.
-pub const PLATFORMS: [PlatformSpec; 9] = [
+pub const PLATFORMS: [PlatformSpec; 10] = [
     PlatformSpec {
         platform: Platform::Claude,
         name: "claude",
@@ -229,5 +234,18 @@ pub const PLATFORMS: [PlatformSpec; 9] = [
         services: &[Service::Gemini],
         count_tokens: false,
         probe_model: "gemini-2.5-flash",
+    },
+    PlatformSpec {
+        platform: Platform::OpenAI,
+        name: "openai",
+        label: "ChatGPT (Codex OAuth)",
+        admin_path: "openai-accounts",
+        group_family: "openai",
+        url_field: "baseApi",
+        // v1 keeps these bare in `openaiAccountId`; Responses accounts use `responses:`.
+        binding: Some((BindingField::OpenAI, Prefix::None)),
+        services: &[Service::OpenAI],
+        count_tokens: false,
+        probe_model: "gpt-5",
     },
 ];

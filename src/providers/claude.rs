@@ -23,7 +23,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::request::{ANTHROPIC_FORWARD, base_headers, bearer, body, forward};
-use super::{AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, anthropic};
+use super::{
+    AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, access_token_credential,
+    anthropic,
+};
 use crate::crypto::Secrets;
 use crate::model::Account;
 
@@ -195,7 +198,7 @@ fn betas(client: Option<&str>, other_client: bool) -> String {
 
 impl AccountType for Claude {
     fn credential(&self, secrets: &Secrets, rec: &Account) -> Result<Credential> {
-        super::access_token_credential(secrets, rec)
+        access_token_credential(secrets, rec)
     }
 
     fn oauth(&self) -> bool {

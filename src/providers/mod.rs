@@ -6,8 +6,8 @@
 //!   Completions), `gemini`, `codeassist` (Gemini wrapped by Google's Code Assist), `bedrock`
 //!   (SigV4, event stream), `sse` (the one line splitter).
 //! - Account types, one file each, behind the `AccountType` seam: `claude` (subscription
-//!   OAuth), `console`, `ccr`, `responses`, `azure`, `gemini_api`, `gemini_oauth` (Google
-//!   login through Code Assist), `droid`, `bedrock`.
+//!   OAuth), `console`, `ccr`, `responses`, `chatgpt` (Codex OAuth), `azure`, `gemini_api`,
+//!   `gemini_oauth` (Google login through Code Assist), `droid`, `bedrock`.
 //!   `account_type` is the one place that maps a `Platform` to its implementation; the static
 //!   facts of each type (names, admin path, fields, services) are `model::PlatformSpec`.
 
@@ -15,6 +15,7 @@ pub mod anthropic;
 mod azure;
 pub mod bedrock;
 mod ccr;
+pub mod chatgpt;
 pub mod claude;
 pub mod codeassist;
 mod console;
@@ -235,6 +236,15 @@ pub trait AccountType: Sync {
     }
 }
 
+/// The credential of the OAuth account types: the access token (`accessToken`), which the
+/// caller keeps fresh.
+pub fn access_token_credential(secrets: &Secrets, rec: &Account) -> Result<Credential> {
+    Ok(Credential {
+        secret: decrypt(secrets, "accessToken", &rec.access_token)?,
+        session_token: None,
+    })
+}
+
 /// The implementation of an account type: the one dispatch on `Platform`.
 pub fn account_type(p: Platform) -> &'static dyn AccountType {
     match p {
@@ -247,15 +257,8 @@ pub fn account_type(p: Platform) -> &'static dyn AccountType {
         Platform::Droid => &droid::Droid,
         Platform::Bedrock => &bedrock::Bedrock,
         Platform::Gemini => &gemini_oauth::GeminiOAuth,
+        Platform::OpenAI => &chatgpt::ChatGpt,
     }
-}
-
-/// The credential of an OAuth account type: its access token (kept fresh by the caller).
-pub fn access_token_credential(secrets: &Secrets, rec: &Account) -> Result<Credential> {
-    Ok(Credential {
-        secret: decrypt(secrets, "accessToken", &rec.access_token)?,
-        session_token: None,
-    })
 }
 
 /// Decrypt one secret field ("" stays "").

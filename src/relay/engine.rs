@@ -20,6 +20,7 @@ use super::{Outcome, record_failure, record_usage};
 use crate::accounts::AccountRt;
 use crate::accounts::cooldown::{self, Effect, Verdict};
 use crate::accounts::upstream_request;
+use crate::convert::Conversion;
 use crate::limits::{Admission, Service};
 use crate::model::{Binding, Platform};
 use crate::providers::ClientFormat;
@@ -356,6 +357,13 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
         }
         if !(200..300).contains(&status) {
             let headers = up.headers().clone();
+            if acc.kind().oauth() {
+                // A refusal carries the windows too (Codex's 429 shows the spent one).
+                acc.rt.windows.update_from_headers(
+                    &crate::accounts::windows::from_headers(&headers, now_ms),
+                    now_ms,
+                );
+            }
             let body = read_capped(up).await;
             let cx = cooldown::Context {
                 model: &pick.upstream_model,
@@ -418,7 +426,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
 fn observe_windows(acc: &AccountRt, h: &reqwest::header::HeaderMap, now_ms: i64) {
     acc.rt
         .windows
-        .update_from_headers(&crate::accounts::windows::from_headers(h), now_ms);
+        .update_from_headers(&crate::accounts::windows::from_headers(h, now_ms), now_ms);
     if acc.rec.auto_stop_on_warning() && !acc.rec.disable_auto_protection {
         let u = cooldown::Unified::read(h);
         if u.warning() {
@@ -470,6 +478,9 @@ async fn respond(
     up: reqwest::Response,
     res: &mut Response,
 ) {
+    if matches!(call.convert, Some(Conversion::Images(_))) {
+        return respond_images(st, call, pick, up, res).await;
+    }
     let acc = pick.account.clone();
     let status = up.status().as_u16();
     let is_stream = acc.kind().is_stream(up.headers());
@@ -499,7 +510,7 @@ async fn respond(
                 );
                 conv.tap(Utc::now().timestamp())
             }
-            None => acc.kind().tap(call.op),
+            _ => acc.kind().tap(call.op),
         };
         // An upstream that wraps the standard format is unwrapped before the tap sees it.
         let tap = acc.kind().stream_stage(call.op, tap);
@@ -520,34 +531,8 @@ async fn respond(
         res.stream(stream);
         return;
     }
-    let read = read_limited(up, st.config.max_upstream_body_bytes);
-    let body = match tokio::time::timeout(st.config.upstream_timeout, read).await {
-        Ok(Ok(b)) => b,
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e,
-                _ => "timed out".into(),
-            };
-            tracing::warn!(account_id = %account_id, reason = %why, "upstream body failed after headers");
-            record_failure(
-                &st,
-                &call.adm.key,
-                &account_id,
-                model,
-                Outcome {
-                    status: 502,
-                    ..outcome
-                },
-            );
-            res.headers_mut().clear();
-            return write_error(
-                res,
-                call.format,
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                "Upstream response was cut off",
-            );
-        }
+    let Some(body) = read_answer(&st, &call, &account_id, &model, outcome, up, res).await else {
+        return;
     };
     let body = acc.kind().standard_body(call.op, body);
     let body = match acc.kind().usage_from_body(call.op, &body) {
@@ -595,6 +580,106 @@ async fn respond(
         return;
     }
     let _ = res.write_body(body);
+}
+
+/// A whole success body, within the upstream timeout and `max_upstream_body_bytes`; when it
+/// fails, the attempt is recorded as failed and the client gets a 502.
+async fn read_answer(
+    st: &AppState,
+    call: &Call,
+    account_id: &str,
+    model: &str,
+    outcome: Outcome,
+    up: reqwest::Response,
+    res: &mut Response,
+) -> Option<Bytes> {
+    let read = read_limited(up, st.config.max_upstream_body_bytes);
+    let failed = match tokio::time::timeout(st.config.upstream_timeout, read).await {
+        Ok(Ok(b)) => return Some(b),
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".into(),
+    };
+    tracing::warn!(account_id = %account_id, reason = %failed, "upstream body failed after headers");
+    record_failure(
+        st,
+        &call.adm.key,
+        account_id,
+        model.to_owned(),
+        Outcome {
+            status: 502,
+            ..outcome
+        },
+    );
+    res.headers_mut().clear();
+    write_error(
+        res,
+        call.format,
+        StatusCode::BAD_GATEWAY,
+        "api_error",
+        "Upstream response was cut off",
+    );
+    None
+}
+
+/// The images bridge's answer: the Codex stream read whole, its usage recorded, and the
+/// images sent as one Images API answer (`convert::images`).
+async fn respond_images(
+    st: Arc<AppState>,
+    call: Call,
+    pick: Pick,
+    up: reqwest::Response,
+    res: &mut Response,
+) {
+    let account_id = pick.account.rec.id.clone();
+    let outcome = Outcome {
+        status: up.status().as_u16(),
+        started: call.started,
+        stream: false,
+    };
+    let Some(body) = read_answer(
+        &st,
+        &call,
+        &account_id,
+        &pick.upstream_model,
+        outcome,
+        up,
+        res,
+    )
+    .await
+    else {
+        return;
+    };
+    drop(pick.slot);
+    let (answer, usage, model) = crate::convert::images::answer(&body, Utc::now().timestamp());
+    let model = model
+        .filter(|m| !m.is_empty())
+        .unwrap_or(pick.upstream_model);
+    record_usage(
+        &st,
+        &call.adm.key,
+        call.service,
+        &account_id,
+        model,
+        usage,
+        outcome,
+    );
+    match answer {
+        Some(json) => {
+            res.status_code(StatusCode::OK);
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let _ = res.write_body(json);
+        }
+        None => write_error(
+            res,
+            call.format,
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "no image produced by upstream",
+        ),
+    }
 }
 
 fn finish_stream(

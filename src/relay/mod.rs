@@ -6,6 +6,7 @@ pub mod apistats;
 pub mod chat;
 pub mod engine;
 pub mod gemini;
+pub mod images;
 pub mod info;
 pub mod ingress;
 mod keytest;
@@ -35,6 +36,8 @@ pub fn router() -> Router {
         .push(Router::with_path("api/v1/chat/completions").post(chat::chat_completions))
         .push(Router::with_path("api/v1/completions").post(chat::completions))
         .push(Router::with_path("openai/v1/chat/completions").post(chat::openai_chat_completions))
+        .push(Router::with_path("openai/images/generations").post(images::generations))
+        .push(Router::with_path("openai/v1/images/generations").post(images::generations))
         .push(
             Router::with_path("openai/gemini")
                 .push(Router::with_path("v1/chat/completions").post(chat::gemini_chat_completions))

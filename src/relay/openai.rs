@@ -51,8 +51,10 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, r: Rou
     engine::run(st, call, res).await
 }
 
-/// The account types that speak OpenAI Responses.
-pub(crate) const OPENAI: &[Platform] = &[Platform::OpenAIResponses];
+/// The account types that speak OpenAI Responses: API-key Responses accounts and ChatGPT
+/// (Codex OAuth) accounts serve the same routes, as in v1 (`unifiedOpenAIScheduler` picks
+/// among both).
+pub(crate) const OPENAI: &[Platform] = &[Platform::OpenAIResponses, Platform::OpenAI];
 const AZURE: &[Platform] = &[Platform::AzureOpenAI];
 const DROID: &[Platform] = &[Platform::Droid];
 

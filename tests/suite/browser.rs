@@ -522,9 +522,11 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     let oauth = crs::mock::MockUpstream::start().await.unwrap();
     let token_url = format!("{}/v1/oauth/token", oauth.url());
     let google_token_url = format!("{}/token", oauth.url());
+    let openai_auth = oauth.url();
     let env = Env::start_with(|c| {
         c.claude_oauth_token_url = token_url;
         c.gemini_oauth_token_url = google_token_url;
+        c.openai_oauth_base_url = openai_auth;
     })
     .await;
     let ui = Ui::launch(exe, env.url("")).await;
@@ -881,6 +883,76 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
     ui.wait_text(".account-card", "refreshes in").await;
     ui.wait_text("button.tab[aria-selected=true]", "Gemini OAuth · 1")
         .await;
+
+    // ChatGPT (Codex): OpenAI's sign-in ends on a localhost address that does not load; the
+    // admin pastes that whole address. The windows appear once the backend has answered.
+    ui.click_text("button.tab", "ChatGPT (Codex)").await;
+    ui.wait_loaded().await;
+    ui.wait_text(".empty", "No ChatGPT (Codex) accounts yet")
+        .await;
+    ui.click("[data-add-account]").await;
+    ui.assert_labelled("in the ChatGPT form").await;
+    ui.click("[data-oauth-generate]").await;
+    ui.wait_for("[data-auth-url]").await;
+    let url = ui.text("[data-auth-url]").await;
+    assert!(
+        url.contains("client_id=app_EMoamEEZ73f0CkXaXp7hrann"),
+        "{url}"
+    );
+    let param = |name: &str| {
+        url.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|s| s.split('&').next())
+            .unwrap()
+            .to_owned()
+    };
+    ui.fill("dialog input[name=name]", "chatgpt-plus").await;
+    ui.fill(
+        "dialog input[name=baseApi]",
+        &format!("{}/backend-api/codex", env.mock.url()),
+    )
+    .await;
+    ui.fill(
+        "dialog input[name=authorizationCode]",
+        &format!(
+            "http://localhost:1455/auth/callback?code=code-{}&scope=openid&state={}",
+            param("code_challenge"),
+            param("state")
+        ),
+    )
+    .await;
+    ui.press("dialog input[name=authorizationCode]", "Enter")
+        .await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text(".account-card h3", "chatgpt-plus").await;
+    ui.wait_text(".account-card", "plus plan").await;
+    ui.wait_text("[data-usage-windows]", "No answer seen yet")
+        .await;
+    env.mock.state.accepted_keys.lock().clear();
+    let (_, codex_key) = env
+        .create_key(json!({"name": "codex", "permissions": ["openai"]}))
+        .await;
+    let r = env
+        .http
+        .post(env.url("/openai/v1/responses"))
+        .bearer_auth(&codex_key)
+        .json(&json!({"model": "gpt-5", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    env.mock
+        .state
+        .accepted_keys
+        .lock()
+        .push(UPSTREAM_KEY.into());
+    ui.goto("/admin-next/accounts").await;
+    ui.wait_loaded().await;
+    ui.click_text("button.tab", "ChatGPT (Codex)").await;
+    ui.wait_text("[data-window=fiveHour] .window-pct", "12%")
+        .await;
+    ui.wait_text("[data-window=sevenDay]", "resets in").await;
+    ui.screenshot("admin-accounts-chatgpt").await;
     ui.assert_clean("on the accounts page");
 
     // Settings: the sticky-session lifetime is saved on the server.

@@ -444,10 +444,7 @@ async fn model_lists_follow_the_keys_model_restriction() {
 /// v1 client routes crs does not serve yet: the Anthropic-to-Gemini bridge (`/antigravity/api`,
 /// `/gemini-cli/api`, `/gemini/messages`), Gemini OAuth's Code Assist routes, the Codex images
 /// bridge, the key self-test routes, Azure embeddings and v1's service-rates page.
-const NOT_YET: &[&str] = &[
-    "POST /openai/images/generations",
-    "POST /openai/v1/images/generations",
-];
+const NOT_YET: &[&str] = &[];
 
 /// Every client route v1.1.314 mounts (../shared/reference/v1-client-routes.txt, copied into
 /// tests/data/v1-client-routes.txt) is mounted, but for the ones in `NOT_YET`, which still

@@ -946,6 +946,12 @@ async fn crs_data_round_trips_through_v1() {
                    "supportedModels": {"a": "b"}}),
         ),
         (
+            "openai-accounts",
+            json!({"name": "plus", "accountType": "dedicated", "proxy": proxy,
+                   "openaiOauth": {"idToken": crs::mock::codex::id_token("acct-rt", "rt@example.invalid"),
+                                   "accessToken": "codex-at-x", "refreshToken": "codex-rt-y", "expires_in": 864000}}),
+        ),
+        (
             "claude-accounts",
             json!({"name": "max", "accountType": "dedicated",
                    "claudeAiOauth": {"accessToken": "sk-ant-oat01-x", "refreshToken": "sk-ant-ort01-y",
@@ -1059,4 +1065,223 @@ fn to_ms<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
     let mut j = serde_json::to_value(v).unwrap();
     walk(&mut j);
     serde_json::from_value(j).unwrap()
+}
+
+/// A ChatGPT (Codex OAuth) account as v1 writes it (v1 src/services/openaiAccountService.js
+/// `createAccount`: tokens and email encrypted with the `openai-account-salt` key, the whole
+/// `openaiOauth` object encrypted as JSON text, `expiresAt` an ISO time, the account facts
+/// plain; `shared_openai_accounts` holds shared ones), and a fixture key bound to it through
+/// `openaiAccountId` without a prefix (v1 `updateApiKey`). crs imports it, serves the bound
+/// key with its tokens, and exports it back in the same layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_chatgpt_account_imports_serves_its_key_and_exports_back() {
+    use crs::migrate::dump::{V1Key, V1Value};
+    use crs::migrate::v1crypto::V1Crypto;
+    let Some(redis) = redis() else { return };
+    let url = redis.url(0);
+    load_fixture(&url).await;
+    const OAI: &str = "0b4f5a9e-2d7c-4f61-9a3e-5c2b7d8e1f00";
+    let v1 = V1Crypto::new(ENC_KEY);
+    let salt = "openai-account-salt";
+    let id_token = crs::mock::codex::id_token("acct-v1-0001", "v1-user@example.invalid");
+    let (access, refresh) = ("codex-at-v1-0001", "codex-rt-v1-0001");
+    let oauth = json!({"idToken": id_token, "accessToken": access, "refreshToken": refresh, "expires_in": 864000});
+    let fields: Vec<(String, String)> = [
+        ("id", OAI.to_owned()),
+        ("name", "plus-from-v1".into()),
+        ("description", "".into()),
+        ("accountType", "shared".into()),
+        ("groupId", "".into()),
+        ("priority", "50".into()),
+        ("rateLimitDuration", "60".into()),
+        ("idToken", v1.encrypt(salt, &id_token)),
+        ("accessToken", v1.encrypt(salt, access)),
+        ("refreshToken", v1.encrypt(salt, refresh)),
+        ("openaiOauth", v1.encrypt(salt, &oauth.to_string())),
+        ("accountId", "acct-v1-0001".into()),
+        ("chatgptUserId", "user-mock-0001".into()),
+        ("organizationId", "org-mock-0001".into()),
+        ("organizationRole", "owner".into()),
+        ("organizationTitle", "Personal".into()),
+        ("planType", "plus".into()),
+        ("email", v1.encrypt(salt, "v1-user@example.invalid")),
+        ("emailVerified", "true".into()),
+        ("expiresAt", "2036-12-01T00:00:00.000Z".into()),
+        ("isActive", "true".into()),
+        ("status", "active".into()),
+        ("schedulable", "true".into()),
+        ("lastRefresh", "2026-11-20T10:00:00.000Z".into()),
+        ("createdAt", "2026-11-20T10:00:00.000Z".into()),
+        ("updatedAt", "2026-11-20T10:00:00.000Z".into()),
+        ("codexPrimaryUsedPercent", "4".into()),
+        ("codexUsageUpdatedAt", "2026-11-22T03:00:00.000Z".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // v1's `updateApiKey` binding K2: its hash with `openaiAccountId` set.
+    let mut bound = fixture_keys()
+        .into_iter()
+        .find(|k| k.name == format!("apikey:{K2}"))
+        .unwrap();
+    let V1Value::Hash(h) = &mut bound.value else {
+        panic!("api keys are hashes")
+    };
+    h.retain(|(f, _)| f != "openaiAccountId");
+    h.push(("openaiAccountId".into(), OAI.into()));
+    crs::migrate::redis_io::write_all(
+        &url,
+        &[
+            V1Key::new(format!("openai:account:{OAI}"), -1, V1Value::Hash(fields)),
+            V1Key::new("shared_openai_accounts", -1, V1Value::Set(vec![OAI.into()])),
+            bound,
+        ],
+        false,
+    )
+    .await
+    .expect("writing the v1 account");
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = crs::migrate::import(&Source::Redis(url.clone()), &import_opts(dir.path()))
+        .await
+        .expect("import");
+    assert_eq!(
+        n(&r, &r.imported, "accounts: openai (Codex OAuth)"),
+        1,
+        "{}",
+        r.render()
+    );
+    assert!(r.not_understood.is_empty(), "{:?}", r.not_understood);
+    {
+        let (secrets, store) = open(dir.path());
+        let a: Account = store.get(Table::Accounts, OAI).unwrap().unwrap();
+        assert_eq!(a.platform, crs::model::Platform::OpenAI);
+        assert!(a.access_token.starts_with("enc1:"));
+        assert_eq!(secrets.decrypt(&a.access_token).unwrap(), access);
+        assert_eq!(secrets.decrypt(&a.refresh_token).unwrap(), refresh);
+        assert_eq!(
+            secrets.decrypt(&a.email).unwrap(),
+            "v1-user@example.invalid"
+        );
+        let enc_id = a.extra["idToken"].as_str().unwrap();
+        assert_eq!(secrets.decrypt(enc_id).unwrap(), id_token);
+        assert_eq!(a.extra["accountId"], "acct-v1-0001");
+        assert_eq!(
+            a.expires_at,
+            chrono::DateTime::parse_from_rfc3339("2036-12-01T00:00:00Z")
+                .unwrap()
+                .timestamp_millis()
+        );
+        let k: ApiKey = store.get(Table::ApiKeys, K2).unwrap().unwrap();
+        assert_eq!(k.openai_account_id.to_string(), OAI);
+    }
+
+    // Serve: the admin points the account at the mock backend; the bound key uses it.
+    crs::init_tls();
+    let mock = crs::mock::MockUpstream::start().await.unwrap();
+    mock.state.accepted_keys.lock().push(access.into());
+    let running = crs::server::start(Config::for_data_dir(dir.path()))
+        .await
+        .unwrap();
+    let base = running.url();
+    let http = client();
+    let token = http
+        .post(format!("{base}/web/auth/login"))
+        .json(&json!({"username": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = http
+        .put(format!("{base}/admin/openai-accounts/{OAI}"))
+        .bearer_auth(&token)
+        .json(&json!({"baseApi": format!("{}/backend-api/codex", mock.url())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let k2 = PLAINTEXT.iter().find(|(id, _)| *id == K2).unwrap().1;
+    let res = http
+        .post(format!("{base}/openai/v1/responses"))
+        .bearer_auth(k2)
+        .json(&json!({"model": "gpt-5", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("response.completed"));
+    let seen = mock
+        .state
+        .seen
+        .lock()
+        .iter()
+        .rev()
+        .find(|s| s.path == "/backend-api/codex/responses")
+        .cloned()
+        .expect("the bound key reached the Codex backend");
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {access}").as_str())
+    );
+    assert_eq!(seen.header("chatgpt-account-id"), Some("acct-v1-0001"));
+    running.shutdown(Duration::from_secs(5)).await;
+
+    // Export: v1's layout, v1's encryption.
+    let file = dir.path().join("v1.json");
+    crs::migrate::export(&Target::Json(file.clone()), &export_opts(dir.path()))
+        .await
+        .unwrap();
+    let mut found = None;
+    let mut shared = Vec::new();
+    crs::migrate::dump::read_json_file(&file, &mut |k| {
+        match (k.name.as_str(), &k.value) {
+            (n, V1Value::Hash(f)) if n == format!("openai:account:{OAI}") => {
+                found = Some(f.clone())
+            }
+            ("shared_openai_accounts", V1Value::Set(s)) => shared = s.clone(),
+            _ => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    let f: BTreeMap<String, String> = found
+        .expect("the account is exported")
+        .into_iter()
+        .collect();
+    let secrets: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("secrets.json")).unwrap())
+            .unwrap();
+    // An export is encrypted with the data directory's key (import_opts' ENC_KEY is v1's).
+    let out = V1Crypto::new(secrets["key_hash_secret"].as_str().unwrap());
+    assert_eq!(out.decrypt(salt, &f["accessToken"]).unwrap(), access);
+    assert_eq!(out.decrypt(salt, &f["refreshToken"]).unwrap(), refresh);
+    assert_eq!(out.decrypt(salt, &f["idToken"]).unwrap(), id_token);
+    assert_eq!(
+        out.decrypt(salt, &f["email"]).unwrap(),
+        "v1-user@example.invalid"
+    );
+    let blob: Value = serde_json::from_str(&out.decrypt(salt, &f["openaiOauth"]).unwrap()).unwrap();
+    assert_eq!(blob["accessToken"], access);
+    assert_eq!(
+        blob["expires_in"], 864000,
+        "the imported object's other fields are kept"
+    );
+    assert_eq!(f["accountId"], "acct-v1-0001");
+    assert_eq!(f["platform"], "openai");
+    assert_eq!(f["baseApi"], format!("{}/backend-api/codex", mock.url()));
+    assert!(
+        f["expiresAt"].starts_with("2036-12-01T00:00:00"),
+        "{}",
+        f["expiresAt"]
+    );
+    assert_eq!(
+        f["codexPrimaryUsedPercent"], "4",
+        "unmodelled v1 fields go back"
+    );
+    assert!(shared.contains(&OAI.to_owned()));
 }

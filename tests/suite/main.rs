@@ -10,6 +10,7 @@ mod bedrock;
 mod bridge;
 mod browser;
 mod chat;
+mod chatgpt;
 mod cli;
 mod crash;
 mod e2e_claude_code;

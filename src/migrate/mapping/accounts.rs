@@ -280,20 +280,69 @@ pub fn import_account(
                     extra_secret.push(("claudeAiOauth".into(), text));
                 }
             }
-            a.access_token = if access.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&access)
-            };
-            a.refresh_token = if refresh.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&refresh)
-            };
+            a.access_token = keys.crs_secret(&access);
+            a.refresh_token = keys.crs_secret(&refresh);
             a.expires_at = expires.unwrap_or(0);
             a.scopes = scopes.unwrap_or_default();
             a.subscription_info = f.s("subscriptionInfo").unwrap_or_default();
             a.last_refresh_at = f.date("lastRefreshAt");
+        }
+        Platform::OpenAI => {
+            // v1 src/services/openaiAccountService.js `createAccount`: the tokens and the email
+            // encrypted field by field, the whole `openaiOauth` object encrypted as JSON text,
+            // `expiresAt` an ISO time, the account facts (`accountId`, `chatgptUserId`, ...)
+            // plain. Those stay in `extra` under their names.
+            a.api_url = f.s("baseApi").unwrap_or_default();
+            let mut access = keys.decrypt_v1(
+                salt,
+                &ctx("accessToken"),
+                &f.s("accessToken").unwrap_or_default(),
+            )?;
+            let mut refresh = keys.decrypt_v1(
+                salt,
+                &ctx("refreshToken"),
+                &f.s("refreshToken").unwrap_or_default(),
+            )?;
+            let mut id_token =
+                keys.decrypt_v1(salt, &ctx("idToken"), &f.s("idToken").unwrap_or_default())?;
+            a.email = keys.reencrypt(salt, &ctx("email"), &f.s("email").unwrap_or_default())?;
+            let blob = f.s("openaiOauth").unwrap_or_default();
+            if !blob.is_empty() {
+                let text = keys.decrypt_v1(salt, &ctx("openaiOauth"), &blob)?;
+                const REBUILT: [&str; 3] = ["accessToken", "refreshToken", "idToken"];
+                if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) {
+                    let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    for (slot, k) in [
+                        (&mut access, "accessToken"),
+                        (&mut refresh, "refreshToken"),
+                        (&mut id_token, "idToken"),
+                    ] {
+                        if slot.is_empty() {
+                            *slot = get(k);
+                        }
+                    }
+                    // What an export does not rebuild from the account is kept.
+                    let kept: Map<String, Value> = m
+                        .into_iter()
+                        .filter(|(k, _)| !REBUILT.contains(&k.as_str()))
+                        .collect();
+                    if !kept.is_empty() {
+                        extra_secret.push(("openaiOauth".into(), Value::Object(kept).to_string()));
+                    }
+                } else if !text.is_empty() {
+                    extra_secret.push(("openaiOauth".into(), text));
+                }
+            }
+            if !id_token.is_empty() {
+                extra_secret.push(("idToken".into(), id_token));
+            }
+            a.access_token = keys.crs_secret(&access);
+            a.refresh_token = keys.crs_secret(&refresh);
+            a.expires_at = f
+                .date("expiresAt")
+                .map(|t| t.timestamp_millis())
+                .unwrap_or(0);
+            a.last_refresh_at = f.date("lastRefresh");
         }
         Platform::Bedrock => {
             a.region = f.s("region").unwrap_or_default();
@@ -451,6 +500,8 @@ const EXTRA_SECRETS: &[&str] = &[
     "geminiOauth",
     "accessToken",
     "refreshToken",
+    "idToken",
+    "openaiOauth",
 ];
 
 /// Account -> its v1 value (hash fields, or the JSON object of a Bedrock string).
@@ -569,6 +620,50 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             }
             o.s("subscriptionInfo", &a.subscription_info);
             o.date("lastRefreshAt", &a.last_refresh_at);
+        }
+        Platform::OpenAI => {
+            if !a.api_url.is_empty() {
+                o.s("baseApi", &a.api_url);
+            }
+            let access = keys.plain(&what("accessToken"), &a.access_token)?;
+            let refresh = keys.plain(&what("refreshToken"), &a.refresh_token)?;
+            o.s("accessToken", keys.v1.encrypt(salt, &access));
+            o.s("refreshToken", keys.v1.encrypt(salt, &refresh));
+            o.s("email", keys.to_v1(salt, &what("email"), &a.email)?);
+            o.s(
+                "expiresAt",
+                chrono::DateTime::from_timestamp_millis(a.expires_at)
+                    .filter(|_| a.expires_at > 0)
+                    .map(|t| iso(&Some(t)))
+                    .unwrap_or_default(),
+            );
+            o.date("lastRefresh", &a.last_refresh_at);
+            // The OAuth object: the imported one with the current tokens.
+            let stored = match a.extra.get("openaiOauth").and_then(Value::as_str) {
+                Some(enc) => keys.plain(&what("openaiOauth"), enc)?,
+                None => String::new(),
+            };
+            let object = match serde_json::from_str::<Value>(&stored) {
+                Ok(Value::Object(m)) => Some(m),
+                _ if stored.is_empty() => Some(Map::new()),
+                _ => None,
+            };
+            match object {
+                // Imported as it was (not a JSON object): it goes back as it was.
+                None => o.s("openaiOauth", keys.v1.encrypt(salt, &stored)),
+                Some(mut blob) if !access.is_empty() || !refresh.is_empty() || !blob.is_empty() => {
+                    blob.insert("accessToken".into(), json!(access));
+                    blob.insert("refreshToken".into(), json!(refresh));
+                    if let Some(enc) = a.extra.get("idToken").and_then(Value::as_str) {
+                        blob.insert("idToken".into(), json!(keys.plain(&what("idToken"), enc)?));
+                    }
+                    o.s(
+                        "openaiOauth",
+                        keys.v1.encrypt(salt, &Value::Object(blob).to_string()),
+                    );
+                }
+                Some(_) => o.s("openaiOauth", ""),
+            }
         }
         Platform::Bedrock => {
             o.s("region", &a.region);
@@ -922,6 +1017,18 @@ mod tests {
                     "smallFastModel",
                     "endpointUrl",
                     "awsCredentials",
+                ],
+                Platform::OpenAI => &[
+                    "baseApi",
+                    "accessToken*",
+                    "refreshToken*",
+                    "idToken*",
+                    "email*",
+                    "openaiOauth*",
+                    "expiresAt",
+                    "lastRefresh",
+                    "accountId",
+                    "planType",
                 ],
                 Platform::Droid => &[
                     "baseUrl",

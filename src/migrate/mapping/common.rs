@@ -106,7 +106,7 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         prefix: "openai:account:",
-        platform: None,
+        platform: Some(Platform::OpenAI),
         json: false,
         salt: "openai-account-salt",
         index: "openai:account:index",

@@ -297,8 +297,8 @@ function openAccountForm(ctx, type, account = null) {
         }
         if (creating && type.oauth && mode === "paste") {
           const t = oauthStep.tokens();
-          if (!t.accessToken) {
-            toast("Paste the access token.", { kind: "error" });
+          if (!t.accessToken && !(type.oauth.refreshOnly && t.refreshToken)) {
+            toast(type.oauth.refreshOnly ? "Paste the access token or the refresh token." : "Paste the access token.", { kind: "error" });
             oauthStep.accessInput.focus();
             return false;
           }
@@ -316,6 +316,7 @@ function openAccountForm(ctx, type, account = null) {
           });
           const d = r.data || {};
           body[type.oauth.result] = d[type.oauth.result] || d.tokens || d;
+          if (type.oauth.info && d[type.oauth.info]) body[type.oauth.info] = d[type.oauth.info];
         }
         if (creating) await ctx.api(`/admin/${type.path}`, { method: "POST", body });
         else await ctx.api(`/admin/${type.path}/${encodeURIComponent(account.id)}`, { method: "PUT", body });
@@ -344,6 +345,8 @@ function defaultEndpoint(a) {
       return "cloudcode-pa.googleapis.com";
     case "droid":
       return "Factory";
+    case "openai":
+      return "chatgpt.com/backend-api/codex";
     default:
       return "—";
   }
@@ -367,8 +370,8 @@ function proxyOf(a) {
 }
 
 function credentialOf(a) {
-  if (a.platform === "claude" || a.platform === "gemini") {
-    const exp = Number(a.tokenExpiresAt) || 0;
+  if (a.platform === "claude" || a.platform === "gemini" || a.platform === "openai") {
+    const exp = Number(a.tokenExpiresAt) || Date.parse(a.tokenExpiresAt) || 0;
     const parts = [a.accessTokenMasked || "no token"];
     if (exp) parts.push(exp > Date.now() ? `refreshes ${f.relative(exp)}` : "expired");
     if (!a.hasRefreshToken) parts.push("no refresh token");
@@ -383,7 +386,8 @@ function typeDetails(a) {
   if (a.platform === "azure-openai") out.push(["Deployment", [a.deploymentName, a.apiVersion && `API ${a.apiVersion}`].filter(Boolean).join(" · ") || "—"]);
   if (a.platform === "bedrock" && (a.defaultModel || a.smallFastModel)) out.push(["Models", [a.defaultModel, a.smallFastModel].filter(Boolean).join(" · ")]);
   if (a.platform === "droid" && a.endpointType) out.push(["Speaks", a.endpointType === "openai" ? "OpenAI" : "Anthropic"]);
-  if (a.platform === "claude" && a.emailMasked) out.push(["Login", a.emailMasked]);
+  if ((a.platform === "claude" || a.platform === "openai") && a.emailMasked) out.push(["Login", a.emailMasked]);
+  if (a.platform === "openai" && (a.planType || a.accountId)) out.push(["ChatGPT", [a.planType && `${a.planType} plan`, a.accountId].filter(Boolean).join(" · ")]);
   if (a.platform === "gemini") out.push(["Project", a.projectId || a.tempProjectId || "found on first use"]);
   return out;
 }
@@ -396,9 +400,13 @@ const WINDOWS = [
   ["sevenDaySonnet", "7 days · Sonnet"],
 ];
 
-/** Bars for a Claude OAuth account's usage windows, with a button to poll them now. */
+/**
+ * Bars for a subscription account's usage windows: Claude OAuth accounts with a button to poll
+ * them now; ChatGPT accounts as the Codex backend's last answer reported them.
+ */
 function usageWindows(ctx, a, reload) {
   const w = a.usageWindows;
+  const pollable = a.platform === "claude";
   const refresh = h("button.btn.btn-ghost.btn-sm.btn-icon", { type: "button", "data-action": "usage-refresh", "aria-label": `Poll the usage windows of ${a.name} now`, title: "Poll the usage windows now" }, icon("refresh"));
   refresh.addEventListener("click", () =>
     busy(refresh, async () => {
@@ -424,11 +432,11 @@ function usageWindows(ctx, a, reload) {
       h("span.window-reset", { title: x.resetsAt ? f.dateTime(x.resetsAt) : "" }, resets),
     );
   });
-  const note = !w ? "Not polled yet" : w.updatedAt ? `Updated ${f.relative(w.updatedAt)}` : "";
+  const note = !w ? (pollable ? "Not polled yet" : "No answer seen yet") : w.updatedAt ? `Updated ${f.relative(w.updatedAt)}` : "";
   return h(
     "div.usage-windows",
     { dataset: { usageWindows: "" } },
-    h("div.window-head", h("span.k", "Usage windows"), h("span.muted.small", note), h("span.spacer"), refresh),
+    h("div.window-head", h("span.k", "Usage windows"), h("span.muted.small", note), h("span.spacer"), pollable ? refresh : null),
     rows,
     w && w.error ? h("div.callout.warn", { "data-poll-error": "" }, icon("alert"), h("span", `Last poll failed: ${w.error}`)) : null,
   );
@@ -614,7 +622,7 @@ function accountCard(ctx, type, a, reload) {
         h("div", h("div.k", "All time"), h("div.v", f.money(u.total?.cost || 0)), h("div.k", `${f.compact(u.total?.allTokens || 0)} tokens`)),
       ),
       quota > 0 ? meter(today, quota, { label: "Daily quota used" }) : null,
-      a.platform === "claude" && "usageWindows" in a ? usageWindows(ctx, a, reload) : null,
+      (a.platform === "claude" || a.platform === "openai") && "usageWindows" in a ? usageWindows(ctx, a, reload) : null,
       testHistory(a),
       cool
         ? h("div.callout.warn", { "data-cooldown": "" }, icon("clock"), h("span", `Cooling down until ${f.dateTime(cool)} (${f.relative(cool)})${a.cooldownReason ? `: ${a.cooldownReason}` : ""}.`))
