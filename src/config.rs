@@ -62,6 +62,8 @@ pub struct CliOverrides {
 
 /// Anthropic's OAuth endpoints for Claude subscription accounts (configurable for tests).
 pub const CLAUDE_OAUTH_AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
+/// WorkOS, which issues Factory's (Droid) tokens: `{base}/user_management/authenticate`.
+pub const DROID_WORKOS_URL: &str = "https://api.workos.com";
 pub const CLAUDE_OAUTH_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
 
 #[derive(Debug, Clone)]
@@ -120,6 +122,9 @@ pub struct Config {
     /// Claude OAuth endpoints (overridable for testing and for regional mirrors).
     pub claude_oauth_token_url: String,
     pub claude_oauth_authorize_url: String,
+    /// WorkOS user-management base URL Droid accounts refresh their tokens at (v1
+    /// droidAccountService.js `oauthTokenUrl`, workosOAuthHelper.js), overridable for tests.
+    pub droid_workos_url: String,
     /// crs runs behind a reverse proxy: the client address of an admin login (for throttling
     /// and the log) is the last `X-Forwarded-For` entry, the one the proxy appended, instead of
     /// the TCP peer (the proxy itself). Off by default: a client could put any address there.
@@ -310,6 +315,7 @@ impl Config {
             window_threshold_percent: 95,
             claude_oauth_token_url: CLAUDE_OAUTH_TOKEN_URL.into(),
             claude_oauth_authorize_url: CLAUDE_OAUTH_AUTHORIZE_URL.into(),
+            droid_workos_url: DROID_WORKOS_URL.into(),
             trust_proxy: false,
             login: LoginLimits::default(),
             health: HealthConfig::default(),
@@ -444,6 +450,9 @@ impl Config {
         }
         if let Some(u) = env_nonempty("CRS_CLAUDE_OAUTH_AUTHORIZE_URL") {
             c.claude_oauth_authorize_url = u;
+        }
+        if let Some(u) = env_nonempty("CRS_DROID_WORKOS_URL") {
+            c.droid_workos_url = u;
         }
         if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
             c.max_attempts = n

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use super::probe::{self, Trigger};
 use super::{AccountRt, Accounts, oauth};
 use crate::config::HealthConfig;
-use crate::model::{AccountStatus, Platform};
+use crate::model::AccountStatus;
 
 /// Statuses the recovery loop tests its way out of.
 pub fn recoverable(s: &AccountStatus) -> bool {
@@ -169,7 +169,7 @@ async fn recover(accounts: &Arc<Accounts>, acc: &Arc<AccountRt>) -> bool {
     let id = acc.rec.id.clone();
     let mut acc = acc.clone();
     if acc.rec.status == AccountStatus::RefreshFailed
-        && acc.rec.platform == Platform::Claude
+        && oauth::Grant::of(acc.rec.platform).is_some()
         && !acc.rec.refresh_token.is_empty()
     {
         if oauth::refresh_now(accounts, &acc).await.is_err() {

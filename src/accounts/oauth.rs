@@ -1,7 +1,8 @@
-//! Claude subscription accounts (OAuth): the PKCE authorisation flow an admin goes through
-//! once (open the URL, paste the code), setup tokens, and access-token refresh ahead of expiry
-//! through the account's proxy. A failed refresh marks the account (`refresh_failed`) and is
-//! logged as an error, so it shows on the dashboard instead of failing requests silently.
+//! OAuth accounts: Claude's PKCE authorisation flow an admin goes through once (open the URL,
+//! paste the code), setup tokens, and access-token refresh ahead of expiry through the
+//! account's proxy for every platform with a refresh grant (`Grant`: Claude's, and WorkOS's
+//! for Droid). A failed refresh marks the account (`refresh_failed`) and is logged as an
+//! error, so it shows on the dashboard instead of failing requests silently.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -23,6 +24,33 @@ use crate::model::{AccountStatus, Platform};
 
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
 
+/// WorkOS client id of Factory's CLI (v1 droidAccountService.js `workosClientId`).
+pub const WORKOS_CLIENT_ID: &str = "client_01HNM792M5G5G1A2THWPXKFMXB";
+/// WorkOS token endpoint under `droid_workos_url` (v1 droidAccountService.js `oauthTokenUrl`).
+pub const WORKOS_TOKEN_PATH: &str = "/user_management/authenticate";
+/// Lifetime v1 assumes when WorkOS names none (droidAccountService.js `tokenValidHours`).
+const WORKOS_DEFAULT_LIFETIME_S: i64 = 8 * 3600;
+
+/// The refresh grant of a platform whose accounts hold OAuth tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Anthropic: a JSON body to the Claude token URL.
+    Claude,
+    /// WorkOS (Droid): a form body with Factory's client id and the account's organisation,
+    /// as v1's `_refreshTokensWithWorkOS` sends it.
+    WorkOs,
+}
+
+impl Grant {
+    pub fn of(p: Platform) -> Option<Grant> {
+        match p {
+            Platform::Claude => Some(Grant::Claude),
+            Platform::Droid => Some(Grant::WorkOs),
+            _ => None,
+        }
+    }
+}
+
 /// Refresh this long before expiry (in the background) ...
 const REFRESH_AHEAD_MS: i64 = 10 * 60_000;
 /// ... or at the latest on the request path.
@@ -41,6 +69,7 @@ pub struct PendingAuth {
 pub struct OAuthState {
     authorize_url: String,
     token_url: String,
+    workos_url: String,
     deadline: Duration,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -51,6 +80,7 @@ impl OAuthState {
         OAuthState {
             authorize_url: config.claude_oauth_authorize_url.clone(),
             token_url: config.claude_oauth_token_url.clone(),
+            workos_url: config.droid_workos_url.trim_end_matches('/').to_owned(),
             deadline: config.oauth_timeout,
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
@@ -73,6 +103,11 @@ impl OAuthState {
     }
 }
 
+/// Percent-encode `s` for a query or form value (RFC 3986 unreserved characters kept).
+fn pct(s: &str) -> String {
+    crate::providers::encode_segment(s)
+}
+
 fn pkce() -> (String, String) {
     let verifier = B64URL.encode(random_bytes::<32>());
     let challenge = B64URL.encode(Sha256::digest(verifier.as_bytes()));
@@ -85,17 +120,7 @@ pub fn start_authorisation(oauth: &OAuthState, setup: bool, proxy_url: String) -
     let state_param = B64URL.encode(random_bytes::<32>());
     let session = uuid::Uuid::new_v4().to_string();
     let scope = if setup { SETUP_SCOPES } else { SCOPES };
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = pct;
     let url = format!(
         "{}?code=true&client_id={CLIENT_ID}&response_type=code&redirect_uri={}&scope={}&code_challenge={challenge}&code_challenge_method=S256&state={state_param}",
         oauth.authorize_url,
@@ -147,6 +172,15 @@ struct TokenResponse {
     expires_in: Option<i64>,
     #[serde(default)]
     scope: Option<String>,
+    /// WorkOS names the organisation the token is for.
+    #[serde(default)]
+    organization_id: Option<String>,
+}
+
+/// A token endpoint request body: Anthropic takes JSON, WorkOS a form.
+enum TokenBody {
+    Json(Value),
+    Form(Vec<(&'static str, String)>),
 }
 
 /// A token endpoint call, within `deadline` (`oauth_timeout`: the call runs under the
@@ -154,7 +188,7 @@ struct TokenResponse {
 async fn token_call(
     client: &reqwest::Client,
     url: &str,
-    body: Value,
+    body: TokenBody,
     deadline: Duration,
 ) -> Result<TokenResponse> {
     tokio::time::timeout(deadline, token_call_once(client, url, body))
@@ -170,16 +204,26 @@ async fn token_call(
 async fn token_call_once(
     client: &reqwest::Client,
     url: &str,
-    body: Value,
+    body: TokenBody,
 ) -> Result<TokenResponse> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("user-agent", "claude-cli/2.0.0 (external, cli)")
-        .json(&body)
-        .send()
-        .await
-        .context("token endpoint unreachable")?;
+    let rb = match body {
+        TokenBody::Json(v) => client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", "claude-cli/2.0.0 (external, cli)")
+            .json(&v),
+        TokenBody::Form(pairs) => {
+            let form: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", pct(v)))
+                .collect();
+            client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.join("&"))
+        }
+    };
+    let r = rb.send().await.context("token endpoint unreachable")?;
     let status = r.status();
     let text = r.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -214,7 +258,7 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
     let t = token_call(
         &client,
         &accounts.oauth.token_url,
-        body,
+        TokenBody::Json(body),
         accounts.oauth.deadline,
     )
     .await?;
@@ -253,14 +297,32 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
     if rt.is_empty() {
         bail!("the account has no refresh token");
     }
-    let body = json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": CLIENT_ID});
-    let outcome = token_call(
-        &acc.client,
-        &accounts.oauth.token_url,
-        body,
-        accounts.oauth.deadline,
-    )
-    .await;
+    let grant = Grant::of(acc.rec.platform).context("the account type has no refresh grant")?;
+    let (url, body, default_lifetime) = match grant {
+        Grant::Claude => (
+            accounts.oauth.token_url.clone(),
+            TokenBody::Json(
+                json!({"grant_type": "refresh_token", "refresh_token": rt, "client_id": CLIENT_ID}),
+            ),
+            3600,
+        ),
+        Grant::WorkOs => {
+            let mut form = vec![
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", rt),
+                ("client_id", WORKOS_CLIENT_ID.to_owned()),
+            ];
+            if !acc.rec.organization_id.is_empty() {
+                form.push(("organization_id", acc.rec.organization_id.clone()));
+            }
+            (
+                format!("{}{WORKOS_TOKEN_PATH}", accounts.oauth.workos_url),
+                TokenBody::Form(form),
+                WORKOS_DEFAULT_LIFETIME_S,
+            )
+        }
+    };
+    let outcome = token_call(&acc.client, &url, body, accounts.oauth.deadline).await;
     let id = acc.rec.id.clone();
     match outcome {
         Ok(t) => {
@@ -272,10 +334,13 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
                     if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
                         a.refresh_token = secrets.encrypt(&r);
                     }
-                    a.expires_at =
-                        Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
+                    a.expires_at = Utc::now().timestamp_millis()
+                        + t.expires_in.unwrap_or(default_lifetime) * 1000;
                     if let Some(s) = t.scope {
                         a.scopes = s;
+                    }
+                    if let Some(o) = t.organization_id.filter(|o| !o.is_empty()) {
+                        a.organization_id = o;
                     }
                     a.last_refresh_at = Some(Utc::now());
                     if matches!(
@@ -309,7 +374,7 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
 /// The access token to send for `acc`, refreshed first when it is about to expire.
 pub async fn fresh_access_token(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret> {
     let now = Utc::now().timestamp_millis();
-    if acc.rec.platform != Platform::Claude
+    if Grant::of(acc.rec.platform).is_none()
         || acc.rec.expires_at == 0
         || acc.rec.expires_at - now > MUST_REFRESH_MS
     {
@@ -361,9 +426,11 @@ pub fn spawn_refresher(accounts: &Arc<Accounts>) {
             let now = Utc::now().timestamp_millis();
             let due: Vec<Arc<AccountRt>> = accounts
                 .load()
-                .of_platform(Platform::Claude)
+                .accounts
+                .iter()
                 .filter(|a| {
-                    a.rec.is_active
+                    Grant::of(a.rec.platform).is_some()
+                        && a.rec.is_active
                         && !a.rec.refresh_token.is_empty()
                         && a.rec.expires_at > 0
                         && a.rec.expires_at - now < REFRESH_AHEAD_MS

@@ -56,6 +56,7 @@ pub fn router() -> Router {
         )
         .push(webhook::router())
         .push(oauth::router())
+        .push(oauth::droid_router())
         .push(health::usage_router());
     for p in crate::model::Platform::ALL {
         r = r.push(health::test_routes(p)).push(accounts::routes(p));

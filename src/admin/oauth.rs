@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::fields::Body;
 use crate::accounts::oauth::{exchange, start_authorisation};
-use crate::model::Platform;
 use crate::providers::http::proxy_url;
 use crate::state::state;
 use crate::web::{json, json_body};
@@ -20,6 +19,12 @@ pub fn router() -> Router {
         .push(Router::with_path("exchange-code").post(exchange_code))
         .push(Router::with_path("exchange-setup-token-code").post(exchange_code))
         .push(Router::with_path("{id}/refresh").post(refresh_now))
+}
+
+/// Droid's manual refresh (v1 src/routes/admin/droidAccounts.js `POST
+/// /droid-accounts/:id/refresh-token`): the same locked refresh, WorkOS's grant.
+pub fn droid_router() -> Router {
+    Router::with_path("droid-accounts/{id}/refresh-token").post(refresh_now)
 }
 
 fn proxy_from_body(b: &Body) -> String {
@@ -135,7 +140,7 @@ async fn refresh_now(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         .by_id
         .get(&id)
         .cloned()
-        .filter(|a| a.rec.platform == Platform::Claude)
+        .filter(|a| crate::accounts::oauth::Grant::of(a.rec.platform).is_some())
     else {
         return json(
             res,

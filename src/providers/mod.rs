@@ -31,7 +31,7 @@ use salvo::http::{HeaderMap, HeaderName, HeaderValue};
 use crate::crypto::{Secret, Secrets};
 use crate::model::{Account, Platform};
 use crate::usage::TokenUsage;
-pub use request::{DEFAULT_USER_AGENT, with_model};
+pub use request::{DEFAULT_USER_AGENT, encode_segment, with_model};
 
 /// The operation a client route asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
