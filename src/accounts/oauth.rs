@@ -23,11 +23,8 @@ use crate::crypto::{Secret, random_bytes};
 use crate::model::{AccountStatus, Platform};
 
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
+use crate::providers::droid::{WORKOS_CLIENT_ID, WORKOS_TOKEN_PATH};
 
-/// WorkOS client id of Factory's CLI (v1 droidAccountService.js `workosClientId`).
-pub const WORKOS_CLIENT_ID: &str = "client_01HNM792M5G5G1A2THWPXKFMXB";
-/// WorkOS token endpoint under `droid_workos_url` (v1 droidAccountService.js `oauthTokenUrl`).
-pub const WORKOS_TOKEN_PATH: &str = "/user_management/authenticate";
 /// Lifetime v1 assumes when WorkOS names none (droidAccountService.js `tokenValidHours`).
 const WORKOS_DEFAULT_LIFETIME_S: i64 = 8 * 3600;
 

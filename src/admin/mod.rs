@@ -2,6 +2,7 @@
 //! behind `AdminAuth`. Writes go to the store first, then the in-memory snapshot is rebuilt.
 
 pub mod accounts;
+pub mod droid;
 pub mod fields;
 pub mod groups;
 pub mod health;

@@ -257,7 +257,19 @@ pub(crate) fn request_id(state: &MockState) -> String {
 }
 
 /// The upstream credential a request carries: an API key header, `?key=`, or a bearer token.
+/// Factory's gateway (`/a/...`, `/o/...`) reads the bearer token; the `x-api-key` Droid
+/// clients send there is a placeholder.
 pub(crate) fn credential(req: &Request) -> &str {
+    let path = req.uri().path();
+    if (path.starts_with("/a/") || path.starts_with("/o/"))
+        && let Some(t) = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("Bearer "))
+    {
+        return t;
+    }
     let query_key = req
         .uri()
         .query()

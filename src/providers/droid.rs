@@ -23,6 +23,11 @@ pub struct Droid;
 pub const DEFAULT_BASE: &str = "https://api.factory.ai/api/llm";
 /// The user agent v1 sends (droidRelayService.js `userAgent`).
 pub const USER_AGENT: &str = "factory-cli/0.19.12";
+/// WorkOS client id of Factory's CLI (v1 droidAccountService.js `workosClientId`).
+pub const WORKOS_CLIENT_ID: &str = "client_01HNM792M5G5G1A2THWPXKFMXB";
+/// WorkOS token endpoint under the WorkOS base URL (v1 droidAccountService.js `oauthTokenUrl`).
+pub const WORKOS_TOKEN_PATH: &str = "/user_management/authenticate";
+
 /// The beta v1 adds to Anthropic requests that ask for extended thinking.
 const THINKING_BETA: &str = "interleaved-thinking-2025-05-14";
 

@@ -15,7 +15,7 @@ pub mod bedrock;
 mod ccr;
 pub mod claude;
 mod console;
-mod droid;
+pub mod droid;
 pub mod gemini;
 mod gemini_api;
 pub mod http;
