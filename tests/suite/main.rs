@@ -11,6 +11,7 @@ mod browser;
 mod chat;
 mod cli;
 mod crash;
+mod droid;
 mod e2e_claude_code;
 mod e2e_codex;
 mod fuzz;

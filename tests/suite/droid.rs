@@ -1,0 +1,542 @@
+//! Droid accounts end to end against the mock's Factory gateway and WorkOS token endpoint:
+//! v1's request shape per endpoint type, WorkOS refresh (ahead of expiry, after a 401),
+//! API-key pools (rotation, a refused key leaving the pool, an emptied pool out of rotation);
+//! Bedrock API keys sent as bearer tokens.
+
+use std::collections::HashSet;
+
+use crate::common::*;
+use crs::mock::MockUpstream;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const GOOD_A: &str = "fk-pool-good-aaaa-0001";
+const GOOD_B: &str = "fk-pool-good-bbbb-0002";
+const BAD: &str = "fk-pool-revoked-0003";
+
+fn accept(m: &MockUpstream, keys: &[&str]) {
+    m.state
+        .accepted_keys
+        .lock()
+        .extend(keys.iter().map(|k| k.to_string()));
+}
+
+async fn droid_key(env: &Env) -> String {
+    env.create_key(json!({"name": "droid", "permissions": ["droid"]}))
+        .await
+        .1
+}
+
+async fn droid_messages(env: &Env, key: &str, text: &str) -> reqwest::Response {
+    env.http
+        .post(env.url("/droid/claude/v1/messages"))
+        .header("x-api-key", key)
+        .json(&msg_body("claude-sonnet-4-5-20250929", false, text))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The bearer tokens the mock saw on `path`, in order.
+fn bearers(m: &MockUpstream, path: &str) -> Vec<String> {
+    m.state
+        .seen
+        .lock()
+        .iter()
+        .filter(|s| s.path == path)
+        .filter_map(|s| s.header("authorization").map(str::to_owned))
+        .map(|a| a.trim_start_matches("Bearer ").to_owned())
+        .collect()
+}
+
+async fn account_view(env: &Env, id: &str) -> Value {
+    let (s, v) = env
+        .admin(Method::GET, &format!("/admin/droid-accounts/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["data"].clone()
+}
+
+fn pool_status(view: &Value) -> Vec<(String, String)> {
+    view["apiKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["status"].as_str().unwrap().to_owned(),
+                k["errorMessage"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn request_shape_per_endpoint_type() {
+    let env = Env::start().await;
+    accept(&env.mock, &[GOOD_A]);
+    env.create(
+        "droid-accounts",
+        json!({"name": "pool", "baseUrl": env.mock.url(), "apiKeys": [GOOD_A]}),
+    )
+    .await;
+    let (key_id, key) = env
+        .create_key(json!({"name": "droid", "permissions": ["droid"]}))
+        .await;
+
+    // anthropic: /a/v1/messages with v1's provider headers and the thinking beta.
+    let mut body = msg_body("claude-sonnet-4-5-20250929", false, "mock:usage=11,7,0,0");
+    body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+    let r = env
+        .http
+        .post(env.url("/droid/claude/v1/messages"))
+        .header("x-api-key", &key)
+        .header("x-session-id", "sess-from-client")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = last_seen(&env.mock, "/a/v1/messages");
+    assert_eq!(
+        s.header("authorization"),
+        Some(format!("Bearer {GOOD_A}").as_str())
+    );
+    assert_eq!(s.header("x-api-key"), Some("placeholder"));
+    assert_eq!(s.header("x-api-provider"), Some("anthropic"));
+    assert_eq!(s.header("x-factory-client"), Some("cli"));
+    assert_eq!(s.header("user-agent"), Some("factory-cli/0.19.12"));
+    assert_eq!(s.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        s.header("anthropic-beta"),
+        Some("interleaved-thinking-2025-05-14")
+    );
+    assert_eq!(s.header("x-session-id"), Some("sess-from-client"));
+    assert!(
+        !String::from_utf8_lossy(&s.body).contains(&key),
+        "the crs key stays here"
+    );
+
+    // openai: /o/v1/responses, provider azure_openai, a session id made up per request.
+    let r = env
+        .http
+        .post(env.url("/droid/openai/v1/responses"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-5", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = last_seen(&env.mock, "/o/v1/responses");
+    assert_eq!(s.header("x-api-provider"), Some("azure_openai"));
+    assert_eq!(
+        s.header("authorization"),
+        Some(format!("Bearer {GOOD_A}").as_str())
+    );
+    assert_eq!(s.header("x-api-key"), None);
+    let sid = s.header("x-session-id").unwrap();
+    assert!(uuid::Uuid::parse_str(sid).is_ok(), "{sid}");
+
+    // comm: /o/v1/chat/completions, provider by model family.
+    for (model, provider) in [("glm-4.6", "fireworks"), ("gemini-2.5-pro", "google")] {
+        let r = env
+            .http
+            .post(env.url("/droid/comm/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        let s = last_seen(&env.mock, "/o/v1/chat/completions");
+        assert_eq!(s.header("x-api-provider"), Some(provider), "{model}");
+    }
+
+    // Usage of the answers was recorded for the key.
+    let t = env.key_totals(&key_id).await;
+    assert_eq!(t.requests, 4);
+    assert!(t.input_tokens >= 11 && t.output_tokens >= 7, "{t:?}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn pool_rotates_and_a_refused_key_leaves_it() {
+    let env = Env::start().await;
+    accept(&env.mock, &[GOOD_A, GOOD_B]);
+    let id = env
+        .create(
+            "droid-accounts",
+            json!({"name": "pool", "baseUrl": env.mock.url(), "apiKeys": [GOOD_A, BAD, GOOD_B, GOOD_A]}),
+        )
+        .await;
+    let view = account_view(&env, &id).await;
+    assert_eq!(view["authenticationMethod"], "api_key");
+    assert_eq!(view["apiKeyCount"], 3, "duplicates are refused by hash");
+    assert!(!view.to_string().contains(BAD), "keys are shown masked");
+    let key = droid_key(&env).await;
+
+    // Until the revoked key has been tried (random picks), every request still succeeds:
+    // the refused key leaves the pool and the request goes on with another key.
+    let mut n = 0;
+    while !bearers(&env.mock, "/a/v1/messages").contains(&BAD.to_owned()) {
+        n += 1;
+        assert!(n < 200, "the revoked key was never picked");
+        // A different conversation each time: no session keeps a key.
+        let r = droid_messages(&env, &key, &format!("x{n}")).await;
+        assert_eq!(r.status(), 200, "request {n}");
+    }
+    let view = account_view(&env, &id).await;
+    let statuses = pool_status(&view);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|(s, m)| s == "error" && m == "401")
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(view["status"], "active");
+
+    // From now on the revoked key is never sent; both good keys are used.
+    let before = bearers(&env.mock, "/a/v1/messages").len();
+    for i in 0..30 {
+        assert_eq!(
+            droid_messages(&env, &key, &format!("y{i}")).await.status(),
+            200
+        );
+    }
+    let after: Vec<String> = bearers(&env.mock, "/a/v1/messages")[before..].to_vec();
+    assert_eq!(after.len(), 30);
+    let used: HashSet<&str> = after.iter().map(String::as_str).collect();
+    assert_eq!(used, HashSet::from([GOOD_A, GOOD_B]));
+
+    // A session keeps its key.
+    let session_req = |n: u32| {
+        let mut b = msg_body("claude-sonnet-4-5-20250929", false, "z");
+        b["metadata"] = json!({"user_id": format!("user_abc_account__session_{n:08}-0000-4000-8000-000000000000")});
+        env.http
+            .post(env.url("/droid/claude/v1/messages"))
+            .header("x-api-key", &key)
+            .json(&b)
+            .send()
+    };
+    let before = bearers(&env.mock, "/a/v1/messages").len();
+    for _ in 0..8 {
+        assert_eq!(session_req(1).await.unwrap().status(), 200);
+    }
+    let sticky: HashSet<String> = bearers(&env.mock, "/a/v1/messages")[before..]
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(sticky.len(), 1, "one session, one key: {sticky:?}");
+
+    // The admin's modes: delete a key, reset the refused one (update), replace the pool.
+    let (s, _) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/droid-accounts/{id}"),
+            Some(json!({"apiKeyUpdateMode": "delete", "removeApiKeys": [GOOD_B]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(account_view(&env, &id).await["apiKeyCount"], 2);
+    let (s, _) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/droid-accounts/{id}"),
+            Some(json!({"apiKeyUpdateMode": "update", "apiKeys": [{"key": BAD, "status": "active", "errorMessage": ""}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let statuses = pool_status(&account_view(&env, &id).await);
+    assert!(statuses.iter().all(|(s, _)| s == "active"), "{statuses:?}");
+    let (s, v) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/droid-accounts/{id}"),
+            Some(json!({"apiKeyUpdateMode": "replace", "apiKeys": [GOOD_B]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(account_view(&env, &id).await["apiKeyCount"], 1);
+    let (s, v) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/droid-accounts/{id}"),
+            Some(json!({"apiKeyUpdateMode": "sideways"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_emptied_pool_is_out_of_rotation() {
+    let env = Env::start().await;
+    accept(&env.mock, &[GOOD_A, BAD]);
+    let dead = env
+        .create(
+            "droid-accounts",
+            json!({"name": "dead", "baseUrl": env.mock.url(), "apiKeys": [BAD], "priority": 1}),
+        )
+        .await;
+    // Its only key is refused with 403 (Factory's answer to a key without access).
+    env.mock.state.scripted.lock().insert(
+        BAD.into(),
+        crs::mock::Scripted {
+            status: 403,
+            message: "Forbidden".into(),
+            headers: vec![],
+            times: None,
+        },
+    );
+    env.create(
+        "droid-accounts",
+        json!({"name": "live", "baseUrl": env.mock.url(), "apiKeys": [GOOD_A], "priority": 90}),
+    )
+    .await;
+    let key = droid_key(&env).await;
+    let r = droid_messages(&env, &key, "x").await;
+    assert_eq!(r.status(), 200, "the other account serves");
+    assert_eq!(bearers(&env.mock, "/a/v1/messages"), vec![BAD, GOOD_A]);
+    let view = account_view(&env, &dead).await;
+    assert_eq!(view["status"], "error");
+    assert_eq!(pool_status(&view), vec![("error".into(), "403".into())]);
+    for _ in 0..5 {
+        assert_eq!(droid_messages(&env, &key, "y").await.status(), 200);
+    }
+    assert_eq!(
+        bearers(&env.mock, "/a/v1/messages")
+            .iter()
+            .filter(|b| *b == BAD)
+            .count(),
+        1,
+        "the emptied account takes no more requests"
+    );
+    // A new key brings it back.
+    accept(&env.mock, &[GOOD_B]);
+    let (s, _) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/droid-accounts/{dead}"),
+            Some(json!({"apiKeys": [GOOD_B]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(account_view(&env, &dead).await["status"], "active");
+    assert_eq!(droid_messages(&env, &key, "z").await.status(), 200);
+    // (BAD is still refused, GOOD_B is the one usable key of the preferred account.)
+    assert_eq!(bearers(&env.mock, "/a/v1/messages").last().unwrap(), GOOD_B);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn workos_refresh_ahead_of_expiry_and_after_a_401() {
+    let mock = extra_mock().await;
+    let workos = mock.url();
+    let env = Env::start_with(|c| c.droid_workos_url = workos.clone()).await;
+    let initial = "workos-at-initial-0001";
+    accept(&mock, &[initial]);
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let id = env
+        .create(
+            "droid-accounts",
+            json!({"name": "oauth", "baseUrl": mock.url(), "accessToken": initial,
+                   "refreshToken": "workos-rt-initial-0001", "expiresAt": soon,
+                   "organizationId": "org_01TEST"}),
+        )
+        .await;
+    let view = account_view(&env, &id).await;
+    assert_eq!(view["hasRefreshToken"], true);
+    assert!(!view.to_string().contains(initial), "tokens are masked");
+    let key = droid_key(&env).await;
+
+    // About to expire: refreshed (WorkOS's grant, form-encoded) before the request.
+    assert_eq!(droid_messages(&env, &key, "a").await.status(), 200);
+    let grants: Vec<crs::mock::SeenRequest> = mock
+        .state
+        .seen
+        .lock()
+        .iter()
+        .filter(|s| s.path == "/user_management/authenticate")
+        .cloned()
+        .collect();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(
+        grants[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let form = String::from_utf8_lossy(&grants[0].body).to_string();
+    for part in [
+        "grant_type=refresh_token",
+        "refresh_token=workos-rt-initial-0001",
+        "client_id=client_01HNM792M5G5G1A2THWPXKFMXB",
+        "organization_id=org_01TEST",
+    ] {
+        assert!(form.split('&').any(|p| p == part), "{part} in {form}");
+    }
+    let sent = bearers(&mock, "/a/v1/messages");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].starts_with("workos-at-mock-"), "{sent:?}");
+    let view = account_view(&env, &id).await;
+    let exp = view["tokenExpiresAt"].as_i64().unwrap();
+    let eight_h = chrono::Utc::now().timestamp_millis() + 8 * 3_600_000;
+    assert!((exp - eight_h).abs() < 60_000, "v1's 8-hour default: {exp}");
+
+    // Fresh: no refresh.
+    assert_eq!(droid_messages(&env, &key, "b").await.status(), 200);
+    assert_eq!(hits(&mock, "/user_management/authenticate"), 1);
+
+    // The upstream refuses the token (revoked): refreshed once, the request retried.
+    let current = sent[0].clone();
+    mock.state.scripted.lock().insert(
+        current.clone(),
+        crs::mock::Scripted {
+            status: 401,
+            message: "token revoked".into(),
+            headers: vec![],
+            times: Some(1),
+        },
+    );
+    assert_eq!(droid_messages(&env, &key, "c").await.status(), 200);
+    assert_eq!(hits(&mock, "/user_management/authenticate"), 2);
+    let sent = bearers(&mock, "/a/v1/messages");
+    assert_eq!(sent[sent.len() - 2], current);
+    assert_ne!(sent[sent.len() - 1], current);
+    assert!(sent[sent.len() - 1].starts_with("workos-at-mock-"));
+
+    // The admin's manual refresh (v1's path).
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            &format!("/admin/droid-accounts/{id}/refresh-token"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(hits(&mock, "/user_management/authenticate"), 3);
+
+    // A refresh WorkOS refuses takes the account out of rotation.
+    mock.state
+        .oauth_fail_refresh
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (s, _) = env
+        .admin(
+            Method::POST,
+            &format!("/admin/droid-accounts/{id}/refresh-token"),
+            None,
+        )
+        .await;
+    assert_ne!(s, 200);
+    eventually("refresh_failed recorded", || {
+        env.crs.as_ref().unwrap().state.accounts.load().by_id[&id]
+            .rec
+            .status
+            .as_str()
+            == "refresh_failed"
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn bedrock_bearer_token_request_and_usage() {
+    let env = Env::start().await;
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/bedrock-accounts",
+            Some(
+                json!({"name": "aws-key", "region": "us-east-1", "credentialType": "bearer_token",
+                        "bearerToken": crs::mock::bedrock::MOCK_BEARER_TOKEN,
+                        "endpointUrl": env.mock.url()}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let (_, view) = env
+        .admin(Method::GET, &format!("/admin/bedrock-accounts/{id}"), None)
+        .await;
+    assert_eq!(view["data"]["credentialType"], "bearer_token");
+    assert_eq!(view["data"]["hasBearerToken"], true);
+    assert!(
+        !view
+            .to_string()
+            .contains(crs::mock::bedrock::MOCK_BEARER_TOKEN)
+    );
+    // Without the token, a bearer account cannot be created.
+    let (s, _) = env
+        .admin(
+            Method::POST,
+            "/admin/bedrock-accounts",
+            Some(json!({"name": "x", "region": "us-east-1", "credentialType": "bearer_token"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    let (key_id, key) = env.create_key(json!({"name": "k"})).await;
+    let r = env
+        .messages(
+            &key,
+            msg_body("claude-sonnet-4-5-20250929", false, "mock:usage=13,5,0,0"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = env
+        .mock
+        .state
+        .seen
+        .lock()
+        .iter()
+        .rev()
+        .find(|s| s.path.starts_with("/model/"))
+        .cloned()
+        .unwrap();
+    assert!(seen.path.ends_with("/invoke"), "{}", seen.path);
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {}", crs::mock::bedrock::MOCK_BEARER_TOKEN).as_str())
+    );
+    for h in ["x-amz-date", "x-amz-security-token", "x-amz-content-sha256"] {
+        assert_eq!(seen.header(h), None, "{h}");
+    }
+    // Streamed too (event stream converted to SSE).
+    let r = env
+        .messages(
+            &key,
+            msg_body("claude-sonnet-4-5-20250929", true, "mock:usage=2,3,0,0"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("message_stop"), "{text}");
+    let t = env.key_totals(&key_id).await;
+    assert_eq!(
+        (t.requests, t.input_tokens, t.output_tokens),
+        (2, 15, 8),
+        "{t:?}"
+    );
+
+    // A token the upstream does not know is refused (403), not signed around.
+    let (s, _) = env
+        .admin(
+            Method::PUT,
+            &format!("/admin/bedrock-accounts/{id}"),
+            Some(json!({"bearerToken": "ABSKunknown"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let r = env
+        .messages(&key, msg_body("claude-sonnet-4-5-20250929", false, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200);
+    env.stop().await;
+}
