@@ -540,3 +540,424 @@ async fn bedrock_bearer_token_request_and_usage() {
     assert_ne!(r.status(), 200);
     env.stop().await;
 }
+
+mod import {
+    use super::*;
+    use crate::import::redis;
+    use crs::migrate::dump::{V1Key, V1Value};
+    use crs::migrate::v1crypto::V1Crypto;
+    use crs::migrate::{ExportOptions, ImportOptions, Source, Target};
+    use crs::model::{Account, Platform};
+    use crs::store::{Store, Table};
+    use sha2::{Digest, Sha256};
+
+    const ENC: &str = "droid-import-test-encryption-key";
+    const SALT: &str = "droid-account-salt";
+    const OAUTH_ID: &str = "0a1b2c3d-0000-4000-8000-00000000d001";
+    const POOL_ID: &str = "0a1b2c3d-0000-4000-8000-00000000d002";
+    const BEDROCK_ID: &str = "0a1b2c3d-0000-4000-8000-00000000b001";
+    const ACCESS: &str = "workos-at-from-v1-0001";
+
+    fn hash(pairs: &[(&str, String)]) -> V1Value {
+        V1Value::Hash(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// A Droid account hash as v1's `createAccount` writes it (droidAccountService.js).
+    fn droid_account(v1: &V1Crypto, id: &str, oauth: bool) -> V1Key {
+        let now = "2026-11-20T08:00:00.000Z".to_owned();
+        let pool = |keys: &[(&str, &str)]| -> String {
+            json!(
+                keys.iter()
+                    .enumerate()
+                    .map(|(i, (k, status))| json!({
+                        "id": format!("00000000-0000-4000-8000-00000000e00{i}"),
+                        "hash": hex::encode(Sha256::digest(k.as_bytes())),
+                        "encryptedKey": v1.encrypt(SALT, k),
+                        "createdAt": now,
+                        "lastUsedAt": "",
+                        "usageCount": "0",
+                        "status": status,
+                        "errorMessage": if *status == "error" { "401" } else { "" },
+                    }))
+                    .collect::<Vec<_>>()
+            )
+            .to_string()
+        };
+        let expires = (chrono::Utc::now() + chrono::Duration::hours(7))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (access, refresh, expires_at, method, keys, count, strategy) = if oauth {
+            (
+                v1.encrypt(SALT, ACCESS),
+                v1.encrypt(SALT, "workos-rt-from-v1-0001"),
+                expires,
+                String::new(),
+                String::new(),
+                "0".to_owned(),
+                String::new(),
+            )
+        } else {
+            (
+                String::new(),
+                String::new(),
+                String::new(),
+                "api_key".to_owned(),
+                pool(&[(GOOD_A, "active"), (BAD, "error")]),
+                "2".to_owned(),
+                "random_sticky".to_owned(),
+            )
+        };
+        V1Key::new(
+            format!("droid:account:{id}"),
+            -1,
+            hash(&[
+                ("id", id.to_owned()),
+                (
+                    "name",
+                    if oauth { "droid-oauth" } else { "droid-pool" }.into(),
+                ),
+                ("description", String::new()),
+                ("refreshToken", refresh),
+                ("accessToken", access),
+                ("expiresAt", expires_at),
+                ("subscriptionExpiresAt", String::new()),
+                ("proxy", String::new()),
+                ("isActive", "true".into()),
+                ("accountType", "shared".into()),
+                ("platform", "droid".into()),
+                ("priority", "50".into()),
+                ("createdAt", now.clone()),
+                ("lastUsedAt", String::new()),
+                (
+                    "lastRefreshAt",
+                    if oauth { now.clone() } else { String::new() },
+                ),
+                ("status", "active".into()),
+                ("errorMessage", String::new()),
+                ("schedulable", "true".into()),
+                ("noFailover", "false".into()),
+                ("endpointType", "anthropic".into()),
+                ("organizationId", if oauth { "org_01V1" } else { "" }.into()),
+                ("owner", String::new()),
+                ("ownerEmail", String::new()),
+                ("ownerName", String::new()),
+                ("ownerDisplayName", String::new()),
+                ("userId", String::new()),
+                ("tokenType", "Bearer".into()),
+                ("authenticationMethod", method),
+                ("expiresIn", if oauth { "28800" } else { "" }.into()),
+                ("apiKeys", keys),
+                ("apiKeyCount", count),
+                ("apiKeyStrategy", strategy),
+            ]),
+        )
+    }
+
+    /// A Bedrock bearer-token account as v1's bedrockAccountService.js `createAccount` writes
+    /// it: one JSON string, the token in `bearerToken` as `{encrypted, iv}` of `{token}`.
+    fn bedrock_account(v1: &V1Crypto) -> V1Key {
+        let (encrypted, iv) = v1
+            .encrypt_bedrock(&json!({"token": crs::mock::bedrock::MOCK_BEARER_TOKEN}).to_string());
+        let v = json!({
+            "id": BEDROCK_ID, "name": "bedrock-key", "description": "", "region": "us-east-1",
+            "defaultModel": "us.anthropic.claude-sonnet-4-20250514-v1:0", "isActive": true,
+            "accountType": "shared", "priority": 50, "schedulable": true,
+            "credentialType": "bearer_token", "subscriptionExpiresAt": null,
+            "createdAt": "2026-11-20T08:00:00.000Z", "updatedAt": "2026-11-20T08:00:00.000Z",
+            "type": "bedrock", "disableAutoProtection": false,
+            "bearerToken": {"encrypted": encrypted, "iv": iv},
+        });
+        V1Key::new(
+            format!("bedrock_account:{BEDROCK_ID}"),
+            -1,
+            V1Value::Str(v.to_string()),
+        )
+    }
+
+    /// An API key hash as v1's apiKeyService writes it, bound to one account.
+    fn api_key(id: &str, plain: &str, field: &str, account: &str, perms: &str) -> Vec<V1Key> {
+        let h = hex::encode(Sha256::digest(format!("{plain}{ENC}").as_bytes()));
+        vec![
+            V1Key::new(
+                format!("apikey:{id}"),
+                -1,
+                hash(&[
+                    ("id", id.to_owned()),
+                    ("name", format!("key-{field}")),
+                    ("description", String::new()),
+                    ("apiKey", h.clone()),
+                    ("isActive", "true".into()),
+                    ("createdAt", "2026-11-20T08:00:00.000Z".into()),
+                    ("expiresAt", String::new()),
+                    ("permissions", perms.to_owned()),
+                    (field, account.to_owned()),
+                    ("isDeleted", "false".into()),
+                ]),
+            ),
+            V1Key::new(
+                "apikey:hash_map",
+                -1,
+                V1Value::Hash(vec![(h, id.to_owned())]),
+            ),
+        ]
+    }
+
+    fn opts(dir: &std::path::Path) -> ImportOptions {
+        ImportOptions {
+            data_dir: dir.to_owned(),
+            encryption_key: ENC.into(),
+            dry_run: false,
+            merge: false,
+            progress: false,
+        }
+    }
+
+    fn accounts(dir: &std::path::Path) -> (crs::crypto::Secrets, Vec<Account>) {
+        let (s, _) = crs::crypto::Secrets::load_or_create(&dir.join("secrets.json"), None).unwrap();
+        let store = Store::open(&dir.join("crs.redb")).unwrap();
+        let mut all: Vec<Account> = store.load_all(Table::Accounts).unwrap();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        (s, all)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn v1_droid_and_bedrock_accounts_import_serve_and_export() {
+        let Some(redis) = redis() else { return };
+        let v1 = V1Crypto::new(ENC);
+        let keys_plain = [
+            "cr_00000000000000000000000000000000000000000000000000000000000d0001",
+            "cr_00000000000000000000000000000000000000000000000000000000000d0002",
+            "cr_00000000000000000000000000000000000000000000000000000000000b0001",
+        ];
+        let mut ks = vec![
+            droid_account(&v1, OAUTH_ID, true),
+            droid_account(&v1, POOL_ID, false),
+            bedrock_account(&v1),
+        ];
+        let mut hash_map = Vec::new();
+        for (i, (field, acc, perms)) in [
+            ("droidAccountId", OAUTH_ID, "[\"droid\"]"),
+            ("droidAccountId", POOL_ID, "[\"droid\"]"),
+            ("bedrockAccountId", BEDROCK_ID, "[\"claude\"]"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("0a1b2c3d-0000-4000-8000-00000000f00{i}");
+            for k in api_key(&id, keys_plain[i], field, acc, perms) {
+                match k.value {
+                    V1Value::Hash(pairs) if k.name == "apikey:hash_map" => hash_map.extend(pairs),
+                    _ => ks.push(k),
+                }
+            }
+        }
+        ks.push(V1Key::new("apikey:hash_map", -1, V1Value::Hash(hash_map)));
+        crs::migrate::redis_io::write_all(&redis.url(0), &ks, false)
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let r = crs::migrate::import(&Source::Redis(redis.url(0)), &opts(dir.path()))
+            .await
+            .unwrap();
+        assert!(r.not_understood.is_empty(), "{:?}", r.not_understood);
+        let (secrets, accs) = accounts(dir.path());
+        assert_eq!(accs.len(), 3, "{}", r.render());
+        let by_id = |id: &str| accs.iter().find(|a| a.id == id).unwrap().clone();
+        let oauth = by_id(OAUTH_ID);
+        assert_eq!(oauth.platform, Platform::Droid);
+        assert!(!oauth.uses_key_pool());
+        assert_eq!(secrets.decrypt(&oauth.access_token).unwrap(), ACCESS);
+        assert_eq!(oauth.organization_id, "org_01V1");
+        assert!(oauth.expires_at > chrono::Utc::now().timestamp_millis());
+        let pool = by_id(POOL_ID);
+        assert!(pool.uses_key_pool());
+        assert_eq!(
+            pool.api_keys
+                .iter()
+                .map(|k| (secrets.decrypt(&k.key).unwrap(), k.status.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (GOOD_A.to_owned(), "active".into()),
+                (BAD.to_owned(), "error".into())
+            ]
+        );
+        let bedrock = by_id(BEDROCK_ID);
+        assert_eq!(
+            secrets.decrypt(&bedrock.bearer_token).unwrap(),
+            crs::mock::bedrock::MOCK_BEARER_TOKEN
+        );
+
+        // Serve: v1 has no upstream URL fields for these types; point them at the mock.
+        crs::init_tls();
+        let mock = MockUpstream::start().await.unwrap();
+        accept(&mock, &[ACCESS, GOOD_A]);
+        {
+            let store = Store::open(&dir.path().join("crs.redb")).unwrap();
+            for mut a in accs.clone() {
+                a.api_url = mock.url();
+                store.put(Table::Accounts, &a.id.clone(), &a).unwrap();
+            }
+        }
+        let running = crs::server::start(crs::config::Config::for_data_dir(dir.path()))
+            .await
+            .unwrap();
+        let http = client();
+        for (i, path) in [
+            "/droid/claude/v1/messages",
+            "/droid/claude/v1/messages",
+            "/api/v1/messages",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let r = http
+                .post(format!("{}{path}", running.url()))
+                .header("x-api-key", keys_plain[i])
+                .header("anthropic-version", "2023-06-01")
+                .json(&msg_body(
+                    "claude-sonnet-4-5-20250929",
+                    false,
+                    &format!("k{i}"),
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "key {i}: {}", r.text().await.unwrap());
+        }
+        assert_eq!(
+            bearers(&mock, "/a/v1/messages"),
+            vec![ACCESS.to_owned(), GOOD_A.to_owned()],
+            "the OAuth token, then the pool's one usable key"
+        );
+        let seen = mock
+            .state
+            .seen
+            .lock()
+            .iter()
+            .find(|s| s.path.starts_with("/model/"))
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            seen.header("authorization"),
+            Some(format!("Bearer {}", crs::mock::bedrock::MOCK_BEARER_TOKEN).as_str())
+        );
+        running.shutdown(std::time::Duration::from_secs(5)).await;
+
+        // Export to an empty Redis database in v1's layout, and back.
+        crs::migrate::export(
+            &Target::Redis(redis.url(1)),
+            &ExportOptions {
+                data_dir: dir.path().to_owned(),
+                encryption_key: None,
+                tz_offset_minutes: 480,
+                merge: false,
+                progress: false,
+            },
+        )
+        .await
+        .unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        crs::migrate::redis_io::read_all(&redis.url(1), false, &mut |k| {
+            out.insert(k.name.clone(), k);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let field = |name: &str, f: &str| -> String {
+            let V1Value::Hash(p) = &out[name].value else {
+                panic!("{name} is not a hash")
+            };
+            p.iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let oauth_key = format!("droid:account:{OAUTH_ID}");
+        assert_eq!(
+            v1.decrypt(SALT, &field(&oauth_key, "accessToken")).unwrap(),
+            ACCESS
+        );
+        assert_eq!(
+            v1.decrypt(SALT, &field(&oauth_key, "refreshToken"))
+                .unwrap(),
+            "workos-rt-from-v1-0001"
+        );
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&field(&oauth_key, "expiresAt")).is_ok(),
+            "v1's ISO expiry"
+        );
+        let pool_key = format!("droid:account:{POOL_ID}");
+        assert_eq!(field(&pool_key, "authenticationMethod"), "api_key");
+        assert_eq!(field(&pool_key, "apiKeyCount"), "2");
+        assert_eq!(field(&pool_key, "apiKeyStrategy"), "random_sticky");
+        let entries: Vec<Value> = serde_json::from_str(&field(&pool_key, "apiKeys")).unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (
+                    v1.decrypt(SALT, e["encryptedKey"].as_str().unwrap())
+                        .unwrap(),
+                    e["status"].as_str().unwrap().to_owned()
+                ))
+                .collect::<Vec<_>>(),
+            vec![
+                (GOOD_A.to_owned(), "active".into()),
+                (BAD.to_owned(), "error".into())
+            ]
+        );
+        let V1Value::Str(b) = &out[&format!("bedrock_account:{BEDROCK_ID}")].value else {
+            panic!("bedrock is a string")
+        };
+        let b: Value = serde_json::from_str(b).unwrap();
+        assert_eq!(b["credentialType"], "bearer_token");
+        let text = v1
+            .decrypt_bedrock(
+                b["bearerToken"]["encrypted"].as_str().unwrap(),
+                b["bearerToken"]["iv"].as_str().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap()["token"],
+            crs::mock::bedrock::MOCK_BEARER_TOKEN
+        );
+
+        let again = tempfile::tempdir().unwrap();
+        crs::migrate::import(&Source::Redis(redis.url(1)), &opts(again.path()))
+            .await
+            .unwrap();
+        let (s2, back) = accounts(again.path());
+        for (a, b) in accs.iter().zip(&back) {
+            assert_eq!(a.id, b.id);
+            assert_eq!(a.api_keys.len(), b.api_keys.len());
+            for (x, y) in a.api_keys.iter().zip(&b.api_keys) {
+                assert_eq!(
+                    secrets.decrypt(&x.key).unwrap(),
+                    s2.decrypt(&y.key).unwrap()
+                );
+                assert_eq!((&x.id, &x.status), (&y.id, &y.status));
+            }
+            assert_eq!(a.expires_at / 1000, b.expires_at / 1000);
+            assert_eq!(a.organization_id, b.organization_id);
+            assert_eq!(a.authentication_method, b.authentication_method);
+            for (x, y) in [
+                (&a.access_token, &b.access_token),
+                (&a.refresh_token, &b.refresh_token),
+                (&a.bearer_token, &b.bearer_token),
+            ] {
+                let d = |s: &crs::crypto::Secrets, v: &str| {
+                    if v.is_empty() {
+                        String::new()
+                    } else {
+                        s.decrypt(v).unwrap()
+                    }
+                };
+                assert_eq!(d(&secrets, x), d(&s2, y));
+            }
+        }
+    }
+}

@@ -142,14 +142,14 @@ fn fixture_keys() -> Vec<V1Key> {
 }
 
 /// A redis-server on a free port, without persistence; killed on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
-    fn url(&self, db: u32) -> String {
+    pub(crate) fn url(&self, db: u32) -> String {
         format!("redis://127.0.0.1:{}/{db}", self.port)
     }
 }
@@ -161,7 +161,7 @@ impl Drop for Redis {
     }
 }
 
-fn redis() -> Option<Redis> {
+pub(crate) fn redis() -> Option<Redis> {
     let found = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
