@@ -11,6 +11,7 @@ pub mod registry;
 pub mod sticky;
 pub mod usage_poll;
 pub mod windows;
+pub mod workos;
 
 use std::collections::HashMap;
 use std::sync::Arc;

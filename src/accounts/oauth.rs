@@ -69,6 +69,7 @@ pub struct OAuthState {
     workos_url: String,
     deadline: Duration,
     pending: moka::sync::Cache<String, PendingAuth>,
+    devices: moka::sync::Cache<String, super::workos::DeviceSession>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -83,6 +84,7 @@ impl OAuthState {
                 .max_capacity(1000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
+            devices: super::workos::sessions(),
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +99,19 @@ impl std::fmt::Debug for OAuthState {
 impl OAuthState {
     pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().entry(id.to_owned()).or_default().clone()
+    }
+
+    pub fn workos_url(&self) -> &str {
+        &self.workos_url
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Droid device authorisations in progress (`workos`).
+    pub fn devices(&self) -> &moka::sync::Cache<String, super::workos::DeviceSession> {
+        &self.devices
     }
 }
 

@@ -93,6 +93,8 @@ pub struct MockState {
     /// and a scripted failure of the endpoint.
     pub oauth_usage: Mutex<std::collections::HashMap<String, serde_json::Value>>,
     pub oauth_usage_forced: Mutex<Option<Forced>>,
+    /// WorkOS device codes issued, with the polls each has had (approved on the second).
+    pub workos_devices: Mutex<std::collections::HashMap<String, u32>>,
     /// Keep a copy of each request (off for benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     counter: AtomicU64,

@@ -17,6 +17,7 @@ pub fn routes(state: &Arc<MockState>) -> Router {
         .push(Router::with_path("v1/oauth/token").post(Token(state.clone())))
         .push(Router::with_path("api/oauth/usage").get(Usage(state.clone())))
         .push(Router::with_path("user_management/authenticate").post(WorkOs(state.clone())))
+        .push(Router::with_path("user_management/authorize/device").post(Device(state.clone())))
 }
 
 /// The usage answer for a token nobody scripted: little used, windows resetting in 5 hours and
@@ -245,7 +246,25 @@ impl Handler for WorkOs {
         if field("client_id") != crate::providers::droid::WORKOS_CLIENT_ID {
             return oauth_error(res, 401, "invalid_client", "Invalid client ID.");
         }
-        if field("grant_type") != "refresh_token" {
+        if field("grant_type") == "urn:ietf:params:oauth:grant-type:device_code" {
+            // Approved by the (imaginary) user after the first poll.
+            let mut devices = state.workos_devices.lock();
+            match devices.get_mut(&field("device_code")) {
+                None => {
+                    return oauth_error(res, 400, "expired_token", "The device code has expired.");
+                }
+                Some(n) if *n == 0 => {
+                    *n += 1;
+                    return oauth_error(
+                        res,
+                        400,
+                        "authorization_pending",
+                        "Authorization is pending.",
+                    );
+                }
+                Some(_) => {}
+            }
+        } else if field("grant_type") != "refresh_token" {
             return oauth_error(
                 res,
                 400,
@@ -253,8 +272,9 @@ impl Handler for WorkOs {
                 "grant_type not supported",
             );
         }
-        if state.oauth_fail_refresh.load(Ordering::Relaxed)
-            || !field("refresh_token").starts_with(WORKOS_REFRESH_PREFIX)
+        if field("grant_type") == "refresh_token"
+            && (state.oauth_fail_refresh.load(Ordering::Relaxed)
+                || !field("refresh_token").starts_with(WORKOS_REFRESH_PREFIX))
         {
             return oauth_error(res, 400, "invalid_grant", "Session has already ended.");
         }
@@ -275,6 +295,47 @@ impl Handler for WorkOs {
             "access_token": access,
             "refresh_token": format!("{WORKOS_REFRESH_PREFIX}mock-{n}"),
             "authentication_method": "GoogleOAuth",
+        });
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        let _ = res.write_body(out.to_string());
+    }
+}
+
+/// WorkOS `POST /user_management/authorize/device` (a form with `client_id`): a device code
+/// and the user code to confirm, as v1's workosOAuthHelper.js reads them.
+struct Device(Arc<MockState>);
+
+#[salvo::async_trait]
+impl Handler for Device {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
+        let state = &self.0;
+        let body = req
+            .payload_with_max_size(64 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        let client = format!("client_id={}", crate::providers::droid::WORKOS_CLIENT_ID);
+        if !text.split('&').any(|p| p == client) {
+            return oauth_error(res, 401, "invalid_client", "Invalid client ID.");
+        }
+        let n = request_id(state);
+        let code = format!("device-{n}");
+        state.workos_devices.lock().insert(code.clone(), 0);
+        let out = json!({
+            "device_code": code,
+            "user_code": "MOCK-CODE",
+            "verification_uri": "https://auth.factory.ai/device",
+            "verification_uri_complete": "https://auth.factory.ai/device?user_code=MOCK-CODE",
+            "expires_in": 300,
+            "interval": 1,
         });
         res.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));

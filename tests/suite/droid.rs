@@ -440,6 +440,83 @@ async fn workos_refresh_ahead_of_expiry_and_after_a_401() {
     env.stop().await;
 }
 
+/// v1's device-code authorisation: a user code to confirm, pending polls, then tokens that
+/// make an OAuth account.
+#[tokio::test]
+async fn device_code_authorisation_makes_an_oauth_account() {
+    let mock = extra_mock().await;
+    let workos = mock.url();
+    let env = Env::start_with(|c| c.droid_workos_url = workos.clone()).await;
+    let (s, v) = env
+        .admin(
+            Method::POST,
+            "/admin/droid-accounts/generate-auth-url",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let d = &v["data"];
+    assert_eq!(d["userCode"], "MOCK-CODE");
+    assert!(
+        d["verificationUriComplete"]
+            .as_str()
+            .unwrap()
+            .contains("MOCK-CODE")
+    );
+    let session = d["sessionId"].as_str().unwrap().to_owned();
+    let exchange = |id: &str| {
+        env.admin(
+            Method::POST,
+            "/admin/droid-accounts/exchange-code",
+            Some(json!({"sessionId": id})),
+        )
+    };
+    let (s, v) = exchange(&session).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["pending"], true, "{v}");
+    assert_eq!(v["error"], "authorization_pending");
+    let (s, v) = exchange(&session).await;
+    assert_eq!(s, 200, "{v}");
+    let tokens = v["data"]["tokens"].clone();
+    let expires = v["data"]["expiresAt"].clone();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert!(access.starts_with("workos-at-mock-"));
+    let (s, _) = exchange(&session).await;
+    assert_eq!(s, 400, "a session gives its tokens once");
+    let (s, _) = exchange("no-such-session").await;
+    assert_eq!(s, 400);
+    let grants: Vec<String> = mock
+        .state
+        .seen
+        .lock()
+        .iter()
+        .filter(|s| s.path == "/user_management/authenticate")
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect();
+    assert!(
+        grants[0].contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code"),
+        "{grants:?}"
+    );
+
+    let id = env
+        .create(
+            "droid-accounts",
+            json!({"name": "authorised", "baseUrl": mock.url(),
+                   "accessToken": access, "refreshToken": tokens["refresh_token"],
+                   "organizationId": tokens["organization_id"],
+                   "expiresAt": expires}),
+        )
+        .await;
+    let key = droid_key(&env).await;
+    assert_eq!(droid_messages(&env, &key, "hello").await.status(), 200);
+    assert_eq!(bearers(&mock, "/a/v1/messages"), vec![access]);
+    assert_eq!(
+        account_view(&env, &id).await["organizationId"],
+        "org_01MOCK"
+    );
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn bedrock_bearer_token_request_and_usage() {
     let env = Env::start().await;
