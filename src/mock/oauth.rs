@@ -16,8 +16,10 @@ pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
         .push(Router::with_path("v1/oauth/token").post(Token(state.clone())))
         .push(Router::with_path("api/oauth/usage").get(Usage(state.clone())))
-        .push(Router::with_path("user_management/authenticate").post(WorkOs(state.clone())))
-        .push(Router::with_path("user_management/authorize/device").post(Device(state.clone())))
+        .push(Router::with_path("user_management/authenticate").post(WorkOs(state.clone(), false)))
+        .push(
+            Router::with_path("user_management/authorize/device").post(WorkOs(state.clone(), true)),
+        )
 }
 
 /// The usage answer for a token nobody scripted: little used, windows resetting in 5 hours and
@@ -200,8 +202,10 @@ pub const WORKOS_REFRESH_PREFIX: &str = "workos-rt-";
 /// WorkOS `POST /user_management/authenticate` with the refresh grant, as Factory's CLI (and
 /// v1 droidAccountService.js `_refreshTokensWithWorkOS`) calls it: a form body with
 /// `grant_type=refresh_token`, `refresh_token`, `client_id` and optionally `organization_id`.
-/// The answer carries no lifetime (v1 assumes 8 hours); errors are OAuth error bodies.
-struct WorkOs(Arc<MockState>);
+/// The answer carries no lifetime (v1 assumes 8 hours); errors are OAuth error bodies. The
+/// device-code grant of the authorisation flow is answered here too (`true`: the device
+/// authorisation endpoint).
+struct WorkOs(Arc<MockState>, bool);
 
 #[salvo::async_trait]
 impl Handler for WorkOs {
@@ -245,6 +249,9 @@ impl Handler for WorkOs {
         };
         if field("client_id") != crate::providers::droid::WORKOS_CLIENT_ID {
             return oauth_error(res, 401, "invalid_client", "Invalid client ID.");
+        }
+        if self.1 {
+            return device_code(state, res);
         }
         if field("grant_type") == "urn:ietf:params:oauth:grant-type:device_code" {
             // Approved by the (imaginary) user after the first poll.
@@ -304,41 +311,19 @@ impl Handler for WorkOs {
 
 /// WorkOS `POST /user_management/authorize/device` (a form with `client_id`): a device code
 /// and the user code to confirm, as v1's workosOAuthHelper.js reads them.
-struct Device(Arc<MockState>);
-
-#[salvo::async_trait]
-impl Handler for Device {
-    async fn handle(
-        &self,
-        req: &mut Request,
-        _d: &mut Depot,
-        res: &mut Response,
-        _c: &mut FlowCtrl,
-    ) {
-        let state = &self.0;
-        let body = req
-            .payload_with_max_size(64 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
-        let client = format!("client_id={}", crate::providers::droid::WORKOS_CLIENT_ID);
-        if !text.split('&').any(|p| p == client) {
-            return oauth_error(res, 401, "invalid_client", "Invalid client ID.");
-        }
-        let n = request_id(state);
-        let code = format!("device-{n}");
-        state.workos_devices.lock().insert(code.clone(), 0);
-        let out = json!({
-            "device_code": code,
-            "user_code": "MOCK-CODE",
-            "verification_uri": "https://auth.factory.ai/device",
-            "verification_uri_complete": "https://auth.factory.ai/device?user_code=MOCK-CODE",
-            "expires_in": 300,
-            "interval": 1,
-        });
-        res.headers_mut()
-            .insert("content-type", HeaderValue::from_static("application/json"));
-        let _ = res.write_body(out.to_string());
-    }
+fn device_code(state: &MockState, res: &mut Response) {
+    let n = request_id(state);
+    let code = format!("device-{n}");
+    state.workos_devices.lock().insert(code.clone(), 0);
+    let out = json!({
+        "device_code": code,
+        "user_code": "MOCK-CODE",
+        "verification_uri": "https://auth.factory.ai/device",
+        "verification_uri_complete": "https://auth.factory.ai/device?user_code=MOCK-CODE",
+        "expires_in": 300,
+        "interval": 1,
+    });
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    let _ = res.write_body(out.to_string());
 }
