@@ -63,76 +63,92 @@ fn apply_pool(st: &AppState, a: &mut Account, b: &Body) -> Result<bool, String> 
     let adds = key_items(b, "apiKeys")?;
     let removes = key_items(b, "removeApiKeys")?;
     let clear = fields::boolean(b, "clearApiKeys")?.unwrap_or(false);
-    let mode = match fields::string(b, "apiKeyUpdateMode", 16)? {
+    let explicit = match fields::string(b, "apiKeyUpdateMode", 16)? {
         Some(m) if !m.is_empty() => {
             let m = m.to_ascii_lowercase();
             if !["append", "replace", "delete", "update"].contains(&m.as_str()) {
                 return Err("apiKeyUpdateMode must be append, replace, delete or update".into());
             }
-            m
+            Some(m)
         }
-        _ if clear => "replace".into(),
-        _ if !removes.is_empty() => "delete".into(),
-        _ => "append".into(),
+        _ => None,
     };
-    let encrypt = |k: &str| st.secrets.encrypt(k);
-    match mode.as_str() {
-        "delete" => {
-            let gone: Vec<String> = key_strings(&removes, "removeApiKeys")?
-                .iter()
-                .map(|k| key_hash(k))
-                .collect();
-            let before = a.api_keys.len();
-            a.api_keys.retain(|e| !gone.contains(&e.hash));
-            Ok(a.api_keys.len() != before)
-        }
-        "update" => {
-            let mut changed = false;
-            for it in &adds {
-                let Some(key) = it
-                    .get("key")
-                    .or_else(|| it.get("apiKey"))
-                    .and_then(Value::as_str)
-                else {
-                    continue;
-                };
-                let h = key_hash(key);
-                if let Some(e) = a.api_keys.iter_mut().find(|e| e.hash == h) {
-                    if let Some(s) = it.get("status").and_then(Value::as_str) {
-                        if !["active", "error"].contains(&s) {
-                            return Err("a key's status must be active or error".into());
-                        }
-                        e.status = s.to_owned();
-                    }
-                    if let Some(m) = it.get("errorMessage").and_then(Value::as_str) {
-                        e.error_message = m.chars().take(500).collect();
-                    }
-                    changed = true;
-                }
-            }
-            Ok(changed)
-        }
-        _ => {
-            let replace = mode == "replace" || clear;
-            let new = key_strings(&adds, "apiKeys")?;
-            if replace {
-                a.api_keys.clear();
-            }
-            let mut added = 0;
-            for k in new {
-                let h = key_hash(&k);
-                if a.api_keys.iter().any(|e| e.hash == h) {
-                    continue;
-                }
-                if a.api_keys.len() >= MAX_POOL {
-                    return Err(format!("a pool holds at most {MAX_POOL} keys"));
-                }
-                a.api_keys.push(new_entry(encrypt, &k));
-                added += 1;
-            }
-            Ok(replace || added > 0)
+    match explicit.as_deref() {
+        Some("delete") => remove_keys(a, &removes),
+        Some("update") => update_keys(a, &adds),
+        Some(m) => add_keys(st, a, &adds, m == "replace" || clear),
+        // v1 picks one mode from the fields present; an admin form that removes some keys
+        // and adds others in one save gets both.
+        None if clear => add_keys(st, a, &adds, true),
+        None => {
+            let removed = remove_keys(a, &removes)?;
+            Ok(add_keys(st, a, &adds, false)? || removed)
         }
     }
+}
+
+/// v1's delete mode: the keys named (by the key itself, as v1 takes them, or by the entry's
+/// id, which is all a masked view shows).
+fn remove_keys(a: &mut Account, removes: &[Value]) -> Result<bool, String> {
+    let gone = key_strings(removes, "removeApiKeys")?;
+    let hashes: Vec<String> = gone.iter().map(|k| key_hash(k)).collect();
+    let before = a.api_keys.len();
+    a.api_keys
+        .retain(|e| !hashes.contains(&e.hash) && !gone.contains(&e.id));
+    Ok(a.api_keys.len() != before)
+}
+
+/// v1's update mode: a key's status and error message, the key named by itself (or by its
+/// entry id).
+fn update_keys(a: &mut Account, items: &[Value]) -> Result<bool, String> {
+    let mut changed = false;
+    for it in items {
+        let by_key = it
+            .get("key")
+            .or_else(|| it.get("apiKey"))
+            .and_then(Value::as_str)
+            .map(key_hash);
+        let by_id = it.get("id").and_then(Value::as_str);
+        let Some(e) = a
+            .api_keys
+            .iter_mut()
+            .find(|e| by_key.as_deref() == Some(e.hash.as_str()) || by_id == Some(e.id.as_str()))
+        else {
+            continue;
+        };
+        if let Some(s) = it.get("status").and_then(Value::as_str) {
+            if !["active", "error"].contains(&s) {
+                return Err("a key's status must be active or error".into());
+            }
+            e.status = s.to_owned();
+        }
+        if let Some(m) = it.get("errorMessage").and_then(Value::as_str) {
+            e.error_message = m.chars().take(500).collect();
+        }
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// v1's append and replace modes: new keys, duplicates (by hash) skipped.
+fn add_keys(st: &AppState, a: &mut Account, adds: &[Value], replace: bool) -> Result<bool, String> {
+    let new = key_strings(adds, "apiKeys")?;
+    if replace {
+        a.api_keys.clear();
+    }
+    let mut added = 0;
+    for k in new {
+        let h = key_hash(&k);
+        if a.api_keys.iter().any(|e| e.hash == h) {
+            continue;
+        }
+        if a.api_keys.len() >= MAX_POOL {
+            return Err(format!("a pool holds at most {MAX_POOL} keys"));
+        }
+        a.api_keys.push(new_entry(|v| st.secrets.encrypt(v), &k));
+        added += 1;
+    }
+    Ok(replace || added > 0)
 }
 
 /// `expiresAt` of a token: v1 writes an ISO date; unix ms is accepted too.
