@@ -24,9 +24,14 @@ const STICKY_MS: i64 = 3_600_000;
 /// Sessions remembered per account before expired ones are swept.
 const STICKY_SWEEP_AT: usize = 4096;
 
-/// Session -> (key id, until unix ms), per account (in `AccountRuntime`).
+/// Session -> (key id, until unix ms), per account (in `AccountRuntime`), and each key's use
+/// since the start (requests, last use in unix ms): v1 writes both to the key's entry on every
+/// request; crs keeps them in memory, off the store, and the admin view adds them.
 #[derive(Default, Debug)]
-pub struct Sticky(Mutex<HashMap<String, (String, i64)>>);
+pub struct Sticky(
+    Mutex<HashMap<String, (String, i64)>>,
+    Mutex<HashMap<String, (u64, i64)>>,
+);
 
 impl Sticky {
     fn get(&self, session: &str, now: i64) -> Option<String> {
@@ -48,6 +53,18 @@ impl Sticky {
 
     fn forget_key(&self, key: &str) {
         self.0.lock().retain(|_, (k, _)| k != key);
+    }
+
+    fn used(&self, key: &str, now: i64) {
+        let mut m = self.1.lock();
+        let e = m.entry(key.to_owned()).or_default();
+        e.0 += 1;
+        e.1 = now;
+    }
+
+    /// Requests `key` took since the start, and when it was last used (unix ms).
+    pub fn usage(&self, key: &str) -> (u64, i64) {
+        self.1.lock().get(key).copied().unwrap_or_default()
     }
 }
 
@@ -83,6 +100,7 @@ pub fn pick(
     if let Some(s) = session {
         acc.rt.pool_sticky.set(s, &chosen.id, now);
     }
+    acc.rt.pool_sticky.used(&chosen.id, now);
     let plain = accounts
         .secrets()
         .decrypt(&chosen.key)

@@ -253,18 +253,29 @@ pub fn view(st: &AppState, a: &Account, v: &mut Value) {
     v["lastRefreshAt"] = json!(a.last_refresh_at);
     v["apiKeyMasked"] = json!(masked(&a.api_key));
     v["apiKeyCount"] = json!(a.api_keys.len());
+    let rt = st.accounts.load().by_id.get(&a.id).cloned();
     v["apiKeys"] = json!(
         a.api_keys
             .iter()
-            .map(|e| json!({
-                "id": e.id,
-                "maskedKey": masked(&e.key),
-                "createdAt": e.created_at,
-                "lastUsedAt": e.last_used_at,
-                "usageCount": e.usage_count.to_string(),
-                "status": if e.status.is_empty() { "active" } else { e.status.as_str() },
-                "errorMessage": e.error_message,
-            }))
+            .map(|e| {
+                let (n, last) = rt
+                    .as_ref()
+                    .map(|r| r.rt.pool_sticky.usage(&e.id))
+                    .unwrap_or_default();
+                let last_used = chrono::DateTime::from_timestamp_millis(last)
+                    .filter(|_| last > 0)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_else(|| e.last_used_at.clone());
+                json!({
+                    "id": e.id,
+                    "maskedKey": masked(&e.key),
+                    "createdAt": e.created_at,
+                    "lastUsedAt": last_used,
+                    "usageCount": (e.usage_count + n).to_string(),
+                    "status": if e.status.is_empty() { "active" } else { e.status.as_str() },
+                    "errorMessage": e.error_message,
+                })
+            })
             .collect::<Vec<_>>()
     );
 }

@@ -209,6 +209,22 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
     assert_eq!(after.len(), 30);
     let used: HashSet<&str> = after.iter().map(String::as_str).collect();
     assert_eq!(used, HashSet::from([GOOD_A, GOOD_B]));
+    // Each key's use, as the admin view shows it.
+    let view = account_view(&env, &id).await;
+    let uses: u64 = view["apiKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["usageCount"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(uses as usize, bearers(&env.mock, "/a/v1/messages").len());
+    assert!(
+        view["apiKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| !k["lastUsedAt"].as_str().unwrap().is_empty())
+    );
 
     // A session keeps its key.
     let session_req = |n: u32| {
