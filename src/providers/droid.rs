@@ -8,6 +8,7 @@
 //! The request shape is v1's (src/services/droidRelayService.js `_buildHeaders`).
 
 use anyhow::Result;
+use bytes::Bytes;
 use salvo::http::{HeaderValue, header};
 use serde::Deserialize;
 
@@ -27,6 +28,10 @@ pub const USER_AGENT: &str = "factory-cli/0.19.12";
 pub const WORKOS_CLIENT_ID: &str = "client_01HNM792M5G5G1A2THWPXKFMXB";
 /// WorkOS token endpoint under the WorkOS base URL (v1 droidAccountService.js `oauthTokenUrl`).
 pub const WORKOS_TOKEN_PATH: &str = "/user_management/authenticate";
+
+/// The system prompt v1 puts in front of every Droid request (droidRelayService.js
+/// `SYSTEM_PROMPT`): Factory's gateway serves its own agent.
+pub const SYSTEM_PROMPT: &str = "You are Droid, an AI software engineering agent built by Factory.";
 
 /// The beta v1 adds to Anthropic requests that ask for extended thinking.
 const THINKING_BETA: &str = "interleaved-thinking-2025-05-14";
@@ -58,6 +63,70 @@ pub fn provider_for_model(model: &str) -> &'static str {
     } else {
         "baseten"
     }
+}
+
+/// The body as v1 sends it to Factory (droidRelayService.js `_processRequestBody`): without
+/// `metadata`, with the Droid system prompt first (Anthropic `system` blocks, Responses
+/// `instructions`, Chat's system message), and `top_p` dropped when `temperature` is set. A
+/// string `system` is kept as a block after the prompt (v1 replaces it). Bodies that are not
+/// JSON objects go through as they are.
+pub fn shaped_body(raw: Bytes, kind: &str) -> Bytes {
+    use serde_json::{Map, Value, json};
+    let Ok(mut m) = serde_json::from_slice::<Map<String, Value>>(&raw) else {
+        return raw;
+    };
+    m.shift_remove("metadata");
+    match kind {
+        "anthropic" => {
+            let block = json!({"type": "text", "text": SYSTEM_PROMPT});
+            let system = match m.shift_remove("system") {
+                Some(Value::Array(mut blocks)) => {
+                    if !blocks
+                        .iter()
+                        .any(|b| b.get("text").and_then(Value::as_str) == Some(SYSTEM_PROMPT))
+                    {
+                        blocks.insert(0, block);
+                    }
+                    blocks
+                }
+                Some(Value::String(t)) if !t.is_empty() => {
+                    vec![block, json!({"type": "text", "text": t})]
+                }
+                _ => vec![block],
+            };
+            m.insert("system".into(), Value::Array(system));
+        }
+        "openai" => {
+            let text = match m.get("instructions").and_then(Value::as_str) {
+                Some(i) if i.starts_with(SYSTEM_PROMPT) => i.to_owned(),
+                Some(i) => format!("{SYSTEM_PROMPT}{i}"),
+                None => SYSTEM_PROMPT.to_owned(),
+            };
+            m.insert("instructions".into(), Value::String(text));
+        }
+        _ => {
+            if let Some(Value::Array(msgs)) = m.get_mut("messages") {
+                match msgs
+                    .iter_mut()
+                    .find(|x| x.get("role").and_then(Value::as_str) == Some("system"))
+                {
+                    Some(sys) => {
+                        if let Some(c) = sys.get("content").and_then(Value::as_str)
+                            && !c.starts_with(SYSTEM_PROMPT)
+                        {
+                            sys["content"] = Value::String(format!("{SYSTEM_PROMPT}{c}"));
+                        }
+                    }
+                    None => msgs.insert(0, json!({"role": "system", "content": SYSTEM_PROMPT})),
+                }
+            }
+        }
+    }
+    let set = |k: &str| m.get(k).is_some_and(|v| !v.is_null());
+    if set("temperature") && set("top_p") {
+        m.shift_remove("top_p");
+    }
+    serde_json::to_vec(&m).map(Bytes::from).unwrap_or(raw)
 }
 
 /// The body's `thinking` member, as v1's `_isThinkingRequested` reads it.
@@ -154,7 +223,7 @@ impl AccountType for Droid {
             .client
             .post(format!("{base}{path}"))
             .headers(h)
-            .body(body(out)))
+            .body(shaped_body(body(out), kind)))
     }
 
     fn upstream_format(&self, op: Op) -> Option<ClientFormat> {
@@ -206,6 +275,44 @@ mod tests {
         assert_eq!(provider_for_model("gpt-5"), "azure_openai");
         assert_eq!(provider_for_model("glm-4.6"), "fireworks");
         assert_eq!(provider_for_model("kimi-k2"), "baseten");
+    }
+
+    #[test]
+    fn bodies_are_shaped_as_v1_shapes_them() {
+        let v = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        let a = v(shaped_body(
+            Bytes::from_static(br#"{"model":"m","system":"be brief","metadata":{"user_id":"u"},"temperature":0.2,"top_p":0.9,"messages":[]}"#),
+            "anthropic",
+        ));
+        assert_eq!(a["system"][0]["text"], SYSTEM_PROMPT);
+        assert_eq!(
+            a["system"][1]["text"], "be brief",
+            "the client's system prompt stays"
+        );
+        assert!(a.get("metadata").is_none() && a.get("top_p").is_none());
+        assert_eq!(a["temperature"], 0.2);
+        let twice = v(shaped_body(
+            Bytes::from(serde_json::to_vec(&a).unwrap()),
+            "anthropic",
+        ));
+        assert_eq!(twice["system"].as_array().unwrap().len(), 2, "added once");
+        let o = v(shaped_body(
+            Bytes::from_static(br#"{"model":"gpt-5","instructions":"x","input":"hi"}"#),
+            "openai",
+        ));
+        assert_eq!(o["instructions"], format!("{SYSTEM_PROMPT}x"));
+        let c = v(shaped_body(
+            Bytes::from_static(
+                br#"{"model":"glm-4.6","messages":[{"role":"user","content":"hi"}]}"#,
+            ),
+            "comm",
+        ));
+        assert_eq!(c["messages"][0]["role"], "system");
+        assert_eq!(c["messages"][1]["content"], "hi");
+        assert_eq!(
+            shaped_body(Bytes::from_static(b"not json"), "anthropic"),
+            Bytes::from_static(b"not json")
+        );
     }
 
     #[test]

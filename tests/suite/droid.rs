@@ -112,6 +112,12 @@ async fn request_shape_per_endpoint_type() {
         Some("interleaved-thinking-2025-05-14")
     );
     assert_eq!(s.header("x-session-id"), Some("sess-from-client"));
+    let sent: Value = serde_json::from_slice(&s.body).unwrap();
+    assert_eq!(
+        sent["system"][0]["text"],
+        crs::providers::droid::SYSTEM_PROMPT,
+        "v1's Droid system prompt first"
+    );
     assert!(
         !String::from_utf8_lossy(&s.body).contains(&key),
         "the crs key stays here"
