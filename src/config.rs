@@ -65,6 +65,8 @@ pub struct CliOverrides {
 
 /// Anthropic's OAuth endpoints for Claude subscription accounts (configurable for tests).
 pub const CLAUDE_OAUTH_AUTHORIZE_URL: &str = "https://claude.ai/oauth/authorize";
+/// WorkOS, which issues Factory's (Droid) tokens: `{base}/user_management/authenticate`.
+pub const DROID_WORKOS_URL: &str = "https://api.workos.com";
 pub const CLAUDE_OAUTH_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
 /// Google's OAuth endpoints and the Code Assist API for Gemini OAuth accounts (v1
 /// src/services/geminiAccountService.js: google-auth-library's defaults and
@@ -149,6 +151,9 @@ pub struct Config {
     pub gemini_onboard_poll: Duration,
     /// OpenAI's auth server for ChatGPT accounts (overridable for testing).
     pub openai_oauth_base_url: String,
+    /// WorkOS user-management base URL Droid accounts refresh their tokens at (v1
+    /// droidAccountService.js `oauthTokenUrl`, workosOAuthHelper.js), overridable for tests.
+    pub droid_workos_url: String,
     /// crs runs behind a reverse proxy: the client address of an admin login (for throttling
     /// and the log) is the last `X-Forwarded-For` entry, the one the proxy appended, instead of
     /// the TCP peer (the proxy itself). Off by default: a client could put any address there.
@@ -347,6 +352,7 @@ impl Config {
             gemini_code_assist_url: GEMINI_CODE_ASSIST_URL.into(),
             gemini_onboard_poll: Duration::from_secs(5),
             openai_oauth_base_url: OPENAI_OAUTH_BASE_URL.into(),
+            droid_workos_url: DROID_WORKOS_URL.into(),
             trust_proxy: false,
             login: LoginLimits::default(),
             health: HealthConfig::default(),
@@ -501,6 +507,9 @@ impl Config {
         }
         if let Some(u) = env_nonempty("CRS_OPENAI_OAUTH_BASE_URL") {
             c.openai_oauth_base_url = u.trim_end_matches('/').to_owned();
+        }
+        if let Some(u) = env_nonempty("CRS_DROID_WORKOS_URL") {
+            c.droid_workos_url = u;
         }
         if let Some(n) = env_nonempty("CRS_MAX_ATTEMPTS") {
             c.max_attempts = n

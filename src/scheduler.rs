@@ -117,7 +117,11 @@ fn eligible_but_cooling(
     now_ms: i64,
 ) -> Option<String> {
     let r = &a.rec;
-    if !r.is_active || !r.schedulable || a.needs_attention() {
+    if !r.is_active
+        || !r.schedulable
+        || a.needs_attention()
+        || !crate::accounts::key_pool::has_credential(a)
+    {
         return None;
     }
     if r.subscription_expires_at

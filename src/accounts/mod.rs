@@ -5,12 +5,14 @@ pub mod codeassist;
 pub mod cooldown;
 pub mod cron;
 pub mod health;
+pub mod key_pool;
 pub mod oauth;
 pub mod probe;
 pub mod registry;
 pub mod sticky;
 pub mod usage_poll;
 pub mod windows;
+pub mod workos;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct AccountRuntime {
     pub identity: Mutex<Option<Arc<[ClientHeader]>>>,
     /// The last account test results (`probe`), newest first.
     pub tests: probe::History,
+    /// Droid API-key pools: the key each session uses.
+    pub pool_sticky: key_pool::Sticky,
 }
 
 impl AccountRuntime {
@@ -63,6 +67,7 @@ impl AccountRuntime {
             windows: windows::Windows::default(),
             identity: Mutex::new(None),
             tests: probe::History::default(),
+            pool_sticky: key_pool::Sticky::default(),
         }
     }
 
@@ -188,14 +193,27 @@ pub async fn upstream_request(
     acc: &AccountRt,
     out: &Outgoing<'_>,
 ) -> anyhow::Result<reqwest::RequestBuilder> {
+    upstream_request_keyed(accounts, acc, out)
+        .await
+        .map(|(rb, _)| rb)
+}
+
+/// `upstream_request`, and the id of the pool key it sends (Droid API-key pools), which the
+/// caller reports to `key_pool::reject` when the upstream refuses it.
+pub async fn upstream_request_keyed(
+    accounts: &Arc<Accounts>,
+    acc: &AccountRt,
+    out: &Outgoing<'_>,
+) -> anyhow::Result<(reqwest::RequestBuilder, Option<String>)> {
     let kind = acc.kind();
     acc.rt
         .last_used_ms
         .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-    let token = if kind.oauth() {
-        Some(oauth::fresh_access_token(accounts, acc).await?)
-    } else {
-        None
+    let pooled = key_pool::pick(accounts, acc, out.session)?;
+    let (token, pool_key) = match pooled {
+        Some((id, key)) => (Some(key), Some(id)),
+        None if kind.oauth() => (Some(oauth::fresh_access_token(accounts, acc).await?), None),
+        None => (None, None),
     };
     let identity = if crate::providers::claude::keeps_identity(&acc.rec) {
         if let Some(seen) = crate::providers::claude::identity_of(out.headers) {
@@ -232,7 +250,7 @@ pub async fn upstream_request(
             ""
         },
     };
-    kind.build(&up, out)
+    Ok((kind.build(&up, out)?, pool_key))
 }
 
 /// Does this request go to Code Assist with the account's project (generation)?

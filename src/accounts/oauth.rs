@@ -1,5 +1,5 @@
 //! OAuth accounts (Claude subscriptions, ChatGPT through Codex CLI's client, Gemini's Google
-//! login): the PKCE authorisation flow
+//! login, Droid's Factory login through WorkOS): the PKCE authorisation flow
 //! an admin goes through once (open the URL, paste the code), Claude setup tokens, and
 //! access-token refresh ahead of expiry through the account's proxy, with each platform's
 //! token endpoint (`refresh_grant`). A failed refresh marks the account (`refresh_failed`) and is
@@ -26,6 +26,10 @@ use crate::model::{AccountStatus, Platform};
 use crate::providers::anthropic::oauth::{CLIENT_ID, REDIRECT_URI, SCOPES, SETUP_SCOPES};
 use crate::providers::chatgpt;
 use crate::providers::codeassist::oauth as google;
+use crate::providers::droid::{WORKOS_CLIENT_ID, WORKOS_TOKEN_PATH};
+
+/// Lifetime v1 assumes when WorkOS names none (droidAccountService.js `tokenValidHours`).
+const WORKOS_DEFAULT_LIFETIME_S: i64 = 8 * 3600;
 use crate::providers::encode_segment as enc;
 
 /// Refresh this long before expiry (in the background) ...
@@ -55,7 +59,11 @@ pub struct OAuthState {
     pub onboard_poll: Duration,
     /// OpenAI's auth server (`/oauth/authorize`, `/oauth/token`).
     openai_base: String,
+    /// WorkOS, Factory's identity provider (Droid accounts).
+    workos_url: String,
     deadline: Duration,
+    /// Droid device authorisations in progress (`workos`).
+    devices: moka::sync::Cache<String, super::workos::DeviceSession>,
     pending: moka::sync::Cache<String, PendingAuth>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -73,7 +81,9 @@ impl OAuthState {
                 .openai_oauth_base_url
                 .trim_end_matches('/')
                 .to_owned(),
+            workos_url: config.droid_workos_url.trim_end_matches('/').to_owned(),
             deadline: config.oauth_timeout,
+            devices: super::workos::sessions(),
             pending: moka::sync::Cache::builder()
                 .max_capacity(1000)
                 .time_to_live(Duration::from_secs(600))
@@ -92,6 +102,19 @@ impl std::fmt::Debug for OAuthState {
 impl OAuthState {
     pub fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().entry(id.to_owned()).or_default().clone()
+    }
+
+    pub fn workos_url(&self) -> &str {
+        &self.workos_url
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Droid device authorisations in progress (`workos`).
+    pub fn devices(&self) -> &moka::sync::Cache<String, super::workos::DeviceSession> {
+        &self.devices
     }
 }
 
@@ -222,6 +245,9 @@ struct TokenResponse {
     /// OpenAI's answers carry an id token with the ChatGPT account's claims.
     #[serde(default)]
     id_token: Option<String>,
+    /// WorkOS names the organisation the token is for.
+    #[serde(default)]
+    organization_id: Option<String>,
 }
 
 /// One call of a platform's token endpoint: where, what, and in which encoding.
@@ -231,6 +257,8 @@ struct Grant {
     /// `application/x-www-form-urlencoded` (Google) rather than JSON (Anthropic).
     form: bool,
     user_agent: &'static str,
+    /// The token lifetime to assume when the answer names none.
+    default_lifetime_s: i64,
 }
 
 impl Grant {
@@ -240,6 +268,7 @@ impl Grant {
             body,
             form: false,
             user_agent: "claude-cli/2.0.0 (external, cli)",
+            default_lifetime_s: 3600,
         }
     }
 
@@ -250,6 +279,7 @@ impl Grant {
             body,
             form: true,
             user_agent: chatgpt::CODEX_USER_AGENT,
+            default_lifetime_s: 3600,
         }
     }
 
@@ -263,12 +293,26 @@ impl Grant {
             body,
             form: true,
             user_agent: "google-api-nodejs-client/9.15.1",
+            default_lifetime_s: 3600,
         }
     }
 }
 
+/// Has `platform` a token refresh grant (an OAuth type whose tokens crs keeps fresh)?
+pub fn has_refresh_grant(platform: Platform) -> bool {
+    matches!(
+        platform,
+        Platform::Claude | Platform::Gemini | Platform::OpenAI | Platform::Droid
+    )
+}
+
 /// The refresh grant of `platform`'s token endpoint.
-fn refresh_grant(oauth: &OAuthState, platform: Platform, refresh_token: &str) -> Result<Grant> {
+fn refresh_grant(
+    oauth: &OAuthState,
+    platform: Platform,
+    refresh_token: &str,
+    organization_id: &str,
+) -> Result<Grant> {
     let body = json!({"grant_type": "refresh_token", "refresh_token": refresh_token});
     match platform {
         Platform::Claude => {
@@ -277,6 +321,22 @@ fn refresh_grant(oauth: &OAuthState, platform: Platform, refresh_token: &str) ->
             Ok(Grant::claude(oauth, body))
         }
         Platform::Gemini => Ok(Grant::google(oauth, body)),
+        // WorkOS (Droid): a form with Factory's client id and the account's organisation, as
+        // v1's `_refreshTokensWithWorkOS` sends it.
+        Platform::Droid => {
+            let mut body = body;
+            body["client_id"] = json!(WORKOS_CLIENT_ID);
+            if !organization_id.is_empty() {
+                body["organization_id"] = json!(organization_id);
+            }
+            Ok(Grant {
+                url: format!("{}{WORKOS_TOKEN_PATH}", oauth.workos_url),
+                body,
+                form: true,
+                user_agent: "factory-cli/0.19.12",
+                default_lifetime_s: WORKOS_DEFAULT_LIFETIME_S,
+            })
+        }
         Platform::OpenAI => {
             let mut body = body;
             body["client_id"] = json!(chatgpt::CLIENT_ID);
@@ -523,7 +583,13 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
     if rt.is_empty() {
         bail!("the account has no refresh token");
     }
-    let grant = refresh_grant(&accounts.oauth, acc.rec.platform, &rt)?;
+    let grant = refresh_grant(
+        &accounts.oauth,
+        acc.rec.platform,
+        &rt,
+        &acc.rec.organization_id,
+    )?;
+    let default_lifetime = grant.default_lifetime_s;
     let outcome = token_call(&acc.client, grant, accounts.oauth.deadline).await;
     let id = acc.rec.id.clone();
     match outcome {
@@ -536,8 +602,11 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
                     if let Some(r) = t.refresh_token.filter(|r| !r.is_empty()) {
                         a.refresh_token = secrets.encrypt(&r);
                     }
-                    a.expires_at =
-                        Utc::now().timestamp_millis() + t.expires_in.unwrap_or(3600) * 1000;
+                    a.expires_at = Utc::now().timestamp_millis()
+                        + t.expires_in.unwrap_or(default_lifetime) * 1000;
+                    if let Some(o) = t.organization_id.filter(|o| !o.is_empty()) {
+                        a.organization_id = o;
+                    }
                     if let Some(s) = t.scope {
                         a.scopes = s;
                     }

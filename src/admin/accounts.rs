@@ -172,7 +172,7 @@ fn required(a_val: &str, creating: bool, msg: &str) -> Result<(), String> {
 
 /// Values that become upstream header values (keys, tokens, user agents) may not hold control
 /// characters: a CR or LF would let an admin field inject headers.
-fn header_safe(field: &str, v: &str) -> Result<(), String> {
+pub(super) fn header_safe(field: &str, v: &str) -> Result<(), String> {
     if v.chars().any(|c| c.is_control()) {
         return Err(format!("{field} must not contain control characters"));
     }
@@ -404,6 +404,21 @@ pub fn apply_fields(
                 a.aws_access_key_id = v;
             }
             secret_field(st, src, "secretAccessKey", &mut a.aws_secret_access_key)?;
+            // v1's Bedrock API keys: `credentialType: bearer_token` with `bearerToken`.
+            if let Some(v) = fields::choice(
+                b,
+                "credentialType",
+                &["default", "access_key", "bearer_token"],
+            )? {
+                a.extra.insert("credentialType".into(), json!(v));
+            }
+            if let Some(Value::Null) = b.get("bearerToken") {
+                a.bearer_token.clear();
+            }
+            secret_field(st, b, "bearerToken", &mut a.bearer_token)?;
+            if a.extra.get("credentialType") == Some(&json!("access_key")) {
+                a.bearer_token.clear();
+            }
             if let Some(v) = fields::string(src, "sessionToken", 16_384)? {
                 header_safe("sessionToken", &v)?;
                 a.aws_session_token = if v.is_empty() {
@@ -425,23 +440,28 @@ pub fn apply_fields(
                 creating,
                 "Name, region and awsCredentials are required",
             )?;
-            required(
-                &a.aws_access_key_id,
-                creating,
-                "Name, region and awsCredentials are required",
-            )?;
-            required(
-                &a.aws_secret_access_key,
-                creating,
-                "Name, region and awsCredentials are required",
-            )?;
+            if a.extra.get("credentialType") == Some(&json!("bearer_token")) {
+                required(
+                    &a.bearer_token,
+                    creating,
+                    "Name, region and bearerToken are required",
+                )?;
+            } else if a.bearer_token.is_empty() {
+                required(
+                    &a.aws_access_key_id,
+                    creating,
+                    "Name, region and awsCredentials are required",
+                )?;
+                required(
+                    &a.aws_secret_access_key,
+                    creating,
+                    "Name, region and awsCredentials are required",
+                )?;
+            }
         }
         Platform::Droid => {
             secret_field(st, b, "apiKey", &mut a.api_key)?;
-            if let Some(v) = fields::choice(b, "endpointType", &["anthropic", "openai"])? {
-                a.endpoint_type = v;
-            }
-            required(&a.api_key, creating, "Name and apiKey are required")?;
+            super::droid::apply(st, a, b, creating)?;
         }
         Platform::Gemini => gemini_fields(st, a, b, creating)?,
     }
@@ -629,6 +649,16 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
             v["region"] = json!(a.region);
             v["accessKeyIdMasked"] = json!(crate::crypto::mask(&a.aws_access_key_id));
             v["hasSessionToken"] = json!(!a.aws_session_token.is_empty());
+            v["credentialType"] = a.extra.get("credentialType").cloned().unwrap_or(json!(if a
+                .bearer_token
+                .is_empty()
+            {
+                "access_key"
+            } else {
+                "bearer_token"
+            }));
+            v["hasBearerToken"] = json!(!a.bearer_token.is_empty());
+            v["bearerTokenMasked"] = json!(masked(st, &a.bearer_token));
             v["defaultModel"] = json!(a.default_model);
             v["smallFastModel"] = json!(a.small_fast_model);
         }
@@ -641,10 +671,7 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
             v["apiKeyMasked"] = json!(masked(st, &a.api_key));
             v["providerEndpoint"] = json!(a.provider_endpoint);
         }
-        Platform::Droid => {
-            v["apiKeyMasked"] = json!(masked(st, &a.api_key));
-            v["endpointType"] = json!(a.endpoint_type);
-        }
+        Platform::Droid => super::droid::view(st, a, &mut v),
         Platform::Gemini => {
             oauth_view(st, a, &mut v);
             for f in GEMINI_PROJECT_FIELDS {

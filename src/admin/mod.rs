@@ -2,6 +2,7 @@
 //! behind `AdminAuth`. Writes go to the store first, then the in-memory snapshot is rebuilt.
 
 pub mod accounts;
+pub mod droid;
 pub mod fields;
 pub mod groups;
 pub mod health;
@@ -57,6 +58,7 @@ pub fn router() -> Router {
         .push(webhook::router())
         .push(oauth::router())
         .push(oauth::gemini_router())
+        .push(oauth::droid_router())
         .push(health::usage_router());
     for p in crate::model::Platform::ALL {
         r = r.push(health::test_routes(p)).push(accounts::routes(p));

@@ -1,8 +1,9 @@
 //! OAuth in the admin API: the authorisation URL, the code exchange and a manual token refresh
 //! for Claude (v1's `/admin/claude-accounts/...` paths), ChatGPT (v1's
 //! `/admin/openai-accounts/generate-auth-url` and `exchange-code`) and Gemini (v1's
-//! `/admin/gemini-accounts/...`, src/routes/admin/geminiAccounts.js). The flows themselves
-//! are `accounts::oauth`'s.
+//! `/admin/gemini-accounts/...`, src/routes/admin/geminiAccounts.js), and Droid's device-code
+//! sign-in and refresh (v1's `/admin/droid-accounts/...`). The flows themselves are
+//! `accounts::oauth`'s and `accounts::workos`'s.
 
 use salvo::http::StatusCode;
 use salvo::prelude::*;
@@ -90,6 +91,105 @@ async fn gemini_exchange_code(req: &mut Request, depot: &mut Depot, res: &mut Re
                 &json!({"error": "Failed to exchange code", "message": e.to_string()}),
             );
         }
+    }
+}
+
+/// Droid's manual refresh (v1 src/routes/admin/droidAccounts.js `POST
+/// /droid-accounts/:id/refresh-token`): the same locked refresh, WorkOS's grant.
+/// Droid's device-code authorisation (v1 `POST /droid-accounts/generate-auth-url` and
+/// `/droid-accounts/exchange-code`, the flow in `accounts::workos`).
+pub fn droid_router() -> Router {
+    Router::with_path("droid-accounts")
+        .push(Router::with_path("generate-auth-url").post(droid_generate))
+        .push(Router::with_path("exchange-code").post(droid_exchange))
+        .push(Router::with_path("{id}/refresh-token").post(refresh_now))
+}
+
+#[handler]
+async fn droid_generate(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let st = state(depot);
+    let b = json_body::<Body>(req, res, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    match crate::accounts::workos::start(&st.accounts, proxy_from_body(&b)).await {
+        Ok(s) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": true, "data": {
+                "sessionId": s.session_id,
+                "userCode": s.user_code,
+                "verificationUri": s.verification_uri,
+                "verificationUriComplete": s.verification_uri_complete,
+                "expiresIn": s.expires_in,
+                "interval": s.interval,
+                "instructions": [
+                    "Open the verification page and confirm the code shown",
+                    "Sign in with the Factory (Droid) account to share and allow access",
+                    "Come back here and complete the authorisation",
+                ],
+            }}),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "starting a Droid device authorisation failed");
+            json(
+                res,
+                StatusCode::BAD_GATEWAY,
+                &json!({"error": "Failed to start Droid device authorization", "message": e.to_string()}),
+            )
+        }
+    }
+}
+
+#[handler]
+async fn droid_exchange(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    use crate::accounts::workos::{PollError, poll};
+    let st = state(depot);
+    let Some(b) = json_body::<Body>(req, res, 64 * 1024).await else {
+        return;
+    };
+    let Some(session) = b
+        .get("sessionId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
+        return json(
+            res,
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "Session ID is required"}),
+        );
+    };
+    match poll(&st.accounts, session).await {
+        Ok(tokens) => {
+            // The lifetime v1 assumes for WorkOS tokens (8 hours), for the account form.
+            let expires_at = (chrono::Utc::now() + chrono::Duration::hours(8))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            json(
+                res,
+                StatusCode::OK,
+                &json!({"success": true, "data": {"tokens": tokens, "expiresAt": expires_at}}),
+            )
+        }
+        Err(PollError::Pending { code, retry_after }) => json(
+            res,
+            StatusCode::OK,
+            &json!({"success": false, "pending": true, "error": code,
+                    "message": "Authorization is pending", "retryAfter": retry_after}),
+        ),
+        Err(PollError::Expired) => json(
+            res,
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "Device code expired", "message": "The authorisation expired; generate a new code"}),
+        ),
+        Err(PollError::Unknown) => json(
+            res,
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "Invalid or expired OAuth session"}),
+        ),
+        Err(PollError::Failed(m)) => json(
+            res,
+            StatusCode::BAD_GATEWAY,
+            &json!({"error": "Failed to exchange Droid authorization code", "message": m}),
+        ),
     }
 }
 

@@ -31,6 +31,10 @@ use crate::usage::TokenUsage;
 pub const MOCK_ACCESS_KEY_ID: &str = "AKIAMOCKBEDROCK00001";
 pub const MOCK_SECRET_ACCESS_KEY: &str = "mock/Bedrock+Secret/Key0000000000000000001";
 
+/// A Bedrock API key every mock accepts as `Authorization: Bearer` (long-term keys start with
+/// `ABSK`).
+pub const MOCK_BEARER_TOKEN: &str = "ABSKbW9ja0JlZHJvY2tBUElLZXkwMDAx";
+
 fn credentials() -> &'static Mutex<HashMap<String, String>> {
     static C: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
     C.get_or_init(|| Mutex::new(HashMap::new()))
@@ -180,6 +184,17 @@ fn verify_signature(req: &Request, body: &[u8]) -> Result<(), (u16, &'static str
             "Missing Authentication Token",
         );
     };
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        // A Bedrock API key: no signature to check, the key must be known.
+        return if token == MOCK_BEARER_TOKEN || credentials().lock().contains_key(token) {
+            Ok(())
+        } else {
+            deny(
+                "UnrecognizedClientException",
+                "Invalid API Key format: Must start with pre-defined prefix",
+            )
+        };
+    }
     let Some(p) = wire::parse_authorization(auth) else {
         return deny(
             "IncompleteSignatureException",

@@ -101,6 +101,8 @@ pub struct MockState {
     /// onboarded (then `loadCodeAssist` names the project).
     pub onboard_pending: std::sync::atomic::AtomicU32,
     pub onboarded: std::sync::atomic::AtomicBool,
+    /// WorkOS device codes issued, with the polls each has had (approved on the second).
+    pub workos_devices: Mutex<std::collections::HashMap<String, u32>>,
     /// Keep a copy of each request (off for benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     counter: AtomicU64,
@@ -271,7 +273,19 @@ pub(crate) fn request_id(state: &MockState) -> String {
 }
 
 /// The upstream credential a request carries: an API key header, `?key=`, or a bearer token.
+/// Factory's gateway (`/a/...`, `/o/...`) reads the bearer token; the `x-api-key` Droid
+/// clients send there is a placeholder.
 pub(crate) fn credential(req: &Request) -> &str {
+    let path = req.uri().path();
+    if (path.starts_with("/a/") || path.starts_with("/o/"))
+        && let Some(t) = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("Bearer "))
+    {
+        return t;
+    }
     let query_key = req
         .uri()
         .query()

@@ -1,6 +1,6 @@
 //! Anthropic's OAuth endpoints in the mock: the token endpoint (authorization-code with PKCE,
 //! and refresh-token grants; issued access tokens are accepted by the mock's Messages API) and
-//! the subscription usage endpoint `GET /api/oauth/usage`.
+//! the subscription usage endpoint `GET /api/oauth/usage`; WorkOS's refresh grant for Droid.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +16,10 @@ pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
         .push(Router::with_path("v1/oauth/token").post(Token(state.clone())))
         .push(Router::with_path("api/oauth/usage").get(Usage(state.clone())))
+        .push(Router::with_path("user_management/authenticate").post(WorkOs(state.clone(), false)))
+        .push(
+            Router::with_path("user_management/authorize/device").post(WorkOs(state.clone(), true)),
+        )
 }
 
 /// The usage answer for a token nobody scripted: little used, windows resetting in 5 hours and
@@ -239,4 +243,136 @@ impl Handler for Token {
             .insert("content-type", HeaderValue::from_static("application/json"));
         let _ = res.write_body(out.to_string());
     }
+}
+
+/// Refresh tokens the WorkOS mock accepts start with this (it issues them so too).
+pub const WORKOS_REFRESH_PREFIX: &str = "workos-rt-";
+
+/// WorkOS `POST /user_management/authenticate` with the refresh grant, as Factory's CLI (and
+/// v1 droidAccountService.js `_refreshTokensWithWorkOS`) calls it: a form body with
+/// `grant_type=refresh_token`, `refresh_token`, `client_id` and optionally `organization_id`.
+/// The answer carries no lifetime (v1 assumes 8 hours); errors are OAuth error bodies. The
+/// device-code grant of the authorisation flow is answered here too (`true`: the device
+/// authorisation endpoint).
+struct WorkOs(Arc<MockState>, bool);
+
+#[salvo::async_trait]
+impl Handler for WorkOs {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _d: &mut Depot,
+        res: &mut Response,
+        _c: &mut FlowCtrl,
+    ) {
+        let state = &self.0;
+        let body = req
+            .payload_with_max_size(1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
+        state.seen.lock().push(SeenRequest {
+            path: req.uri().path().to_owned(),
+            query: None,
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
+            body: body.clone(),
+        });
+        let form_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !form_type.starts_with("application/x-www-form-urlencoded") {
+            return oauth_error(res, 400, "invalid_request", "expected a form body");
+        }
+        let text = String::from_utf8_lossy(&body);
+        let field = |k: &str| -> String {
+            text.split('&')
+                .find_map(|p| p.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                .map(|v| super::bedrock::percent_decode(&v.replace('+', " ")))
+                .unwrap_or_default()
+        };
+        if field("client_id") != crate::providers::droid::WORKOS_CLIENT_ID {
+            return oauth_error(res, 401, "invalid_client", "Invalid client ID.");
+        }
+        if self.1 {
+            return device_code(state, res);
+        }
+        if field("grant_type") == "urn:ietf:params:oauth:grant-type:device_code" {
+            // Approved by the (imaginary) user after the first poll.
+            let mut devices = state.workos_devices.lock();
+            match devices.get_mut(&field("device_code")) {
+                None => {
+                    return oauth_error(res, 400, "expired_token", "The device code has expired.");
+                }
+                Some(n) if *n == 0 => {
+                    *n += 1;
+                    return oauth_error(
+                        res,
+                        400,
+                        "authorization_pending",
+                        "Authorization is pending.",
+                    );
+                }
+                Some(_) => {}
+            }
+        } else if field("grant_type") != "refresh_token" {
+            return oauth_error(
+                res,
+                400,
+                "unsupported_grant_type",
+                "grant_type not supported",
+            );
+        }
+        if field("grant_type") == "refresh_token"
+            && (state.oauth_fail_refresh.load(Ordering::Relaxed)
+                || !field("refresh_token").starts_with(WORKOS_REFRESH_PREFIX))
+        {
+            return oauth_error(res, 400, "invalid_grant", "Session has already ended.");
+        }
+        let n = request_id(state);
+        let access = format!("workos-at-mock-{n}");
+        {
+            let mut keys = state.accepted_keys.lock();
+            if !keys.is_empty() {
+                keys.push(access.clone());
+            }
+        }
+        let org = Some(field("organization_id"))
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| "org_01MOCK".into());
+        let out = json!({
+            "user": {"object": "user", "id": "user_01MOCK", "email": "droid@example.invalid", "first_name": "Mock", "last_name": "User"},
+            "organization_id": org,
+            "access_token": access,
+            "refresh_token": format!("{WORKOS_REFRESH_PREFIX}mock-{n}"),
+            "authentication_method": "GoogleOAuth",
+        });
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        let _ = res.write_body(out.to_string());
+    }
+}
+
+/// WorkOS `POST /user_management/authorize/device` (a form with `client_id`): a device code
+/// and the user code to confirm, as v1's workosOAuthHelper.js reads them.
+fn device_code(state: &MockState, res: &mut Response) {
+    let n = request_id(state);
+    let code = format!("device-{n}");
+    state.workos_devices.lock().insert(code.clone(), 0);
+    let out = json!({
+        "device_code": code,
+        "user_code": "MOCK-CODE",
+        "verification_uri": "https://auth.factory.ai/device",
+        "verification_uri_complete": "https://auth.factory.ai/device?user_code=MOCK-CODE",
+        "expires_in": 300,
+        "interval": 1,
+    });
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    let _ = res.write_body(out.to_string());
 }

@@ -332,12 +332,45 @@ pub struct Account {
     pub aws_session_token: String,
     pub default_model: String,
     pub small_fast_model: String,
-    // OpenAI Responses ("responses"), Droid ("anthropic" | "openai").
+    /// Bedrock API key (v1's `bearerToken`, `credentialType: bearer_token`), encrypted: sent
+    /// as `Authorization: Bearer` instead of a SigV4 signature.
+    pub bearer_token: String,
+    // OpenAI Responses ("responses"), Droid ("anthropic" | "openai" | "comm").
     pub provider_endpoint: String,
     pub endpoint_type: String,
+    /// Droid: v1's `authenticationMethod` ("api_key" for a key pool; otherwise WorkOS OAuth,
+    /// "manual" when an admin pasted the refresh token).
+    pub authentication_method: String,
+    /// Droid WorkOS organisation the refresh grant names (v1's `organizationId`).
+    pub organization_id: String,
+    /// Droid API-key pool (v1's `apiKeys` entries); requests rotate over the usable ones.
+    pub api_keys: Vec<PoolKey>,
     /// Scheduled account tests (v1's per-account test config), if configured.
     pub test_schedule: Option<TestSchedule>,
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One key of a Droid account's pool, in v1's entry shape (droidAccountService.js
+/// `_buildApiKeyEntries`): `hash` is the SHA-256 hex of the key (duplicates are refused by
+/// it), `key` the key itself encrypted (v1's `encryptedKey`), `status` "active" or "error" (a
+/// key the upstream refused; it leaves the rotation) with `errorMessage` the refusal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PoolKey {
+    pub id: String,
+    pub hash: String,
+    pub key: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub usage_count: u64,
+    pub status: String,
+    pub error_message: String,
+}
+
+impl PoolKey {
+    pub fn usable(&self) -> bool {
+        self.status != "error"
+    }
 }
 
 /// v1's per-account test config (`GET/PUT /admin/claude-accounts/:id/test-config`): when
@@ -360,6 +393,17 @@ impl Account {
             Some(serde_json::Value::String(s)) => s == "true",
             _ => false,
         }
+    }
+
+    /// A Droid account that sends keys from its pool (v1: `authenticationMethod: api_key`, or
+    /// a pool without a stored access token).
+    pub fn uses_key_pool(&self) -> bool {
+        self.platform == Platform::Droid
+            && (self
+                .authentication_method
+                .trim()
+                .eq_ignore_ascii_case("api_key")
+                || (!self.api_keys.is_empty() && self.access_token.is_empty()))
     }
 
     /// v1's `autoStopOnWarning` (Claude OAuth accounts): leave rotation when Anthropic warns

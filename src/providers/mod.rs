@@ -19,7 +19,7 @@ pub mod chatgpt;
 pub mod claude;
 pub mod codeassist;
 mod console;
-mod droid;
+pub mod droid;
 pub mod gemini;
 mod gemini_api;
 mod gemini_oauth;

@@ -19,7 +19,7 @@ use super::stream::{StreamOutcome, pump};
 use super::{Outcome, record_failure, record_usage};
 use crate::accounts::AccountRt;
 use crate::accounts::cooldown::{self, Effect, Verdict};
-use crate::accounts::upstream_request;
+use crate::accounts::{key_pool, upstream_request_keyed};
 use crate::convert::Conversion;
 use crate::limits::{Admission, Service};
 use crate::model::{Binding, Platform};
@@ -255,8 +255,8 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             started: call.started,
             stream: call.stream,
         };
-        let rb = match build_request(&st, &acc, &call, &pick.upstream_model).await {
-            Ok(rb) => rb,
+        let (rb, pool_key) = match build_request(&st, &acc, &call, &pick.upstream_model).await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(account_id = %acc.rec.id, error = %e, "building the upstream request failed");
                 exclude.push(acc.rec.id.clone());
@@ -327,6 +327,34 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             }
         };
         let status = up.status().as_u16();
+        if let Some(kid) = &pool_key
+            && key_pool::fatal(status)
+        {
+            // A Droid pool key the upstream refuses leaves the pool; the next attempt takes
+            // another key of the same account while it has one.
+            drop(up);
+            record_failure(
+                &st,
+                &key,
+                &acc.rec.id,
+                pick.upstream_model.clone(),
+                outcome(status),
+            );
+            let left = key_pool::reject(&st.accounts, &acc, kid, status).await;
+            if left == 0 {
+                exclude.push(acc.rec.id.clone());
+            }
+            last = Some(Failure {
+                status,
+                headers: Default::default(),
+                body: Bytes::from(format!(
+                    "account {} refused its API key ({status})",
+                    acc.rec.name
+                )),
+                upstream_format: None,
+            });
+            continue;
+        }
         if status == 401
             && acc.kind().oauth()
             && !acc.rec.refresh_token.is_empty()
@@ -728,13 +756,13 @@ fn finish_stream(
     );
 }
 
-/// The upstream request for one attempt on `acc`.
+/// The upstream request for one attempt on `acc`, and the pool key it sends, if any.
 async fn build_request(
     st: &AppState,
     acc: &AccountRt,
     call: &Call,
     upstream_model: &str,
-) -> anyhow::Result<reqwest::RequestBuilder> {
+) -> anyhow::Result<(reqwest::RequestBuilder, Option<String>)> {
     let out = Outgoing {
         op: call.op,
         body: &call.body,
@@ -745,7 +773,7 @@ async fn build_request(
         query: call.query.as_deref(),
         session: call.session.as_deref(),
     };
-    upstream_request(&st.accounts, acc, &out).await
+    upstream_request_keyed(&st.accounts, acc, &out).await
 }
 
 /// Upstream response headers worth passing back to the client.

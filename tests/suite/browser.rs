@@ -1419,3 +1419,116 @@ fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
+
+/// Pick `value` in the select `css`, as a person would (a change event follows).
+async fn choose(ui: &Ui, css: &str, value: &str) {
+    ui.eval(&format!(
+        "(() => {{ const s = document.querySelector({css:?}); s.value = {value:?}; s.dispatchEvent(new Event('change')); return true; }})()"
+    ))
+    .await;
+}
+
+/// Droid and Bedrock forms: a key pool added and trimmed, a Factory login through the
+/// device-code flow, a Bedrock API key instead of AWS keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn droid_pool_device_sign_in_and_bedrock_api_key_forms() {
+    let Some(exe) = chromium_path() else {
+        return;
+    };
+    let _one = BROWSER.lock().await;
+    let workos = extra_mock().await;
+    let workos_url = workos.url();
+    let env = Env::start_with(|c| c.droid_workos_url = workos_url.clone()).await;
+    env.mock
+        .state
+        .accepted_keys
+        .lock()
+        .extend(["fk-ui-0001".to_owned(), "fk-ui-0002".to_owned()]);
+    let ui = Ui::launch(exe, env.url("")).await;
+    login(&ui).await;
+    ui.click("nav a[data-nav='accounts']").await;
+    ui.wait_loaded().await;
+    ui.click_text("button.tab", "Droid").await;
+    ui.wait_loaded().await;
+
+    // A pool of two keys.
+    ui.click("[data-add-account]").await;
+    ui.wait_for("dialog[open] textarea[name=apiKeys]").await;
+    ui.assert_labelled("in the Droid form").await;
+    ui.fill("dialog input[name=name]", "droid-pool").await;
+    ui.fill("dialog input[name=baseUrl]", &env.mock.url()).await;
+    ui.fill("dialog textarea[name=apiKeys]", "fk-ui-0001 fk-ui-0002")
+        .await;
+    ui.click("dialog button[type=submit]").await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text("[data-pool-summary]", "2 of 2 API keys usable")
+        .await;
+    let (_, v) = env.admin(Method::GET, "/admin/droid-accounts", None).await;
+    let pool = v["data"][0].clone();
+    assert_eq!(pool["authenticationMethod"], "api_key", "{pool}");
+    assert_eq!(pool["apiKeyCount"], 2);
+    // Edit: one key removed.
+    ui.click(".account-card [data-action=edit]").await;
+    ui.wait_for("dialog[open] [data-pool-key]").await;
+    ui.click("dialog [data-pool-remove]").await;
+    ui.click("dialog button[type=submit]").await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text("[data-pool-summary]", "1 of 1 API keys usable")
+        .await;
+
+    // A Factory login: code, approval (the mock approves on the second poll), account.
+    ui.click("[data-add-account]").await;
+    ui.wait_for("dialog[open] select[name=authenticationMethod]")
+        .await;
+    choose(&ui, "dialog select[name=authenticationMethod]", "").await;
+    ui.assert_labelled("in the Droid sign-in form").await;
+    ui.click("[data-device-generate]").await;
+    ui.wait_text("[data-user-code]", "MOCK-CODE").await;
+    ui.fill("dialog input[name=name]", "droid-login").await;
+    ui.fill("dialog input[name=baseUrl]", &workos.url()).await;
+    ui.click("dialog button[type=submit]").await;
+    ui.wait_text(".toast", "Not approved yet").await;
+    ui.click("dialog button[type=submit]").await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text(".account-card", "Factory login").await;
+    let (_, v) = env.admin(Method::GET, "/admin/droid-accounts", None).await;
+    let login_acc = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "droid-login")
+        .cloned()
+        .unwrap();
+    assert_eq!(login_acc["hasRefreshToken"], true, "{login_acc}");
+    assert_eq!(login_acc["organizationId"], "org_01MOCK");
+
+    // Bedrock with an API key: the AWS key fields give way to the bearer token.
+    ui.click_text("button.tab", "Bedrock").await;
+    ui.wait_loaded().await;
+    ui.click("[data-add-account]").await;
+    ui.wait_for("dialog[open] select[name=credentialType]")
+        .await;
+    choose(&ui, "dialog select[name=credentialType]", "bearer_token").await;
+    ui.assert_labelled("in the Bedrock form").await;
+    ui.fill("dialog input[name=name]", "bedrock-key").await;
+    ui.fill("dialog input[name=region]", "us-east-1").await;
+    ui.fill("dialog input[name=endpointUrl]", &env.mock.url())
+        .await;
+    ui.fill(
+        "dialog input[name=bearerToken]",
+        crs::mock::bedrock::MOCK_BEARER_TOKEN,
+    )
+    .await;
+    ui.click("dialog button[type=submit]").await;
+    ui.wait_gone("dialog[open]").await;
+    ui.wait_text(".account-card", "API key").await;
+    let (_, v) = env
+        .admin(Method::GET, "/admin/bedrock-accounts", None)
+        .await;
+    assert_eq!(v["data"][0]["credentialType"], "bearer_token", "{v}");
+    assert_eq!(v["data"][0]["hasBearerToken"], true);
+    ui.screenshot("admin-accounts-bedrock-bearer").await;
+    ui.assert_clean("on the Droid and Bedrock forms");
+    ui.close().await;
+    env.stop().await;
+}

@@ -13,6 +13,7 @@ mod chat;
 mod chatgpt;
 mod cli;
 mod crash;
+mod droid;
 mod e2e_claude_code;
 mod e2e_codex;
 mod e2e_gemini;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::common::{Family, Fields, Out, family_for_platform, iso};
 use crate::crypto::Secrets;
 use crate::migrate::v1crypto::{V1Crypto, looks_encrypted};
-use crate::model::{Account, AccountStatus, Platform, ProxyConfig};
+use crate::model::{Account, AccountStatus, Platform, PoolKey, ProxyConfig};
 
 /// Encryption on both sides of a mapping: v1's (with the deployment's ENCRYPTION_KEY) and
 /// crs's own.
@@ -384,6 +384,28 @@ pub fn import_account(
             } else {
                 keys.crs.encrypt(&token)
             };
+            // v1's Bedrock API key: `bearerToken` = the same {encrypted, iv} form of
+            // `{"token": ...}` (bedrockAccountService.js `createAccount`).
+            let bearer = match f.take("bearerToken") {
+                Some(Value::Object(m)) => match (m.get("encrypted"), m.get("iv")) {
+                    (Some(Value::String(e)), Some(Value::String(iv))) => {
+                        let text = keys
+                            .v1
+                            .decrypt_bedrock(e, iv)
+                            .with_context(|| ctx("bearerToken"))?;
+                        serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned))
+                            .with_context(|| ctx("bearerToken"))?
+                    }
+                    _ => String::new(),
+                },
+                Some(Value::String(t)) => t,
+                _ => String::new(),
+            };
+            if !bearer.is_empty() {
+                a.bearer_token = keys.crs.encrypt(&bearer);
+            }
         }
         Platform::Gemini => {
             // v1 src/services/geminiAccountService.js `createAccount`: `geminiOauth` (the
@@ -438,18 +460,45 @@ pub fn import_account(
             a.last_refresh_at = f.date("lastRefreshAt");
         }
         Platform::Droid => {
+            // v1 src/services/droidAccountService.js `createAccount`: tokens and each pool
+            // key encrypted with the droid salt, `expiresAt` an ISO date, `apiKeys` a JSON
+            // string of entries.
             a.api_url = f.s("baseUrl").unwrap_or_default();
-            a.endpoint_type = f.str_or("endpointType", "anthropic");
-            for t in ["accessToken", "refreshToken"] {
+            a.endpoint_type = match f
+                .str_or("endpointType", "anthropic")
+                .to_lowercase()
+                .as_str()
+            {
+                t @ ("openai" | "comm") => t.to_owned(),
+                _ => "anthropic".into(),
+            };
+            a.authentication_method = f.s("authenticationMethod").unwrap_or_default();
+            a.organization_id = f.s("organizationId").unwrap_or_default();
+            for (t, slot) in [
+                ("accessToken", &mut a.access_token),
+                ("refreshToken", &mut a.refresh_token),
+            ] {
                 let v = f.s(t).unwrap_or_default();
-                if !v.is_empty() {
-                    let plain = keys.decrypt_v1(salt, &ctx(t), &v)?;
-                    extra_secret.push((t.into(), plain));
+                let plain = keys.decrypt_v1(salt, &ctx(t), &v)?;
+                if !plain.is_empty() {
+                    *slot = keys.crs.encrypt(&plain);
                 }
             }
-            let mut entries = match f.take("apiKeys") {
+            match f.take("expiresAt") {
+                Some(Value::String(e)) if !e.is_empty() => match parse_instant(&e) {
+                    Some(ms) => a.expires_at = ms,
+                    None => {
+                        f.0.insert("expiresAt".into(), Value::String(e));
+                    }
+                },
+                Some(Value::Number(n)) => a.expires_at = n.as_i64().unwrap_or(0),
+                _ => {}
+            }
+            a.last_refresh_at = f.date("lastRefreshAt");
+            let entries = match f.take("apiKeys") {
                 Some(Value::String(s)) if !s.trim().is_empty() => {
-                    serde_json::from_str::<Vec<Map<String, Value>>>(&s).unwrap_or_default()
+                    serde_json::from_str::<Vec<Map<String, Value>>>(&s)
+                        .with_context(|| ctx("apiKeys"))?
                 }
                 Some(Value::Array(xs)) => xs
                     .into_iter()
@@ -460,30 +509,37 @@ pub fn import_account(
                     .collect(),
                 _ => Vec::new(),
             };
-            let mut first: Option<String> = None;
-            for e in &mut entries {
-                let enc = e.get("encryptedKey").and_then(Value::as_str).unwrap_or("");
-                if enc.is_empty() {
+            f.take("apiKeyCount");
+            for e in entries {
+                let get = |k: &str| match e.get(k) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => String::new(),
+                };
+                let enc = get("encryptedKey");
+                if get("id").is_empty() || enc.is_empty() {
                     continue;
                 }
-                let plain = keys.decrypt_v1(salt, &ctx("apiKeys"), enc)?;
-                let usable = e.get("status").and_then(Value::as_str) != Some("error");
-                if first.is_none() && usable {
-                    first = Some(plain.clone());
-                }
-                e.insert(
-                    "encryptedKey".into(),
-                    Value::String(keys.crs.encrypt(&plain)),
-                );
+                let plain = keys.decrypt_v1(salt, &ctx("apiKeys"), &enc)?;
+                a.api_keys.push(PoolKey {
+                    id: get("id"),
+                    hash: Some(get("hash"))
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| hex::encode(Sha256::digest(plain.trim().as_bytes()))),
+                    key: keys.crs.encrypt(&plain),
+                    created_at: get("createdAt"),
+                    last_used_at: get("lastUsedAt"),
+                    usage_count: get("usageCount").parse().unwrap_or(0),
+                    status: Some(get("status"))
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "active".into()),
+                    error_message: get("errorMessage"),
+                });
             }
-            let Some(key) = first else {
+            if a.api_keys.is_empty() && a.access_token.is_empty() && a.refresh_token.is_empty() {
                 return Ok(AccountOut::Raw(
-                    "droid account without an API key (WorkOS OAuth): crs serves Droid API-key accounts only".into(),
+                    "droid account without API keys or WorkOS tokens".into(),
                 ));
-            };
-            a.api_key = keys.crs.encrypt(&key);
-            if !entries.is_empty() {
-                f.0.insert("apiKeys".into(), Value::String(json!(entries).to_string()));
             }
         }
     }
@@ -492,6 +548,13 @@ pub fn import_account(
     }
     a.extra = f.0.into_iter().collect();
     Ok(AccountOut::Account(Box::new(a)))
+}
+
+/// An ISO 8601 instant -> unix ms.
+fn parse_instant(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// The extra fields that hold crs-encrypted secrets (v1-encrypted on export).
@@ -672,18 +735,29 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             if !a.api_url.is_empty() {
                 o.s("endpointUrl", &a.api_url);
             }
-            let mut creds = Map::new();
-            creds.insert("accessKeyId".into(), json!(a.aws_access_key_id));
-            creds.insert(
-                "secretAccessKey".into(),
-                json!(keys.plain(&what("secretAccessKey"), &a.aws_secret_access_key)?),
-            );
-            let token = keys.plain(&what("sessionToken"), &a.aws_session_token)?;
-            if !token.is_empty() {
-                creds.insert("sessionToken".into(), json!(token));
+            if !a.bearer_token.is_empty() {
+                let token = keys.plain(&what("bearerToken"), &a.bearer_token)?;
+                let (encrypted, iv) = keys
+                    .v1
+                    .encrypt_bedrock(&json!({"token": token}).to_string());
+                o.v("bearerToken", json!({"encrypted": encrypted, "iv": iv}));
             }
-            let (encrypted, iv) = keys.v1.encrypt_bedrock(&Value::Object(creds).to_string());
-            o.v("awsCredentials", json!({"encrypted": encrypted, "iv": iv}));
+            if a.aws_access_key_id.is_empty() && a.aws_secret_access_key.is_empty() {
+                // A bearer-token account: v1 writes no awsCredentials.
+            } else {
+                let mut creds = Map::new();
+                creds.insert("accessKeyId".into(), json!(a.aws_access_key_id));
+                creds.insert(
+                    "secretAccessKey".into(),
+                    json!(keys.plain(&what("secretAccessKey"), &a.aws_secret_access_key)?),
+                );
+                let token = keys.plain(&what("sessionToken"), &a.aws_session_token)?;
+                if !token.is_empty() {
+                    creds.insert("sessionToken".into(), json!(token));
+                }
+                let (encrypted, iv) = keys.v1.encrypt_bedrock(&Value::Object(creds).to_string());
+                o.v("awsCredentials", json!({"encrypted": encrypted, "iv": iv}));
+            }
         }
         Platform::Gemini => {
             if !a.api_url.is_empty() {
@@ -731,46 +805,69 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
                 o.s("baseUrl", &a.api_url);
             }
             o.s("endpointType", &a.endpoint_type);
+            o.s("authenticationMethod", &a.authentication_method);
+            o.s("organizationId", &a.organization_id);
+            o.s(
+                "accessToken",
+                keys.to_v1(salt, &what("accessToken"), &a.access_token)?,
+            );
+            o.s(
+                "refreshToken",
+                keys.to_v1(salt, &what("refreshToken"), &a.refresh_token)?,
+            );
+            o.s(
+                "expiresAt",
+                chrono::DateTime::from_timestamp_millis(a.expires_at)
+                    .filter(|_| a.expires_at > 0)
+                    .map(|t| iso(&Some(t)))
+                    .unwrap_or_default(),
+            );
+            o.date("lastRefreshAt", &a.last_refresh_at);
+            let mut entries: Vec<Value> = Vec::with_capacity(a.api_keys.len() + 1);
+            let mut hashes = Vec::with_capacity(a.api_keys.len());
+            for e in &a.api_keys {
+                let plain = keys.plain(&what("apiKeys"), &e.key)?;
+                hashes.push(hex::encode(Sha256::digest(plain.trim().as_bytes())));
+                entries.push(json!({
+                    "id": e.id,
+                    "hash": e.hash,
+                    "encryptedKey": keys.v1.encrypt(salt, &plain),
+                    "createdAt": e.created_at,
+                    "lastUsedAt": e.last_used_at,
+                    "usageCount": e.usage_count.to_string(),
+                    "status": e.status,
+                    "errorMessage": e.error_message,
+                }));
+            }
+            // The single key of records made before pools becomes a pool entry.
             let key = keys.plain(&what("apiKey"), &a.api_key)?;
-            let mut entries: Vec<Map<String, Value>> = a
-                .extra
-                .get("apiKeys")
-                .and_then(Value::as_str)
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default();
-            let mut has_current = false;
-            for e in &mut entries {
-                if let Some(enc) = e.get("encryptedKey").and_then(Value::as_str) {
-                    let plain = keys.plain(&what("apiKeys"), enc)?;
-                    has_current |= plain == key;
-                    e.insert(
-                        "encryptedKey".into(),
-                        Value::String(keys.v1.encrypt(salt, &plain)),
-                    );
-                }
-            }
-            if !has_current && !key.is_empty() {
-                let mut e = Map::new();
-                e.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
-                e.insert(
-                    "hash".into(),
-                    json!(hex::encode(Sha256::digest(key.as_bytes()))),
+            if !key.is_empty()
+                && !hashes.contains(&hex::encode(Sha256::digest(key.trim().as_bytes())))
+            {
+                entries.insert(
+                    0,
+                    json!({
+                        "id": uuid::Uuid::new_v4().to_string(),
+                        "hash": hex::encode(Sha256::digest(key.trim().as_bytes())),
+                        "encryptedKey": keys.v1.encrypt(salt, &key),
+                        "createdAt": iso(&Some(Utc::now())),
+                        "lastUsedAt": "",
+                        "usageCount": "0",
+                        "status": "active",
+                        "errorMessage": "",
+                    }),
                 );
-                e.insert("encryptedKey".into(), json!(keys.v1.encrypt(salt, &key)));
-                e.insert("createdAt".into(), json!(iso(&Some(Utc::now()))));
-                e.insert("lastUsedAt".into(), json!(""));
-                e.insert("usageCount".into(), json!("0"));
-                e.insert("status".into(), json!("active"));
-                e.insert("errorMessage".into(), json!(""));
-                entries.insert(0, e);
-            }
-            o.s("apiKeys", json!(entries).to_string());
-            if !a.extra.contains_key("apiKeyCount") || !has_current {
-                o.s("apiKeyCount", entries.len().to_string());
-            }
-            if !a.extra.contains_key("authenticationMethod") {
                 o.s("authenticationMethod", "api_key");
             }
+            o.s(
+                "apiKeys",
+                if entries.is_empty() {
+                    String::new()
+                } else {
+                    Value::Array(entries.clone()).to_string()
+                },
+            );
+            o.s("apiKeyCount", entries.len().to_string());
         }
     }
     for name in EXTRA_SECRETS {
@@ -893,38 +990,103 @@ mod tests {
         let (v1, crs) = keys();
         let k = Keys { v1: &v1, crs: &crs };
         let entries = json!([
-            {"id": "e1", "encryptedKey": v1.encrypt("droid-account-salt", "fk-bad"), "status": "error"},
-            {"id": "e2", "encryptedKey": v1.encrypt("droid-account-salt", "fk-good"), "status": "active"},
+            {"id": "e1", "hash": "h1", "encryptedKey": v1.encrypt("droid-account-salt", "fk-bad"),
+             "createdAt": "2026-11-01T00:00:00.000Z", "lastUsedAt": "", "usageCount": "3",
+             "status": "error", "errorMessage": "401"},
+            {"id": "e2", "hash": "h2", "encryptedKey": v1.encrypt("droid-account-salt", "fk-good"),
+             "createdAt": "2026-11-01T00:00:00.000Z", "lastUsedAt": "", "usageCount": "0",
+             "status": "active", "errorMessage": ""},
         ]);
         let mut m = Map::new();
         m.insert("name".into(), json!("d"));
         m.insert("apiKeys".into(), json!(entries.to_string()));
+        m.insert("apiKeyCount".into(), json!("2"));
         m.insert("authenticationMethod".into(), json!("api_key"));
+        m.insert("apiKeyStrategy".into(), json!("random_sticky"));
         m.insert("refreshToken".into(), json!(""));
         let a = account("droid:account:d1", m, &k);
+        assert!(a.uses_key_pool());
+        assert_eq!(a.api_keys.len(), 2);
         assert_eq!(
-            crs.decrypt(&a.api_key).unwrap(),
-            "fk-good",
-            "first usable key"
+            (
+                a.api_keys[0].status.as_str(),
+                a.api_keys[0].error_message.as_str()
+            ),
+            ("error", "401")
         );
+        assert_eq!(a.api_keys[0].usage_count, 3);
+        assert_eq!(crs.decrypt(&a.api_keys[1].key).unwrap(), "fk-good");
+        assert_eq!(a.extra.get("apiKeyStrategy"), Some(&json!("random_sticky")));
         let out = export_account(&a, &k).unwrap();
+        assert_eq!(out["apiKeyCount"], json!("2"));
         let back: Vec<Value> = serde_json::from_str(out["apiKeys"].as_str().unwrap()).unwrap();
-        assert_eq!(back.len(), 2, "no duplicate entry for the current key");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0]["status"], json!("error"));
+        assert_eq!(back[0]["usageCount"], json!("3"));
         let enc = back[1]["encryptedKey"].as_str().unwrap();
         assert_eq!(v1.decrypt("droid-account-salt", enc).unwrap(), "fk-good");
         let b = account("droid:account:d1", out, &k);
-        assert_eq!(crs.decrypt(&b.api_key).unwrap(), "fk-good");
-        // Without an API key (WorkOS OAuth) crs cannot serve it: kept verbatim.
-        let (fam, id) = family_for_key("droid:account:d2").unwrap();
+        assert_eq!(b.api_keys.len(), 2);
+        assert_eq!(crs.decrypt(&b.api_keys[1].key).unwrap(), "fk-good");
+
+        // A WorkOS OAuth account: tokens re-encrypted, the ISO expiry in unix ms.
         let mut m = Map::new();
+        m.insert("name".into(), json!("oauth"));
         m.insert(
             "refreshToken".into(),
             json!(v1.encrypt("droid-account-salt", "rt")),
         );
+        m.insert(
+            "accessToken".into(),
+            json!(v1.encrypt("droid-account-salt", "at")),
+        );
+        m.insert("expiresAt".into(), json!("2026-12-01T08:00:00.000Z"));
+        m.insert("organizationId".into(), json!("org_1"));
+        m.insert("authenticationMethod".into(), json!(""));
+        m.insert("apiKeys".into(), json!(""));
+        let a = account("droid:account:d2", m, &k);
+        assert!(!a.uses_key_pool());
+        assert_eq!(crs.decrypt(&a.refresh_token).unwrap(), "rt");
+        assert_eq!(crs.decrypt(&a.access_token).unwrap(), "at");
+        assert_eq!(a.expires_at, 1_796_112_000_000);
+        assert_eq!(a.organization_id, "org_1");
+        let out = export_account(&a, &k).unwrap();
+        assert_eq!(out["expiresAt"], json!("2026-12-01T08:00:00.000Z"));
+        assert_eq!(
+            v1.decrypt("droid-account-salt", out["refreshToken"].as_str().unwrap())
+                .unwrap(),
+            "rt"
+        );
+        assert_eq!(out["apiKeys"], json!(""));
+        // Neither keys nor tokens: nothing to serve with, kept verbatim.
+        let (fam, id) = family_for_key("droid:account:d3").unwrap();
         assert!(matches!(
-            import_account(fam, id, m, &k).unwrap(),
+            import_account(fam, id, Map::new(), &k).unwrap(),
             AccountOut::Raw(_)
         ));
+
+        // A Bedrock API-key account: `bearerToken` in v1's {encrypted, iv} form of {token}.
+        let (ct, iv) = v1.encrypt_bedrock(r#"{"token":"ABSKtoken"}"#);
+        let v: Value = json!({"id": "b2", "name": "aws-key", "region": "us-west-2",
+            "credentialType": "bearer_token", "type": "bedrock",
+            "bearerToken": {"encrypted": ct, "iv": iv}});
+        let Value::Object(m) = v else { unreachable!() };
+        let a = account("bedrock_account:b2", m, &k);
+        assert_eq!(crs.decrypt(&a.bearer_token).unwrap(), "ABSKtoken");
+        let out = export_account(&a, &k).unwrap();
+        assert!(out.get("awsCredentials").is_none(), "{out:?}");
+        let bt = &out["bearerToken"];
+        let text = v1
+            .decrypt_bedrock(
+                bt["encrypted"].as_str().unwrap(),
+                bt["iv"].as_str().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({"token": "ABSKtoken"})
+        );
+        assert_eq!(out["credentialType"], json!("bearer_token"));
 
         let (ct, iv) = v1.encrypt_bedrock(r#"{"accessKeyId":"AKIA1","secretAccessKey":"s3cret"}"#);
         let v: Value = json!({"id": "b1", "name": "aws", "region": "us-east-1", "isActive": true,

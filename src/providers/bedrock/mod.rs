@@ -33,7 +33,15 @@ pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream"
 pub struct Bedrock;
 
 impl AccountType for Bedrock {
+    /// The Bedrock API key of a bearer-token account (v1 `credentialType: bearer_token`), else
+    /// the AWS secret key and session token.
     fn credential(&self, secrets: &Secrets, rec: &Account) -> anyhow::Result<Credential> {
+        if !rec.bearer_token.is_empty() {
+            return Ok(Credential {
+                secret: decrypt(secrets, "bearerToken", &rec.bearer_token)?,
+                session_token: None,
+            });
+        }
         let tok = decrypt(secrets, "awsSessionToken", &rec.aws_session_token)?;
         Ok(Credential {
             secret: decrypt(secrets, "awsSecretAccessKey", &rec.aws_secret_access_key)?,
@@ -79,8 +87,16 @@ fn build_request(up: &Upstream, out: &Outgoing) -> anyhow::Result<reqwest::Reque
     let mut h = base_headers(up, out);
     let r = up.rec;
     let secret = &up.credential.secret.0;
-    if r.region.trim().is_empty() || r.aws_access_key_id.is_empty() || secret.is_empty() {
-        anyhow::bail!("the Bedrock account has no region or AWS credentials");
+    // A Bedrock API key (v1 `credentialType: bearer_token`) goes as `Authorization: Bearer`
+    // on the same URL and body, without a signature or `x-amz-*` headers (AWS "Use an Amazon
+    // Bedrock API key"; v1 bedrockRelayService.js hands the token to the SDK, which sends it
+    // so). Otherwise the request is SigV4-signed with the account's AWS keys.
+    let bearer = !r.bearer_token.is_empty();
+    if r.region.trim().is_empty()
+        || secret.is_empty()
+        || (!bearer && r.aws_access_key_id.is_empty())
+    {
+        anyhow::bail!("the Bedrock account has no region or credentials");
     }
     let region = r.region.trim();
     let model_id = bedrock_model_id(
@@ -102,11 +118,11 @@ fn build_request(up: &Upstream, out: &Outgoing) -> anyhow::Result<reqwest::Reque
     } else {
         "application/json"
     };
-    let mut signed: Vec<(&'static str, &str)> = vec![
-        ("accept", accept),
-        ("content-type", "application/json"),
-        ("x-amz-date", amz_date.as_str()),
-    ];
+    let mut signed: Vec<(&'static str, &str)> =
+        vec![("accept", accept), ("content-type", "application/json")];
+    if !bearer {
+        signed.push(("x-amz-date", amz_date.as_str()));
+    }
     if out.stream {
         // The content type of the events inside the stream (botocore's `accept` parameter).
         signed.push(("x-amzn-bedrock-accept", "application/json"));
@@ -114,17 +130,21 @@ fn build_request(up: &Upstream, out: &Outgoing) -> anyhow::Result<reqwest::Reque
     if let Some(tok) = &up.credential.session_token {
         signed.push(("x-amz-security-token", tok.0.as_str()));
     }
-    // reqwest sends this Host header (it is not set explicitly, so HTTP/2 uses :authority).
-    let host = host_header(&url);
-    let mut all = signed.clone();
-    all.push(("host", host.as_str()));
-    let creds = Credentials {
-        access_key_id: &r.aws_access_key_id,
-        secret_access_key: secret,
-        region,
-        service: SIGNING_SERVICE,
+    let auth = if bearer {
+        format!("Bearer {secret}")
+    } else {
+        // reqwest sends this Host header (it is not set explicitly, so HTTP/2 uses :authority).
+        let host = host_header(&url);
+        let mut all = signed.clone();
+        all.push(("host", host.as_str()));
+        let creds = Credentials {
+            access_key_id: &r.aws_access_key_id,
+            secret_access_key: secret,
+            region,
+            service: SIGNING_SERVICE,
+        };
+        authorization(&creds, &amz_date, "POST", url.path(), "", &all, &body)
     };
-    let auth = authorization(&creds, &amz_date, "POST", url.path(), "", &all, &body);
 
     for (name, value) in signed {
         h.insert(
@@ -132,7 +152,11 @@ fn build_request(up: &Upstream, out: &Outgoing) -> anyhow::Result<reqwest::Reque
             HeaderValue::from_str(value)?,
         );
     }
-    h.insert(header::AUTHORIZATION, HeaderValue::from_str(&auth)?);
+    h.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&auth)
+            .map_err(|_| anyhow::anyhow!("the credential is not a valid header value"))?,
+    );
     Ok(up.client.post(url).headers(h).body(body))
 }
 

@@ -90,6 +90,53 @@ function secretInput(props) {
   return { el: h("div.input-group", inp, toggle), input: inp };
 }
 
+/** A Droid account's API-key pool: the stored keys (masked, with their status), each of which
+ * can be marked for removal, and new keys to add, one per line. */
+function keyPoolEditor(entries) {
+  const removed = new Set();
+  const rows = (entries || []).map((k) => {
+    const bad = k.status === "error";
+    const rm = h("button.btn.btn-ghost.btn-sm", { type: "button", "data-pool-remove": k.id, "aria-pressed": "false" }, icon("x"), "Remove");
+    const row = h(
+      "div.pool-row",
+      { "data-pool-key": k.id },
+      h("code", k.maskedKey || "—"),
+      badge(bad ? "error" : "active", bad ? "danger" : "ok", { plain: true }),
+      bad && k.errorMessage ? h("span.muted", `refused: ${k.errorMessage}`) : null,
+      k.lastUsedAt ? h("span.muted", `used ${f.relative(Date.parse(k.lastUsedAt))}`) : null,
+      rm,
+    );
+    rm.addEventListener("click", () => {
+      const on = !removed.has(k.id);
+      if (on) removed.add(k.id);
+      else removed.delete(k.id);
+      rm.setAttribute("aria-pressed", String(on));
+      row.classList.toggle("is-removed", on);
+      rm.replaceChildren(icon(on ? "refresh" : "x"), on ? "Keep" : "Remove");
+    });
+    return row;
+  });
+  const add = h("textarea.input", { name: "apiKeys", rows: "3", "aria-label": "API keys to add, one per line", placeholder: "One Factory API key per line", autocomplete: "off", spellcheck: "false" });
+  const usable = (entries || []).filter((k) => k.status !== "error").length;
+  return {
+    el: h(
+      "div.stack",
+      { style: { gap: "6px" } },
+      entries && entries.length ? h("span.muted", `${usable} of ${entries.length} keys usable`) : null,
+      rows,
+      add,
+    ),
+    input: add,
+    read() {
+      const keys = add.value
+        .split(/\s+/)
+        .map((x) => x.trim())
+        .filter(Boolean);
+      return { keys, removed: [...removed] };
+    },
+  };
+}
+
 /** Build the controls of a type's fields; returns {el, collect(creating), first}. */
 function buildFields(type, account) {
   const a = account || {};
@@ -97,6 +144,8 @@ function buildFields(type, account) {
   const controls = [];
   const cells = [];
   const readers = {};
+  const selects = {};
+  const conditional = [];
   for (const fd of type.fields) {
     const cur = getPath(a, fd.name);
     let el;
@@ -134,8 +183,21 @@ function buildFields(type, account) {
         controls.push(m.input);
         break;
       }
+      case "keyPool": {
+        const pool = keyPoolEditor(a.apiKeys);
+        el = h("div.field.span-2", h("span.field-label", fd.label), fd.hint ? h("span.hint", fd.hint) : null, pool.el);
+        read = (body) => {
+          const { keys, removed } = pool.read();
+          if (creating && !keys.length) throw fieldError(pool.input, "Add at least one API key.");
+          if (keys.length) body.apiKeys = keys;
+          if (removed.length) body.removeApiKeys = removed;
+        };
+        controls.push(pool.input);
+        break;
+      }
       case "select": {
-        const sel = select(fd.options, cur || fd.default || fd.options[0][0], { name: fd.name });
+        const initial = fd.keepEmpty && !creating ? cur ?? fd.default : cur || fd.default || fd.options[0][0];
+        const sel = select(fd.options, initial, { name: fd.name });
         el = field(fd.label, sel, { hint: fd.hint });
         read = (body) => setPath(body, fd.name, sel.value);
         controls.push(sel);
@@ -179,11 +241,25 @@ function buildFields(type, account) {
         controls.push(inp);
       }
     }
+    if (fd.showIf) {
+      // Shown (and read) only while another field has one of the given values.
+      const [other, values] = fd.showIf;
+      const shown = () => values.includes(selects[other]?.value ?? "");
+      conditional.push(() => (el.hidden = !shown()));
+      const inner = read;
+      read = (body) => {
+        if (shown()) inner(body);
+      };
+    }
+    if (fd.type === "select") selects[fd.name] = controls[controls.length - 1];
     cells.push(el);
     controls.readers = controls.readers || [];
     controls.readers.push(read);
     readers[fd.name] = read;
   }
+  const sync = () => conditional.forEach((c) => c());
+  for (const sel of Object.values(selects)) sel.addEventListener("change", sync);
+  sync();
   const active = switchInput("Account is active", creating ? true : a.isActive !== false, { name: "isActive" });
   cells.push(h("div.span-2", active.el));
   return {
@@ -194,6 +270,13 @@ function buildFields(type, account) {
       for (const read of controls.readers) read(body);
       body.isActive = active.input.checked;
       return body;
+    },
+    /** Call `cb(value)` now and whenever the select `name` changes. */
+    watch(name, cb) {
+      const sel = selects[name];
+      if (!sel) return;
+      sel.addEventListener("change", () => cb(sel.value));
+      cb(sel.value);
     },
     /** One field's value, without validating the others. */
     peek(name) {
@@ -274,13 +357,41 @@ function openAccountForm(ctx, type, account = null) {
     oauthStep.tokens = () => ({ accessToken: accessToken.input.value.trim(), refreshToken: refreshToken.input.value.trim() });
     oauthStep.accessInput = accessToken.input;
   }
+  let device = null;
+  let deviceStep = null;
+  if (creating && type.device) {
+    const genBtn = h("button.btn", { type: "button", "data-device-generate": "" }, icon("external"), "Get a sign-in code");
+    const codeBox = h("div.stack", { hidden: true, style: { gap: "8px" } });
+    genBtn.addEventListener("click", () =>
+      busy(genBtn, async () => {
+        try {
+          const r = await ctx.api(`/admin/${type.path}/${type.device.generate}`, { method: "POST", body: { proxy: fields.peek("proxy") ?? null } });
+          const d = r.data || r;
+          device = { sessionId: d.sessionId };
+          const link = d.verificationUriComplete || d.verificationUri;
+          mount(
+            codeBox,
+            h("div.secret-box", h("code", { "data-user-code": "" }, d.userCode), copyButton(d.userCode)),
+            h("div", h("a.btn.btn-primary.btn-sm", { href: link, target: "_blank", rel: "noopener noreferrer" }, icon("external"), "Open the sign-in page")),
+            h("span.muted", `The code is valid for ${Math.round((d.expiresIn || 300) / 60)} minutes.`),
+          );
+          codeBox.hidden = false;
+        } catch (e) {
+          showError(e, "Could not get a sign-in code");
+        }
+      }),
+    );
+    deviceStep = h("fieldset.form-section", h("legend", "Sign in"), h("p.section-note", type.device.hint), h("div", genBtn), codeBox);
+    const [other, values] = type.device.when;
+    fields.watch(other, (v) => (deviceStep.hidden = !values.includes(v)));
+  }
   return new Promise((resolve) => {
     let saved = false;
     const submit = h("button.btn.btn-primary", { type: "submit" }, creating ? "Add account" : "Save changes");
     modal({
       title: creating ? `Add a ${type.label} account` : `Edit ${account.name}`,
       wide: true,
-      body: h("div", oauthStep, h("fieldset.form-section", h("legend", "Account"), h("p.section-note", type.blurb), fields.el)),
+      body: h("div", oauthStep, h("fieldset.form-section", h("legend", "Account"), h("p.section-note", type.blurb), fields.el), deviceStep),
       footer: [h("button.btn", { type: "button", onclick: (ev) => ev.target.closest("dialog").close() }, "Cancel"), submit],
       onSubmit: async () => {
         let body;
@@ -317,6 +428,23 @@ function openAccountForm(ctx, type, account = null) {
           const d = r.data || {};
           body[type.oauth.result] = d[type.oauth.result] || d.tokens || d;
           if (type.oauth.info && d[type.oauth.info]) body[type.oauth.info] = d[type.oauth.info];
+        }
+        if (deviceStep && !deviceStep.hidden) {
+          if (!device) {
+            toast("Get a sign-in code and approve it first.", { kind: "error" });
+            return false;
+          }
+          let r;
+          try {
+            r = await ctx.api(`/admin/${type.path}/${type.device.exchange}`, { method: "POST", body: { sessionId: device.sessionId } });
+          } catch (e) {
+            // v1 answers a code not approved yet with `success: false, pending: true`.
+            if (!e.body?.pending) throw e;
+            toast("Not approved yet: finish signing in on the page, then add the account again.", { kind: "error" });
+            return false;
+          }
+          const t = (r.data && r.data.tokens) || {};
+          Object.assign(body, { accessToken: t.access_token, refreshToken: t.refresh_token, organizationId: t.organization_id || "", expiresAt: r.data.expiresAt });
         }
         if (creating) await ctx.api(`/admin/${type.path}`, { method: "POST", body });
         else await ctx.api(`/admin/${type.path}/${encodeURIComponent(account.id)}`, { method: "PUT", body });
@@ -377,7 +505,21 @@ function credentialOf(a) {
     if (!a.hasRefreshToken) parts.push("no refresh token");
     return h("span", h("code", parts[0]), parts.length > 1 ? ` · ${parts.slice(1).join(" · ")}` : "");
   }
-  if (a.platform === "bedrock") return a.accessKeyIdMasked ? h("code", a.accessKeyIdMasked) : "—";
+  if (a.platform === "bedrock") {
+    if (a.credentialType === "bearer_token") return a.bearerTokenMasked ? h("span", h("code", a.bearerTokenMasked), " · API key") : "—";
+    return a.accessKeyIdMasked ? h("code", a.accessKeyIdMasked) : "—";
+  }
+  if (a.platform === "droid" && a.authenticationMethod === "api_key") {
+    const keys = a.apiKeys || [];
+    const usable = keys.filter((k) => k.status !== "error").length;
+    return h("span", { "data-pool-summary": "" }, `${usable} of ${keys.length} API keys usable`);
+  }
+  if (a.platform === "droid" && (a.accessTokenMasked || a.hasRefreshToken)) {
+    const exp = Number(a.tokenExpiresAt) || 0;
+    const parts = ["Factory login"];
+    if (exp > 1) parts.push(exp > Date.now() ? `refreshes ${f.relative(exp)}` : "refresh due");
+    return h("span", h("code", a.accessTokenMasked || "—"), ` · ${parts.join(" · ")}`);
+  }
   return a.apiKeyMasked ? h("code", a.apiKeyMasked) : "—";
 }
 
@@ -385,7 +527,8 @@ function typeDetails(a) {
   const out = [];
   if (a.platform === "azure-openai") out.push(["Deployment", [a.deploymentName, a.apiVersion && `API ${a.apiVersion}`].filter(Boolean).join(" · ") || "—"]);
   if (a.platform === "bedrock" && (a.defaultModel || a.smallFastModel)) out.push(["Models", [a.defaultModel, a.smallFastModel].filter(Boolean).join(" · ")]);
-  if (a.platform === "droid" && a.endpointType) out.push(["Speaks", a.endpointType === "openai" ? "OpenAI" : "Anthropic"]);
+  if (a.platform === "droid" && a.endpointType) out.push(["Speaks", { openai: "OpenAI", comm: "Chat Completions" }[a.endpointType] || "Anthropic"]);
+  if (a.platform === "droid" && a.organizationId) out.push(["Organisation", a.organizationId]);
   if ((a.platform === "claude" || a.platform === "openai") && a.emailMasked) out.push(["Login", a.emailMasked]);
   if (a.platform === "openai" && (a.planType || a.accountId)) out.push(["ChatGPT", [a.planType && `${a.planType} plan`, a.accountId].filter(Boolean).join(" · ")]);
   if (a.platform === "gemini") out.push(["Project", a.projectId || a.tempProjectId || "found on first use"]);
@@ -577,12 +720,14 @@ function accountCard(ctx, type, a, reload) {
     );
   }
   let refreshBtn = null;
-  if (type.oauth) {
+  // Droid's Factory login refreshes at v1's path (`refresh-token`); the other OAuth types at `refresh`.
+  const refreshPath = type.oauth ? "refresh" : a.platform === "droid" && a.hasRefreshToken ? "refresh-token" : null;
+  if (refreshPath) {
     refreshBtn = h("button.btn.btn-sm.btn-icon", { type: "button", "aria-label": `Refresh the token of ${name}`, title: "Refresh the access token now", "data-action": "refresh" }, icon("refresh"));
     refreshBtn.addEventListener("click", () =>
       busy(refreshBtn, async () => {
         try {
-          await ctx.api(`/admin/${type.path}/${encodeURIComponent(a.id)}/refresh`, { method: "POST" });
+          await ctx.api(`/admin/${type.path}/${encodeURIComponent(a.id)}/${refreshPath}`, { method: "POST" });
           toast(`Refreshed the token of ${name}`);
           reload();
         } catch (e) {
