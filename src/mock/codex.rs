@@ -223,6 +223,17 @@ impl Handler for Backend {
                 "We could not parse the JSON body of your request.",
             );
         };
+        // The real backend streams only: `stream: false` is refused (as its users report,
+        // e.g. stakpak/agent#739), and its streams carry no content type
+        // (KarpelesLab/teamclaude#456).
+        let streams = v.get("stream").and_then(|x| x.as_bool()) == Some(true);
+        if !self.1 && !streams {
+            res.status_code(salvo::http::StatusCode::BAD_REQUEST);
+            res.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            let _ = res.write_body(r#"{"detail":"Stream must be set to true"}"#);
+            return;
+        }
         let headers = state
             .answer_headers
             .lock()
@@ -230,6 +241,9 @@ impl Handler for Backend {
             .cloned()
             .unwrap_or_else(default_codex_headers);
         respond(state, res, &v, &body, &rid, self.1, &headers);
+        if !self.1 && res.status_code.is_none_or(|c| c.is_success()) {
+            res.headers_mut().remove("content-type");
+        }
     }
 }
 

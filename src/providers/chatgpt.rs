@@ -183,7 +183,11 @@ pub fn url(rec: &Account, compact: bool) -> String {
 /// `"store":false` go as they came.
 fn codex_body(out: &Outgoing, compact: bool, codex_cli: bool) -> Bytes {
     let plain = body(out);
-    if codex_cli && !compact && memchr::memmem::find(&plain, b"\"store\":false").is_some() {
+    if codex_cli
+        && !compact
+        && memchr::memmem::find(&plain, b"\"store\":false").is_some()
+        && memchr::memmem::find(&plain, b"\"stream\":true").is_some()
+    {
         return plain;
     }
     let Ok(mut m) = serde_json::from_slice::<Map<String, Value>>(&plain) else {
@@ -193,6 +197,11 @@ fn codex_body(out: &Outgoing, compact: bool, codex_cli: bool) -> Bytes {
         m.remove("store");
     } else {
         m.insert("store".into(), Value::Bool(false));
+        // The Codex backend answers only streams: `stream: false` is a 400 `{"detail": "Stream
+        // must be set to true"}` (reported by its users, e.g. stakpak/agent#739; CLIProxyAPI's
+        // codex executor always streams). A client that asked for no stream gets the stream
+        // read whole (`standard_body`).
+        m.insert("stream".into(), Value::Bool(true));
     }
     if !codex_cli {
         for f in NOT_FOR_CODEX {
@@ -203,6 +212,29 @@ fn codex_body(out: &Outgoing, compact: bool, codex_cli: bool) -> Bytes {
         }
     }
     serde_json::to_vec(&m).map(Bytes::from).unwrap_or(plain)
+}
+
+/// The `response` of a Responses stream's final event, as JSON bytes; None when `body` is not
+/// such a stream.
+fn completed_response(body: &[u8]) -> Option<Bytes> {
+    let start = body.trim_ascii_start();
+    if !(start.starts_with(b"event:") || start.starts_with(b"data:")) {
+        return None;
+    }
+    let mut found = None;
+    let mut lines = super::sse::DataLines::new();
+    lines.feed(&Bytes::copy_from_slice(body), |data| {
+        if let Ok(v) = serde_json::from_slice::<Value>(data)
+            && matches!(
+                v.get("type").and_then(Value::as_str),
+                Some("response.completed" | "response.incomplete")
+            )
+            && let Some(r) = v.get("response")
+        {
+            found = serde_json::to_vec(r).ok().map(Bytes::from);
+        }
+    });
+    found
 }
 
 impl AccountType for ChatGpt {
@@ -239,10 +271,10 @@ impl AccountType for ChatGpt {
         );
         h.insert(
             header::ACCEPT,
-            HeaderValue::from_static(if out.stream {
-                "text/event-stream"
-            } else {
+            HeaderValue::from_static(if compact {
                 "application/json"
+            } else {
+                "text/event-stream"
             }),
         );
         Ok(up
@@ -254,6 +286,24 @@ impl AccountType for ChatGpt {
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {
         Some(ClientFormat::OpenAI)
+    }
+
+    /// The Codex backend sends its streams without a content type (seen by other relays:
+    /// KarpelesLab/teamclaude#456), so a streamed request's success answer is a stream unless
+    /// it says it is JSON; a request that asked for no stream is read whole.
+    fn answer_streams(&self, requested: bool, headers: &reqwest::header::HeaderMap) -> bool {
+        let ct = super::content_type(headers);
+        requested && (ct.is_empty() || ct.starts_with("text/event-stream"))
+    }
+
+    fn stream_content_type(&self) -> Option<&'static str> {
+        Some("text/event-stream")
+    }
+
+    /// A stream read whole (a request that asked for no stream) is answered as the Responses
+    /// object its `response.completed` (or `incomplete`) event carries.
+    fn standard_body(&self, _op: Op, body: Bytes) -> Bytes {
+        completed_response(&body).unwrap_or(body)
     }
 
     fn probe(&self, _rec: &Account, model: &str) -> (Op, Value) {

@@ -172,6 +172,12 @@ pub trait AccountType: Sync {
         content_type(headers).starts_with("text/event-stream")
     }
 
+    /// Does a success answer to a request that asked for a stream (`requested`) or not stream?
+    /// Default: what its headers say.
+    fn answer_streams(&self, _requested: bool, headers: &reqwest::header::HeaderMap) -> bool {
+        self.is_stream(headers)
+    }
+
     /// Content type of the stream the client receives, when it differs from the upstream's.
     fn stream_content_type(&self) -> Option<&'static str> {
         None

@@ -59,7 +59,7 @@ pub async fn openai_chat_completions(req: &mut Request, depot: &mut Depot, res: 
                 chat::responses_request,
                 Service::OpenAI,
                 Op::Responses { compact: false },
-                &[Platform::OpenAIResponses],
+                super::openai::OPENAI,
             )
         };
     if !crate::limits::permits(&ing.adm.key.rec, service) {

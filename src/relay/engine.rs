@@ -511,7 +511,7 @@ async fn respond(
     }
     let acc = pick.account.clone();
     let status = up.status().as_u16();
-    let is_stream = acc.kind().is_stream(up.headers());
+    let is_stream = acc.kind().answer_streams(call.stream, up.headers());
     res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
     copy_response_headers(up.headers(), res);
     let account_id = acc.rec.id.clone();
@@ -563,6 +563,19 @@ async fn respond(
         return;
     };
     let body = acc.kind().standard_body(call.op, body);
+    // A stream read whole and answered as its JSON object (a stream-only upstream and a client
+    // that asked for no stream) says so.
+    let says_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    if !says_json && body.trim_ascii_start().starts_with(b"{") {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     let body = match acc.kind().usage_from_body(call.op, &body) {
         Some((usage, answered_model)) => {
             let model = answered_model.filter(|m| !m.is_empty()).unwrap_or(model);

@@ -313,3 +313,55 @@ async fn vendor_prefixes_send_messages_to_gemini_accounts() {
     assert_eq!(v["error"]["type"], "permission_error");
     env.stop().await;
 }
+
+/// Claude requests on a ChatGPT (Codex OAuth) account bound by its id: converted to Responses
+/// for the stream-only Codex backend, answered as Messages whether the client streams or not.
+#[tokio::test]
+async fn claude_requests_run_on_a_chatgpt_account() {
+    let env = Env::start().await;
+    env.mock
+        .state
+        .accepted_keys
+        .lock()
+        .push("chatgpt-access-bridge".into());
+    let chatgpt = env
+        .create(
+            "openai-accounts",
+            json!({"name": "chatgpt", "baseApi": format!("{}/backend-api/codex", env.mock.url()),
+                "openaiOauth": {"accessToken": "chatgpt-access-bridge", "refreshToken": "codex-rt-bridge", "expires_in": 864000},
+                "accountInfo": {"accountId": crs::mock::codex::MOCK_CHATGPT_ACCOUNT}}),
+        )
+        .await;
+    let (key_id, key) = env
+        .create_key(json!({"name": "on-chatgpt", "claudeAccountId": chatgpt}))
+        .await;
+    let model = "claude-sonnet-4-5-20250929";
+    let r = env
+        .messages(&key, msg_body(model, false, "hi mock:usage=11,3,0,0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["content"][0]["text"], "Hello from the mock upstream.");
+    assert_eq!(m["usage"]["output_tokens"], 3);
+    let r = env
+        .messages(&key, msg_body(model, true, "hi mock:usage=5,4,0,0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let evs = sse_events(&r.text().await.unwrap());
+    assert_eq!(evs.last().unwrap().0, "message_stop");
+    let seen = last_seen(&env.mock, "/backend-api/codex/responses");
+    let sent: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(sent["model"], "gpt-5");
+    assert_eq!(sent["stream"], true);
+    assert_eq!(
+        seen.header("chatgpt-account-id"),
+        Some(crs::mock::codex::MOCK_CHATGPT_ACCOUNT)
+    );
+    let t = env.key_totals(&key_id).await;
+    assert_eq!((t.requests, t.output_tokens), (2, 7));
+    env.stop().await;
+}

@@ -162,10 +162,11 @@ async fn chat_errors_come_back_in_openai_shape() {
 
 /// The official OpenAI Python SDK (from PyPI, installed by scripts/test.sh into e2e/.venv)
 /// against a Claude account (`/openai/claude/v1`), an OpenAI Responses account (`/openai/v1`, a
-/// GPT model) and a Gemini account (`/openai/gemini/v1`): chat.completions, streamed and not,
-/// with and without tools.
+/// GPT model), a Gemini account (`/openai/gemini/v1`) and a ChatGPT (Codex OAuth) account a key
+/// is bound to (`/openai/v1`, on the stream-only Codex backend): chat.completions, streamed and
+/// not, with and without tools.
 #[tokio::test]
-async fn the_openai_python_sdk_chats_with_claude_responses_and_gemini_accounts() {
+async fn the_openai_python_sdk_chats_with_claude_responses_gemini_and_chatgpt_accounts() {
     let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/.venv/bin/python");
     if !python.exists() {
         assert_ne!(
@@ -189,18 +190,43 @@ async fn the_openai_python_sdk_chats_with_claude_responses_and_gemini_accounts()
         json!({"name": "gemini", "baseUrl": env.mock.url(), "apiKey": UPSTREAM_KEY}),
     )
     .await;
+    // A ChatGPT (Codex OAuth) account, for a key bound to it.
+    env.mock
+        .state
+        .accepted_keys
+        .lock()
+        .push("chatgpt-access-sdk".into());
+    let chatgpt = env
+        .create(
+            "openai-accounts",
+            json!({"name": "chatgpt", "baseApi": format!("{}/backend-api/codex", env.mock.url()),
+                "openaiOauth": {"accessToken": "chatgpt-access-sdk", "refreshToken": "codex-rt-sdk", "expires_in": 864000},
+                "accountInfo": {"accountId": crs::mock::codex::MOCK_CHATGPT_ACCOUNT, "planType": "plus"}}),
+        )
+        .await;
     let (key_id, key) = env.create_key(json!({"name": "sdk"})).await;
-    for (base, model, upstream) in [
+    let (codex_key_id, codex_key) = env
+        .create_key(json!({"name": "sdk-chatgpt", "openaiAccountId": chatgpt}))
+        .await;
+    for (base, model, upstream, key) in [
         (
             "/openai/claude/v1",
             "claude-sonnet-4-5-20250929",
             "/v1/messages",
+            &key,
         ),
-        ("/openai/v1", "gpt-5", "/v1/responses"),
+        ("/openai/v1", "gpt-5", "/v1/responses", &key),
         (
             "/openai/gemini/v1",
             "gemini-2.5-flash",
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            &key,
+        ),
+        (
+            "/openai/v1",
+            "gpt-5",
+            "/backend-api/codex/responses",
+            &codex_key,
         ),
     ] {
         let out = run_sdk(&python, env.url(base), key.clone(), model).await;
@@ -226,7 +252,7 @@ async fn the_openai_python_sdk_chats_with_claude_responses_and_gemini_accounts()
         let sent: Value = serde_json::from_slice(&last_seen(&env.mock, upstream).body).unwrap();
         let (tool, schema) = match upstream {
             "/v1/messages" => (&sent["tools"][0], "input_schema"),
-            "/v1/responses" => (&sent["tools"][0], "parameters"),
+            "/v1/responses" | "/backend-api/codex/responses" => (&sent["tools"][0], "parameters"),
             _ => (&sent["tools"][0]["functionDeclarations"][0], "parameters"),
         };
         assert_eq!(tool["name"], "weather", "{sent}");
@@ -235,6 +261,8 @@ async fn the_openai_python_sdk_chats_with_claude_responses_and_gemini_accounts()
     }
     let t = env.key_totals(&key_id).await;
     assert_eq!(t.requests, 9);
+    let t = env.key_totals(&codex_key_id).await;
+    assert_eq!(t.requests, 3);
     env.stop().await;
 }
 

@@ -204,15 +204,31 @@ async fn oauth_flow_request_shape_usage_and_windows() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    // The backend streams only: a request for no stream goes upstream streamed, and the
+    // client gets the Responses object of the stream's `response.completed`.
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["object"], "response");
+    assert_eq!(answer["status"], "completed");
+    assert_eq!(
+        answer["output"][0]["content"][0]["text"],
+        "Hello from the mock upstream."
+    );
     let seen = last_seen(&mock, BACKEND);
     assert!(
         seen.header("user-agent")
             .unwrap()
             .starts_with("codex_cli_rs/0.169.0")
     );
-    assert_eq!(seen.header("accept"), Some("application/json"));
+    assert_eq!(seen.header("accept"), Some("text/event-stream"));
     let body: Value = serde_json::from_slice(&seen.body).unwrap();
     assert_eq!(body["temperature"], 1);
+    assert_eq!(body["stream"], true);
 
     // Usage from `response.completed` (and the non-stream body) is what the mock served.
     let t = env.key_totals(&key_id).await;
