@@ -14,10 +14,9 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::Invalid;
+use super::{Converter, ConvertingTap, Invalid};
 use crate::providers::StreamTap;
 use crate::providers::anthropic::SseTap;
-use crate::providers::sse::DataLines;
 use crate::usage::TokenUsage;
 
 /// Anthropic requires `max_tokens`; a chat request may leave it out.
@@ -900,13 +899,16 @@ pub enum Upstream {
     Gemini,
 }
 
-/// Converts an upstream stream (Anthropic Messages or OpenAI Responses) into Chat Completions
-/// chunks while the upstream format's own tap underneath keeps the usage.
-pub struct ChatTap {
-    inner: Box<dyn StreamTap>,
+/// Converts an upstream stream (Anthropic Messages, OpenAI Responses or Gemini) into Chat
+/// Completions chunks while the upstream format's own tap underneath keeps the usage.
+pub type ChatTap = ConvertingTap<ChatEvents>;
+
+/// The Chat Completions side of a `ChatTap`.
+pub struct ChatEvents {
     upstream: Upstream,
-    lines: DataLines,
     chat: Chat,
+    /// The usage the upstream reported so far.
+    usage: TokenUsage,
     created: i64,
     id: String,
     /// Anthropic content block index -> tool call index, for tool-use blocks.
@@ -925,20 +927,24 @@ impl ChatTap {
             Upstream::Responses => Box::new(crate::providers::openai::ResponsesTap::new()),
             Upstream::Gemini => Box::new(crate::providers::gemini::GeminiTap::new()),
         };
-        ChatTap {
+        ConvertingTap::with(
             inner,
-            upstream,
-            lines: DataLines::new(),
-            chat,
-            created,
-            id: String::from("chatcmpl-"),
-            tools: Vec::new(),
-            finish: None,
-            started_out: false,
-            done: false,
-        }
+            ChatEvents {
+                upstream,
+                chat,
+                usage: TokenUsage::default(),
+                created,
+                id: String::from("chatcmpl-"),
+                tools: Vec::new(),
+                finish: None,
+                started_out: false,
+                done: false,
+            },
+        )
     }
+}
 
+impl ChatEvents {
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
         if self.chat.legacy {
             // Text only: no role chunk, no tool calls.
@@ -966,7 +972,7 @@ impl ChatTap {
         sse(out, &c);
     }
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    fn line(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let Ok(ev) = serde_json::from_slice::<Value>(data) else {
             return;
         };
@@ -1142,7 +1148,7 @@ impl ChatTap {
                 "created": self.created,
                 "model": self.chat.model,
                 "choices": [],
-                "usage": usage_json(&self.inner.usage()),
+                "usage": usage_json(&self.usage),
             });
             sse(out, &c);
         }
@@ -1156,29 +1162,10 @@ fn sse(out: &mut Vec<u8>, v: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-impl StreamTap for ChatTap {
-    fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
-        self.inner.feed(chunk);
-        let mut out = Vec::new();
-        let mut lines = std::mem::take(&mut self.lines);
-        lines.feed(chunk, |data| self.event(data, &mut out));
-        self.lines = lines;
-        Some(Bytes::from(out))
-    }
-    fn usage(&self) -> TokenUsage {
-        self.inner.usage()
-    }
-    fn model(&self) -> Option<&str> {
-        self.inner.model()
-    }
-    fn started(&self) -> bool {
-        self.inner.started()
-    }
-    fn finished(&self) -> bool {
-        self.inner.finished()
-    }
-    fn mid_line(&self) -> bool {
-        false
+impl Converter for ChatEvents {
+    fn event(&mut self, data: &[u8], usage: &TokenUsage, out: &mut Vec<u8>) {
+        self.usage = *usage;
+        self.line(data, out);
     }
     fn error_event(&self, message: &str) -> Bytes {
         let mut out = Vec::new();

@@ -18,10 +18,9 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::Invalid;
 use super::chat::gemini_schema;
+use super::{Converter, ConvertingTap, Invalid};
 use crate::providers::StreamTap;
-use crate::providers::sse::DataLines;
 use crate::usage::TokenUsage;
 
 /// The upstream format a Messages request is converted to.
@@ -711,10 +710,13 @@ enum Open {
 
 /// Converts an upstream stream (OpenAI Responses or Gemini) into Anthropic Messages SSE while
 /// the upstream format's own tap underneath keeps the usage.
-pub struct MessagesTap {
-    inner: Box<dyn StreamTap>,
+pub type MessagesTap = ConvertingTap<MessagesEvents>;
+
+/// The Messages side of a `MessagesTap`.
+pub struct MessagesEvents {
     msgs: Msgs,
-    lines: DataLines,
+    /// The usage the upstream reported so far.
+    usage: TokenUsage,
     id: String,
     /// The next content block index, and the kind of the open block.
     next: u64,
@@ -730,19 +732,23 @@ impl MessagesTap {
             Target::Responses => Box::new(crate::providers::openai::ResponsesTap::new()),
             Target::Gemini => Box::new(crate::providers::gemini::GeminiTap::new()),
         };
-        MessagesTap {
+        ConvertingTap::with(
             inner,
-            msgs,
-            lines: DataLines::new(),
-            id: String::from("msg_crs"),
-            next: 0,
-            open: None,
-            tool_use: false,
-            started_out: false,
-            done: false,
-        }
+            MessagesEvents {
+                msgs,
+                usage: TokenUsage::default(),
+                id: String::from("msg_crs"),
+                next: 0,
+                open: None,
+                tool_use: false,
+                started_out: false,
+                done: false,
+            },
+        )
     }
+}
 
+impl MessagesEvents {
     fn start(&mut self, out: &mut Vec<u8>) {
         if self.started_out {
             return;
@@ -841,7 +847,7 @@ impl MessagesTap {
             out,
             "message_delta",
             &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
-                "usage": usage_json(&self.inner.usage())}),
+                "usage": usage_json(&self.usage)}),
         );
         event(out, "message_stop", &json!({"type": "message_stop"}));
     }
@@ -952,7 +958,7 @@ impl MessagesTap {
         }
     }
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    fn line(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if self.done {
             return;
         }
@@ -974,29 +980,10 @@ fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-impl StreamTap for MessagesTap {
-    fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
-        self.inner.feed(chunk);
-        let mut out = Vec::new();
-        let mut lines = std::mem::take(&mut self.lines);
-        lines.feed(chunk, |data| self.event(data, &mut out));
-        self.lines = lines;
-        Some(Bytes::from(out))
-    }
-    fn usage(&self) -> TokenUsage {
-        self.inner.usage()
-    }
-    fn model(&self) -> Option<&str> {
-        self.inner.model()
-    }
-    fn started(&self) -> bool {
-        self.inner.started()
-    }
-    fn finished(&self) -> bool {
-        self.inner.finished()
-    }
-    fn mid_line(&self) -> bool {
-        false
+impl Converter for MessagesEvents {
+    fn event(&mut self, data: &[u8], usage: &TokenUsage, out: &mut Vec<u8>) {
+        self.usage = *usage;
+        self.line(data, out);
     }
     fn error_event(&self, message: &str) -> Bytes {
         let mut out = Vec::new();

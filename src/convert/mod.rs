@@ -11,6 +11,12 @@ pub mod chat;
 pub mod images;
 pub mod messages;
 
+use bytes::Bytes;
+
+use crate::providers::StreamTap;
+use crate::providers::sse::DataLines;
+use crate::usage::TokenUsage;
+
 /// A conversion the engine applies to an answer: which client format it goes back to, and
 /// what that needs to know about the request.
 #[derive(Debug, Clone)]
@@ -26,7 +32,7 @@ pub enum Conversion {
 
 impl Conversion {
     /// The converting stream tap for this answer.
-    pub fn tap(&self, created: i64) -> Box<dyn crate::providers::StreamTap> {
+    pub fn tap(&self, created: i64) -> Box<dyn StreamTap> {
         match self {
             Conversion::Chat(c) => Box::new(chat::ChatTap::new(c.clone(), created)),
             Conversion::Messages(m) => Box::new(messages::MessagesTap::new(m.clone())),
@@ -41,6 +47,62 @@ impl Conversion {
             Conversion::Messages(m) => messages::response(body, m),
             Conversion::Images(_) => images::answer(body, created).0,
         }
+    }
+}
+
+/// A stream conversion: the upstream's SSE data lines in, the client's events out.
+pub trait Converter: Send {
+    /// One upstream data line; `usage` is what the upstream reported up to and with it.
+    fn event(&mut self, data: &[u8], usage: &TokenUsage, out: &mut Vec<u8>);
+    /// A well-formed terminal error event in the client's dialect.
+    fn error_event(&self, message: &str) -> Bytes;
+}
+
+/// A `StreamTap` that converts: the upstream format's own tap underneath keeps the usage
+/// (and says when the answer started and finished), the converter writes the client's events.
+pub struct ConvertingTap<C> {
+    inner: Box<dyn StreamTap>,
+    lines: DataLines,
+    conv: C,
+}
+
+impl<C: Converter> ConvertingTap<C> {
+    pub fn with(inner: Box<dyn StreamTap>, conv: C) -> Self {
+        ConvertingTap {
+            inner,
+            lines: DataLines::new(),
+            conv,
+        }
+    }
+}
+
+impl<C: Converter> StreamTap for ConvertingTap<C> {
+    fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
+        self.inner.feed(chunk);
+        let usage = self.inner.usage();
+        let mut out = Vec::new();
+        let conv = &mut self.conv;
+        self.lines
+            .feed(chunk, |data| conv.event(data, &usage, &mut out));
+        Some(Bytes::from(out))
+    }
+    fn usage(&self) -> TokenUsage {
+        self.inner.usage()
+    }
+    fn model(&self) -> Option<&str> {
+        self.inner.model()
+    }
+    fn started(&self) -> bool {
+        self.inner.started()
+    }
+    fn finished(&self) -> bool {
+        self.inner.finished()
+    }
+    fn mid_line(&self) -> bool {
+        false
+    }
+    fn error_event(&self, message: &str) -> Bytes {
+        self.conv.error_event(message)
     }
 }
 
