@@ -394,7 +394,8 @@ mod tests {
             json!(0.2),
             "Codex CLI bodies keep their fields"
         );
-        let genuine = Bytes::from_static(br#"{"model":"gpt-5","store":false,"input":[]}"#);
+        let genuine =
+            Bytes::from_static(br#"{"model":"gpt-5","store":false,"stream":true,"input":[]}"#);
         let out = Outgoing {
             body: &genuine,
             ..out
@@ -404,5 +405,15 @@ mod tests {
             genuine,
             "passed through as sent"
         );
+        // The backend streams only: a body that asks for no stream is sent asking for one.
+        let quiet = Bytes::from_static(br#"{"model":"gpt-5","store":false,"input":[]}"#);
+        let out = Outgoing {
+            body: &quiet,
+            ..out
+        };
+        let v: Value = serde_json::from_slice(&codex_body(&out, false, true)).unwrap();
+        assert_eq!(v["stream"], json!(true));
+        let v: Value = serde_json::from_slice(&codex_body(&out, true, true)).unwrap();
+        assert!(v.get("stream").is_none(), "compact answers JSON");
     }
 }
