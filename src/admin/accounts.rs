@@ -14,7 +14,7 @@ use salvo::prelude::*;
 use serde_json::{Value, json};
 
 use super::blocking;
-use super::fields::{self, Body};
+use super::fields::{self, Body, header_safe};
 use crate::model::{
     Account, AccountGroup, AccountStatus, ApiKey, Binding, BindingField, Platform, ProxyConfig,
     micros_to_dollars,
@@ -168,15 +168,6 @@ fn required(a_val: &str, creating: bool, msg: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
-}
-
-/// Values that become upstream header values (keys, tokens, user agents) may not hold control
-/// characters: a CR or LF would let an admin field inject headers.
-pub(super) fn header_safe(field: &str, v: &str) -> Result<(), String> {
-    if v.chars().any(|c| c.is_control()) {
-        return Err(format!("{field} must not contain control characters"));
-    }
-    Ok(())
 }
 
 /// A proxy host: a DNS name, an IPv4 address, or an IPv6 address (bracketed or not).

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::accounts::header_safe;
+use super::fields::header_safe;
 use super::fields::{self, Body};
 use crate::model::{Account, AccountStatus, PoolKey};
 use crate::state::AppState;

@@ -185,3 +185,12 @@ mod tests {
         assert!(choice(&b, "n", &["a"]).is_err());
     }
 }
+
+/// Values that become upstream header values (keys, tokens, user agents) may not hold control
+/// characters: a CR or LF would let an admin field inject headers.
+pub(super) fn header_safe(field: &str, v: &str) -> Result<(), String> {
+    if v.chars().any(|c| c.is_control()) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(())
+}

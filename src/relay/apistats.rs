@@ -45,10 +45,6 @@ pub fn router() -> Router {
         .push(Router::with_path("api/user-trend").post(user_trend))
         .push(Router::with_path("api/batch-stats").post(batch_stats))
         .push(Router::with_path("api/batch-model-stats").post(batch_model_stats))
-        .push(Router::with_path("api-key/test").post(super::keytest::test_claude))
-        .push(Router::with_path("api-key/test-gemini").post(super::keytest::test_gemini))
-        .push(Router::with_path("api-key/test-openai").post(super::keytest::test_openai))
-        .push(Router::with_path("service-rates").get(super::keytest::service_rates))
 }
 
 #[handler]

@@ -26,6 +26,13 @@ pub fn router() -> Router {
     let mut r = Router::new()
         .push(Router::with_path("health").get(info::health))
         .push(apistats::router())
+        .push(
+            Router::with_path("apiStats")
+                .push(Router::with_path("api-key/test").post(keytest::test_claude))
+                .push(Router::with_path("api-key/test-gemini").post(keytest::test_gemini))
+                .push(Router::with_path("api-key/test-openai").post(keytest::test_openai))
+                .push(Router::with_path("service-rates").get(keytest::service_rates)),
+        )
         .push(openai::router())
         // v1's `/gemini/messages`: OpenAI Chat Completions on Gemini accounts (v1
         // src/routes/geminiRoutes.js, the same handler as its chat routes); before the Gemini
