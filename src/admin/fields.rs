@@ -150,6 +150,15 @@ pub fn choice(b: &Body, k: &str, allowed: &[&str]) -> FieldResult<String> {
     }
 }
 
+/// Values that become upstream header values (keys, tokens, user agents) may not hold control
+/// characters: a CR or LF would let an admin field inject headers.
+pub(super) fn header_safe(field: &str, v: &str) -> Result<(), String> {
+    if v.chars().any(|c| c.is_control()) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,13 +193,4 @@ mod tests {
         assert_eq!(string(&b, "nul", 10).unwrap(), Some(String::new()));
         assert!(choice(&b, "n", &["a"]).is_err());
     }
-}
-
-/// Values that become upstream header values (keys, tokens, user agents) may not hold control
-/// characters: a CR or LF would let an admin field inject headers.
-pub(super) fn header_safe(field: &str, v: &str) -> Result<(), String> {
-    if v.chars().any(|c| c.is_control()) {
-        return Err(format!("{field} must not contain control characters"));
-    }
-    Ok(())
 }
