@@ -453,15 +453,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_kib(pid);
 
-    // `--soak SECS [C]`: only load crs at concurrency C (32) for SECS, print the rate and the
-    // RSS every second for 20 s after (for profiling).
+    // `--soak SECS [C] [WATCH]`: only load crs at concurrency C (32) for SECS, print the rate and the
+    // RSS every second for WATCH s (20) after (for profiling).
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let secs: u64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(20);
         let c: usize = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(32);
-        println!("crs pid {pid}: loading at c={c} for {secs} s");
+        let watch: u64 = args.get(i + 3).and_then(|s| s.parse().ok()).unwrap_or(20);
+        println!("crs pid {pid}: loading at c={c} for {secs} s, then RSS for {watch} s");
         let r = load(&relay, c, body(false, ""), None, Duration::from_secs(secs)).await;
-        for _ in 0..20 {
+        for _ in 0..watch {
             println!("RSS {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
