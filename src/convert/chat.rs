@@ -738,29 +738,14 @@ pub fn completions_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     Ok((out, chat))
 }
 
-/// Gemini's `finishReason` as a Chat `finish_reason`.
+/// Gemini's `finishReason` as a Chat `finish_reason` (by way of Anthropic's stop reason).
 fn gemini_finish(reason: &str, tool_calls: bool) -> &'static str {
-    match reason {
-        "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
-        _ if tool_calls => "tool_calls",
-        _ => "stop",
-    }
+    finish_reason(super::messages::gemini_stop(reason, tool_calls))
 }
 
-/// A finished Responses object's Chat `finish_reason`.
+/// A finished Responses object's Chat `finish_reason` (by way of Anthropic's stop reason).
 fn responses_finish(r: &Value, tool_calls: bool) -> &'static str {
-    let truncated = r
-        .pointer("/incomplete_details/reason")
-        .and_then(Value::as_str)
-        .is_some_and(|w| w == "max_output_tokens");
-    if truncated {
-        "length"
-    } else if tool_calls {
-        "tool_calls"
-    } else {
-        "stop"
-    }
+    finish_reason(super::messages::responses_stop(r, tool_calls))
 }
 
 /// Anthropic's `stop_reason` as a Chat `finish_reason`.

@@ -562,7 +562,7 @@ fn tool_input(args: &str) -> Value {
 }
 
 /// A finished Responses object's Anthropic `stop_reason`.
-fn responses_stop(r: &Value, tool_use: bool) -> &'static str {
+pub(super) fn responses_stop(r: &Value, tool_use: bool) -> &'static str {
     let truncated = r
         .pointer("/incomplete_details/reason")
         .and_then(Value::as_str)
@@ -577,7 +577,7 @@ fn responses_stop(r: &Value, tool_use: bool) -> &'static str {
 }
 
 /// Gemini's `finishReason` as an Anthropic `stop_reason`.
-fn gemini_stop(reason: &str, tool_use: bool) -> &'static str {
+pub(super) fn gemini_stop(reason: &str, tool_use: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "max_tokens",
         "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "refusal",

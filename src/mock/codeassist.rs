@@ -15,11 +15,10 @@ use salvo::http::HeaderValue;
 use salvo::prelude::*;
 use serde_json::{Value, json};
 
-use super::bedrock::percent_decode;
 use super::gemini::{answer, count, gemini_error, stream_chunks, usage_of};
 use super::oauth::{accept_issued, oauth_error, pkce_code_ok, token_request};
 use super::stream::sse_body;
-use super::{MockState, check_and_record, directives, request_id, take_scripted};
+use super::{MockState, check_and_record, directives, form, request_id, take_scripted};
 use crate::providers::codeassist::oauth as google;
 
 /// The project the mock's onboarding creates.
@@ -29,19 +28,6 @@ pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
         .push(Router::with_path("token").post(Token(state.clone())))
         .push(Router::with_path("{target}").post(CodeAssist(state.clone())))
-}
-
-fn form(body: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| {
-            (
-                percent_decode(&k.replace('+', " ")),
-                percent_decode(&v.replace('+', " ")),
-            )
-        })
-        .collect()
 }
 
 struct Token(Arc<MockState>);
@@ -58,12 +44,7 @@ impl Handler for Token {
         let state = &self.0;
         let body = token_request(state, req).await;
         let f = form(&body);
-        let s = |k: &str| {
-            f.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
+        let s = |k: &str| super::form_field(&f, k);
         if s("client_id") != google::CLIENT_ID || s("client_secret") != google::CLIENT_SECRET {
             return oauth_error(
                 res,

@@ -18,7 +18,7 @@ use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::json;
 
-use super::oauth::{check_grant, oauth_error};
+use super::oauth::{check_grant, is_form, oauth_error, token_request};
 use super::openai::{openai_error, respond};
 use super::{MockState, check_and_record, credential, request_id, take_scripted};
 use crate::providers::chatgpt::{AUTH_CLAIM, CLIENT_ID, REDIRECT_URI};
@@ -77,36 +77,6 @@ pub fn id_token(account_id: &str, email: &str) -> String {
     )
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 2;
-            }
-            (c, _) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn form_value(body: &str, key: &str) -> String {
-    body.split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| percent_decode(v))
-        .unwrap_or_default()
-}
-
 struct Token(Arc<MockState>);
 
 #[salvo::async_trait]
@@ -119,22 +89,12 @@ impl Handler for Token {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        super::record(state, req, &body);
-        let form_type = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-        if !form_type {
+        let body = token_request(state, req).await;
+        if !is_form(req) {
             return oauth_error(res, 400, "invalid_request", "expected a form body");
         }
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let f = |k: &str| form_value(&text, k);
+        let fields = super::form(&body);
+        let f = |k: &str| super::form_field(&fields, k).to_owned();
         if f("client_id") != CLIENT_ID {
             return oauth_error(res, 401, "invalid_client", "unknown client");
         }
@@ -254,9 +214,10 @@ mod tests {
     #[test]
     fn forms_decode_and_id_tokens_carry_the_account() {
         let body = "grant_type=refresh_token&redirect_uri=http%3A%2F%2Flocalhost%3A1455%2Fauth%2Fcallback&scope=openid+profile";
-        assert_eq!(form_value(body, "redirect_uri"), REDIRECT_URI);
-        assert_eq!(form_value(body, "scope"), "openid profile");
-        assert_eq!(form_value(body, "missing"), "");
+        let f = crate::mock::form(body.as_bytes());
+        assert_eq!(crate::mock::form_field(&f, "redirect_uri"), REDIRECT_URI);
+        assert_eq!(crate::mock::form_field(&f, "scope"), "openid profile");
+        assert_eq!(crate::mock::form_field(&f, "missing"), "");
         let c = crate::providers::chatgpt::id_claims(&id_token("acct-x", "a@b.c")).unwrap();
         assert_eq!(
             (c.account_id.as_str(), c.email.as_str()),

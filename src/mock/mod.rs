@@ -338,6 +338,24 @@ pub(crate) fn record(state: &MockState, req: &Request, body: &Bytes) {
     }
 }
 
+/// An `application/x-www-form-urlencoded` body's fields, decoded (`+` is a space).
+pub(crate) fn form(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &str| bedrock::percent_decode(&s.replace('+', " "));
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// One field of a decoded form ("" when absent).
+pub(crate) fn form_field<'a>(fields: &'a [(String, String)], key: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
 /// Add (name, value) headers to an answer; pairs that are not valid headers are skipped.
 pub(crate) fn set_headers(res: &mut Response, headers: &[(String, String)]) {
     for (k, v) in headers {

@@ -10,7 +10,7 @@ use salvo::http::{HeaderValue, StatusCode};
 use salvo::prelude::*;
 use serde_json::json;
 
-use super::{MockState, SeenRequest, anthropic_error, check_and_record, request_id};
+use super::{MockState, anthropic_error, check_and_record, request_id};
 
 pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
@@ -132,26 +132,23 @@ pub(crate) fn oauth_error(res: &mut Response, status: u16, error: &str, desc: &s
     let _ = res.write_body(json!({"error": error, "error_description": desc}).to_string());
 }
 
-/// A token endpoint request's body, recorded (with its content type) in `seen`.
+/// A token endpoint request's body, recorded (with its headers) in `seen`.
 pub(crate) async fn token_request(state: &MockState, req: &mut Request) -> bytes::Bytes {
     let body = req
         .payload_with_max_size(1024 * 1024)
         .await
         .cloned()
         .unwrap_or_default();
-    let ct = req
-        .headers()
+    super::record(state, req, &body);
+    body
+}
+
+/// Does the request carry a form (`application/x-www-form-urlencoded`)?
+pub(crate) fn is_form(req: &Request) -> bool {
+    req.headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    state.seen.lock().push(SeenRequest {
-        path: req.uri().path().to_owned(),
-        query: None,
-        headers: vec![("content-type".into(), ct)],
-        body: body.clone(),
-    });
-    body
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
 }
 
 /// The mock's authorisation codes are "code-<challenge>": good only with the verifier that
@@ -266,36 +263,12 @@ impl Handler for WorkOs {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let body = req
-            .payload_with_max_size(1024 * 1024)
-            .await
-            .cloned()
-            .unwrap_or_default();
-        state.seen.lock().push(SeenRequest {
-            path: req.uri().path().to_owned(),
-            query: None,
-            headers: req
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                .collect(),
-            body: body.clone(),
-        });
-        let form_type = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !form_type.starts_with("application/x-www-form-urlencoded") {
+        let body = token_request(state, req).await;
+        if !is_form(req) {
             return oauth_error(res, 400, "invalid_request", "expected a form body");
         }
-        let text = String::from_utf8_lossy(&body);
-        let field = |k: &str| -> String {
-            text.split('&')
-                .find_map(|p| p.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-                .map(|v| super::bedrock::percent_decode(&v.replace('+', " ")))
-                .unwrap_or_default()
-        };
+        let fields = super::form(&body);
+        let field = |k: &str| -> String { super::form_field(&fields, k).to_owned() };
         if field("client_id") != crate::providers::droid::WORKOS_CLIENT_ID {
             return oauth_error(res, 401, "invalid_client", "Invalid client ID.");
         }

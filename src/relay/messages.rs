@@ -59,24 +59,23 @@ struct Converted {
 /// A Messages request goes to OpenAI Responses accounts when the key's Claude binding names
 /// one (`claudeAccountId: "responses:<id>"`, v1's prefix style, or the id of such an account)
 /// or an account group of the `openai` family. Claude Code then runs on a GPT account.
-fn responses_binding(st: &AppState, key: &crate::model::ApiKey, op: Op) -> Option<Converted> {
-    let binding = key.binding_for(platforms(op));
-    let pool = st.accounts.load();
-    let to_gpt = match &binding {
+fn binds_to_gpt(st: &AppState, binding: &Binding) -> bool {
+    match binding {
+        Binding::None => false,
         Binding::Account { prefix, .. } if *prefix == Prefix::Responses => true,
-        Binding::Account { id, .. } => pool
+        Binding::Account { id, .. } => st
+            .accounts
+            .load()
             .by_id
             .get(id)
             .is_some_and(|a| super::openai::OPENAI.contains(&a.rec.platform)),
-        Binding::Group(g) => pool.groups.get(g).is_some_and(|g| g.platform == "openai"),
-        Binding::None => false,
-    };
-    to_gpt.then_some(Converted {
-        target: Target::Responses,
-        platforms: super::openai::OPENAI,
-        binding,
-        service: Service::Claude,
-    })
+        Binding::Group(g) => st
+            .accounts
+            .load()
+            .groups
+            .get(g)
+            .is_some_and(|g| g.platform == "openai"),
+    }
 }
 
 /// v1's vendor prefixes: `/gemini-cli/api` and `/antigravity/api` send Anthropic Messages to
@@ -118,10 +117,22 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
     else {
         return;
     };
+    let ccr = ccr_model(&peek.model);
+    // The key's Claude binding, found once: it picks the conversion and the account.
+    let binding = match ccr {
+        Some(_) => Binding::None,
+        None if vendor => Binding::None,
+        None => adm.key.rec.binding_for(platforms(op)),
+    };
     let converted = if vendor {
         Some(gemini_vendor(&adm.key.rec))
-    } else if ccr_model(&peek.model).is_none() {
-        responses_binding(&st, &adm.key.rec, op)
+    } else if binds_to_gpt(&st, &binding) {
+        Some(Converted {
+            target: Target::Responses,
+            platforms: super::openai::OPENAI,
+            binding: binding.clone(),
+            service: Service::Claude,
+        })
     } else {
         None
     };
@@ -141,7 +152,7 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         )
         .await;
     }
-    let (platforms, model, body): (&'static [Platform], String, _) = match ccr_model(&peek.model) {
+    let (platforms, model, body): (&'static [Platform], String, _) = match ccr {
         Some(m) => (
             &[Platform::Ccr],
             m.to_owned(),
@@ -150,7 +161,7 @@ async fn handle(req: &mut Request, depot: &mut Depot, res: &mut Response, op: Op
         None => (platforms(op), peek.model, body),
     };
     let call = Call {
-        binding: adm.key.rec.binding_for(platforms),
+        binding,
         adm,
         service: Service::Claude,
         format: ClientFormat::Anthropic,
