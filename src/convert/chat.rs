@@ -36,7 +36,8 @@ pub struct Chat {
     pub upstream: Upstream,
 }
 
-fn text_of(content: &Value) -> String {
+/// A content's text: a string, or the `text` of its parts joined by newlines.
+pub(super) fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts

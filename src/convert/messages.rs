@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::chat::gemini_schema;
+use super::chat::{gemini_schema, text_of};
 use super::{Converter, ConvertingTap, Invalid};
 use crate::providers::StreamTap;
 use crate::usage::TokenUsage;
@@ -76,19 +76,6 @@ fn bad_role(i: usize, role: Option<&str>) -> Invalid {
         "messages.{i}.role: {:?} is not \"user\", \"assistant\" or \"system\"",
         role.unwrap_or("")
     ))
-}
-
-/// A `system` message's text (a string or text blocks).
-fn system_message_text(m: &Value) -> String {
-    match m.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// A message's content as blocks (a string is one text block).
@@ -218,7 +205,7 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
             // Claude Code 2.x puts system reminders between turns as `system` messages;
             // Responses takes them as developer messages in place.
             Some("system") => {
-                let text = system_message_text(m);
+                let text = text_of(m.get("content").unwrap_or(&Value::Null));
                 if !text.is_empty() {
                     input.push(json!({"type": "message", "role": "developer",
                         "content": [{"type": "input_text", "text": text}]}));
@@ -376,7 +363,7 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
             Some("assistant") => "model",
             // Gemini has one system instruction: system messages between turns join it.
             Some("system") => {
-                let text = system_message_text(m);
+                let text = text_of(m.get("content").unwrap_or(&Value::Null));
                 if !text.is_empty() {
                     late_system.push(text);
                 }
