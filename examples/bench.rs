@@ -69,6 +69,10 @@ impl Drop for Proc {
     }
 }
 
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -453,7 +457,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_kib(pid);
 
-    // `--soak SECS [C] [WATCH]`: only load crs at concurrency C (32) for SECS, print the rate and the
+    // `--soak SECS [C] [WATCH] [--sse]`: only load crs at concurrency C (32) for SECS, print the rate and the
     // RSS every second for WATCH s (20) after (for profiling).
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--soak") {
@@ -461,7 +465,13 @@ async fn main() -> anyhow::Result<()> {
         let c: usize = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(32);
         let watch: u64 = args.get(i + 3).and_then(|s| s.parse().ok()).unwrap_or(20);
         println!("crs pid {pid}: loading at c={c} for {secs} s, then RSS for {watch} s");
-        let r = load(&relay, c, body(false, ""), None, Duration::from_secs(secs)).await;
+        // With `--sse`, 5-event streams instead of JSON answers.
+        let b = if args.iter().any(|a| a == "--sse") {
+            body(true, "mock:chunks=5")
+        } else {
+            body(false, "")
+        };
+        let r = load(&relay, c, b, None, Duration::from_secs(secs)).await;
         for _ in 0..watch {
             println!("RSS {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -472,6 +482,27 @@ async fn main() -> anyhow::Result<()> {
             r.p99(),
             r.errors
         );
+        return Ok(());
+    }
+
+    // `--streams N`: only hold N concurrent slow streams through crs and print its RSS while
+    // they run (for memory profiling).
+    if let Some(i) = args.iter().position(|a| a == "--streams") {
+        let n: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        println!(
+            "crs pid {pid}: {n} slow streams (RSS idle {:.1} MiB)",
+            mib(rss_idle)
+        );
+        let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
+        let streams = tokio::spawn(async move {
+            load(&relay, n, slow, Some(n as u64), Duration::from_secs(300)).await
+        });
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!("RSS {:.1} MiB", mib(rss_kib(pid)));
+        }
+        let r = streams.await?;
+        println!("{} completed, {} errors", r.requests, r.errors);
         return Ok(());
     }
 
@@ -631,7 +662,6 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| crs memory (RSS) | MiB |");
     println!("|---|---:|");
-    let mib = |k: u64| k as f64 / 1024.0;
     println!("| idle, after start-up | {:.1} |", mib(rss_idle));
     println!(
         "| after the load above (6 s later) | {:.1} |",

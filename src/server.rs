@@ -100,6 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .hoop(pace)
         .hoop(StateHoop(state))
+        .push(crate::relay::messages_router())
         .push(Router::with_path("web/auth/login").post(login))
         .push(Router::with_path("web/auth/logout").post(logout))
         .push(Router::with_path("web/auth/change-password").post(change_password))

@@ -21,7 +21,19 @@ use crate::limits::{KeyEntry, Service, models};
 use crate::state::AppState;
 use crate::usage::{TokenUsage, UsageEvent};
 
-/// `/api`, `/claude` and the bare host all serve the Anthropic routes.
+/// Claude Code's route, `POST {/api,/claude,}/v1/messages`, carries nearly all of a relay's
+/// traffic. The router tries its routes in order and each try costs an allocation, so the
+/// server mounts this one before every other.
+pub fn messages_router() -> Router {
+    let mut r = Router::new();
+    for prefix in ["v1", "api/v1", "claude/v1"] {
+        r = r.push(Router::with_path(format!("{prefix}/messages")).post(messages::messages));
+    }
+    r
+}
+
+/// `/api`, `/claude` and the bare host all serve the Anthropic routes (`messages_router` has
+/// their Messages route).
 pub fn router() -> Router {
     let mut r = Router::new()
         .push(Router::with_path("health").get(info::health))
@@ -94,7 +106,6 @@ pub fn router() -> Router {
     for prefix in ["api/v1", "claude/v1", "v1"] {
         r = r.push(
             Router::with_path(prefix)
-                .push(Router::with_path("messages").post(messages::messages))
                 .push(Router::with_path("messages/count_tokens").post(messages::count_tokens))
                 .push(Router::with_path("models").get(info::models))
                 .push(Router::with_path("key-info").get(info::key_info))

@@ -3,16 +3,25 @@
 //!
 //! The pump is the client body itself: the server polls it, and it polls the upstream
 //! response, so a stream costs no task and no channel of its own. Each upstream chunk goes
-//! through the tap and straight out. When the client goes away the server drops the body;
-//! `Drop` then takes whatever had already arrived upstream without waiting for more, drops the
-//! upstream response (which cancels the upstream request) and reports the outcome, so a
-//! client that hangs up after the upstream finished is billed in full.
+//! through the tap at once. When the client goes away the server drops the body; `Drop` then
+//! takes whatever had already arrived upstream without waiting for more, drops the upstream
+//! response (which cancels the upstream request) and reports the outcome, so a client that
+//! hangs up after the upstream finished is billed in full.
+//!
+//! Writes are coalesced without delay. The upstream connection hands its body over one
+//! decoded chunk at a time (HTTP/1.1 chunked encoding: one chunk per SSE event, as
+//! Anthropic and the OpenAI APIs send them), and the server writes to the socket whenever the
+//! body has nothing more to give, so chunks that arrived in one read would otherwise cost a
+//! write (and a wake-up of the client) each. After a chunk the pump lets the connection take
+//! its turn once, and sends everything it had already read together; when nothing more has
+//! arrived, what it holds goes out at once. No timer is involved: an event that arrives alone
+//! is passed on after one scheduler turn, and at most `MAX_HOLD_BYTES` are ever held.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
@@ -27,6 +36,12 @@ pub struct StreamOutcome {
 
 type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
+/// Bytes held back at most while more chunks that had already arrived are gathered.
+const MAX_HOLD_BYTES: usize = 64 * 1024;
+
+/// Scheduler turns given to the upstream connection after a chunk before what is held goes out.
+const TURNS: u8 = 2;
+
 /// The client body of a streamed answer (see the module documentation).
 pub struct Pump<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> {
     up: Option<Upstream>,
@@ -35,6 +50,14 @@ pub struct Pump<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> {
     /// Fires when the upstream has sent nothing for `idle_timeout`; reset by every chunk.
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    /// Output gathered for the next write: the first chunk as it came, later ones appended.
+    held: Option<Bytes>,
+    joined: Option<BytesMut>,
+    /// Turns the pump still gives the connection before it sends what it holds: reset by
+    /// every chunk.
+    turns: u8,
+    /// The upstream is over (with its error, if any) but held output goes first.
+    ended: Option<Option<String>>,
 }
 
 pub fn pump<F: FnOnce(StreamOutcome) + Send + Unpin + 'static>(
@@ -43,12 +66,25 @@ pub fn pump<F: FnOnce(StreamOutcome) + Send + Unpin + 'static>(
     tap: Box<dyn StreamTap>,
     on_done: F,
 ) -> Pump<F> {
+    pump_stream(Box::pin(resp.bytes_stream()), idle_timeout, tap, on_done)
+}
+
+fn pump_stream<F: FnOnce(StreamOutcome) + Send + Unpin + 'static>(
+    up: Upstream,
+    idle_timeout: Duration,
+    tap: Box<dyn StreamTap>,
+    on_done: F,
+) -> Pump<F> {
     Pump {
-        up: Some(Box::pin(resp.bytes_stream())),
+        up: Some(up),
         tap: Some(tap),
         on_done: Some(on_done),
         idle: Box::pin(tokio::time::sleep(idle_timeout)),
         idle_timeout,
+        held: None,
+        joined: None,
+        turns: 0,
+        ended: None,
     }
 }
 
@@ -86,6 +122,38 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
         self.finish(false, upstream_error);
         Poll::Ready(tail.map(Ok))
     }
+
+    fn held_len(&self) -> usize {
+        self.joined
+            .as_ref()
+            .map_or_else(|| self.held.as_ref().map_or(0, Bytes::len), BytesMut::len)
+    }
+
+    /// Add client output to what is held (the first chunk is kept as it is, without a copy).
+    fn hold(&mut self, out: Bytes) {
+        if out.is_empty() {
+            return;
+        }
+        match (&mut self.joined, self.held.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&out),
+            (None, None) => self.held = Some(out),
+            (None, Some(first)) => {
+                let mut buf = BytesMut::with_capacity(first.len() + out.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&out);
+                self.joined = Some(buf);
+            }
+        }
+    }
+
+    /// Everything held, as one write.
+    fn release(&mut self) -> Option<Bytes> {
+        self.turns = 0;
+        match self.joined.take() {
+            Some(buf) => Some(buf.freeze()),
+            None => self.held.take(),
+        }
+    }
 }
 
 impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Stream for Pump<F> {
@@ -94,6 +162,13 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Stream for Pump<F> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if let Some(error) = this.ended.take() {
+                if let Some(out) = this.release() {
+                    this.ended = Some(error);
+                    return Poll::Ready(Some(Ok(out)));
+                }
+                return this.end(error);
+            }
             let Some(up) = this.up.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -102,19 +177,34 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Stream for Pump<F> {
                     this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
                     let tap = this.tap.as_mut().expect("present until finished");
                     let out = tap.feed(&chunk).unwrap_or(chunk);
-                    if !out.is_empty() {
+                    this.hold(out);
+                    this.turns = TURNS;
+                    if this.held_len() >= MAX_HOLD_BYTES
+                        && let Some(out) = this.release()
+                    {
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    return this.end(Some(format!("upstream stream failed: {e}")));
+                    this.ended = Some(Some(format!("upstream stream failed: {e}")));
                 }
-                Poll::Ready(None) => return this.end(None),
+                Poll::Ready(None) => this.ended = Some(None),
                 Poll::Pending => {
+                    if this.turns > 0 {
+                        // The connection may already have read more than it has handed over:
+                        // let it take its turn, then gather what it has.
+                        this.turns -= 1;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    if let Some(out) = this.release() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
                     if this.idle.as_mut().poll(cx).is_ready() {
                         let msg =
                             format!("upstream sent nothing for {}s", this.idle_timeout.as_secs());
-                        return this.end(Some(msg));
+                        this.ended = Some(Some(msg));
+                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -129,12 +219,157 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Drop for Pump<F> {
             return;
         }
         // The client went away before the end: take whatever already arrived without waiting
-        // for more, then cancel the upstream request by dropping it.
-        if let (Some(up), Some(tap)) = (self.up.as_mut(), self.tap.as_mut()) {
+        // for more, then cancel the upstream request by dropping it. (Held output was fed to
+        // the tap when it arrived.)
+        if self.ended.is_none()
+            && let (Some(up), Some(tap)) = (self.up.as_mut(), self.tap.as_mut())
+        {
             while let Some(Some(Ok(chunk))) = up.next().now_or_never() {
                 tap.feed(&chunk);
             }
         }
-        self.finish(true, None);
+        let error = self.ended.take().flatten();
+        self.finish(true, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::usage::TokenUsage;
+
+    /// Counts what it was fed; passes chunks through unchanged.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl StreamTap for Counting {
+        fn feed(&mut self, chunk: &Bytes) -> Option<Bytes> {
+            self.0.fetch_add(chunk.len(), Ordering::Relaxed);
+            None
+        }
+        fn usage(&self) -> TokenUsage {
+            TokenUsage::default()
+        }
+        fn model(&self) -> Option<&str> {
+            None
+        }
+        fn started(&self) -> bool {
+            self.0.load(Ordering::Relaxed) > 0
+        }
+        fn finished(&self) -> bool {
+            false
+        }
+        fn mid_line(&self) -> bool {
+            false
+        }
+        fn error_event(&self, message: &str) -> Bytes {
+            Bytes::from(format!("event: error\ndata: {message}\n\n"))
+        }
+    }
+
+    /// Whether the client was gone when the pump reported, and how many bytes the tap saw.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Option<bool>>>, Arc<AtomicUsize>);
+
+    impl Seen {
+        fn client_gone(&self) -> Option<bool> {
+            *self.0.lock().unwrap()
+        }
+        fn fed(&self) -> usize {
+            self.1.load(Ordering::Relaxed)
+        }
+    }
+
+    type Tx = mpsc::UnboundedSender<reqwest::Result<Bytes>>;
+
+    fn pumped() -> (Tx, Pump<impl FnOnce(StreamOutcome) + Send + Unpin>, Seen) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rx = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let seen = Seen::default();
+        let s2 = seen.clone();
+        let p = pump_stream(
+            Box::pin(rx),
+            Duration::from_secs(60),
+            Box::new(Counting(seen.1.clone())),
+            move |out: StreamOutcome| {
+                *s2.0.lock().unwrap() = Some(out.client_gone);
+            },
+        );
+        (tx, p, seen)
+    }
+
+    fn event(i: usize) -> Bytes {
+        Bytes::from(format!(
+            "event: content_block_delta\ndata: {{\"i\":{i}}}\n\n"
+        ))
+    }
+
+    #[tokio::test]
+    async fn chunks_that_arrived_together_go_out_as_one_write() {
+        let (tx, mut p, seen) = pumped();
+        let want: Vec<u8> = (0..5).flat_map(|i| event(i).to_vec()).collect();
+        for i in 0..5 {
+            tx.send(Ok(event(i))).unwrap();
+        }
+        drop(tx);
+        let first = p.next().await.unwrap().unwrap();
+        assert_eq!(first, want);
+        assert!(p.next().await.is_none());
+        assert_eq!(seen.client_gone(), Some(false));
+        assert_eq!(seen.fed(), want.len());
+    }
+
+    #[tokio::test]
+    async fn a_lone_chunk_goes_out_without_waiting_for_more() {
+        let (tx, mut p, _) = pumped();
+        tx.send(Ok(event(1))).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), p.next())
+            .await
+            .expect("a chunk with nothing behind it is sent at once");
+        assert_eq!(got.unwrap().unwrap(), event(1));
+        // Nothing more has come: the pump waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), p.next())
+                .await
+                .is_err()
+        );
+        tx.send(Ok(event(2))).unwrap();
+        assert_eq!(p.next().await.unwrap().unwrap(), event(2));
+    }
+
+    #[tokio::test]
+    async fn held_output_is_bounded_and_bytes_are_unchanged() {
+        let (tx, mut p, seen) = pumped();
+        let chunk = Bytes::from(vec![b'x'; 1000]);
+        for _ in 0..300 {
+            tx.send(Ok(chunk.clone())).unwrap();
+        }
+        drop(tx);
+        let mut total = 0;
+        while let Some(out) = p.next().await {
+            let out = out.unwrap();
+            assert!(out.len() < MAX_HOLD_BYTES + chunk.len(), "{}", out.len());
+            assert!(out.iter().all(|b| *b == b'x'));
+            total += out.len();
+        }
+        assert_eq!(total, 300_000);
+        assert_eq!(seen.client_gone(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_is_reported_with_what_had_arrived() {
+        let (tx, mut p, seen) = pumped();
+        tx.send(Ok(event(1))).unwrap();
+        assert_eq!(p.next().await.unwrap().unwrap(), event(1));
+        tx.send(Ok(event(2))).unwrap();
+        drop(p);
+        // Billed for both events: the second had arrived when the client left.
+        assert_eq!(seen.client_gone(), Some(true));
+        assert_eq!(seen.fed(), event(1).len() + event(2).len());
+        drop(tx);
     }
 }
