@@ -547,7 +547,7 @@ async fn respond(
         // The admission and the account slot live until the stream is over.
         let adm = call.adm;
         let slot = pick.slot;
-        let stream = pump(
+        let mut stream = pump(
             up,
             st.config.upstream_timeout,
             tap,
@@ -556,6 +556,8 @@ async fn respond(
                 finish_stream(&st2, &adm, service, account_id, model, out, outcome);
             },
         );
+        // The events that came with the head leave with it, in one write.
+        stream.gather_ready().await;
         res.stream(stream);
         return;
     }

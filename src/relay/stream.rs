@@ -13,9 +13,11 @@
 //! Anthropic and the OpenAI APIs send them), and the server writes to the socket whenever the
 //! body has nothing more to give, so chunks that arrived in one read would otherwise cost a
 //! write (and a wake-up of the client) each. After a chunk the pump lets the connection take
-//! its turn once, and sends everything it had already read together; when nothing more has
-//! arrived, what it holds goes out at once. No timer is involved: an event that arrives alone
-//! is passed on after one scheduler turn, and at most `MAX_HOLD_BYTES` are ever held.
+//! its turn (twice), and sends everything it had already read together; when nothing more has
+//! arrived, what it holds goes out at once. Before the answer's head goes out the engine lets
+//! the pump gather what arrived with it (`gather_ready`), so the head and the first events
+//! leave together. No timer is involved: an event that arrives alone is passed on after two
+//! scheduler turns, and at most `MAX_HOLD_BYTES` are ever held.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -146,6 +148,48 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
         }
     }
 
+    /// Take in what the upstream has already sent, without waiting for the network: called
+    /// before the answer's head goes out, so the head and the first events leave in one
+    /// write. What it gathers is sent on the first poll.
+    pub async fn gather_ready(&mut self) {
+        self.turns = TURNS;
+        std::future::poll_fn(|cx| self.poll_gather(cx)).await;
+        self.turns = 0;
+    }
+
+    fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.ended.is_some() || self.held_len() >= MAX_HOLD_BYTES {
+                return Poll::Ready(());
+            }
+            let Some(up) = self.up.as_mut() else {
+                return Poll::Ready(());
+            };
+            match up.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => self.take(chunk),
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = Some(Some(format!("upstream stream failed: {e}")));
+                }
+                Poll::Ready(None) => self.ended = Some(None),
+                Poll::Pending if self.turns > 0 => {
+                    self.turns -= 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// An upstream chunk: through the tap, held for the next write.
+    fn take(&mut self, chunk: Bytes) {
+        self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+        let tap = self.tap.as_mut().expect("present until finished");
+        let out = tap.feed(&chunk).unwrap_or(chunk);
+        self.hold(out);
+        self.turns = TURNS;
+    }
+
     /// Everything held, as one write.
     fn release(&mut self) -> Option<Bytes> {
         self.turns = 0;
@@ -174,11 +218,7 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Stream for Pump<F> {
             };
             match up.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
-                    let tap = this.tap.as_mut().expect("present until finished");
-                    let out = tap.feed(&chunk).unwrap_or(chunk);
-                    this.hold(out);
-                    this.turns = TURNS;
+                    this.take(chunk);
                     if this.held_len() >= MAX_HOLD_BYTES
                         && let Some(out) = this.release()
                     {
@@ -339,6 +379,24 @@ mod tests {
         );
         tx.send(Ok(event(2))).unwrap();
         assert_eq!(p.next().await.unwrap().unwrap(), event(2));
+    }
+
+    #[tokio::test]
+    async fn what_came_with_the_head_is_gathered_before_it_goes_out() {
+        let (tx, mut p, seen) = pumped();
+        for i in 0..3 {
+            tx.send(Ok(event(i))).unwrap();
+        }
+        p.gather_ready().await;
+        assert_eq!(seen.fed(), (0..3).map(|i| event(i).len()).sum::<usize>());
+        // Nothing more is there: gathering does not wait for the network.
+        tokio::time::timeout(Duration::from_secs(5), p.gather_ready())
+            .await
+            .expect("gathering returns when nothing more has arrived");
+        let want: Vec<u8> = (0..3).flat_map(|i| event(i).to_vec()).collect();
+        assert_eq!(p.next().await.unwrap().unwrap(), want);
+        tx.send(Ok(event(3))).unwrap();
+        assert_eq!(p.next().await.unwrap().unwrap(), event(3));
     }
 
     #[tokio::test]
