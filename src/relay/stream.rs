@@ -153,11 +153,13 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
     /// write. What it gathers is sent on the first poll.
     pub async fn gather_ready(&mut self) {
         self.turns = TURNS;
-        std::future::poll_fn(|cx| self.poll_gather(cx)).await;
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await;
         self.turns = 0;
     }
 
-    fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Take in upstream chunks until the upstream ends, the hold is full, or nothing more has
+    /// come after the connection had its turns. Pending only while it gives those turns.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.ended.is_some() || self.held_len() >= MAX_HOLD_BYTES {
                 return Poll::Ready(());
@@ -172,6 +174,8 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
                 }
                 Poll::Ready(None) => self.ended = Some(None),
                 Poll::Pending if self.turns > 0 => {
+                    // The connection may already have read more than it has handed over:
+                    // let it take its turn, then gather what it has.
                     self.turns -= 1;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -213,41 +217,20 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Stream for Pump<F> {
                 }
                 return this.end(error);
             }
-            let Some(up) = this.up.as_mut() else {
+            if this.up.is_none() {
                 return Poll::Ready(None);
-            };
-            match up.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    this.take(chunk);
-                    if this.held_len() >= MAX_HOLD_BYTES
-                        && let Some(out) = this.release()
-                    {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.ended = Some(Some(format!("upstream stream failed: {e}")));
-                }
-                Poll::Ready(None) => this.ended = Some(None),
-                Poll::Pending => {
-                    if this.turns > 0 {
-                        // The connection may already have read more than it has handed over:
-                        // let it take its turn, then gather what it has.
-                        this.turns -= 1;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    if let Some(out) = this.release() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
-                    if this.idle.as_mut().poll(cx).is_ready() {
-                        let msg =
-                            format!("upstream sent nothing for {}s", this.idle_timeout.as_secs());
-                        this.ended = Some(Some(msg));
-                        continue;
-                    }
+            }
+            std::task::ready!(this.poll_fill(cx));
+            if let Some(out) = this.release() {
+                return Poll::Ready(Some(Ok(out)));
+            }
+            if this.ended.is_none() {
+                // Nothing held and nothing arrived (the upstream has the waker).
+                if this.idle.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
+                let msg = format!("upstream sent nothing for {}s", this.idle_timeout.as_secs());
+                this.ended = Some(Some(msg));
             }
         }
     }
