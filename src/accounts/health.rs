@@ -169,7 +169,7 @@ async fn recover(accounts: &Arc<Accounts>, acc: &Arc<AccountRt>) -> bool {
     let id = acc.rec.id.clone();
     let mut acc = acc.clone();
     if acc.rec.status == AccountStatus::RefreshFailed
-        && oauth::has_refresh_grant(acc.rec.platform)
+        && acc.kind().oauth()
         && !acc.rec.refresh_token.is_empty()
     {
         if oauth::refresh_now(accounts, &acc).await.is_err() {

@@ -210,10 +210,16 @@ pub async fn upstream_request_keyed(
         .last_used_ms
         .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     let pooled = key_pool::pick(accounts, acc, out.session)?;
-    let (token, pool_key) = match pooled {
-        Some((id, key)) => (Some(key), Some(id)),
-        None if kind.oauth() => (Some(oauth::fresh_access_token(accounts, acc).await?), None),
-        None => (None, None),
+    // A refresh may also have changed the record (a ChatGPT account learns its account id
+    // from the id token): then build from the record the new token was stored with.
+    let (token, pool_key, refreshed) = match pooled {
+        Some((id, key)) => (Some(key), Some(id), false),
+        None if kind.oauth() => {
+            let t = oauth::fresh_access_token(accounts, acc).await?;
+            let refreshed = t.0 != acc.credential.secret.0;
+            (Some(t), None, refreshed)
+        }
+        None => (None, None, false),
     };
     let identity = if crate::providers::claude::keeps_identity(&acc.rec) {
         if let Some(seen) = crate::providers::claude::identity_of(out.headers) {
@@ -223,12 +229,9 @@ pub async fn upstream_request_keyed(
     } else {
         None
     };
-    // A refresh may also have changed the record (a ChatGPT account learns its account id
-    // from the id token): build from the record the new token was stored with.
-    let latest = token
-        .as_ref()
-        .filter(|t| t.0 != acc.credential.secret.0)
-        .and_then(|_| accounts.load().by_id.get(&acc.rec.id).cloned());
+    let latest = refreshed
+        .then(|| accounts.load().by_id.get(&acc.rec.id).cloned())
+        .flatten();
     let current: &AccountRt = latest.as_deref().unwrap_or(acc);
     // Gemini OAuth: generation needs the account's Google Cloud project (found once, then kept).
     let onboarded = match (&token, out.op) {

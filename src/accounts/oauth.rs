@@ -298,14 +298,6 @@ impl Grant {
     }
 }
 
-/// Has `platform` a token refresh grant (an OAuth type whose tokens crs keeps fresh)?
-pub fn has_refresh_grant(platform: Platform) -> bool {
-    matches!(
-        platform,
-        Platform::Claude | Platform::Gemini | Platform::OpenAI | Platform::Droid
-    )
-}
-
 /// The refresh grant of `platform`'s token endpoint.
 fn refresh_grant(
     oauth: &OAuthState,

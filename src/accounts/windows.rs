@@ -221,7 +221,6 @@ impl Snapshot {
         v
     }
 
-    /// Room left in the binding window (hundredths of a percent); full room without readings.
     /// v1's `codexUsage` (openaiAccountService.js `buildCodexUsageSnapshot`): `updatedAt`,
     /// and `primary` (the 5-hour window) and `secondary` (the weekly one) with `usedPercent`,
     /// `resetAfterSeconds`, `windowMinutes`, `resetAt` and `remainingSeconds`.
@@ -245,6 +244,7 @@ impl Snapshot {
         })
     }
 
+    /// Room left in the binding window (hundredths of a percent); full room without readings.
     pub fn room_centi(&self, family: Option<Family>, now_ms: i64) -> u32 {
         self.binding(family, now_ms)
             .map(|(_, r)| r.room_centi())
@@ -363,7 +363,6 @@ pub fn from_usage_body(body: &[u8]) -> Option<[Option<Reading>; 4]> {
     Some(out)
 }
 
-/// The 5-hour and 7-day readings in a response's `anthropic-ratelimit-unified-*` headers.
 /// The readings in an answer's headers: Anthropic's `anthropic-ratelimit-unified-*` (Claude
 /// OAuth) and the Codex backend's `x-codex-*` (ChatGPT accounts; see `from_codex_headers`).
 pub fn from_headers(h: &reqwest::header::HeaderMap, now_ms: i64) -> Vec<(Window, Reading)> {
@@ -378,18 +377,29 @@ pub fn from_headers(h: &reqwest::header::HeaderMap, now_ms: i64) -> Vec<(Window,
 /// window, one of about a week the weekly one; without the minutes the primary window is
 /// taken as the 5-hour one and the secondary as the weekly one (their order on ChatGPT plans).
 pub fn from_codex_headers(h: &reqwest::header::HeaderMap, now_ms: i64) -> Vec<(Window, Reading)> {
+    // Read on every OAuth answer: fixed names, no formatting. (The window a reading is taken
+    // as without its minutes; used percent, window minutes, reset after seconds.)
+    const CLAIMS: [(Window, &str, &str, &str); 2] = [
+        (
+            Window::FiveHour,
+            "x-codex-primary-used-percent",
+            "x-codex-primary-window-minutes",
+            "x-codex-primary-reset-after-seconds",
+        ),
+        (
+            Window::SevenDay,
+            "x-codex-secondary-used-percent",
+            "x-codex-secondary-window-minutes",
+            "x-codex-secondary-reset-after-seconds",
+        ),
+    ];
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
     let mut out: Vec<(Window, Reading)> = Vec::new();
-    for (which, by_position) in [
-        ("primary", Window::FiveHour),
-        ("secondary", Window::SevenDay),
-    ] {
-        let Some(used_centi) =
-            get(&format!("x-codex-{which}-used-percent")).and_then(|v| parse_centi(v, false))
-        else {
+    for (by_position, used, window_minutes, reset_after) in CLAIMS {
+        let Some(used_centi) = get(used).and_then(|v| parse_centi(v, false)) else {
             continue;
         };
-        let minutes = get(&format!("x-codex-{which}-window-minutes"))
+        let minutes = get(window_minutes)
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|m| m.is_finite() && *m > 0.0);
         let window = match minutes {
@@ -401,7 +411,7 @@ pub fn from_codex_headers(h: &reqwest::header::HeaderMap, now_ms: i64) -> Vec<(W
         if out.iter().any(|(w, _)| *w == window) {
             continue;
         }
-        let resets_at_ms = get(&format!("x-codex-{which}-reset-after-seconds"))
+        let resets_at_ms = get(reset_after)
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| now_ms.saturating_add((s.min(8.0 * 86_400.0) * 1000.0) as i64));

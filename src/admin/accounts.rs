@@ -574,7 +574,8 @@ fn chatgpt_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> R
     Ok(())
 }
 
-fn masked(st: &AppState, enc: &str) -> String {
+/// A stored secret, decrypted and masked for display ("" when none or unreadable).
+pub(super) fn masked(st: &AppState, enc: &str) -> String {
     if enc.is_empty() {
         return String::new();
     }

@@ -231,15 +231,7 @@ pub fn apply(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result
 /// The Droid part of an account view: tokens and pool keys masked, key statuses as v1 keeps
 /// them.
 pub fn view(st: &AppState, a: &Account, v: &mut Value) {
-    let masked = |enc: &str| -> String {
-        if enc.is_empty() {
-            return String::new();
-        }
-        st.secrets
-            .decrypt(enc)
-            .map(|k| crate::crypto::mask(&k))
-            .unwrap_or_default()
-    };
+    let masked = |enc: &str| super::accounts::masked(st, enc);
     v["endpointType"] = json!(if a.endpoint_type.is_empty() {
         "anthropic"
     } else {

@@ -103,12 +103,7 @@ impl Handler for Token {
         }
         let n = request_id(state);
         let access = format!("codex-at-mock-{n}");
-        {
-            let mut keys = state.accepted_keys.lock();
-            if !keys.is_empty() {
-                keys.push(access.clone());
-            }
-        }
+        super::oauth::accept_issued(state, &access);
         let out = json!({
             "token_type": "Bearer",
             "access_token": access,

@@ -106,9 +106,9 @@ pub(crate) fn check_grant(
 ) -> Result<(), (&'static str, &'static str)> {
     match get("grant_type").as_str() {
         "authorization_code" => {
-            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(<sha2::Sha256 as sha2::Digest>::digest(get("code_verifier")));
-            if get("redirect_uri") != redirect_uri || get("code") != format!("code-{challenge}") {
+            if get("redirect_uri") != redirect_uri
+                || !pkce_code_ok(&get("code"), &get("code_verifier"))
+            {
                 return Err(("invalid_grant", "Invalid authorization code or verifier"));
             }
         }
@@ -188,39 +188,13 @@ impl Handler for Token {
             return oauth_error(res, 401, "invalid_client", "unknown client");
         }
         let n = request_id(state);
-        match s("grant_type") {
-            "authorization_code" => {
-                if s("redirect_uri") != crate::providers::anthropic::oauth::REDIRECT_URI
-                    || !pkce_code_ok(s("code"), s("code_verifier"))
-                {
-                    return oauth_error(
-                        res,
-                        400,
-                        "invalid_grant",
-                        "Invalid authorization code or verifier",
-                    );
-                }
-            }
-            "refresh_token" => {
-                if state.oauth_fail_refresh.load(Ordering::Relaxed)
-                    || !s("refresh_token").starts_with("sk-ant-ort01-")
-                {
-                    return oauth_error(
-                        res,
-                        400,
-                        "invalid_grant",
-                        "Refresh token is invalid or revoked",
-                    );
-                }
-            }
-            _ => {
-                return oauth_error(
-                    res,
-                    400,
-                    "unsupported_grant_type",
-                    "grant_type not supported",
-                );
-            }
+        if let Err((error, desc)) = check_grant(
+            state,
+            |k| s(k).to_owned(),
+            crate::providers::anthropic::oauth::REDIRECT_URI,
+            "sk-ant-ort01-",
+        ) {
+            return oauth_error(res, 400, error, desc);
         }
         let access = format!("sk-ant-oat01-mock-{n}");
         let refresh = format!("sk-ant-ort01-mock-{n}");
@@ -309,12 +283,7 @@ impl Handler for WorkOs {
         }
         let n = request_id(state);
         let access = format!("workos-at-mock-{n}");
-        {
-            let mut keys = state.accepted_keys.lock();
-            if !keys.is_empty() {
-                keys.push(access.clone());
-            }
-        }
+        accept_issued(state, &access);
         let org = Some(field("organization_id"))
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| "org_01MOCK".into());

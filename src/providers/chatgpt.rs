@@ -223,7 +223,7 @@ fn completed_response(body: &[u8]) -> Option<Bytes> {
     }
     let mut found = None;
     let mut lines = super::sse::DataLines::new();
-    lines.feed(&Bytes::copy_from_slice(body), |data| {
+    lines.feed(body, |data| {
         if let Ok(v) = serde_json::from_slice::<Value>(data)
             && matches!(
                 v.get("type").and_then(Value::as_str),

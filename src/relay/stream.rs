@@ -44,6 +44,15 @@ const MAX_HOLD_BYTES: usize = 64 * 1024;
 /// Scheduler turns given to the upstream connection after a chunk before what is held goes out.
 const TURNS: u8 = 2;
 
+/// Output held for the next write: the first chunk as it came, later ones appended to a copy.
+#[derive(Default)]
+enum Held {
+    #[default]
+    Empty,
+    One(Bytes),
+    Joined(BytesMut),
+}
+
 /// The client body of a streamed answer (see the module documentation).
 pub struct Pump<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> {
     up: Option<Upstream>,
@@ -52,9 +61,8 @@ pub struct Pump<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> {
     /// Fires when the upstream has sent nothing for `idle_timeout`; reset by every chunk.
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
-    /// Output gathered for the next write: the first chunk as it came, later ones appended.
-    held: Option<Bytes>,
-    joined: Option<BytesMut>,
+    /// Output gathered for the next write.
+    held: Held,
     /// Turns the pump still gives the connection before it sends what it holds: reset by
     /// every chunk.
     turns: u8,
@@ -83,8 +91,7 @@ fn pump_stream<F: FnOnce(StreamOutcome) + Send + Unpin + 'static>(
         on_done: Some(on_done),
         idle: Box::pin(tokio::time::sleep(idle_timeout)),
         idle_timeout,
-        held: None,
-        joined: None,
+        held: Held::Empty,
         turns: 0,
         ended: None,
     }
@@ -126,9 +133,11 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
     }
 
     fn held_len(&self) -> usize {
-        self.joined
-            .as_ref()
-            .map_or_else(|| self.held.as_ref().map_or(0, Bytes::len), BytesMut::len)
+        match &self.held {
+            Held::Empty => 0,
+            Held::One(b) => b.len(),
+            Held::Joined(b) => b.len(),
+        }
     }
 
     /// Add client output to what is held (the first chunk is kept as it is, without a copy).
@@ -136,16 +145,19 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
         if out.is_empty() {
             return;
         }
-        match (&mut self.joined, self.held.take()) {
-            (Some(buf), _) => buf.extend_from_slice(&out),
-            (None, None) => self.held = Some(out),
-            (None, Some(first)) => {
+        self.held = match std::mem::take(&mut self.held) {
+            Held::Empty => Held::One(out),
+            Held::One(first) => {
                 let mut buf = BytesMut::with_capacity(first.len() + out.len());
                 buf.extend_from_slice(&first);
                 buf.extend_from_slice(&out);
-                self.joined = Some(buf);
+                Held::Joined(buf)
             }
-        }
+            Held::Joined(mut buf) => {
+                buf.extend_from_slice(&out);
+                Held::Joined(buf)
+            }
+        };
     }
 
     /// Take in what the upstream has already sent, without waiting for the network: called
@@ -197,9 +209,10 @@ impl<F: FnOnce(StreamOutcome) + Send + Unpin + 'static> Pump<F> {
     /// Everything held, as one write.
     fn release(&mut self) -> Option<Bytes> {
         self.turns = 0;
-        match self.joined.take() {
-            Some(buf) => Some(buf.freeze()),
-            None => self.held.take(),
+        match std::mem::take(&mut self.held) {
+            Held::Empty => None,
+            Held::One(b) => Some(b),
+            Held::Joined(buf) => Some(buf.freeze()),
         }
     }
 }
