@@ -92,9 +92,9 @@ pub fn map_model(acc: &AccountRt, model: &str) -> Option<String> {
     m.iter()
         .filter_map(|(from, to)| Some((from.strip_suffix('*')?, to)))
         .filter(|(prefix, _)| {
-            model.len() >= prefix.len()
-                && model.is_char_boundary(prefix.len())
-                && model[..prefix.len()].eq_ignore_ascii_case(prefix)
+            model
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
         })
         .max_by_key(|(prefix, _)| prefix.len())
         .map(|(_, to)| to.clone())

@@ -650,13 +650,23 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
     ))
 }
 
-/// A Gemini candidate's answer parts, without the model's thoughts.
-fn gemini_parts(cand: &Value) -> impl Iterator<Item = &Value> {
+/// A Gemini candidate's parts: the model's thoughts (`thought: true`) or its answer.
+fn gemini_parts_of(cand: &Value, thoughts: bool) -> impl Iterator<Item = &Value> {
     cand.pointer("/content/parts")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
+        .filter(move |p| (p.get("thought").and_then(Value::as_bool) == Some(true)) == thoughts)
+}
+
+/// A Gemini candidate's answer parts, without the model's thoughts.
+fn gemini_parts(cand: &Value) -> impl Iterator<Item = &Value> {
+    gemini_parts_of(cand, false)
+}
+
+/// The text of a Gemini candidate's thoughts.
+fn gemini_thoughts(cand: &Value) -> impl Iterator<Item = &str> {
+    gemini_parts_of(cand, true).filter_map(|p| p.get("text").and_then(Value::as_str))
 }
 
 /// A Gemini `GenerateContentResponse` as a `chat.completion`.
@@ -686,14 +696,7 @@ fn response_from_gemini(body: &[u8], chat: &Chat, created: i64) -> Option<Vec<u8
         .get("responseId")
         .and_then(Value::as_str)
         .unwrap_or("gemini");
-    let reasoning = cand
-        .pointer("/content/parts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|p| p.get("thought").and_then(Value::as_bool) == Some(true))
-        .filter_map(|p| p.get("text").and_then(Value::as_str))
-        .collect();
+    let reasoning = gemini_thoughts(cand).collect();
     completion(
         chat,
         id,
@@ -1060,14 +1063,7 @@ impl ChatEvents {
             self.chunk(out, json!({"role": "assistant", "content": ""}), None);
         }
         let cand = ev.pointer("/candidates/0").unwrap_or(&Value::Null);
-        for thought in cand
-            .pointer("/content/parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|p| p.get("thought").and_then(Value::as_bool) == Some(true))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-        {
+        for thought in gemini_thoughts(cand) {
             self.chunk(out, json!({"reasoning_content": thought}), None);
         }
         for part in gemini_parts(cand) {
@@ -1142,9 +1138,10 @@ impl ChatEvents {
     }
 }
 
-fn sse(out: &mut Vec<u8>, v: &Value) {
+/// One `data:` line of an SSE stream, serialised straight into `out`.
+pub(super) fn sse(out: &mut Vec<u8>, v: &Value) {
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(v.to_string().as_bytes());
+    serde_json::to_writer(&mut *out, v).expect("a JSON value serialises into a Vec");
     out.extend_from_slice(b"\n\n");
 }
 

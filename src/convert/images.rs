@@ -103,9 +103,9 @@ pub fn request(body: &[u8]) -> Result<(Vec<u8>, Images), Invalid> {
 
 /// The Images API answer from the Codex stream (the whole SSE body): `None` when the
 /// upstream produced no image. Also returns the usage and the model the upstream named.
-pub fn answer(sse: &[u8], created: i64) -> (Option<Vec<u8>>, TokenUsage, Option<String>) {
+pub fn answer(sse: &Bytes, created: i64) -> (Option<Vec<u8>>, TokenUsage, Option<String>) {
     let mut tap = ResponsesTap::new();
-    tap.feed(&Bytes::copy_from_slice(sse));
+    tap.feed(sse);
     let mut images: Vec<(String, Value)> = Vec::new();
     let mut meta = Map::new();
     let take = |item: &Value, images: &mut Vec<(String, Value)>| {
@@ -225,7 +225,7 @@ mod tests {
                 "tools": [{"type": "image_generation", "size": "1024x1024", "output_format": "png"}],
                 "usage": {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 7}}}),
         );
-        let (body, usage, model) = answer(sse.as_bytes(), 1_800_000_000);
+        let (body, usage, model) = answer(&Bytes::from(sse), 1_800_000_000);
         let v: Value = serde_json::from_slice(&body.unwrap()).unwrap();
         assert_eq!(
             v,
@@ -242,7 +242,7 @@ mod tests {
         );
         assert_eq!(model.as_deref(), Some("gpt-5.4-mini"));
         let (none, _, _) = answer(
-            b"data: {\"type\":\"response.completed\",\"response\":{}}\n\n",
+            &Bytes::from_static(b"data: {\"type\":\"response.completed\",\"response\":{}}\n\n"),
             0,
         );
         assert!(none.is_none());

@@ -962,9 +962,8 @@ impl MessagesEvents {
 fn event(out: &mut Vec<u8>, name: &str, data: &Value) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(data.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
+    out.push(b'\n');
+    super::chat::sse(out, data);
 }
 
 impl Converter for MessagesEvents {
@@ -973,13 +972,7 @@ impl Converter for MessagesEvents {
         self.line(data, out);
     }
     fn error_event(&self, message: &str) -> Bytes {
-        let mut out = Vec::new();
-        event(
-            &mut out,
-            "error",
-            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-        );
-        Bytes::from(out)
+        crate::providers::anthropic::error_event(message)
     }
 }
 

@@ -32,10 +32,10 @@ pub enum Conversion {
 
 impl Conversion {
     /// The converting stream tap for this answer.
-    pub fn tap(&self, created: i64) -> Box<dyn StreamTap> {
+    pub fn into_tap(self, created: i64) -> Box<dyn StreamTap> {
         match self {
-            Conversion::Chat(c) => Box::new(chat::ChatTap::new(c.clone(), created)),
-            Conversion::Messages(m) => Box::new(messages::MessagesTap::new(m.clone())),
+            Conversion::Chat(c) => Box::new(chat::ChatTap::new(c, created)),
+            Conversion::Messages(m) => Box::new(messages::MessagesTap::new(m)),
             Conversion::Images(_) => Box::new(crate::providers::openai::ResponsesTap::new()),
         }
     }
@@ -45,7 +45,11 @@ impl Conversion {
         match self {
             Conversion::Chat(c) => chat::response(body, c, created),
             Conversion::Messages(m) => messages::response(body, m),
-            Conversion::Images(_) => images::answer(body, created).0,
+            // (The engine answers image requests itself, `respond_images`, from the body it
+            // holds; this is for completeness.)
+            Conversion::Images(_) => {
+                images::answer(&bytes::Bytes::copy_from_slice(body), created).0
+            }
         }
     }
 }

@@ -61,6 +61,14 @@ pub fn error_body(kind: &str, message: &str) -> String {
     serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
 }
 
+/// A terminal `error` event of a Messages stream (an `api_error` with `message`).
+pub fn error_event(message: &str) -> bytes::Bytes {
+    bytes::Bytes::from(format!(
+        "event: error\ndata: {}\n\n",
+        error_body("api_error", message)
+    ))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct CacheCreation {
@@ -226,10 +234,7 @@ impl super::StreamTap for SseTap {
         SseTap::mid_line(self)
     }
     fn error_event(&self, message: &str) -> bytes::Bytes {
-        bytes::Bytes::from(format!(
-            "event: error\ndata: {}\n\n",
-            error_body("api_error", message)
-        ))
+        error_event(message)
     }
 }
 

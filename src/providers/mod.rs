@@ -71,6 +71,19 @@ impl Op {
             _ => true,
         }
     }
+
+    /// A Gemini-format call whose method streams by its name (`streamGenerateContent`).
+    pub fn gemini_streams(self) -> bool {
+        matches!(
+            self,
+            Op::Gemini {
+                method: gemini::Method::StreamGenerateContent,
+                ..
+            } | Op::CodeAssist {
+                method: codeassist::Method::StreamGenerateContent
+            }
+        )
+    }
 }
 
 /// The error schema of an API: the one a client route speaks, or an upstream's.

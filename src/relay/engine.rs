@@ -80,6 +80,18 @@ struct Failure {
     upstream_format: Option<ClientFormat>,
 }
 
+impl Failure {
+    /// A failure crs itself records for an attempt (no upstream answer to pass on).
+    fn local(status: u16, body: impl Into<Bytes>) -> Self {
+        Failure {
+            status,
+            headers: Default::default(),
+            body: body.into(),
+            upstream_format: None,
+        }
+    }
+}
+
 pub fn error_body(format: ClientFormat, status: u16, kind: &str, message: &str) -> String {
     providers::error_body(format, status, kind, message)
 }
@@ -260,12 +272,10 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             Err(e) => {
                 tracing::error!(account_id = %acc.rec.id, error = %e, "building the upstream request failed");
                 exclude.push(acc.rec.id.clone());
-                last = Some(Failure {
-                    status: 502,
-                    headers: Default::default(),
-                    body: Bytes::from(format!("account {} could not be used: {e}", acc.rec.name)),
-                    upstream_format: None,
-                });
+                last = Some(Failure::local(
+                    502,
+                    format!("account {} could not be used: {e}", acc.rec.name),
+                ));
                 continue;
             }
         };
@@ -290,15 +300,10 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                     outcome(502),
                 );
                 exclude.push(acc.rec.id.clone());
-                last = Some(Failure {
-                    status: 502,
-                    headers: Default::default(),
-                    body: Bytes::from(format!(
-                        "Upstream {what} error for account {}",
-                        acc.rec.name
-                    )),
-                    upstream_format: None,
-                });
+                last = Some(Failure::local(
+                    502,
+                    format!("Upstream {what} error for account {}", acc.rec.name),
+                ));
                 continue;
             }
             Err(_) => {
@@ -317,12 +322,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                     outcome(504),
                 );
                 exclude.push(acc.rec.id.clone());
-                last = Some(Failure {
-                    status: 504,
-                    headers: Default::default(),
-                    body: Bytes::from_static(b"Upstream timeout"),
-                    upstream_format: None,
-                });
+                last = Some(Failure::local(504, "Upstream timeout"));
                 continue;
             }
         };
@@ -344,15 +344,10 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             if left == 0 {
                 exclude.push(acc.rec.id.clone());
             }
-            last = Some(Failure {
+            last = Some(Failure::local(
                 status,
-                headers: Default::default(),
-                body: Bytes::from(format!(
-                    "account {} refused its API key ({status})",
-                    acc.rec.name
-                )),
-                upstream_format: None,
-            });
+                format!("account {} refused its API key ({status})", acc.rec.name),
+            ));
             continue;
         }
         if status == 401
@@ -372,25 +367,20 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                 continue;
             }
             exclude.push(acc.rec.id.clone());
-            last = Some(Failure {
-                status: 401,
-                headers: Default::default(),
-                body: Bytes::from(format!(
+            last = Some(Failure::local(
+                401,
+                format!(
                     "account {} refused its OAuth token and the token could not be refreshed",
                     acc.rec.name
-                )),
-                upstream_format: None,
-            });
+                ),
+            ));
             continue;
         }
         if !(200..300).contains(&status) {
             let headers = up.headers().clone();
             if acc.kind().oauth() {
                 // A refusal carries the windows too (Codex's 429 shows the spent one).
-                acc.rt.windows.update_from_headers(
-                    &crate::accounts::windows::from_headers(&headers, now_ms),
-                    now_ms,
-                );
+                update_windows(&acc, &headers, now_ms);
             }
             let body = read_capped(up).await;
             let cx = cooldown::Context {
@@ -452,9 +442,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
 /// account set to stop on warnings (v1's `autoStopOnWarning`) leaves rotation until its
 /// 5-hour window resets.
 fn observe_windows(acc: &AccountRt, h: &reqwest::header::HeaderMap, now_ms: i64) {
-    acc.rt
-        .windows
-        .update_from_headers(&crate::accounts::windows::from_headers(h, now_ms), now_ms);
+    update_windows(acc, h, now_ms);
     if acc.rec.auto_stop_on_warning() && !acc.rec.disable_auto_protection {
         let u = cooldown::Unified::read(h);
         if u.warning() {
@@ -469,6 +457,13 @@ fn observe_windows(acc: &AccountRt, h: &reqwest::header::HeaderMap, now_ms: i64)
                 .cool_down(until, "usage window warning (autoStopOnWarning)", false);
         }
     }
+}
+
+/// The usage windows an answer's headers report (subscription and ChatGPT accounts).
+fn update_windows(acc: &AccountRt, h: &reqwest::header::HeaderMap, now_ms: i64) {
+    acc.rt
+        .windows
+        .update_from_headers(&crate::accounts::windows::from_headers(h, now_ms), now_ms);
 }
 
 /// A whole non-stream upstream body, refused past `max` bytes.
@@ -501,7 +496,7 @@ async fn read_capped(mut up: reqwest::Response) -> Bytes {
 /// A successful upstream answer: stream it through a tap, or read, account and send it.
 async fn respond(
     st: Arc<AppState>,
-    call: Call,
+    mut call: Call,
     pick: Pick,
     up: reqwest::Response,
     res: &mut Response,
@@ -530,13 +525,13 @@ async fn respond(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res.headers_mut()
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
-        let tap = match &call.convert {
+        let tap = match call.convert.take() {
             Some(conv) => {
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
                 );
-                conv.tap(Utc::now().timestamp())
+                conv.into_tap(Utc::now().timestamp())
             }
             _ => acc.kind().tap(call.op),
         };

@@ -51,33 +51,20 @@ async fn generate(req: &mut Request, depot: &mut Depot, res: &mut Response, use_
         );
     };
     let op = Op::Gemini { method, v1: use_v1 };
-    let metered = method != Method::CountTokens;
-    let stream = method == Method::StreamGenerateContent;
-    relay(
-        req,
-        depot,
-        res,
-        op,
-        gemini_platforms(),
-        metered,
-        Some(model),
-        stream,
-    )
-    .await
+    relay(req, depot, res, op, gemini_platforms(), Some(model)).await
 }
 
-/// Ingress, admission, then the engine: one Gemini-format request on `platforms`.
-#[allow(clippy::too_many_arguments)]
+/// Ingress, admission, then the engine: one Gemini-format request on `platforms` (billed when
+/// the call has usage, streamed when its method streams).
 async fn relay(
     req: &mut Request,
     depot: &mut Depot,
     res: &mut Response,
     op: Op,
     platforms: &'static [Platform],
-    metered: bool,
     model: Option<String>,
-    stream: bool,
 ) {
+    let (metered, stream) = (op.has_usage(), op.gemini_streams());
     let st = state(depot);
     let Some(Ingress {
         adm,
@@ -133,19 +120,7 @@ async fn internal(
         (false, m) => Some(m.unwrap_or_else(|| INTERNAL_DEFAULT_MODEL.to_owned())),
     };
     const OAUTH: &[Platform] = &[Platform::Gemini];
-    let op = Op::CodeAssist { method };
-    let stream = method == Internal::StreamGenerateContent;
-    relay(
-        req,
-        depot,
-        res,
-        op,
-        OAUTH,
-        method.generates(),
-        model,
-        stream,
-    )
-    .await
+    relay(req, depot, res, Op::CodeAssist { method }, OAUTH, model).await
 }
 
 /// `/gemini/v1internal:{method}`.
