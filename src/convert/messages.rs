@@ -78,11 +78,11 @@ fn bad_role(i: usize, role: Option<&str>) -> Invalid {
     ))
 }
 
-/// A message's content as blocks (a string is one text block).
-fn content_blocks(m: &Value) -> Result<Vec<Value>, Invalid> {
+/// A message's content as blocks (a string is one text block), borrowed where it can be.
+fn content_blocks(m: &Value) -> Result<std::borrow::Cow<'_, [Value]>, Invalid> {
     match m.get("content") {
-        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
-        Some(Value::Array(b)) => Ok(b.clone()),
+        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})].into()),
+        Some(Value::Array(b)) => Ok(b.as_slice().into()),
         _ => Err(Invalid(
             "messages[].content must be a string or an array of blocks".into(),
         )),
@@ -231,7 +231,7 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                 );
             }
         };
-        for b in content_blocks(m)? {
+        for b in content_blocks(m)?.iter() {
             match b.get("type").and_then(Value::as_str) {
                 Some("text") => {
                     let t = b.get("text").and_then(Value::as_str).unwrap_or("");
@@ -240,11 +240,11 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                     }
                 }
                 Some("image") if role == "user" => {
-                    let (_, url) = source_url(&b)?;
+                    let (_, url) = source_url(b)?;
                     parts.push(json!({"type": "input_image", "image_url": url}));
                 }
                 Some("document") if role == "user" => {
-                    let (_, url) = source_url(&b)?;
+                    let (_, url) = source_url(b)?;
                     let name = b.get("title").and_then(Value::as_str).unwrap_or("document");
                     parts.push(json!({"type": "input_file", "filename": name, "file_data": url}));
                 }
@@ -259,7 +259,7 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                 }
                 Some("tool_result") => {
                     flush(&mut parts, &mut input);
-                    let mut out = tool_result_text(&b);
+                    let mut out = tool_result_text(b);
                     if b.get("is_error").and_then(Value::as_bool) == Some(true) {
                         out = format!("Error: {out}");
                     }
@@ -372,7 +372,7 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
             other => return Err(bad_role(i, other)),
         };
         let mut parts = Vec::new();
-        for b in content_blocks(m)? {
+        for b in content_blocks(m)?.iter() {
             match b.get("type").and_then(Value::as_str) {
                 Some("text") => {
                     let t = b.get("text").and_then(Value::as_str).unwrap_or("");
@@ -381,7 +381,7 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                     }
                 }
                 Some("image" | "document") => {
-                    let (media, url) = source_url(&b)?;
+                    let (media, url) = source_url(b)?;
                     match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
                         Some((_, data)) => {
                             parts.push(json!({"inlineData": {"mimeType": media, "data": data}}))
@@ -411,7 +411,7 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                         "content"
                     };
                     parts.push(json!({"functionResponse": {"name": name,
-                        "response": {key: tool_result_text(&b)}}}));
+                        "response": {key: tool_result_text(b)}}}));
                 }
                 Some("thinking" | "redacted_thinking") => {}
                 Some(other) => {
@@ -986,13 +986,13 @@ pub fn estimate_tokens(body: &[u8]) -> Result<u64, Invalid> {
     let mut bytes = system_text(&req).len() as u64;
     let mut images = 0u64;
     for m in req["messages"].as_array().expect("checked in parse") {
-        for b in content_blocks(m)? {
+        for b in content_blocks(m)?.iter() {
             match b.get("type").and_then(Value::as_str) {
                 Some("image" | "document") => images += 1,
                 Some("text") => {
                     bytes += b.get("text").and_then(Value::as_str).map_or(0, str::len) as u64
                 }
-                Some("tool_result") => bytes += tool_result_text(&b).len() as u64,
+                Some("tool_result") => bytes += tool_result_text(b).len() as u64,
                 _ => bytes += b.to_string().len() as u64,
             }
         }
