@@ -144,11 +144,7 @@ fn import_proxy(keys: &Keys, v: Option<Value>) -> Result<Option<ProxyConfig>> {
         host: host.trim().to_owned(),
         port: f.u("port").unwrap_or(0).min(65535) as u16,
         username: f.s("username").unwrap_or_default(),
-        password: if password.is_empty() {
-            String::new()
-        } else {
-            keys.crs.encrypt(&password)
-        },
+        password: keys.crs_secret(&password),
     }))
 }
 
@@ -374,16 +370,8 @@ pub fn import_account(
             a.aws_access_key_id = c.s("accessKeyId").unwrap_or_default();
             let secret = c.s("secretAccessKey").unwrap_or_default();
             let token = c.s("sessionToken").unwrap_or_default();
-            a.aws_secret_access_key = if secret.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&secret)
-            };
-            a.aws_session_token = if token.is_empty() {
-                String::new()
-            } else {
-                keys.crs.encrypt(&token)
-            };
+            a.aws_secret_access_key = keys.crs_secret(&secret);
+            a.aws_session_token = keys.crs_secret(&token);
             // v1's Bedrock API key: `bearerToken` = the same {encrypted, iv} form of
             // `{"token": ...}` (bedrockAccountService.js `createAccount`).
             let bearer = match f.take("bearerToken") {
@@ -403,9 +391,7 @@ pub fn import_account(
                 Some(Value::String(t)) => t,
                 _ => String::new(),
             };
-            if !bearer.is_empty() {
-                a.bearer_token = keys.crs.encrypt(&bearer);
-            }
+            a.bearer_token = keys.crs_secret(&bearer);
         }
         Platform::Gemini => {
             // v1 src/services/geminiAccountService.js `createAccount`: `geminiOauth` (the
@@ -479,10 +465,7 @@ pub fn import_account(
                 ("refreshToken", &mut a.refresh_token),
             ] {
                 let v = f.s(t).unwrap_or_default();
-                let plain = keys.decrypt_v1(salt, &ctx(t), &v)?;
-                if !plain.is_empty() {
-                    *slot = keys.crs.encrypt(&plain);
-                }
+                *slot = keys.crs_secret(&keys.decrypt_v1(salt, &ctx(t), &v)?);
             }
             match f.take("expiresAt") {
                 Some(Value::String(e)) if !e.is_empty() => match parse_instant(&e) {
@@ -693,12 +676,9 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             o.s("accessToken", keys.v1.encrypt(salt, &access));
             o.s("refreshToken", keys.v1.encrypt(salt, &refresh));
             o.s("email", keys.to_v1(salt, &what("email"), &a.email)?);
-            o.s(
+            o.date(
                 "expiresAt",
-                chrono::DateTime::from_timestamp_millis(a.expires_at)
-                    .filter(|_| a.expires_at > 0)
-                    .map(|t| iso(&Some(t)))
-                    .unwrap_or_default(),
+                &chrono::DateTime::from_timestamp_millis(a.expires_at).filter(|_| a.expires_at > 0),
             );
             o.date("lastRefresh", &a.last_refresh_at);
             // The OAuth object: the imported one with the current tokens.
@@ -815,12 +795,9 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
                 "refreshToken",
                 keys.to_v1(salt, &what("refreshToken"), &a.refresh_token)?,
             );
-            o.s(
+            o.date(
                 "expiresAt",
-                chrono::DateTime::from_timestamp_millis(a.expires_at)
-                    .filter(|_| a.expires_at > 0)
-                    .map(|t| iso(&Some(t)))
-                    .unwrap_or_default(),
+                &chrono::DateTime::from_timestamp_millis(a.expires_at).filter(|_| a.expires_at > 0),
             );
             o.date("lastRefreshAt", &a.last_refresh_at);
             let mut entries: Vec<Value> = Vec::with_capacity(a.api_keys.len() + 1);
@@ -841,14 +818,13 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             }
             // The single key of records made before pools becomes a pool entry.
             let key = keys.plain(&what("apiKey"), &a.api_key)?;
-            if !key.is_empty()
-                && !hashes.contains(&hex::encode(Sha256::digest(key.trim().as_bytes())))
-            {
+            let key_hash = hex::encode(Sha256::digest(key.trim().as_bytes()));
+            if !key.is_empty() && !hashes.contains(&key_hash) {
                 entries.insert(
                     0,
                     json!({
                         "id": uuid::Uuid::new_v4().to_string(),
-                        "hash": hex::encode(Sha256::digest(key.trim().as_bytes())),
+                        "hash": key_hash,
                         "encryptedKey": keys.v1.encrypt(salt, &key),
                         "createdAt": iso(&Some(Utc::now())),
                         "lastUsedAt": "",
@@ -859,15 +835,16 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
                 );
                 o.s("authenticationMethod", "api_key");
             }
+            let count = entries.len();
             o.s(
                 "apiKeys",
                 if entries.is_empty() {
                     String::new()
                 } else {
-                    Value::Array(entries.clone()).to_string()
+                    Value::Array(entries).to_string()
                 },
             );
-            o.s("apiKeyCount", entries.len().to_string());
+            o.s("apiKeyCount", count.to_string());
         }
     }
     for name in EXTRA_SECRETS {
