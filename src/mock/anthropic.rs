@@ -9,7 +9,6 @@ use serde_json::json;
 
 use super::stream::sse_body;
 use super::{MockState, anthropic_error, check_and_record, directives, request_id, take_scripted};
-use crate::usage::TokenUsage;
 
 pub fn routes(state: &Arc<MockState>) -> Router {
     Router::new()
@@ -103,11 +102,7 @@ impl Handler for Messages {
             };
             return anthropic_error(res, s, msg);
         }
-        let usage = d.usage.unwrap_or(TokenUsage {
-            input_tokens: (body.len() as u64 / 16).max(1),
-            output_tokens: 12,
-            ..Default::default()
-        });
+        let usage = d.usage_or_size(&body);
         for (name, val) in [
             ("anthropic-ratelimit-requests-limit", "4000"),
             ("anthropic-ratelimit-requests-remaining", "3999"),

@@ -25,7 +25,6 @@ use sha2::{Digest, Sha256};
 use super::stream::sse_body;
 use super::{MockState, SeenRequest, directives};
 use crate::providers::bedrock::{self as wire, Credentials};
-use crate::usage::TokenUsage;
 
 /// Credentials every mock accepts.
 pub const MOCK_ACCESS_KEY_ID: &str = "AKIAMOCKBEDROCK00001";
@@ -397,11 +396,7 @@ impl Handler for Invoke {
             return bedrock_error(res, s, t, msg);
         }
         let exception = local_directive(&text, "bedrock_exception").map(str::to_owned);
-        let usage = d.usage.unwrap_or(TokenUsage {
-            input_tokens: (body.len() as u64 / 16).max(1),
-            output_tokens: 12,
-            ..Default::default()
-        });
+        let usage = d.usage_or_size(&body);
         let reply = "Hello from the mock Bedrock.";
         let msg_id = format!("msg_bdrk_{}", &rid[..8]);
         let usage_json = |output: u64| {

@@ -15,7 +15,7 @@ use salvo::http::HeaderValue;
 use salvo::prelude::*;
 use serde_json::{Value, json};
 
-use super::gemini::{answer, count, gemini_error, stream_chunks, usage_of};
+use super::gemini::{answer, count, gemini_error, stream_chunks};
 use super::oauth::{accept_issued, oauth_error, pkce_code_ok, token_request};
 use super::stream::sse_body;
 use super::{MockState, check_and_record, directives, form, request_id, take_scripted};
@@ -170,7 +170,7 @@ impl Handler for CodeAssist {
             .and_then(Value::as_str)
             .unwrap_or("gemini-2.5-flash")
             .to_owned();
-        let u = usage_of(&d, &body);
+        let u = d.usage_or_size(&body);
         match method.as_str() {
             "loadCodeAssist" => {
                 let tier = json!({"id": "free-tier", "name": "Gemini Code Assist for individuals", "isDefault": true,

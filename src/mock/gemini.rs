@@ -59,7 +59,7 @@ impl Handler for Generate {
         if let Some(s) = d.status.filter(|s| *s >= 400) {
             return gemini_error(res, s, "Mock upstream error");
         }
-        let u = usage_of(&d, &body);
+        let u = d.usage_or_size(&body);
         res.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/json"));
         match method {
@@ -83,15 +83,6 @@ impl Handler for Generate {
             _ => gemini_error(res, 404, "Method not found."),
         }
     }
-}
-
-/// The usage a request asked for (`mock:usage`), else one derived from its size.
-pub(crate) fn usage_of(d: &Directives, body: &[u8]) -> TokenUsage {
-    d.usage.unwrap_or(TokenUsage {
-        input_tokens: (body.len() as u64 / 16).max(1),
-        output_tokens: 12,
-        ..Default::default()
-    })
 }
 
 fn usage_metadata(u: &TokenUsage, out: u64) -> serde_json::Value {

@@ -193,6 +193,17 @@ pub(crate) struct Directives {
     pub tool: bool,
 }
 
+impl Directives {
+    /// The usage the request asked for (`mock:usage`), else one derived from its size.
+    pub(crate) fn usage_or_size(&self, body: &[u8]) -> TokenUsage {
+        self.usage.unwrap_or(TokenUsage {
+            input_tokens: (body.len() as u64 / 16).max(1),
+            output_tokens: 12,
+            ..Default::default()
+        })
+    }
+}
+
 pub(crate) fn directives(body: &[u8]) -> Directives {
     let text = String::from_utf8_lossy(body);
     let mut d = Directives::default();

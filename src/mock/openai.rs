@@ -57,12 +57,7 @@ pub(crate) fn openai_error(res: &mut Response, status: u16, message: &str) {
 
 fn usage_of(body: &[u8]) -> (TokenUsage, Option<u16>, super::Directives) {
     let d = directives(body);
-    let u = d.usage.unwrap_or(TokenUsage {
-        input_tokens: (body.len() as u64 / 16).max(1),
-        output_tokens: 12,
-        ..Default::default()
-    });
-    (u, d.status, d)
+    (d.usage_or_size(body), d.status, d)
 }
 
 /// The arguments of the tool call `mock:tool` asks for.
