@@ -281,6 +281,27 @@ async fn load(
     run
 }
 
+/// `n` concurrent slow streams through crs (each about 10 s: 100 events 100 ms apart), crs's
+/// RSS sampled once a second for the first `seconds` seconds.
+async fn slow_streams(
+    relay: &Target,
+    pid: u32,
+    n: usize,
+    seconds: usize,
+) -> anyhow::Result<(Vec<u64>, Run)> {
+    let relay = relay.clone();
+    let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
+    let streams = tokio::spawn(async move {
+        load(&relay, n, slow, Some(n as u64), Duration::from_secs(300)).await
+    });
+    let mut rss = Vec::with_capacity(seconds);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss.push(rss_kib(pid));
+    }
+    Ok((rss, streams.await?))
+}
+
 fn body(stream: bool, extra: &str) -> Bytes {
     Bytes::from(
         json!({
@@ -473,7 +494,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let r = load(&relay, c, b, None, Duration::from_secs(secs)).await;
         for _ in 0..watch {
-            println!("RSS {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+            println!("RSS {:.1} MiB", mib(rss_kib(pid)));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         println!(
@@ -493,15 +514,10 @@ async fn main() -> anyhow::Result<()> {
             "crs pid {pid}: {n} slow streams (RSS idle {:.1} MiB)",
             mib(rss_idle)
         );
-        let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
-        let streams = tokio::spawn(async move {
-            load(&relay, n, slow, Some(n as u64), Duration::from_secs(300)).await
-        });
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            println!("RSS {:.1} MiB", mib(rss_kib(pid)));
+        let (rss, r) = slow_streams(&relay, pid, n, 10).await?;
+        for kib in rss {
+            println!("RSS {:.1} MiB", mib(kib));
         }
-        let r = streams.await?;
         println!("{} completed, {} errors", r.requests, r.errors);
         return Ok(());
     }
@@ -624,22 +640,9 @@ async fn main() -> anyhow::Result<()> {
 
     // Concurrent slow streams (each ~10 s: 100 events 100 ms apart): 1,000, then 10,000 (at
     // three file descriptors a stream between the three processes; `--quick` skips it).
-    let slow = body(true, "mock:chunks=100 mock:delay_ms=100");
-    let slow_streams = |n: usize| {
-        let relay2 = relay.clone();
-        let slow = slow.clone();
-        async move {
-            let streams = tokio::spawn(async move {
-                load(&relay2, n, slow, Some(n as u64), Duration::from_secs(300)).await
-            });
-            // Sampled once every stream is open and midway.
-            tokio::time::sleep(Duration::from_secs(if n > 1000 { 8 } else { 5 })).await;
-            let rss = rss_kib(pid);
-            (rss, streams.await)
-        }
-    };
-    let (rss_streams, s) = slow_streams(1000).await;
-    let s = s?;
+    // RSS sampled once every stream is open and midway.
+    let (rss, s) = slow_streams(&relay, pid, 1000, 5).await?;
+    let rss_streams = rss[4];
     // 10,000 streams take about 10,000 descriptors in the load generator and in the mock, and
     // 20,000 in crs (a client and an upstream connection each): as many as the open-file limit
     // allows, up to 10,000.
@@ -648,8 +651,8 @@ async fn main() -> anyhow::Result<()> {
         (0, None)
     } else {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (rss, r) = slow_streams(many).await;
-        (rss, Some(r?))
+        let (rss, r) = slow_streams(&relay, pid, many, 8).await?;
+        (rss[7], Some(r))
     };
     // Once the load is over and idle upstream connections have expired (`upstream_idle`, 30 s):
     // memory back at its baseline.
