@@ -479,12 +479,7 @@ async fn oauth_form(ui: &Ui, label: &str) -> (String, String) {
     ui.click("[data-oauth-generate]").await;
     ui.wait_for("[data-auth-url]").await;
     let url = ui.text("[data-auth-url]").await;
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .and_then(|s| s.split('&').next())
-        .unwrap()
-        .to_owned();
+    let challenge = query_param(&url, "code_challenge");
     (url, challenge)
 }
 
@@ -899,13 +894,7 @@ async fn admin_ui_login_keys_usage_accounts_theme_and_navigation() {
         url.contains("client_id=app_EMoamEEZ73f0CkXaXp7hrann"),
         "{url}"
     );
-    let param = |name: &str| {
-        url.split(&format!("{name}="))
-            .nth(1)
-            .and_then(|s| s.split('&').next())
-            .unwrap()
-            .to_owned()
-    };
+    let param = |name: &str| query_param(&url, name);
     ui.fill("dialog input[name=name]", "chatgpt-plus").await;
     ui.fill(
         "dialog input[name=baseApi]",

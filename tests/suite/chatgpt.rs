@@ -77,15 +77,7 @@ async fn oauth_flow_request_shape_usage_and_windows() {
         url.contains("code_challenge_method=S256")
             && url.contains("codex_cli_simplified_flow=true")
     );
-    let param = |name: &str| {
-        url.split(&format!("{name}="))
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let param = |name: &str| query_param(&url, name);
     let (challenge, state) = (param("code_challenge"), param("state"));
     let session = v["data"]["sessionId"].as_str().unwrap().to_owned();
     let (s, bad) = env

@@ -49,14 +49,6 @@ fn bearers(m: &MockUpstream, path: &str) -> Vec<String> {
         .collect()
 }
 
-async fn account_view(env: &Env, id: &str) -> Value {
-    let (s, v) = env
-        .admin(Method::GET, &format!("/admin/droid-accounts/{id}"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v["data"].clone()
-}
-
 fn pool_status(view: &Value) -> Vec<(String, String)> {
     view["apiKeys"]
         .as_array()
@@ -175,7 +167,7 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
             json!({"name": "pool", "baseUrl": env.mock.url(), "apiKeys": [GOOD_A, BAD, GOOD_B, GOOD_A]}),
         )
         .await;
-    let view = account_view(&env, &id).await;
+    let view = env.view("droid-accounts", &id).await;
     assert_eq!(view["authenticationMethod"], "api_key");
     assert_eq!(view["apiKeyCount"], 3, "duplicates are refused by hash");
     assert!(!view.to_string().contains(BAD), "keys are shown masked");
@@ -191,7 +183,7 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
         let r = droid_messages(&env, &key, &format!("x{n}")).await;
         assert_eq!(r.status(), 200, "request {n}");
     }
-    let view = account_view(&env, &id).await;
+    let view = env.view("droid-accounts", &id).await;
     let statuses = pool_status(&view);
     assert_eq!(
         statuses
@@ -216,7 +208,7 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
     let used: HashSet<&str> = after.iter().map(String::as_str).collect();
     assert_eq!(used, HashSet::from([GOOD_A, GOOD_B]));
     // Each key's use, as the admin view shows it.
-    let view = account_view(&env, &id).await;
+    let view = env.view("droid-accounts", &id).await;
     let uses: u64 = view["apiKeys"]
         .as_array()
         .unwrap()
@@ -261,7 +253,7 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(account_view(&env, &id).await["apiKeyCount"], 2);
+    assert_eq!(env.view("droid-accounts", &id).await["apiKeyCount"], 2);
     let (s, _) = env
         .admin(
             Method::PUT,
@@ -270,7 +262,7 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
         )
         .await;
     assert_eq!(s, 200);
-    let statuses = pool_status(&account_view(&env, &id).await);
+    let statuses = pool_status(&env.view("droid-accounts", &id).await);
     assert!(statuses.iter().all(|(s, _)| s == "active"), "{statuses:?}");
     let (s, v) = env
         .admin(
@@ -280,7 +272,7 @@ async fn pool_rotates_and_a_refused_key_leaves_it() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(account_view(&env, &id).await["apiKeyCount"], 1);
+    assert_eq!(env.view("droid-accounts", &id).await["apiKeyCount"], 1);
     let (s, v) = env
         .admin(
             Method::PUT,
@@ -321,7 +313,7 @@ async fn an_emptied_pool_is_out_of_rotation() {
     let r = droid_messages(&env, &key, "x").await;
     assert_eq!(r.status(), 200, "the other account serves");
     assert_eq!(bearers(&env.mock, "/a/v1/messages"), vec![BAD, GOOD_A]);
-    let view = account_view(&env, &dead).await;
+    let view = env.view("droid-accounts", &dead).await;
     assert_eq!(view["status"], "error");
     assert_eq!(pool_status(&view), vec![("error".into(), "403".into())]);
     for _ in 0..5 {
@@ -345,7 +337,7 @@ async fn an_emptied_pool_is_out_of_rotation() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(account_view(&env, &dead).await["status"], "active");
+    assert_eq!(env.view("droid-accounts", &dead).await["status"], "active");
     assert_eq!(droid_messages(&env, &key, "z").await.status(), 200);
     // (BAD is still refused, GOOD_B is the one usable key of the preferred account.)
     assert_eq!(bearers(&env.mock, "/a/v1/messages").last().unwrap(), GOOD_B);
@@ -369,7 +361,7 @@ async fn workos_refresh_ahead_of_expiry_and_after_a_401() {
                    "organizationId": "org_01TEST"}),
         )
         .await;
-    let view = account_view(&env, &id).await;
+    let view = env.view("droid-accounts", &id).await;
     assert_eq!(view["hasRefreshToken"], true);
     assert!(!view.to_string().contains(initial), "tokens are masked");
     let key = droid_key(&env).await;
@@ -401,7 +393,7 @@ async fn workos_refresh_ahead_of_expiry_and_after_a_401() {
     let sent = bearers(&mock, "/a/v1/messages");
     assert_eq!(sent.len(), 1);
     assert!(sent[0].starts_with("workos-at-mock-"), "{sent:?}");
-    let view = account_view(&env, &id).await;
+    let view = env.view("droid-accounts", &id).await;
     let exp = view["tokenExpiresAt"].as_i64().unwrap();
     let eight_h = chrono::Utc::now().timestamp_millis() + 8 * 3_600_000;
     assert!((exp - eight_h).abs() < 60_000, "v1's 8-hour default: {exp}");
@@ -533,7 +525,7 @@ async fn device_code_authorisation_makes_an_oauth_account() {
     assert_eq!(droid_messages(&env, &key, "hello").await.status(), 200);
     assert_eq!(bearers(&mock, "/a/v1/messages"), vec![access]);
     assert_eq!(
-        account_view(&env, &id).await["organizationId"],
+        env.view("droid-accounts", &id).await["organizationId"],
         "org_01MOCK"
     );
     env.stop().await;

@@ -39,14 +39,6 @@ async fn account(env: &Env, name: &str, project: Option<&str>, expires_in_ms: i6
     env.create("gemini-accounts", body).await
 }
 
-async fn view(env: &Env, id: &str) -> Value {
-    let (s, v) = env
-        .admin(Method::GET, &format!("/admin/gemini-accounts/{id}"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v["data"].clone()
-}
-
 fn gemini_body(text: &str) -> Value {
     json!({"contents": [{"role": "user", "parts": [{"text": text}]}],
            "generationConfig": {"maxOutputTokens": 64}})
@@ -119,13 +111,7 @@ async fn authorisation_url_code_exchange_and_account() {
     ] {
         assert!(url.contains(part), "{part} missing from {url}");
     }
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let challenge = query_param(&url, "code_challenge");
     let session = v["data"]["sessionId"].as_str().unwrap();
     let (s, bad) = env
         .admin(
@@ -178,7 +164,7 @@ async fn authorisation_url_code_exchange_and_account() {
             json!({"name": "g", "geminiOauth": tokens, "projectId": "proj-1"}),
         )
         .await;
-    let v = view(&env, &id).await;
+    let v = env.view("gemini-accounts", &id).await;
     assert_eq!(v["platform"], "gemini");
     assert_eq!(v["hasRefreshToken"], true);
     assert_eq!(v["projectId"], "proj-1");
@@ -280,7 +266,7 @@ async fn standard_gemini_routes_are_wrapped_for_code_assist_and_unwrapped() {
         (t.input_tokens, t.output_tokens, t.cache_read_tokens),
         (150, 30, 30)
     );
-    assert_eq!(view(&env, &id).await["status"], "active");
+    assert_eq!(env.view("gemini-accounts", &id).await["status"], "active");
 
     // The account test goes the same way.
     let (s, v) = env
@@ -322,7 +308,7 @@ async fn onboarding_finds_the_project_once_and_keeps_it() {
         assert_eq!(body_of(&g)["project"], crs::mock::codeassist::MOCK_PROJECT);
     }
     assert_eq!(
-        view(&env, &id).await["tempProjectId"],
+        env.view("gemini-accounts", &id).await["tempProjectId"],
         crs::mock::codeassist::MOCK_PROJECT
     );
     env.stop().await;
@@ -351,7 +337,7 @@ async fn tokens_refresh_ahead_of_expiry_and_after_a_401() {
     let sent = seen(&env, "/v1internal:generateContent");
     let fresh = sent[0].header("authorization").unwrap().to_owned();
     assert!(fresh.starts_with("Bearer ya29.mock-"), "{fresh}");
-    let v = view(&env, &id).await;
+    let v = env.view("gemini-accounts", &id).await;
     assert_eq!(
         v["hasRefreshToken"], true,
         "Google's refresh kept the old one"
@@ -400,7 +386,7 @@ async fn tokens_refresh_ahead_of_expiry_and_after_a_401() {
 
 async fn eventually_status(env: &Env, id: &str, want: &str) {
     for _ in 0..200 {
-        if view(env, id).await["status"] == want {
+        if env.view("gemini-accounts", id).await["status"] == want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -416,13 +416,7 @@ async fn claude_oauth_flow_and_token_refresh() {
     let url = v["data"]["authUrl"].as_str().unwrap().to_owned();
     assert!(url.starts_with("https://claude.ai/oauth/authorize?code=true&client_id="));
     assert!(url.contains("code_challenge_method=S256"));
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let challenge = query_param(&url, "code_challenge");
     let session = v["data"]["sessionId"].as_str().unwrap();
     // The code as Claude's callback page shows it: code#state.
     let (s, bad) = env
@@ -594,13 +588,7 @@ async fn setup_tokens_and_the_account_test_button() {
         .await;
     let url = v["data"]["authUrl"].as_str().unwrap().to_owned();
     assert!(url.contains("scope=user%3Ainference&"));
-    let challenge = url
-        .split("code_challenge=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let challenge = query_param(&url, "code_challenge");
     let (s, v) = env
         .admin(
             Method::POST,

@@ -17,14 +17,6 @@ fn oauth_account(env: &Env, name: &str, token: &str, scopes: &[&str]) -> Value {
     })
 }
 
-async fn view(env: &Env, path: &str, id: &str) -> Value {
-    let (s, v) = env
-        .admin(Method::GET, &format!("/admin/{path}/{id}"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v["data"].clone()
-}
-
 /// Wait up to `secs` for `f` to hold on the account's view; returns the last view.
 async fn wait_view(
     env: &Env,
@@ -35,7 +27,7 @@ async fn wait_view(
 ) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let v = view(env, path, id).await;
+        let v = env.view(path, id).await;
         if f(&v) || std::time::Instant::now() > deadline {
             return v;
         }
@@ -128,7 +120,7 @@ async fn usage_windows_are_polled_and_reported_in_v1_shape() {
     // Fresh readings are not polled again; the account view carries them too.
     env.admin(Method::GET, "/admin/claude-accounts/usage", None)
         .await;
-    let v = view(&env, "claude-accounts", &id).await;
+    let v = env.view("claude-accounts", &id).await;
     assert_eq!(v["usageWindows"]["fiveHour"]["utilization"], 22.0);
     let count = |env: &Env| {
         env.mock
@@ -262,12 +254,12 @@ async fn an_unauthorized_account_returns_to_rotation_by_itself() {
     assert_eq!(v["testHistory"][0]["trigger"], "recovery");
     relays(&env, &key).await;
     // No more recovery tests once it is back.
-    let n = view(&env, "claude-accounts", &id).await["testHistory"]
+    let n = env.view("claude-accounts", &id).await["testHistory"]
         .as_array()
         .unwrap()
         .len();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let v = view(&env, "claude-accounts", &id).await;
+    let v = env.view("claude-accounts", &id).await;
     assert_eq!(v["testHistory"].as_array().unwrap().len(), n);
     env.stop().await;
 }
@@ -316,7 +308,7 @@ async fn a_refresh_failed_account_refreshes_its_token_and_returns() {
     }
     assert!(refreshes() >= 2, "refreshes are retried");
     assert_eq!(
-        view(&env, "claude-accounts", &id).await["status"],
+        env.view("claude-accounts", &id).await["status"],
         "refresh_failed"
     );
 

@@ -112,6 +112,16 @@ impl Env {
         )
     }
 
+    /// The admin view of the item `id` under `/admin/{path}/` (its `data`; the call must
+    /// succeed).
+    pub async fn view(&self, path: &str, id: &str) -> Value {
+        let (s, v) = self
+            .admin(reqwest::Method::GET, &format!("/admin/{path}/{id}"), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["data"].clone()
+    }
+
     pub async fn create_account(&self, extra: Value) -> String {
         let mut body = json!({
             "name": "console-1",
@@ -270,4 +280,13 @@ pub fn hits(m: &MockUpstream, path: &str) -> usize {
         .iter()
         .filter(|s| s.path == path)
         .count()
+}
+
+/// The value of `name` in a URL's query (as it stands in the URL, not decoded).
+pub fn query_param(url: &str, name: &str) -> String {
+    url.split(&format!("{name}="))
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap_or_else(|| panic!("{name} missing from {url}"))
+        .to_owned()
 }
