@@ -26,7 +26,7 @@ use bytes::Bytes;
 use salvo::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
 
-use super::request::{base_headers, bearer, body, forward};
+use super::request::{base_headers, bearer, body, forward, object_with_model};
 use super::{
     AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, access_token_credential,
 };
@@ -182,16 +182,16 @@ pub fn url(rec: &Account, compact: bool) -> String {
 /// The body to send (see the module comment). Genuine Codex CLI bodies that already say
 /// `"store":false` go as they came.
 fn codex_body(out: &Outgoing, compact: bool, codex_cli: bool) -> Bytes {
-    let plain = body(out);
     if codex_cli
         && !compact
-        && memchr::memmem::find(&plain, b"\"store\":false").is_some()
-        && memchr::memmem::find(&plain, b"\"stream\":true").is_some()
+        && memchr::memmem::find(out.body, b"\"store\":false").is_some()
+        && memchr::memmem::find(out.body, b"\"stream\":true").is_some()
     {
-        return plain;
+        return body(out);
     }
-    let Ok(mut m) = serde_json::from_slice::<Map<String, Value>>(&plain) else {
-        return plain;
+    // Parsed once (the upstream model set in the same pass).
+    let Some(mut m) = object_with_model(out) else {
+        return out.body.clone();
     };
     if compact {
         m.remove("store");
@@ -211,7 +211,9 @@ fn codex_body(out: &Outgoing, compact: bool, codex_cli: bool) -> Bytes {
             m.insert("instructions".into(), Value::String(String::new()));
         }
     }
-    serde_json::to_vec(&m).map(Bytes::from).unwrap_or(plain)
+    serde_json::to_vec(&m)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| body(out))
 }
 
 /// The `response` of a Responses stream's final event, as JSON bytes; None when `body` is not

@@ -10,9 +10,10 @@
 use anyhow::Result;
 use bytes::Bytes;
 use salvo::http::{HeaderValue, header};
-use serde::Deserialize;
 
-use super::request::{ANTHROPIC_FORWARD, OPENAI_FORWARD, base_headers, bearer, body, forward};
+use super::request::{
+    ANTHROPIC_FORWARD, OPENAI_FORWARD, base_headers, bearer, body, forward, object_with_model,
+};
 use super::responses::responses_probe;
 use super::{AccountType, ClientFormat, Credential, Op, Outgoing, Upstream, anthropic, decrypt};
 use crate::crypto::Secrets;
@@ -71,10 +72,15 @@ pub fn provider_for_model(model: &str) -> &'static str {
 /// string `system` is kept as a block after the prompt (v1 replaces it). Bodies that are not
 /// JSON objects go through as they are.
 pub fn shaped_body(raw: Bytes, kind: &str) -> Bytes {
-    use serde_json::{Map, Value, json};
-    let Ok(mut m) = serde_json::from_slice::<Map<String, Value>>(&raw) else {
-        return raw;
-    };
+    match serde_json::from_slice(&raw) {
+        Ok(m) => shaped(m, kind).unwrap_or(raw),
+        Err(_) => raw,
+    }
+}
+
+/// `shaped_body` of a body already parsed (None if it cannot be written back).
+fn shaped(mut m: serde_json::Map<String, serde_json::Value>, kind: &str) -> Option<Bytes> {
+    use serde_json::{Value, json};
     m.shift_remove("metadata");
     match kind {
         "anthropic" => {
@@ -126,20 +132,19 @@ pub fn shaped_body(raw: Bytes, kind: &str) -> Bytes {
     if set("temperature") && set("top_p") {
         m.shift_remove("top_p");
     }
-    serde_json::to_vec(&m).map(Bytes::from).unwrap_or(raw)
+    serde_json::to_vec(&m).ok().map(Bytes::from)
 }
 
-/// The body's `thinking` member, as v1's `_isThinkingRequested` reads it.
+/// Does a raw body ask for thinking?
+#[cfg(test)]
 fn wants_thinking(body: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(default)]
-        thinking: serde_json::Value,
-    }
-    let Ok(p) = serde_json::from_slice::<Peek>(body) else {
-        return false;
-    };
-    match &p.thinking {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .is_ok_and(|m| thinking_requested(m.get("thinking")))
+}
+
+/// A body's `thinking` member asks for thinking (v1's `_isThinkingRequested`).
+fn thinking_requested(thinking: Option<&serde_json::Value>) -> bool {
+    match thinking.unwrap_or(&serde_json::Value::Null) {
         serde_json::Value::Bool(b) => *b,
         serde_json::Value::String(s) => s.trim().eq_ignore_ascii_case("enabled"),
         serde_json::Value::Object(o) => {
@@ -182,6 +187,8 @@ impl AccountType for Droid {
         let Some((kind, path)) = endpoint(out.op) else {
             anyhow::bail!("a Droid account cannot serve this request");
         };
+        // Parsed once: the thinking check and the reshaping both read it.
+        let parsed = object_with_model(out);
         let mut h = base_headers(up, out);
         if up.rec.user_agent.is_empty() {
             h.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -194,7 +201,11 @@ impl AccountType for Droid {
             // Factory reads the bearer token; v1 sends this placeholder in the Anthropic slot.
             h.insert("x-api-key", HeaderValue::from_static("placeholder"));
             h.insert("x-api-provider", HeaderValue::from_static("anthropic"));
-            if !out.headers.contains_key("anthropic-beta") && wants_thinking(out.body) {
+            if !out.headers.contains_key("anthropic-beta")
+                && parsed
+                    .as_ref()
+                    .is_some_and(|m| thinking_requested(m.get("thinking")))
+            {
                 h.insert("anthropic-beta", HeaderValue::from_static(THINKING_BETA));
             }
             ANTHROPIC_FORWARD
@@ -223,7 +234,10 @@ impl AccountType for Droid {
             .client
             .post(format!("{base}{path}"))
             .headers(h)
-            .body(shaped_body(body(out), kind)))
+            .body(match parsed {
+                Some(m) => shaped(m, kind).unwrap_or_else(|| body(out)),
+                None => out.body.clone(),
+            }))
     }
 
     fn upstream_format(&self, op: Op) -> Option<ClientFormat> {

@@ -104,6 +104,20 @@ pub fn body(out: &Outgoing) -> Bytes {
     with_model(out.body, out.model, out.upstream_model)
 }
 
+/// The body as a JSON object with the upstream model name in it, parsed once for an account
+/// type that reshapes it further; None when it is not a JSON object. (`body` serialised.)
+pub fn object_with_model(out: &Outgoing) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut m =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(out.body).ok()?;
+    if out.model != out.upstream_model && m.contains_key("model") {
+        m.insert(
+            "model".into(),
+            serde_json::Value::String(out.upstream_model.to_owned()),
+        );
+    }
+    Some(m)
+}
+
 pub fn bearer(v: &str) -> anyhow::Result<HeaderValue> {
     HeaderValue::from_str(&format!("Bearer {v}"))
         .map_err(|_| anyhow::anyhow!("the credential is not a valid header value"))
