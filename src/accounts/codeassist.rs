@@ -55,12 +55,17 @@ pub async fn ensure_project(
         .map(Some)
 }
 
-async fn discover(accounts: &Accounts, acc: &AccountRt, token: &Secret) -> Result<String> {
-    let base = if acc.rec.api_url.is_empty() {
-        accounts.oauth.code_assist_url.as_str()
+/// Where a Gemini OAuth account's Code Assist calls go: its own URL, else the deployment's.
+pub fn base<'a>(accounts: &'a Accounts, rec: &'a crate::model::Account) -> &'a str {
+    if rec.api_url.is_empty() {
+        &accounts.oauth.code_assist_url
     } else {
-        acc.rec.api_url.as_str()
-    };
+        &rec.api_url
+    }
+}
+
+async fn discover(accounts: &Accounts, acc: &AccountRt, token: &Secret) -> Result<String> {
+    let base = base(accounts, &acc.rec);
     let call = |method: Method, body: Value| {
         let url = codeassist::url(base, method);
         let rb = acc

@@ -47,7 +47,13 @@ impl Sticky {
             m.retain(|_, (_, until)| *until > now);
         }
         if m.len() < STICKY_SWEEP_AT * 2 {
-            m.insert(session.to_owned(), (key.to_owned(), now + STICKY_MS));
+            // A session that keeps its key (the usual case) only moves its expiry.
+            match m.get_mut(session) {
+                Some((k, until)) if k == key => *until = now + STICKY_MS,
+                _ => {
+                    m.insert(session.to_owned(), (key.to_owned(), now + STICKY_MS));
+                }
+            }
         }
     }
 
@@ -57,9 +63,12 @@ impl Sticky {
 
     fn used(&self, key: &str, now: i64) {
         let mut m = self.1.lock();
-        let e = m.entry(key.to_owned()).or_default();
-        e.0 += 1;
-        e.1 = now;
+        match m.get_mut(key) {
+            Some(e) => *e = (e.0 + 1, now),
+            None => {
+                m.insert(key.to_owned(), (1, now));
+            }
+        }
     }
 
     /// Requests `key` took since the start, and when it was last used (unix ms).

@@ -247,8 +247,8 @@ pub async fn upstream_request_keyed(
         client: &acc.client,
         token: token.as_ref(),
         identity: identity.as_deref(),
-        endpoint: if acc.rec.platform == Platform::Gemini {
-            &accounts.oauth.code_assist_url
+        endpoint: if rec.platform == Platform::Gemini {
+            codeassist::base(accounts, rec)
         } else {
             ""
         },

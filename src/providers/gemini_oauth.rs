@@ -31,11 +31,7 @@ impl AccountType for GeminiOAuth {
         let token = up.token.context("no OAuth access token")?;
         let mut h = base_headers(up, out);
         h.insert(header::AUTHORIZATION, bearer(&token.0)?);
-        let base = if up.rec.api_url.is_empty() {
-            up.endpoint
-        } else {
-            up.rec.api_url.as_str()
-        };
+        let base = up.endpoint;
         let (method, payload) = match out.op {
             Op::Gemini { method, .. } => {
                 let m = Method::of_gemini(method);

@@ -135,8 +135,9 @@ pub struct Upstream<'a> {
     pub token: Option<&'a Secret>,
     /// The account's one client identity (user agent, `x-stainless-*`), when it keeps one.
     pub identity: Option<&'a [ClientHeader]>,
-    /// The deployment's endpoint for the account type, used when the account names no URL of
-    /// its own (Code Assist for Gemini OAuth accounts); empty for the others.
+    /// Where the account's calls go when the account type does not take it from the record:
+    /// Code Assist for Gemini OAuth accounts (`accounts::codeassist::base`); empty for the
+    /// others.
     pub endpoint: &'a str,
 }
 
