@@ -111,31 +111,45 @@ fn tool_result_text(b: &Value) -> String {
     }
 }
 
-/// An `image` or `document` block's source as (media type, data URL or URL).
-fn source_url(b: &Value) -> Result<(String, String), Invalid> {
+/// Where an `image` or `document` block's bytes are.
+enum Source<'a> {
+    Base64 { media: &'a str, data: &'a str },
+    Url { media: &'a str, url: &'a str },
+}
+
+impl Source<'_> {
+    /// The source as one URL (base64 data as a `data:` URL).
+    fn url(&self) -> String {
+        match self {
+            Source::Base64 { media, data } => format!("data:{media};base64,{data}"),
+            Source::Url { url, .. } => (*url).to_owned(),
+        }
+    }
+}
+
+/// An `image` or `document` block's source, borrowed from the block.
+fn source_of(b: &Value) -> Result<Source<'_>, Invalid> {
     let s = b
         .get("source")
         .ok_or_else(|| Invalid("an image block needs a source".into()))?;
     let media = s
         .get("media_type")
         .and_then(Value::as_str)
-        .unwrap_or("application/octet-stream")
-        .to_owned();
+        .unwrap_or("application/octet-stream");
     match s.get("type").and_then(Value::as_str) {
         Some("base64") => {
             let data = s
                 .get("data")
                 .and_then(Value::as_str)
                 .ok_or_else(|| Invalid("a base64 source needs data".into()))?;
-            let url = format!("data:{media};base64,{data}");
-            Ok((media, url))
+            Ok(Source::Base64 { media, data })
         }
         Some("url") => {
             let url = s
                 .get("url")
                 .and_then(Value::as_str)
                 .ok_or_else(|| Invalid("a url source needs a url".into()))?;
-            Ok((media, url.to_owned()))
+            Ok(Source::Url { media, url })
         }
         _ => Err(Invalid(
             "only base64 and url sources are supported on this account".into(),
@@ -240,11 +254,11 @@ pub fn responses_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                     }
                 }
                 Some("image") if role == "user" => {
-                    let (_, url) = source_url(b)?;
+                    let url = source_of(b)?.url();
                     parts.push(json!({"type": "input_image", "image_url": url}));
                 }
                 Some("document") if role == "user" => {
-                    let (_, url) = source_url(b)?;
+                    let url = source_of(b)?.url();
                     let name = b.get("title").and_then(Value::as_str).unwrap_or("document");
                     parts.push(json!({"type": "input_file", "filename": name, "file_data": url}));
                 }
@@ -381,13 +395,18 @@ pub fn gemini_request(body: &[u8]) -> Result<(Vec<u8>, Msgs), Invalid> {
                     }
                 }
                 Some("image" | "document") => {
-                    let (media, url) = source_url(b)?;
-                    match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
-                        Some((_, data)) => {
+                    match source_of(b)? {
+                        Source::Base64 { media, data } => {
                             parts.push(json!({"inlineData": {"mimeType": media, "data": data}}))
                         }
-                        None => {
-                            parts.push(json!({"fileData": {"mimeType": media, "fileUri": url}}))
+                        // A URL that is itself a data URL carries its bytes inline.
+                        Source::Url { media, url } => {
+                            match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
+                                Some((_, data)) => parts
+                                    .push(json!({"inlineData": {"mimeType": media, "data": data}})),
+                                None => parts
+                                    .push(json!({"fileData": {"mimeType": media, "fileUri": url}})),
+                            }
                         }
                     }
                 }
