@@ -120,13 +120,7 @@ impl Handler for CodeAssist {
         if !check_and_record(state, req, &body, res, gemini_error) {
             return;
         }
-        let bearer = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .to_owned();
+        let bearer = super::bearer(req).unwrap_or("").to_owned();
         if bearer.is_empty() {
             return gemini_error(
                 res,

@@ -144,12 +144,7 @@ impl Handler for Backend {
     ) {
         let state = &self.0;
         let (body, rid) = super::body_and_id(state, req, res).await;
-        let bearer = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.starts_with("Bearer "));
-        if !bearer {
+        if super::bearer(req).is_none() {
             return openai_error(res, 401, "Missing bearer authentication in header");
         }
         if !check_and_record(state, req, &body, res, openai_error) {

@@ -283,17 +283,21 @@ pub(crate) fn request_id(state: &MockState) -> String {
     )
 }
 
+/// The token of a request's `authorization: Bearer` header.
+pub(crate) fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+}
+
 /// The upstream credential a request carries: an API key header, `?key=`, or a bearer token.
 /// Factory's gateway (`/a/...`, `/o/...`) reads the bearer token; the `x-api-key` Droid
 /// clients send there is a placeholder.
 pub(crate) fn credential(req: &Request) -> &str {
     let path = req.uri().path();
     if (path.starts_with("/a/") || path.starts_with("/o/"))
-        && let Some(t) = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|a| a.strip_prefix("Bearer "))
+        && let Some(t) = bearer(req)
     {
         return t;
     }
@@ -307,12 +311,7 @@ pub(crate) fn credential(req: &Request) -> &str {
         .or_else(|| req.headers().get("x-goog-api-key"))
         .and_then(|v| v.to_str().ok())
         .or(query_key)
-        .or_else(|| {
-            req.headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|a| a.strip_prefix("Bearer "))
-        })
+        .or_else(|| bearer(req))
         .unwrap_or("")
 }
 

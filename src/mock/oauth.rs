@@ -52,13 +52,7 @@ impl Handler for Usage {
         _c: &mut FlowCtrl,
     ) {
         let state = &self.0;
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .to_owned();
+        let token = super::bearer(req).unwrap_or("").to_owned();
         if !check_and_record(state, req, &bytes::Bytes::new(), res, anthropic_error) {
             return;
         }

@@ -25,28 +25,6 @@ async fn create_bedrock(env: &Env, access_key_id: &str, secret: &str, extra: Val
     v["data"]["id"].as_str().unwrap().to_owned()
 }
 
-/// (event name, data) of each SSE event.
-fn sse_events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = Value::Null;
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(d)
-                        .unwrap_or_else(|err| panic!("bad data {d:?}: {err}"));
-                } else {
-                    panic!("unexpected SSE line {line:?}");
-                }
-            }
-            (name, data)
-        })
-        .collect()
-}
-
 fn assert_usage_matches_served(u: &Value, env: &Env) {
     let served = env.mock.state.served_total();
     let t = &u["usage"]["total"];

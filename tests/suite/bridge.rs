@@ -5,25 +5,6 @@
 use crate::common::*;
 use serde_json::{Value, json};
 
-/// The events of an Anthropic SSE body: (name, data).
-fn sse_events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = Value::Null;
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(d).unwrap();
-                }
-            }
-            (name, data)
-        })
-        .collect()
-}
-
 fn with_tool(mut body: Value) -> Value {
     body["system"] = json!([{"type": "text", "text": "You are terse."}]);
     body["tools"] = json!([{"name": "weather", "description": "The weather now",

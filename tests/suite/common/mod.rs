@@ -290,3 +290,25 @@ pub fn query_param(url: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} missing from {url}"))
         .to_owned()
 }
+
+/// (event name, data) of each SSE event of a stream (any other line is a failure).
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d)
+                        .unwrap_or_else(|err| panic!("bad data {d:?}: {err}"));
+                } else {
+                    panic!("unexpected SSE line {line:?}");
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
