@@ -180,13 +180,13 @@ pub async fn run(st: Arc<AppState>, mut call: Call, res: &mut Response) {
     {
         tracing::debug!(key_id = %call.adm.key.rec.id, "1M-context beta removed: the key does not allow it");
     }
-    let work = tokio::spawn(async move {
+    let work = Finish::new(async move {
         let mut out = Response::new();
         serve(st, call, &mut out).await;
         out
     });
     match work.await {
-        Ok(mut out) => {
+        Some(mut out) => {
             if let Some(status) = out.status_code {
                 res.status_code(status);
             }
@@ -200,8 +200,8 @@ pub async fn run(st: Arc<AppState>, mut call: Call, res: &mut Response) {
             }
             res.replace_body(out.take_body());
         }
-        Err(e) => {
-            tracing::error!(error = %e, "relay task failed");
+        None => {
+            tracing::error!("the relay work panicked");
             write_error(
                 res,
                 format,
@@ -209,6 +209,62 @@ pub async fn run(st: Arc<AppState>, mut call: Call, res: &mut Response) {
                 "api_error",
                 "The relay failed while serving this request",
             );
+        }
+    }
+}
+
+/// Runs the relay work in the client's own task (no task and wake-up of its own a request),
+/// and finishes it on a task of its own when the client's task drops it early (the client hung
+/// up): whatever an upstream was asked is still read, billed and released. A panic in the work
+/// is caught and reported as `None`.
+struct Finish<T: Send + 'static> {
+    work: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: Send + 'static> Finish<T> {
+    fn new(work: impl Future<Output = T> + Send + 'static) -> Self {
+        Finish {
+            work: Some(Box::pin(work)),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Finish<T> {
+    type Output = Option<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        use std::task::Poll;
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // The work is dropped after a panic, never polled again.
+        match catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => {
+                self.work = None;
+                Poll::Ready(Some(out))
+            }
+            Err(_) => {
+                self.work = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Finish<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            // A panic there ends only that task (the runtime catches it).
+            rt.spawn(async move {
+                work.await;
+            });
         }
     }
 }
@@ -803,5 +859,47 @@ pub fn copy_response_headers(from: &reqwest::header::HeaderMap, res: &mut Respon
         {
             res.headers_mut().append(name.clone(), value.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Finish;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn finish_runs_in_place_and_hands_back_the_result() {
+        assert_eq!(Finish::new(async { 7 }).await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn finish_completes_work_its_caller_dropped() {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u32>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let work = Finish::new(async move {
+            let _ = started_tx.send(());
+            let _ = go_rx.await;
+            let _ = done_tx.send(42);
+        });
+        // The caller polls the work until it waits, then goes away (a client hanging up).
+        let caller = tokio::spawn(work);
+        started_rx.await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        go_tx.send(()).unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
+        assert_eq!(done.unwrap().unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn finish_reports_a_panic_as_none() {
+        let work = Finish::new(async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            1
+        });
+        assert_eq!(work.await, None);
     }
 }
