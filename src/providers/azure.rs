@@ -17,7 +17,7 @@ impl AccountType for Azure {
         forward(&mut h, out.headers, OPENAI_FORWARD);
         h.insert("api-key", HeaderValue::from_str(&up.credential.secret.0)?);
         let url = openai::azure_url(up.rec, out.op, out.upstream_model)?;
-        Ok(up.client.post(url).headers(h).body(body(out)))
+        super::request::post(up.client, &url, h, body(out))
     }
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {

@@ -279,11 +279,12 @@ impl AccountType for ChatGpt {
                 "text/event-stream"
             }),
         );
-        Ok(up
-            .client
-            .post(url(up.rec, compact))
-            .headers(h)
-            .body(codex_body(out, compact, codex_cli)))
+        super::request::post(
+            up.client,
+            &url(up.rec, compact),
+            h,
+            codex_body(out, compact, codex_cli),
+        )
     }
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {

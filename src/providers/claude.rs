@@ -250,11 +250,7 @@ impl AccountType for Claude {
             adapt.other_client,
         );
         h.insert("anthropic-beta", HeaderValue::from_str(&beta)?);
-        Ok(up
-            .client
-            .post(url)
-            .headers(h)
-            .body(adapted_body(rec, out, &adapt)))
+        super::request::post(up.client, &url, h, adapted_body(rec, out, &adapt))
     }
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {

@@ -21,7 +21,7 @@ pub fn build_with_key(up: &Upstream, out: &Outgoing) -> Result<reqwest::RequestB
     } else {
         h.insert(header::AUTHORIZATION, bearer(key)?);
     }
-    Ok(up.client.post(url).headers(h).body(body(out)))
+    super::request::post(up.client, &url, h, body(out))
 }
 
 impl AccountType for Console {

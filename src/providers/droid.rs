@@ -230,14 +230,15 @@ impl AccountType for Droid {
         } else {
             up.rec.api_url.trim_end_matches('/')
         };
-        Ok(up
-            .client
-            .post(format!("{base}{path}"))
-            .headers(h)
-            .body(match parsed {
+        super::request::post(
+            up.client,
+            &format!("{base}{path}"),
+            h,
+            match parsed {
                 Some(m) => shaped(m, kind).unwrap_or_else(|| body(out)),
                 None => out.body.clone(),
-            }))
+            },
+        )
     }
 
     fn upstream_format(&self, op: Op) -> Option<ClientFormat> {

@@ -21,7 +21,7 @@ impl AccountType for GeminiApi {
             anyhow::bail!("a Gemini account cannot serve this request");
         };
         let url = gemini::url(&up.rec.api_url, v1, out.upstream_model, method);
-        Ok(up.client.post(url).headers(h).body(out.body.clone()))
+        super::request::post(up.client, &url, h, out.body.clone())
     }
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {

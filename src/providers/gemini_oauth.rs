@@ -61,11 +61,7 @@ impl AccountType for GeminiOAuth {
             }
             _ => bail!("a Gemini OAuth account cannot serve this request"),
         };
-        Ok(up
-            .client
-            .post(codeassist::url(base, method))
-            .headers(h)
-            .body(payload))
+        super::request::post(up.client, &codeassist::url(base, method), h, payload)
     }
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {

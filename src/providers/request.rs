@@ -79,6 +79,61 @@ pub fn base_headers(up: &Upstream, out: &Outgoing) -> HeaderMap {
     h
 }
 
+/// A POST to `url` with exactly `headers` (moved in, not copied) and `body`. The URL's part
+/// before the query is parsed once and kept (`parsed_url`): an upstream URL is one of a few
+/// per account, and parsing one (with its IDNA host check) was a visible share of a request.
+pub fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    let mut req = reqwest::Request::new(reqwest::Method::POST, parsed_url(url)?);
+    *req.headers_mut() = headers;
+    *req.body_mut() = Some(body.into());
+    Ok(reqwest::RequestBuilder::from_parts(client.clone(), req))
+}
+
+/// `url` parsed, its part before `?` from a small process-wide cache.
+pub fn parsed_url(url: &str) -> anyhow::Result<reqwest::Url> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    /// Bases kept; past this the cache starts over (a Gemini URL carries the model name).
+    const MAX: usize = 256;
+    static CACHE: LazyLock<RwLock<HashMap<Box<str>, reqwest::Url>>> =
+        LazyLock::new(Default::default);
+    if url.contains('#') {
+        return reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("the upstream URL is not valid: {e}"));
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let cached = CACHE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(base)
+        .cloned();
+    let mut parsed = match cached {
+        Some(u) => u,
+        None => {
+            let u = reqwest::Url::parse(base)
+                .map_err(|e| anyhow::anyhow!("the upstream URL is not valid: {e}"))?;
+            let mut cache = CACHE.write().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= MAX {
+                cache.clear();
+            }
+            cache.insert(base.into(), u.clone());
+            u
+        }
+    };
+    if query.is_some() {
+        parsed.set_query(query);
+    }
+    Ok(parsed)
+}
+
 /// Replace the body's model when the account maps it to another name. Only then is the body
 /// re-serialised; otherwise the client's bytes go upstream as they came.
 pub fn with_model(body: &Bytes, requested: &str, upstream: &str) -> Bytes {
@@ -149,6 +204,36 @@ pub fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_urls_match_a_full_parse() {
+        for url in [
+            "https://api.anthropic.com/v1/messages",
+            "https://api.anthropic.com/v1/messages?beta=true",
+            "https://api.anthropic.com/v1/messages?beta=true&x=a b",
+            "https://api.anthropic.com/v1/messages?",
+            "https://api.anthropic.com/v1/messages?q=1#frag",
+            "https://h.example/p#frag?q=1",
+            "http://127.0.0.1:8080/v1/models/gemini%2F:generateContent?alt=sse",
+        ] {
+            // Twice: the second comes from the cache.
+            for _ in 0..2 {
+                assert_eq!(
+                    parsed_url(url).unwrap(),
+                    reqwest::Url::parse(url).unwrap(),
+                    "{url}"
+                );
+            }
+        }
+        // The query of one request does not stay on the cached base.
+        parsed_url("https://q.example/v1?a=1").unwrap();
+        assert_eq!(
+            parsed_url("https://q.example/v1").unwrap().as_str(),
+            "https://q.example/v1"
+        );
+        let err = parsed_url("not a url").unwrap_err().to_string();
+        assert!(err.contains("not valid"), "{err}");
+    }
 
     #[test]
     fn segments_cannot_escape() {

@@ -28,7 +28,7 @@ impl AccountType for Responses {
             Op::ChatCompletions => openai::chat_url(&up.rec.api_url),
             _ => anyhow::bail!("an OpenAI account cannot serve this request"),
         };
-        Ok(up.client.post(url).headers(h).body(body(out)))
+        super::request::post(up.client, &url, h, body(out))
     }
 
     fn upstream_format(&self, _op: Op) -> Option<ClientFormat> {
