@@ -32,47 +32,51 @@ pub fn valid_name(name: &str) -> bool {
 /// (`claude-opus-4-1 [1m]` is `claude-opus-4-1`, not `claude-opus-4-1 `). Each repeat that
 /// changes the name shortens it, so this ends.
 pub fn normalize(model: &str) -> String {
-    let mut m = normalize_once(model);
+    // Lower case once; every cut below takes a part of the name, so it works on slices and
+    // allocates nothing more (this runs a few times a request).
+    let lower = model.to_ascii_lowercase();
+    let mut m = lower.as_str();
     loop {
-        let again = normalize_once(&m);
-        if again == m {
-            return m;
+        let again = cut_once(m);
+        // A cut that changes the name shortens it.
+        if again.len() == m.len() {
+            return again.to_owned();
         }
         m = again;
     }
 }
 
-fn normalize_once(model: &str) -> String {
-    let mut m = model.trim().to_ascii_lowercase();
+fn cut_once(model: &str) -> &str {
+    let mut m = model.trim();
     // Context tags such as "[1m]".
     if let Some(i) = m.find('[') {
-        m.truncate(i);
+        m = &m[..i];
     }
     // Provider prefixes with a slash: anthropic/, openai/, bedrock/, models/, vertex_ai/ ...
     if let Some(i) = m.rfind('/') {
-        m = m[i + 1..].to_owned();
+        m = &m[i + 1..];
     }
     // Bedrock ids: [region.]anthropic.<model>-v1:0
     if let Some(i) = m.find("anthropic.") {
-        m = m[i + "anthropic.".len()..].to_owned();
+        m = &m[i + "anthropic.".len()..];
     }
     // Vertex "@date" and Bedrock ":0" revisions.
     if let Some(i) = m.find('@') {
-        m.truncate(i);
+        m = &m[..i];
     }
     if let Some(i) = m.find(':') {
-        m.truncate(i);
+        m = &m[..i];
     }
     // -v1, -v2 version suffixes (Bedrock).
     if let Some(i) = m.rfind("-v")
         && m[i + 2..].chars().all(|c| c.is_ascii_digit())
         && i + 2 < m.len()
     {
-        m.truncate(i);
+        m = &m[..i];
     }
     // Date suffixes: -20250929, -2024-08-06, -latest.
     if let Some(rest) = m.strip_suffix("-latest") {
-        m = rest.to_owned();
+        m = rest;
     }
     // Byte checks only: the name may hold any UTF-8 (normalise is total), and every cut below
     // is at an ASCII '-', so a char boundary.
@@ -80,7 +84,7 @@ fn normalize_once(model: &str) -> String {
     let digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
     let n = bytes.len();
     if n > 9 && bytes[n - 9] == b'-' && digits(&bytes[n - 8..]) {
-        m.truncate(n - 9);
+        m = &m[..n - 9];
     } else if n > 11 {
         let b = &bytes[n - 11..];
         if b[0] == b'-'
@@ -90,7 +94,7 @@ fn normalize_once(model: &str) -> String {
             && digits(&b[6..8])
             && digits(&b[9..])
         {
-            m.truncate(m.len() - 11);
+            m = &m[..n - 11];
         }
     }
     m
