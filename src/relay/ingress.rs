@@ -105,6 +105,7 @@ pub fn peek(
     format: ClientFormat,
     res: &mut Response,
     model_required: bool,
+    header_session: Option<String>,
 ) -> Option<Peek> {
     // Only an object: serde would also read a struct from a JSON array of its fields.
     let parsed = if body.trim_ascii_start().starts_with(b"{") {
@@ -136,27 +137,29 @@ pub fn peek(
         );
         return None;
     }
-    let session = p
-        .metadata
-        .as_ref()
-        .and_then(|m| m.user_id.as_deref())
-        .and_then(session_from_user_id)
-        .or_else(|| {
-            p.prompt_cache_key
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| format!("pck:{s}"))
-        })
-        .or_else(|| {
-            // The start of the conversation identifies it: system prompt, else first message.
-            let src = p
-                .system
-                .map(|s| s.get())
-                .or_else(|| p.messages.and_then(first_element))
-                .or_else(|| p.contents.and_then(first_element))
-                .or_else(|| p.input.map(|i| first_element(i).unwrap_or(i.get())))?;
-            Some(format!("h:{}", short_hash(src.as_bytes())))
-        });
+    // A session the headers name wins: nothing of the body is hashed for it then.
+    let session = header_session.or_else(|| {
+        p.metadata
+            .as_ref()
+            .and_then(|m| m.user_id.as_deref())
+            .and_then(session_from_user_id)
+            .or_else(|| {
+                p.prompt_cache_key
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("pck:{s}"))
+            })
+            .or_else(|| {
+                // The start of the conversation identifies it: system prompt, else first message.
+                let src = p
+                    .system
+                    .map(|s| s.get())
+                    .or_else(|| p.messages.and_then(first_element))
+                    .or_else(|| p.contents.and_then(first_element))
+                    .or_else(|| p.input.map(|i| first_element(i).unwrap_or(i.get())))?;
+                Some(format!("h:{}", short_hash(src.as_bytes())))
+            })
+    });
     Some(Peek {
         model,
         stream: p.stream.unwrap_or(false),
@@ -287,7 +290,7 @@ pub async fn ingress(
             return None;
         }
     };
-    let mut pk = peek(&body, format, res, model.is_none())?;
+    let mut pk = peek(&body, format, res, model.is_none(), header_session(req))?;
     if let Some(m) = model {
         pk.model = m;
     }
@@ -303,9 +306,6 @@ pub async fn ingress(
             ),
         );
         return None;
-    }
-    if let Some(s) = header_session(req) {
-        pk.session = Some(s);
     }
     pk.session = pk.session.map(bounded_session);
     let ask = AskModel {
@@ -400,15 +400,17 @@ mod tests {
             ClientFormat::Anthropic,
             &mut res,
             true,
+            None,
         )
         .unwrap();
-        let q = peek(br#"{"model":"m","system":"You are X","messages":[{"role":"user","content":"b"},{"role":"user","content":"c"}]}"#, ClientFormat::Anthropic, &mut res, true).unwrap();
+        let q = peek(br#"{"model":"m","system":"You are X","messages":[{"role":"user","content":"b"},{"role":"user","content":"c"}]}"#, ClientFormat::Anthropic, &mut res, true, None).unwrap();
         assert_eq!(p.session, q.session, "same system prompt: same session");
         let r = peek(
             br#"{"model":"m","messages":[{"role":"user","content":"a"}],"stream":true}"#,
             ClientFormat::Anthropic,
             &mut res,
             true,
+            None,
         )
         .unwrap();
         assert!(r.stream);
@@ -418,17 +420,38 @@ mod tests {
             ClientFormat::OpenAI,
             &mut res,
             true,
+            None,
         )
         .unwrap();
         assert_eq!(s.session.as_deref(), Some("pck:conv-1"));
+        // A session the headers name wins over every body source.
+        let h = peek(
+            br#"{"model":"m","metadata":{"user_id":"user_x_account_y_session_abc"},"system":"You are X"}"#,
+            ClientFormat::Anthropic,
+            &mut res,
+            true,
+            Some("hdr:conv-9".into()),
+        )
+        .unwrap();
+        assert_eq!(h.session.as_deref(), Some("hdr:conv-9"));
         // An array of the fields in order is not an object.
-        assert!(peek(br#" ["m", true]"#, ClientFormat::Anthropic, &mut res, true).is_none());
+        assert!(
+            peek(
+                br#" ["m", true]"#,
+                ClientFormat::Anthropic,
+                &mut res,
+                true,
+                None
+            )
+            .is_none()
+        );
         assert!(
             peek(
                 br#"{"max_tokens":1}"#,
                 ClientFormat::Anthropic,
                 &mut res,
-                true
+                true,
+                None,
             )
             .is_none()
         );
@@ -487,7 +510,13 @@ mod tests {
 
         fn run(bytes: &[u8], model_required: bool) -> Option<Peek> {
             let mut res = Response::new();
-            let p = peek(bytes, ClientFormat::Anthropic, &mut res, model_required);
+            let p = peek(
+                bytes,
+                ClientFormat::Anthropic,
+                &mut res,
+                model_required,
+                None,
+            );
             if p.is_none() {
                 assert_eq!(res.status_code, Some(StatusCode::BAD_REQUEST));
             }
