@@ -677,15 +677,19 @@ impl Store {
             }
             for key_id in touched {
                 let prefix = format!("{key_id}|");
+                // Newest first: only what lies past the cap is copied out, to be removed.
                 let mut stale = Vec::new();
-                for row in per_key.range(prefix.as_str()..)? {
+                for (n, row) in per_key.range(prefix.as_str()..)?.enumerate() {
                     let (k, _) = row?;
-                    if !k.value().starts_with(&prefix) {
+                    let k = k.value();
+                    if !k.starts_with(&prefix) {
                         break;
                     }
-                    stale.push(k.value().to_owned());
+                    if n >= per_key_cap {
+                        stale.push(k.to_owned());
+                    }
                 }
-                for k in stale.iter().skip(per_key_cap) {
+                for k in &stale {
                     per_key.remove(k.as_str())?;
                 }
             }
