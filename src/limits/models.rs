@@ -46,6 +46,12 @@ pub fn normalize(model: &str) -> String {
     }
 }
 
+/// The first `needle` in `s`: a plain scan, cheaper than `str::find`'s searcher for names
+/// this short.
+fn find(s: &str, needle: &[u8]) -> Option<usize> {
+    s.as_bytes().windows(needle.len()).position(|w| w == needle)
+}
+
 fn cut_once(model: &str) -> &str {
     let mut m = model.trim();
     // Context tags such as "[1m]".
@@ -57,7 +63,7 @@ fn cut_once(model: &str) -> &str {
         m = &m[i + 1..];
     }
     // Bedrock ids: [region.]anthropic.<model>-v1:0
-    if let Some(i) = m.find("anthropic.") {
+    if let Some(i) = find(m, b"anthropic.") {
         m = &m[i + "anthropic.".len()..];
     }
     // Vertex "@date" and Bedrock ":0" revisions.
@@ -68,7 +74,7 @@ fn cut_once(model: &str) -> &str {
         m = &m[..i];
     }
     // -v1, -v2 version suffixes (Bedrock).
-    if let Some(i) = m.rfind("-v")
+    if let Some(i) = m.as_bytes().windows(2).rposition(|w| w == b"-v")
         && m[i + 2..].chars().all(|c| c.is_ascii_digit())
         && i + 2 < m.len()
     {
