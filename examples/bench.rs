@@ -73,12 +73,40 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// How long the full run waits after its last stream before the settled memory reading:
+/// twice crs's default upstream idle time, and a little.
+const SETTLE_SECS: u64 = 65;
+
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The anonymous part of the RSS (the heap, stacks): the rest is the binary's own pages,
+/// which the kernel can drop and read back at any time.
+fn anon_kib(pid: u32) -> u64 {
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Anonymous:")
+}
+
+/// User and system CPU time of `pid` in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses: utime and stime are the
+            // 12th and 13th of them.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn proc_kib(file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
@@ -476,7 +504,7 @@ async fn main() -> anyhow::Result<()> {
         ],
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_idle = rss_kib(pid);
+    let (rss_idle, anon_idle) = (rss_kib(pid), anon_kib(pid));
 
     // `--soak SECS [C] [WATCH] [--sse]`: only load crs at concurrency C (32) for SECS, print the rate and the
     // RSS every second for WATCH s (20) after (for profiling).
@@ -492,7 +520,16 @@ async fn main() -> anyhow::Result<()> {
         } else {
             body(false, "")
         };
+        let cpu0 = cpu_ticks(pid);
         let r = load(&relay, c, b, None, Duration::from_secs(secs)).await;
+        // CPU time crs spent per request (user and system), steadier than rates on a shared
+        // machine.
+        let ticks = cpu_ticks(pid).saturating_sub(cpu0);
+        println!(
+            "crs CPU {:.1} us a request ({} requests)",
+            ticks as f64 * 10_000.0 / r.requests.max(1) as f64,
+            r.requests
+        );
         for _ in 0..watch {
             println!("RSS {:.1} MiB", mib(rss_kib(pid)));
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -519,6 +556,17 @@ async fn main() -> anyhow::Result<()> {
             println!("RSS {:.1} MiB", mib(kib));
         }
         println!("{} completed, {} errors", r.requests, r.errors);
+        // `--watch W`: then RSS every second for W s (idle connections expiring).
+        let watch: u64 = args
+            .iter()
+            .position(|a| a == "--watch")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        for s in 1..=watch {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!("{s} s after: RSS {:.1} MiB", mib(rss_kib(pid)));
+        }
         return Ok(());
     }
 
@@ -605,7 +653,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // Settled: the load is over and the server has had a few seconds to give memory back.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let rss_after_load = rss_kib(pid);
+    let (rss_after_load, anon_after_load) = (rss_kib(pid), anon_kib(pid));
 
     // Streaming: 200 events per response, at concurrency 32; time to first byte at 1.
     let sb = body(true, "mock:chunks=200");
@@ -654,36 +702,43 @@ async fn main() -> anyhow::Result<()> {
         let (rss, r) = slow_streams(&relay, pid, many, 8).await?;
         (rss[7], Some(r))
     };
-    // Once the load is over and idle upstream connections have expired (`upstream_idle`, 30 s):
-    // memory back at its baseline.
-    let rss_settled = if o.quick {
-        0
+    // Once the load is over and idle upstream connections have expired: the pool drops a
+    // connection idle for `upstream_idle` (30 s) at its next check, and checks once per idle
+    // time, so they are gone 30 to 60 s after the last use.
+    let (rss_settled, anon_settled) = if o.quick {
+        (0, 0)
     } else {
-        tokio::time::sleep(Duration::from_secs(35)).await;
-        rss_kib(pid)
+        tokio::time::sleep(Duration::from_secs(SETTLE_SECS)).await;
+        (rss_kib(pid), anon_kib(pid))
     };
     println!();
-    println!("| crs memory (RSS) | MiB |");
-    println!("|---|---:|");
-    println!("| idle, after start-up | {:.1} |", mib(rss_idle));
+    println!("| crs memory (RSS) | MiB | of which heap (anonymous) |");
+    println!("|---|---:|---:|");
     println!(
-        "| after the load above (6 s later) | {:.1} |",
-        mib(rss_after_load)
+        "| idle, after start-up | {:.1} | {:.1} |",
+        mib(rss_idle),
+        mib(anon_idle)
     );
     println!(
-        "| during 1,000 concurrent slow streams | {:.1} |",
+        "| after the load above (6 s later) | {:.1} | {:.1} |",
+        mib(rss_after_load),
+        mib(anon_after_load)
+    );
+    println!(
+        "| during 1,000 concurrent slow streams | {:.1} | |",
         mib(rss_streams)
     );
     if s10k.is_some() {
         println!(
-            "| during {many} concurrent slow streams | {:.1} |",
+            "| during {many} concurrent slow streams | {:.1} | |",
             mib(rss_10k)
         );
     }
     if !o.quick {
         println!(
-            "| after all of it, idle upstream connections expired (35 s) | {:.1} |",
-            mib(rss_settled)
+            "| after all of it, idle upstream connections expired ({SETTLE_SECS} s) | {:.1} | {:.1} |",
+            mib(rss_settled),
+            mib(anon_settled)
         );
     }
     if let Some(r) = &s10k {
@@ -705,6 +760,8 @@ async fn main() -> anyhow::Result<()> {
                "slow_streams_many": s10k.as_ref().map(|_| mib(rss_10k)),
                "slow_streams_many_count": s10k.as_ref().map(|_| many),
                "settled": (!o.quick).then(|| mib(rss_settled)),
+               "anonymous": {"idle": mib(anon_idle), "after_load": mib(anon_after_load),
+                             "settled": (!o.quick).then(|| mib(anon_settled))},
                "slow_streams_many_completed": s10k.as_ref().map(|r| r.requests),
                "slow_streams_many_errors": s10k.as_ref().map(|r| r.errors)}),
     );
