@@ -88,10 +88,20 @@ pub fn post(
     headers: HeaderMap,
     body: impl Into<reqwest::Body>,
 ) -> anyhow::Result<reqwest::RequestBuilder> {
-    let mut req = reqwest::Request::new(reqwest::Method::POST, parsed_url(url)?);
+    Ok(post_url(client, parsed_url(url)?, headers, body))
+}
+
+/// `post` to a URL the caller has already parsed.
+pub fn post_url(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    let mut req = reqwest::Request::new(reqwest::Method::POST, url);
     *req.headers_mut() = headers;
     *req.body_mut() = Some(body.into());
-    Ok(reqwest::RequestBuilder::from_parts(client.clone(), req))
+    reqwest::RequestBuilder::from_parts(client.clone(), req)
 }
 
 /// `url` parsed, its part before `?` from a small process-wide cache.
@@ -102,9 +112,11 @@ pub fn parsed_url(url: &str) -> anyhow::Result<reqwest::Url> {
     const MAX: usize = 256;
     static CACHE: LazyLock<RwLock<HashMap<Box<str>, reqwest::Url>>> =
         LazyLock::new(Default::default);
+    let parse = |u: &str| {
+        reqwest::Url::parse(u).map_err(|e| anyhow::anyhow!("the upstream URL is not valid: {e}"))
+    };
     if url.contains('#') {
-        return reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("the upstream URL is not valid: {e}"));
+        return parse(url);
     }
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -118,8 +130,7 @@ pub fn parsed_url(url: &str) -> anyhow::Result<reqwest::Url> {
     let mut parsed = match cached {
         Some(u) => u,
         None => {
-            let u = reqwest::Url::parse(base)
-                .map_err(|e| anyhow::anyhow!("the upstream URL is not valid: {e}"))?;
+            let u = parse(base)?;
             let mut cache = CACHE.write().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= MAX {
                 cache.clear();

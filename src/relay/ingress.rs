@@ -138,28 +138,29 @@ pub fn peek(
         return None;
     }
     // A session the headers name wins: nothing of the body is hashed for it then.
-    let session = header_session.or_else(|| {
-        p.metadata
-            .as_ref()
-            .and_then(|m| m.user_id.as_deref())
-            .and_then(session_from_user_id)
-            .or_else(|| {
-                p.prompt_cache_key
-                    .as_deref()
-                    .filter(|s| !s.is_empty())
-                    .map(|s| format!("pck:{s}"))
-            })
-            .or_else(|| {
-                // The start of the conversation identifies it: system prompt, else first message.
-                let src = p
-                    .system
-                    .map(|s| s.get())
-                    .or_else(|| p.messages.and_then(first_element))
-                    .or_else(|| p.contents.and_then(first_element))
-                    .or_else(|| p.input.map(|i| first_element(i).unwrap_or(i.get())))?;
-                Some(format!("h:{}", short_hash(src.as_bytes())))
-            })
-    });
+    let session = header_session
+        .or_else(|| {
+            p.metadata
+                .as_ref()
+                .and_then(|m| m.user_id.as_deref())
+                .and_then(session_from_user_id)
+        })
+        .or_else(|| {
+            p.prompt_cache_key
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("pck:{s}"))
+        })
+        .or_else(|| {
+            // The start of the conversation identifies it: system prompt, else first message.
+            let src = p
+                .system
+                .map(|s| s.get())
+                .or_else(|| p.messages.and_then(first_element))
+                .or_else(|| p.contents.and_then(first_element))
+                .or_else(|| p.input.map(|i| first_element(i).unwrap_or(i.get())))?;
+            Some(format!("h:{}", short_hash(src.as_bytes())))
+        });
     Some(Peek {
         model,
         stream: p.stream.unwrap_or(false),

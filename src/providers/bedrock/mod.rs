@@ -157,7 +157,7 @@ fn build_request(up: &Upstream, out: &Outgoing) -> anyhow::Result<reqwest::Reque
         HeaderValue::from_str(&auth)
             .map_err(|_| anyhow::anyhow!("the credential is not a valid header value"))?,
     );
-    crate::providers::request::post(up.client, url.as_str(), h, body)
+    Ok(crate::providers::request::post_url(up.client, url, h, body))
 }
 
 // ---------------------------------------------------------------------------------------------
