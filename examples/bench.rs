@@ -129,6 +129,21 @@ async fn wait_ready(addr: SocketAddr, path: &str) -> Duration {
     }
 }
 
+/// crs's `crs_runtime_alive_tasks` gauge (one scrape of /metrics).
+async fn alive_tasks(addr: SocketAddr) -> Option<i64> {
+    let mut c = Conn::open(addr).await.ok()?;
+    let req = Request::get("/metrics")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let r = c.tx.send_request(req).await.ok()?;
+    let b = r.into_body().collect().await.ok()?.to_bytes();
+    let text = String::from_utf8_lossy(&b);
+    text.lines()
+        .find_map(|l| l.strip_prefix("crs_runtime_alive_tasks "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 async fn wait_listening(addr: SocketAddr) {
     let t = Instant::now();
     while TcpStream::connect(addr).await.is_err() {
@@ -368,6 +383,8 @@ fn spawn_crs(bin: &Path, dir: &Path, port: u16) -> Proc {
             // Room for the 10,000 concurrent streams (the default cap is 4,096 connections;
             // more wait in the listen backlog, which the kernel bounds too).
             .env("CRS_MAX_CONNECTIONS", "12000")
+            // `--watch` reads the runtime's task count from /metrics.
+            .env("CRS_METRICS_ALLOW", "127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -565,7 +582,11 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0);
         for s in 1..=watch {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            println!("{s} s after: RSS {:.1} MiB", mib(rss_kib(pid)));
+            println!(
+                "{s} s after: RSS {:.1} MiB, {} tasks",
+                mib(rss_kib(pid)),
+                alive_tasks(relay.addr).await.unwrap_or(-1)
+            );
         }
         return Ok(());
     }

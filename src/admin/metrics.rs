@@ -67,12 +67,32 @@ fn render(st: &AppState, today: &Counters) -> String {
         "Seconds since this server started.",
         st.started_at.elapsed().as_secs(),
     );
+    runtime(&mut t);
     st.http_metrics.render(&mut t);
     st.ledger.metrics.render(&mut t, st.ledger.queued());
     accounts(st, &mut t);
     keys(st, &mut t);
     usage_windows(st, today, &mut t);
     t.finish()
+}
+
+/// The async runtime's own counts: tasks still alive (one a connection, a request in flight
+/// or a pooled upstream connection waiting to be reused; a number that keeps growing while the
+/// load does not is a leak) and worker threads.
+fn runtime(t: &mut Text) {
+    let m = tokio::runtime::Handle::current().metrics();
+    t.single(
+        "crs_runtime_alive_tasks",
+        "gauge",
+        "Tasks alive in the async runtime.",
+        m.num_alive_tasks() as u64,
+    );
+    t.single(
+        "crs_runtime_workers",
+        "gauge",
+        "Worker threads of the async runtime.",
+        m.num_workers() as u64,
+    );
 }
 
 fn accounts(st: &AppState, t: &mut Text) {

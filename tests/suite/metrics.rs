@@ -190,6 +190,9 @@ async fn metrics_count_requests_accounts_and_usage_and_promtool_accepts_them() {
     assert!(get("crs_ledger_commit_seconds_count") >= 1.0);
     assert!(get("crs_ledger_last_commit_timestamp_seconds") > 0.0);
     assert_eq!(get("crs_ledger_backlog_events"), 0.0);
+    // The server's own tasks (at least its accept loop and the ledger's flusher) are alive.
+    assert!(get("crs_runtime_alive_tasks") >= 1.0);
+    assert!(get("crs_runtime_workers") >= 1.0);
     promtool_check(&text);
     env.stop().await;
 
