@@ -70,6 +70,7 @@ async fn discover(accounts: &Accounts, acc: &AccountRt, token: &Secret) -> Resul
         let url = codeassist::url(base, method);
         let rb = acc
             .client
+            .first()
             .post(url)
             .bearer_auth(&token.0)
             .header("content-type", "application/json")

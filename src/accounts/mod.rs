@@ -25,6 +25,7 @@ pub use registry::Accounts;
 
 use crate::limits::Gate;
 use crate::model::{Account, AccountGroup, Platform};
+use crate::providers::http::LaneTicket;
 use crate::providers::{AccountType, ClientHeader, Credential, Outgoing, Upstream, account_type};
 
 /// Per-account state kept across snapshot swaps (by account id).
@@ -160,7 +161,8 @@ pub struct AccountRt {
     pub rec: Account,
     /// The decrypted credential (the account type decides which fields make it).
     pub credential: Credential,
-    pub client: reqwest::Client,
+    /// The HTTP clients of the account's proxy (or the direct ones).
+    pub client: Arc<crate::providers::http::Lanes>,
     pub rt: Arc<AccountRuntime>,
 }
 
@@ -187,24 +189,34 @@ impl AccountRt {
 }
 
 /// The upstream request for one attempt on `acc`: a fresh OAuth access token first where the
-/// account type needs one (single-flight per account), then the type's own request.
+/// account type needs one (single-flight per account), then the type's own request; with the
+/// ticket of the client lane it goes out on, to keep until its answer is read.
 pub async fn upstream_request(
     accounts: &Arc<Accounts>,
     acc: &AccountRt,
     out: &Outgoing<'_>,
-) -> anyhow::Result<reqwest::RequestBuilder> {
+) -> anyhow::Result<(reqwest::RequestBuilder, LaneTicket)> {
     upstream_request_keyed(accounts, acc, out)
         .await
-        .map(|(rb, _)| rb)
+        .map(|b| (b.request, b.lane))
 }
 
-/// `upstream_request`, and the id of the pool key it sends (Droid API-key pools), which the
-/// caller reports to `key_pool::reject` when the upstream refuses it.
+/// One attempt's upstream request, ready to send.
+pub struct Built {
+    pub request: reqwest::RequestBuilder,
+    /// The id of the pool key it sends (Droid API-key pools), which the caller reports to
+    /// `key_pool::reject` when the upstream refuses it.
+    pub pool_key: Option<String>,
+    /// Counts the request on its client lane until dropped: keep it until the answer is read.
+    pub lane: LaneTicket,
+}
+
+/// `upstream_request`, and the id of the pool key it sends.
 pub async fn upstream_request_keyed(
     accounts: &Arc<Accounts>,
     acc: &AccountRt,
     out: &Outgoing<'_>,
-) -> anyhow::Result<(reqwest::RequestBuilder, Option<String>)> {
+) -> anyhow::Result<Built> {
     let kind = acc.kind();
     acc.rt
         .last_used_ms
@@ -241,10 +253,11 @@ pub async fn upstream_request_keyed(
         _ => None,
     };
     let rec = onboarded.as_ref().map_or(&current.rec, |a| &a.rec);
+    let (client, lane) = acc.client.take();
     let up = Upstream {
         rec,
         credential: &acc.credential,
-        client: &acc.client,
+        client,
         token: token.as_ref(),
         identity: identity.as_deref(),
         endpoint: if rec.platform == Platform::Gemini {
@@ -253,7 +266,11 @@ pub async fn upstream_request_keyed(
             ""
         },
     };
-    Ok((kind.build(&up, out)?, pool_key))
+    Ok(Built {
+        request: kind.build(&up, out)?,
+        pool_key,
+        lane,
+    })
 }
 
 /// Does this request go to Code Assist with the account's project (generation)?

@@ -419,7 +419,7 @@ pub async fn exchange_openai(
         "code_verifier": p.verifier,
     });
     let t = token_call(
-        &client,
+        client.first(),
         Grant::openai(&accounts.oauth, body),
         accounts.oauth.deadline,
     )
@@ -493,7 +493,7 @@ pub async fn exchange(accounts: &Accounts, session: &str, code_input: &str) -> R
         body["expires_in"] = json!(31_536_000);
     }
     let t = token_call(
-        &client,
+        client.first(),
         Grant::claude(&accounts.oauth, body),
         accounts.oauth.deadline,
     )
@@ -547,7 +547,7 @@ pub async fn exchange_gemini(
         "code_verifier": p.verifier,
     });
     let t = token_call(
-        &client,
+        client.first(),
         Grant::google(&accounts.oauth, body),
         accounts.oauth.deadline,
     )
@@ -582,7 +582,7 @@ pub async fn refresh(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Secret
         &acc.rec.organization_id,
     )?;
     let default_lifetime = grant.default_lifetime_s;
-    let outcome = token_call(&acc.client, grant, accounts.oauth.deadline).await;
+    let outcome = token_call(acc.client.first(), grant, accounts.oauth.deadline).await;
     let id = acc.rec.id.clone();
     match outcome {
         Ok(t) => {

@@ -107,7 +107,7 @@ pub async fn run(
     };
     let (status, message) = match upstream_request(accounts, acc, &out).await {
         Err(e) => (0, format!("cannot build the request: {e}")),
-        Ok(rb) => match tokio::time::timeout(TIMEOUT, rb.send()).await {
+        Ok((rb, _lane)) => match tokio::time::timeout(TIMEOUT, rb.send()).await {
             Ok(Ok(r)) => {
                 let status = r.status().as_u16();
                 let body = r.bytes().await.unwrap_or_default();

@@ -46,6 +46,7 @@ async fn fetch(accounts: &Arc<Accounts>, acc: &AccountRt) -> Result<Vec<u8>, Str
         .map_err(|e| format!("no access token: {e}"))?;
     let send = acc
         .client
+        .first()
         .get(usage_url(&acc.rec.api_url))
         .bearer_auth(&token.0)
         .header("anthropic-beta", "oauth-2025-04-20")

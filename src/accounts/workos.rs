@@ -64,6 +64,7 @@ async fn form_post(
         .map(|(k, v)| format!("{k}={}", crate::providers::encode_segment(v)))
         .collect();
     let send = client
+        .first()
         .post(format!("{}{path}", accounts.oauth.workos_url()))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body.join("&"))

@@ -68,6 +68,12 @@ fn render(st: &AppState, today: &Counters) -> String {
         st.started_at.elapsed().as_secs(),
     );
     runtime(&mut t);
+    t.single(
+        "crs_upstream_client_lanes",
+        "gauge",
+        "Upstream HTTP clients open, each with its own connections (a new one opens when every open one carries 64 requests).",
+        st.accounts.http.lanes_opened() as u64,
+    );
     st.http_metrics.render(&mut t);
     st.ledger.metrics.render(&mut t, st.ledger.queued());
     accounts(st, &mut t);

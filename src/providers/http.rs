@@ -1,7 +1,20 @@
-//! HTTP clients for upstream calls: one pooled `reqwest::Client` per distinct proxy, and the
-//! proxy URL an account's proxy settings make.
+//! HTTP clients for upstream calls: one set of pooled `reqwest::Client` lanes per distinct
+//! proxy, and the proxy URL an account's proxy settings make.
+//!
+//! Why lanes: over HTTP/2 (which Anthropic's and OpenAI's APIs negotiate over TLS) hyper's
+//! client keeps a single connection per host and queues every request past the server's
+//! stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`, RFC 9113 section 5.1.2; 100 is the
+//! recommended least) until a stream on it ends (hyperium/hyper#2197, #3623). A relay's
+//! streams last minutes, so the next request would wait minutes. Each lane is a client of its
+//! own with its own pool, so its own connection: a request takes the first lane carrying fewer
+//! than `LANE_REQUESTS`, and a new lane (a new connection) opens when all are that busy. Over
+//! HTTP/1.1, where every request in flight has a connection of its own anyway, lanes only
+//! partition the idle pool: below `LANE_REQUESTS` requests at once everything stays on the
+//! first lane.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
@@ -9,10 +22,17 @@ use parking_lot::Mutex;
 use crate::config::Config;
 use crate::model::ProxyConfig;
 
-/// One pooled HTTP client per distinct proxy (and one without a proxy).
+/// Requests one lane carries at once before the next request takes another lane: below the
+/// stream limits HTTP/2 servers commonly announce (100 recommended, 128 to 256 at large CDNs).
+pub const LANE_REQUESTS: usize = 64;
+/// Lanes per proxy at most (4,096 requests at `LANE_REQUESTS` each); past that a request
+/// takes the least busy lane.
+pub const MAX_LANES: usize = 64;
+
+/// One set of lanes per distinct proxy (and one without a proxy).
 pub struct HttpClients {
     config: Config,
-    by_proxy: Mutex<HashMap<String, reqwest::Client>>,
+    by_proxy: Mutex<HashMap<String, Arc<Lanes>>>,
 }
 
 impl HttpClients {
@@ -23,26 +43,148 @@ impl HttpClients {
         }
     }
 
-    /// The client for a proxy URL ("" = direct). Built once, reused for every account using it.
-    pub fn get(&self, proxy_url: &str) -> Result<reqwest::Client> {
+    /// The lanes for a proxy URL ("" = direct). Built once, shared by every account using it.
+    pub fn get(&self, proxy_url: &str) -> Result<Arc<Lanes>> {
         let mut map = self.by_proxy.lock();
         if let Some(c) = map.get(proxy_url) {
             return Ok(c.clone());
         }
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(self.config.connect_timeout)
-            .pool_idle_timeout(self.config.upstream_idle)
-            .pool_max_idle_per_host(self.config.upstream_idle_connections)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none());
-        if !proxy_url.is_empty() {
-            b = b.proxy(reqwest::Proxy::all(proxy_url).context("invalid proxy")?);
-        } else {
-            b = b.no_proxy();
+        let config = self.config.clone();
+        let proxy = proxy_url.to_owned();
+        let lanes = Arc::new(Lanes::new(LANE_REQUESTS, MAX_LANES, move || {
+            build_client(&config, &proxy)
+        })?);
+        map.insert(proxy_url.to_owned(), lanes.clone());
+        Ok(lanes)
+    }
+}
+
+impl HttpClients {
+    /// Client lanes open over all proxies: more than one per proxy means more than
+    /// `LANE_REQUESTS` requests were in flight at once.
+    pub fn lanes_opened(&self) -> usize {
+        self.by_proxy.lock().values().map(|l| l.opened()).sum()
+    }
+}
+
+fn build_client(config: &Config, proxy_url: &str) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(config.upstream_idle)
+        .pool_max_idle_per_host(config.upstream_idle_connections)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none());
+    if !proxy_url.is_empty() {
+        b = b.proxy(reqwest::Proxy::all(proxy_url).context("invalid proxy")?);
+    } else {
+        b = b.no_proxy();
+    }
+    b.build().context("building HTTP client")
+}
+
+type BuildClient = Box<dyn Fn() -> Result<reqwest::Client> + Send + Sync>;
+
+/// Clients built alike, each with its own connection pool, and the requests each carries.
+pub struct Lanes {
+    build: BuildClient,
+    per_lane: usize,
+    /// Built on first need; the first one at once (it also checks the settings build).
+    lanes: Box<[OnceLock<Lane>]>,
+}
+
+struct Lane {
+    client: reqwest::Client,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A request counted on its lane until this is dropped: keep it as long as the answer is read.
+#[derive(Debug)]
+pub struct LaneTicket(Arc<AtomicUsize>);
+
+impl Drop for LaneTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Lane {
+    fn new(client: reqwest::Client) -> Self {
+        Lane {
+            client,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
-        let c = b.build().context("building HTTP client")?;
-        map.insert(proxy_url.to_owned(), c.clone());
-        Ok(c)
+    }
+
+    fn take(&self) -> (&reqwest::Client, LaneTicket) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        (&self.client, LaneTicket(self.in_flight.clone()))
+    }
+}
+
+impl Lanes {
+    /// `per_lane` requests a lane before the next opens, `max` lanes, each client from `build`.
+    pub fn new(
+        per_lane: usize,
+        max: usize,
+        build: impl Fn() -> Result<reqwest::Client> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let lanes: Box<[OnceLock<Lane>]> = (0..max.max(1)).map(|_| OnceLock::new()).collect();
+        let _ = lanes[0].set(Lane::new(build()?));
+        Ok(Lanes {
+            build: Box::new(build),
+            per_lane: per_lane.max(1),
+            lanes,
+        })
+    }
+
+    /// The first lane's client, for calls outside the request path (token refreshes, usage
+    /// polls), which are few and short.
+    pub fn first(&self) -> &reqwest::Client {
+        &self.lanes[0]
+            .get()
+            .expect("the first lane is built in new")
+            .client
+    }
+
+    /// A client for one request and its ticket: the first lane with room, a new lane when all
+    /// built ones are full, the least busy when no more may open.
+    pub fn take(&self) -> (&reqwest::Client, LaneTicket) {
+        let mut least: Option<(&Lane, usize)> = None;
+        for slot in self.lanes.iter() {
+            let lane = match slot.get() {
+                Some(l) => l,
+                None => {
+                    // Two requests may build the same lane at once; one client is kept.
+                    match (self.build)() {
+                        Ok(c) => {
+                            let _ = slot.set(Lane::new(c));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not open another upstream client lane");
+                            break;
+                        }
+                    }
+                    slot.get().expect("set above or by a racing request")
+                }
+            };
+            let n = lane.in_flight.load(Ordering::Relaxed);
+            if n < self.per_lane {
+                return lane.take();
+            }
+            if least.is_none_or(|(_, m)| n < m) {
+                least = Some((lane, n));
+            }
+        }
+        let lane = least.map_or_else(
+            || self.lanes[0].get().expect("the first lane is built in new"),
+            |(l, _)| l,
+        );
+        lane.take()
+    }
+
+    /// Lanes opened so far.
+    pub fn opened(&self) -> usize {
+        self.lanes.iter().filter(|l| l.get().is_some()).count()
     }
 }
 
@@ -69,6 +211,137 @@ pub fn proxy_url(p: &ProxyConfig, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An HTTP/2 server (cleartext, prior knowledge) that allows two streams a connection, as
+    /// a server announces in its SETTINGS, and keeps every answer's body open until the test
+    /// ends, like a long model stream. Returns its address and the connections it accepted.
+    async fn h2_server_two_streams() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_req| async {
+                    let first = futures_util::stream::once(async {
+                        Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(
+                            b"event: ping\ndata: {}\n\n",
+                        )))
+                    });
+                    let body = StreamBody::new(first.chain(futures_util::stream::pending()));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .max_concurrent_streams(2)
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (addr, conns)
+    }
+
+    fn h2_client() -> Result<reqwest::Client> {
+        crate::init_tls();
+        Ok(reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .no_proxy()
+            .build()?)
+    }
+
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn a_full_http2_connection_does_not_hold_back_the_next_request() {
+        let (addr, conns) = h2_server_two_streams().await;
+        let url = format!("http://{addr}/v1/messages");
+        let wait = std::time::Duration::from_secs(5);
+
+        // What lanes work around: one client, one connection, the third stream waits for one
+        // of the first two to end.
+        let one = h2_client().unwrap();
+        let a = one.get(&url).send().await.unwrap();
+        let b = one.get(&url).send().await.unwrap();
+        assert_eq!(a.version(), reqwest::Version::HTTP_2);
+        let third =
+            tokio::time::timeout(std::time::Duration::from_millis(300), one.get(&url).send()).await;
+        assert!(third.is_err(), "the server's stream limit did not apply");
+        drop((a, b));
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+
+        // Lanes of two: five streams at once answer at once, on three connections.
+        let lanes = Lanes::new(2, 4, h2_client).unwrap();
+        let mut held = Vec::new();
+        for i in 0..5 {
+            let (client, ticket) = lanes.take();
+            let mut r = tokio::time::timeout(wait, client.get(&url).send())
+                .await
+                .unwrap_or_else(|_| panic!("stream {i} was held back"))
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            // The first event arrives: the stream is live, not queued.
+            let chunk = tokio::time::timeout(wait, r.chunk())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(chunk.is_some_and(|c| c.starts_with(b"event: ping")));
+            held.push((r, ticket));
+        }
+        assert_eq!(lanes.opened(), 3);
+        assert_eq!(conns.load(Ordering::SeqCst), 1 + 3);
+        assert_eq!(counts(&lanes), vec![2, 2, 1]);
+
+        // Answers read to the end (here: dropped) give their lane back; the next request
+        // takes the first lane again, on its open connection.
+        held.drain(..2);
+        assert_eq!(counts(&lanes), vec![0, 2, 1]);
+        let (client, _ticket) = lanes.take();
+        let r = tokio::time::timeout(wait, client.get(&url).send())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(counts(&lanes), vec![1, 2, 1]);
+        assert_eq!(conns.load(Ordering::SeqCst), 1 + 3);
+    }
+
+    fn counts(l: &Lanes) -> Vec<usize> {
+        l.lanes
+            .iter()
+            .filter_map(|s| s.get())
+            .map(|l| l.in_flight.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    #[test]
+    fn past_the_last_lane_the_least_busy_one_is_taken() {
+        crate::init_tls();
+        let lanes = Lanes::new(1, 3, || Ok(reqwest::Client::new())).unwrap();
+        let mut tickets: Vec<_> = (0..3).map(|_| lanes.take().1).collect();
+        assert_eq!(counts(&lanes), vec![1, 1, 1]);
+        tickets.push(lanes.take().1);
+        assert_eq!(counts(&lanes), vec![2, 1, 1]);
+        tickets.push(lanes.take().1);
+        tickets.push(lanes.take().1);
+        assert_eq!(counts(&lanes), vec![2, 2, 2]);
+        assert_eq!(lanes.opened(), 3);
+        // A ticket of lane 1 returned: lane 1 has room again and takes the next request.
+        tickets.remove(1);
+        assert_eq!(counts(&lanes), vec![2, 1, 2]);
+        tickets.push(lanes.take().1);
+        assert_eq!(counts(&lanes), vec![2, 2, 2]);
+        drop(tickets);
+        assert_eq!(counts(&lanes), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error_at_once() {
+        let r = Lanes::new(1, 2, || Err(anyhow::anyhow!("invalid proxy")));
+        assert!(r.is_err());
+    }
 
     #[test]
     fn proxy_urls() {

@@ -24,6 +24,7 @@ use crate::convert::Conversion;
 use crate::limits::{Admission, Service};
 use crate::model::{Binding, Platform};
 use crate::providers::ClientFormat;
+use crate::providers::http::LaneTicket;
 use crate::providers::{self, Op, Outgoing};
 use crate::scheduler::{self, Pick, Want};
 use crate::state::AppState;
@@ -323,7 +324,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             started: call.started,
             stream: call.stream,
         };
-        let (rb, pool_key) = match build_request(&st, &acc, &call, &pick.upstream_model).await {
+        let built = match build_request(&st, &acc, &call, &pick.upstream_model).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(account_id = %acc.rec.id, error = %e, "building the upstream request failed");
@@ -335,6 +336,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                 continue;
             }
         };
+        let (rb, pool_key, lane) = (built.request, built.pool_key, built.lane);
         let sent = tokio::time::timeout(st.config.upstream_timeout, rb.send()).await;
         let now_ms = Utc::now().timestamp_millis();
         let up = match sent {
@@ -479,7 +481,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
         if acc.kind().oauth() {
             observe_windows(&acc, up.headers(), now_ms);
         }
-        respond(st, call, pick, up, res).await;
+        respond(st, call, pick, (up, lane), res).await;
         return;
     }
     match last {
@@ -554,11 +556,11 @@ async fn respond(
     st: Arc<AppState>,
     mut call: Call,
     pick: Pick,
-    up: reqwest::Response,
+    (up, lane): (reqwest::Response, LaneTicket),
     res: &mut Response,
 ) {
     if matches!(call.convert, Some(Conversion::Images(_))) {
-        return respond_images(st, call, pick, up, res).await;
+        return respond_images(st, call, pick, (up, lane), res).await;
     }
     let acc = pick.account.clone();
     let status = up.status().as_u16();
@@ -595,7 +597,7 @@ async fn respond(
         let tap = acc.kind().stream_stage(call.op, tap);
         let st2 = st.clone();
         let service = call.service;
-        // The admission and the account slot live until the stream is over.
+        // The admission, the account slot and the lane ticket live until the stream is over.
         let adm = call.adm;
         let slot = pick.slot;
         let mut stream = pump(
@@ -604,6 +606,7 @@ async fn respond(
             tap,
             move |out: StreamOutcome| {
                 let _slot = slot;
+                let _lane = lane;
                 finish_stream(&st2, &adm, service, account_id, model, out, outcome);
             },
         );
@@ -612,7 +615,9 @@ async fn respond(
         res.stream(stream);
         return;
     }
-    let Some(body) = read_answer(&st, &call, &account_id, &model, outcome, up, res).await else {
+    let body = read_answer(&st, &call, &account_id, &model, outcome, up, res).await;
+    drop(lane);
+    let Some(body) = body else {
         return;
     };
     let body = acc.kind().standard_body(call.op, body);
@@ -721,7 +726,7 @@ async fn respond_images(
     st: Arc<AppState>,
     call: Call,
     pick: Pick,
-    up: reqwest::Response,
+    (up, lane): (reqwest::Response, LaneTicket),
     res: &mut Response,
 ) {
     let account_id = pick.account.rec.id.clone();
@@ -743,6 +748,7 @@ async fn respond_images(
     else {
         return;
     };
+    drop(lane);
     drop(pick.slot);
     let (answer, usage, model) = crate::convert::images::answer(&body, Utc::now().timestamp());
     let model = model
@@ -828,7 +834,7 @@ async fn build_request(
     acc: &AccountRt,
     call: &Call,
     upstream_model: &str,
-) -> anyhow::Result<(reqwest::RequestBuilder, Option<String>)> {
+) -> anyhow::Result<crate::accounts::Built> {
     let out = Outgoing {
         op: call.op,
         body: &call.body,

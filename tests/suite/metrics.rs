@@ -193,6 +193,8 @@ async fn metrics_count_requests_accounts_and_usage_and_promtool_accepts_them() {
     // The server's own tasks (at least its accept loop and the ledger's flusher) are alive.
     assert!(get("crs_runtime_alive_tasks") >= 1.0);
     assert!(get("crs_runtime_workers") >= 1.0);
+    // One account, a handful of requests: one client lane.
+    assert_eq!(get("crs_upstream_client_lanes"), 1.0);
     promtool_check(&text);
     env.stop().await;
 
