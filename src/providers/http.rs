@@ -7,13 +7,13 @@
 //! recommended least) until a stream on it ends (hyperium/hyper#2197, #3623). A relay's
 //! streams last minutes, so the next request would wait minutes. Each lane is a client of its
 //! own with its own pool, so its own connection: a request takes the first lane carrying fewer
-//! than `LANE_REQUESTS`, and a new lane (a new connection) opens when all are that busy. Over
-//! HTTP/1.1, where every request in flight has a connection of its own anyway, lanes only
-//! partition the idle pool: below `LANE_REQUESTS` requests at once everything stays on the
-//! first lane.
+//! than `LANE_REQUESTS`, and a new lane (a new connection) opens when all are that busy. Lanes
+//! open only once an answer came over HTTP/2: over HTTP/1.1 every request in flight has a
+//! connection of its own anyway, and more clients would only split the idle pool and cost
+//! memory (each client holds its own TLS settings and resolver).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
@@ -88,6 +88,8 @@ type BuildClient = Box<dyn Fn() -> Result<reqwest::Client> + Send + Sync>;
 pub struct Lanes {
     build: BuildClient,
     per_lane: usize,
+    /// An answer came over HTTP/2: only then do more lanes than the first open.
+    multiplexed: Arc<AtomicBool>,
     /// Built on first need; the first one at once (it also checks the settings build).
     lanes: Box<[OnceLock<Lane>]>,
 }
@@ -99,11 +101,23 @@ struct Lane {
 
 /// A request counted on its lane until this is dropped: keep it as long as the answer is read.
 #[derive(Debug)]
-pub struct LaneTicket(Arc<AtomicUsize>);
+pub struct LaneTicket {
+    in_flight: Arc<AtomicUsize>,
+    multiplexed: Arc<AtomicBool>,
+}
+
+impl LaneTicket {
+    /// Report the HTTP version the answer came in: HTTP/2 lets further lanes open.
+    pub fn answered_over(&self, version: reqwest::Version) {
+        if version == reqwest::Version::HTTP_2 && !self.multiplexed.load(Ordering::Relaxed) {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for LaneTicket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -115,9 +129,13 @@ impl Lane {
         }
     }
 
-    fn take(&self) -> (&reqwest::Client, LaneTicket) {
+    fn take(&self, multiplexed: &Arc<AtomicBool>) -> (&reqwest::Client, LaneTicket) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        (&self.client, LaneTicket(self.in_flight.clone()))
+        let ticket = LaneTicket {
+            in_flight: self.in_flight.clone(),
+            multiplexed: multiplexed.clone(),
+        };
+        (&self.client, ticket)
     }
 }
 
@@ -133,6 +151,7 @@ impl Lanes {
         Ok(Lanes {
             build: Box::new(build),
             per_lane: per_lane.max(1),
+            multiplexed: Arc::new(AtomicBool::new(false)),
             lanes,
         })
     }
@@ -147,8 +166,13 @@ impl Lanes {
     }
 
     /// A client for one request and its ticket: the first lane with room, a new lane when all
-    /// built ones are full, the least busy when no more may open.
+    /// built ones are full, the least busy when no more may open; the first lane until an
+    /// answer came over HTTP/2.
     pub fn take(&self) -> (&reqwest::Client, LaneTicket) {
+        let first = self.lanes[0].get().expect("the first lane is built in new");
+        if !self.multiplexed.load(Ordering::Relaxed) {
+            return first.take(&self.multiplexed);
+        }
         let mut least: Option<(&Lane, usize)> = None;
         for slot in self.lanes.iter() {
             let lane = match slot.get() {
@@ -169,17 +193,13 @@ impl Lanes {
             };
             let n = lane.in_flight.load(Ordering::Relaxed);
             if n < self.per_lane {
-                return lane.take();
+                return lane.take(&self.multiplexed);
             }
             if least.is_none_or(|(_, m)| n < m) {
                 least = Some((lane, n));
             }
         }
-        let lane = least.map_or_else(
-            || self.lanes[0].get().expect("the first lane is built in new"),
-            |(l, _)| l,
-        );
-        lane.take()
+        least.map_or(first, |(l, _)| l).take(&self.multiplexed)
     }
 
     /// Lanes opened so far.
@@ -282,6 +302,7 @@ mod tests {
                 .unwrap_or_else(|_| panic!("stream {i} was held back"))
                 .unwrap();
             assert_eq!(r.status(), 200);
+            ticket.answered_over(r.version());
             // The first event arrives: the stream is live, not queued.
             let chunk = tokio::time::timeout(wait, r.chunk())
                 .await
@@ -320,7 +341,9 @@ mod tests {
     fn past_the_last_lane_the_least_busy_one_is_taken() {
         crate::init_tls();
         let lanes = Lanes::new(1, 3, || Ok(reqwest::Client::new())).unwrap();
-        let mut tickets: Vec<_> = (0..3).map(|_| lanes.take().1).collect();
+        let first = lanes.take().1;
+        first.answered_over(reqwest::Version::HTTP_2);
+        let mut tickets = vec![first, lanes.take().1, lanes.take().1];
         assert_eq!(counts(&lanes), vec![1, 1, 1]);
         tickets.push(lanes.take().1);
         assert_eq!(counts(&lanes), vec![2, 1, 1]);
@@ -335,6 +358,21 @@ mod tests {
         assert_eq!(counts(&lanes), vec![2, 2, 2]);
         drop(tickets);
         assert_eq!(counts(&lanes), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn over_http_1_every_request_stays_on_the_first_lane() {
+        crate::init_tls();
+        let lanes = Lanes::new(1, 3, || Ok(reqwest::Client::new())).unwrap();
+        let tickets: Vec<_> = (0..5).map(|_| lanes.take().1).collect();
+        for t in &tickets {
+            t.answered_over(reqwest::Version::HTTP_11);
+        }
+        let (_, sixth) = lanes.take();
+        assert_eq!(counts(&lanes), vec![6]);
+        assert_eq!(lanes.opened(), 1);
+        drop((tickets, sixth));
+        assert_eq!(counts(&lanes), vec![0]);
     }
 
     #[test]
