@@ -74,6 +74,12 @@ fn render(st: &AppState, today: &Counters) -> String {
         "Upstream HTTP clients open, each with its own connections (a new one opens when every open one carries 64 requests).",
         st.accounts.http.lanes_opened() as u64,
     );
+    t.single(
+        "crs_upstream_requests_in_flight",
+        "gauge",
+        "Upstream requests whose answers are still being read (a stream counts until it ends).",
+        st.accounts.http.in_flight() as u64,
+    );
     st.http_metrics.render(&mut t);
     st.ledger.metrics.render(&mut t, st.ledger.queued());
     accounts(st, &mut t);

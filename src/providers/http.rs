@@ -65,6 +65,11 @@ impl HttpClients {
     pub fn lanes_opened(&self) -> usize {
         self.by_proxy.lock().values().map(|l| l.opened()).sum()
     }
+
+    /// Upstream requests whose answers are still being read, over all lanes.
+    pub fn in_flight(&self) -> usize {
+        self.by_proxy.lock().values().map(|l| l.in_flight()).sum()
+    }
 }
 
 fn build_client(config: &Config, proxy_url: &str) -> Result<reqwest::Client> {
@@ -200,6 +205,15 @@ impl Lanes {
             }
         }
         least.map_or(first, |(l, _)| l).take(&self.multiplexed)
+    }
+
+    /// Requests in flight over all lanes.
+    pub fn in_flight(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.get())
+            .map(|l| l.in_flight.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Lanes opened so far.

@@ -216,6 +216,96 @@ async fn metrics_count_requests_accounts_and_usage_and_promtool_accepts_them() {
     env.stop().await;
 }
 
+async fn upstream_in_flight(env: &Env) -> f64 {
+    let r = env
+        .http
+        .get(env.url("/metrics"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
+    parse(&r.text().await.unwrap())["crs_upstream_requests_in_flight"]
+}
+
+async fn wait_in_flight(env: &Env, want: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = upstream_in_flight(env).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream requests in flight stayed at {n}, not {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// An upstream request counts on its client lane for as long as its answer is read: a stream
+/// until its last event, or until its client hangs up; a JSON answer until it is read.
+/// (The lanes open more clients past 64 such requests once an upstream speaks HTTP/2, so a
+/// count that ended early would crowd one connection.)
+#[tokio::test]
+async fn an_upstream_request_counts_until_its_answer_is_over() {
+    let env = Env::start().await;
+    env.create_account(serde_json::json!({})).await;
+    let (_, key) = env.create_key(serde_json::json!({"name": "lanes"})).await;
+    let model = "claude-sonnet-4-5-20250929";
+    assert_eq!(upstream_in_flight(&env).await, 0.0);
+
+    // A stream of 20 events 100 ms apart: counted while it runs, not after its end.
+    let mut r = env
+        .messages(
+            &key,
+            msg_body(model, true, "mock:chunks=20 mock:delay_ms=100"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some());
+    assert_eq!(upstream_in_flight(&env).await, 1.0);
+    while r.chunk().await.unwrap().is_some() {}
+    wait_in_flight(&env, 0.0).await;
+
+    // Two streams at once, one client leaving after the first event: the other still counts.
+    let mut a = env
+        .messages(
+            &key,
+            msg_body(model, true, "mock:chunks=30 mock:delay_ms=100"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut b = env
+        .messages(
+            &key,
+            msg_body(model, true, "mock:chunks=30 mock:delay_ms=100"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(a.chunk().await.unwrap().is_some());
+    assert!(b.chunk().await.unwrap().is_some());
+    assert_eq!(upstream_in_flight(&env).await, 2.0);
+    drop(a);
+    wait_in_flight(&env, 1.0).await;
+    drop(b);
+    wait_in_flight(&env, 0.0).await;
+
+    // A JSON answer: not counted once it has been answered.
+    let r = env
+        .messages(&key, msg_body(model, false, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    assert_eq!(upstream_in_flight(&env).await, 0.0);
+    env.stop().await;
+}
+
 /// The Grafana dashboard in packaging/: every query parses (`promtool check rules` on them as
 /// recording rules) and names only metric families crs exposes.
 #[tokio::test]
