@@ -57,9 +57,7 @@ impl HttpClients {
         map.insert(proxy_url.to_owned(), lanes.clone());
         Ok(lanes)
     }
-}
 
-impl HttpClients {
     /// Client lanes open over all proxies: more than one per proxy means more than
     /// `LANE_REQUESTS` requests were in flight at once.
     pub fn lanes_opened(&self) -> usize {
@@ -94,7 +92,7 @@ pub struct Lanes {
     build: BuildClient,
     per_lane: usize,
     /// An answer came over HTTP/2: only then do more lanes than the first open.
-    multiplexed: Arc<AtomicBool>,
+    multiplexed: AtomicBool,
     /// Built on first need; the first one at once (it also checks the settings build).
     lanes: Box<[OnceLock<Lane>]>,
 }
@@ -106,23 +104,11 @@ struct Lane {
 
 /// A request counted on its lane until this is dropped: keep it as long as the answer is read.
 #[derive(Debug)]
-pub struct LaneTicket {
-    in_flight: Arc<AtomicUsize>,
-    multiplexed: Arc<AtomicBool>,
-}
-
-impl LaneTicket {
-    /// Report the HTTP version the answer came in: HTTP/2 lets further lanes open.
-    pub fn answered_over(&self, version: reqwest::Version) {
-        if version == reqwest::Version::HTTP_2 && !self.multiplexed.load(Ordering::Relaxed) {
-            self.multiplexed.store(true, Ordering::Relaxed);
-        }
-    }
-}
+pub struct LaneTicket(Arc<AtomicUsize>);
 
 impl Drop for LaneTicket {
     fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -134,13 +120,9 @@ impl Lane {
         }
     }
 
-    fn take(&self, multiplexed: &Arc<AtomicBool>) -> (&reqwest::Client, LaneTicket) {
+    fn take(&self) -> (&reqwest::Client, LaneTicket) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let ticket = LaneTicket {
-            in_flight: self.in_flight.clone(),
-            multiplexed: multiplexed.clone(),
-        };
-        (&self.client, ticket)
+        (&self.client, LaneTicket(self.in_flight.clone()))
     }
 }
 
@@ -156,27 +138,35 @@ impl Lanes {
         Ok(Lanes {
             build: Box::new(build),
             per_lane: per_lane.max(1),
-            multiplexed: Arc::new(AtomicBool::new(false)),
+            multiplexed: AtomicBool::new(false),
             lanes,
         })
+    }
+
+    fn first_lane(&self) -> &Lane {
+        self.lanes[0].get().expect("the first lane is built in new")
     }
 
     /// The first lane's client, for calls outside the request path (token refreshes, usage
     /// polls), which are few and short.
     pub fn first(&self) -> &reqwest::Client {
-        &self.lanes[0]
-            .get()
-            .expect("the first lane is built in new")
-            .client
+        &self.first_lane().client
+    }
+
+    /// Report the HTTP version an answer came in: HTTP/2 lets further lanes open.
+    pub fn answered_over(&self, version: reqwest::Version) {
+        if version == reqwest::Version::HTTP_2 && !self.multiplexed.load(Ordering::Relaxed) {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A client for one request and its ticket: the first lane with room, a new lane when all
     /// built ones are full, the least busy when no more may open; the first lane until an
     /// answer came over HTTP/2.
     pub fn take(&self) -> (&reqwest::Client, LaneTicket) {
-        let first = self.lanes[0].get().expect("the first lane is built in new");
+        let first = self.first_lane();
         if !self.multiplexed.load(Ordering::Relaxed) {
-            return first.take(&self.multiplexed);
+            return first.take();
         }
         let mut least: Option<(&Lane, usize)> = None;
         for slot in self.lanes.iter() {
@@ -198,13 +188,13 @@ impl Lanes {
             };
             let n = lane.in_flight.load(Ordering::Relaxed);
             if n < self.per_lane {
-                return lane.take(&self.multiplexed);
+                return lane.take();
             }
             if least.is_none_or(|(_, m)| n < m) {
                 least = Some((lane, n));
             }
         }
-        least.map_or(first, |(l, _)| l).take(&self.multiplexed)
+        least.map_or(first, |(l, _)| l).take()
     }
 
     /// Requests in flight over all lanes.
@@ -316,7 +306,7 @@ mod tests {
                 .unwrap_or_else(|_| panic!("stream {i} was held back"))
                 .unwrap();
             assert_eq!(r.status(), 200);
-            ticket.answered_over(r.version());
+            lanes.answered_over(r.version());
             // The first event arrives: the stream is live, not queued.
             let chunk = tokio::time::timeout(wait, r.chunk())
                 .await
@@ -356,7 +346,7 @@ mod tests {
         crate::init_tls();
         let lanes = Lanes::new(1, 3, || Ok(reqwest::Client::new())).unwrap();
         let first = lanes.take().1;
-        first.answered_over(reqwest::Version::HTTP_2);
+        lanes.answered_over(reqwest::Version::HTTP_2);
         let mut tickets = vec![first, lanes.take().1, lanes.take().1];
         assert_eq!(counts(&lanes), vec![1, 1, 1]);
         tickets.push(lanes.take().1);
@@ -379,9 +369,7 @@ mod tests {
         crate::init_tls();
         let lanes = Lanes::new(1, 3, || Ok(reqwest::Client::new())).unwrap();
         let tickets: Vec<_> = (0..5).map(|_| lanes.take().1).collect();
-        for t in &tickets {
-            t.answered_over(reqwest::Version::HTTP_11);
-        }
+        lanes.answered_over(reqwest::Version::HTTP_11);
         let (_, sixth) = lanes.take();
         assert_eq!(counts(&lanes), vec![6]);
         assert_eq!(lanes.opened(), 1);

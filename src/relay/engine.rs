@@ -384,7 +384,7 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
                 continue;
             }
         };
-        lane.answered_over(up.version());
+        acc.client.answered_over(up.version());
         let status = up.status().as_u16();
         if let Some(kid) = &pool_key
             && key_pool::fatal(status)
