@@ -131,13 +131,7 @@ async fn wait_ready(addr: SocketAddr, path: &str) -> Duration {
 
 /// crs's `crs_runtime_alive_tasks` gauge (one scrape of /metrics).
 async fn alive_tasks(addr: SocketAddr) -> Option<i64> {
-    let mut c = Conn::open(addr).await.ok()?;
-    let req = Request::get("/metrics")
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))
-        .ok()?;
-    let r = c.tx.send_request(req).await.ok()?;
-    let b = r.into_body().collect().await.ok()?.to_bytes();
+    let (_, b) = Conn::open(addr).await.ok()?.get("/metrics").await.ok()?;
     let text = String::from_utf8_lossy(&b);
     text.lines()
         .find_map(|l| l.strip_prefix("crs_runtime_alive_tasks "))

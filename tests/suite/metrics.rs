@@ -242,6 +242,18 @@ async fn wait_in_flight(env: &Env, want: f64) {
     }
 }
 
+/// A stream of `events` events 100 ms apart, its head read.
+async fn slow_stream(env: &Env, key: &str, events: u32) -> reqwest::Response {
+    let directives = format!("mock:chunks={events} mock:delay_ms=100");
+    env.messages(
+        key,
+        msg_body("claude-sonnet-4-5-20250929", true, &directives),
+    )
+    .send()
+    .await
+    .unwrap()
+}
+
 /// An upstream request counts on its client lane for as long as its answer is read: a stream
 /// until its last event, or until its client hangs up; a JSON answer until it is read.
 /// (The lanes open more clients past 64 such requests once an upstream speaks HTTP/2, so a
@@ -255,14 +267,7 @@ async fn an_upstream_request_counts_until_its_answer_is_over() {
     assert_eq!(upstream_in_flight(&env).await, 0.0);
 
     // A stream of 20 events 100 ms apart: counted while it runs, not after its end.
-    let mut r = env
-        .messages(
-            &key,
-            msg_body(model, true, "mock:chunks=20 mock:delay_ms=100"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let mut r = slow_stream(&env, &key, 20).await;
     assert_eq!(r.status(), 200);
     assert!(r.chunk().await.unwrap().is_some());
     assert_eq!(upstream_in_flight(&env).await, 1.0);
@@ -270,22 +275,8 @@ async fn an_upstream_request_counts_until_its_answer_is_over() {
     wait_in_flight(&env, 0.0).await;
 
     // Two streams at once, one client leaving after the first event: the other still counts.
-    let mut a = env
-        .messages(
-            &key,
-            msg_body(model, true, "mock:chunks=30 mock:delay_ms=100"),
-        )
-        .send()
-        .await
-        .unwrap();
-    let mut b = env
-        .messages(
-            &key,
-            msg_body(model, true, "mock:chunks=30 mock:delay_ms=100"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let mut a = slow_stream(&env, &key, 30).await;
+    let mut b = slow_stream(&env, &key, 30).await;
     assert!(a.chunk().await.unwrap().is_some());
     assert!(b.chunk().await.unwrap().is_some());
     assert_eq!(upstream_in_flight(&env).await, 2.0);
