@@ -10,7 +10,9 @@
 //! Measured: added latency p50/p99 at concurrency 1; throughput, p99 and time to first byte
 //! at 32, 128 and 512; short streams (5 events) at 32 and 128; SSE streaming throughput and
 //! time to first byte; crs RSS idle, after load and with 1,000 and 10,000 concurrent slow
-//! streams; start-up to ready with 10,000 keys.
+//! streams, the upstream over plain HTTP/1.1 and then over TLS with HTTP/2 (the mock's second
+//! listener, with a certificate from a test CA crs is configured to trust); start-up to ready
+//! with 10,000 keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 const UPSTREAM_KEY: &str = "sk-ant-api03-bench-upstream-key";
+
+/// The test CA and the mock's certificate for its HTTPS listener.
+#[path = "../tests/suite/common/tls.rs"]
+mod tls;
 
 struct Opts {
     quick: bool,
@@ -352,9 +358,21 @@ fn body(stream: bool, extra: &str) -> Bytes {
 }
 
 async fn admin(addr: SocketAddr, token: &str, path: &str, v: Value) -> Value {
+    admin_with(hyper::Method::POST, addr, token, path, v).await
+}
+
+async fn admin_with(
+    method: hyper::Method,
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    v: Value,
+) -> Value {
     let mut c = Conn::open(addr).await.unwrap();
     let auth = format!("Bearer {token}");
-    let req = Request::post(path)
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json")
         .header("authorization", auth)
@@ -365,10 +383,14 @@ async fn admin(addr: SocketAddr, token: &str, path: &str, v: Value) -> Value {
     serde_json::from_slice(&b).unwrap()
 }
 
-fn spawn_crs(bin: &Path, dir: &Path, port: u16) -> Proc {
+/// crs on `dir`, trusting the CA of `ca` (the mock's HTTPS listener) when given.
+fn spawn_crs(bin: &Path, dir: &Path, port: u16, ca: Option<&Path>) -> Proc {
+    let mut cmd = Command::new(bin);
+    if let Some(ca) = ca {
+        cmd.env("CRS_UPSTREAM_CA_FILE", ca);
+    }
     Proc(
-        Command::new(bin)
-            .args(["serve", "--data-dir"])
+        cmd.args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--port", &port.to_string()])
             .env("ADMIN_USERNAME", "bench")
@@ -455,9 +477,21 @@ async fn main() -> anyhow::Result<()> {
     let dur = Duration::from_secs(secs);
     let mut out = serde_json::Map::new();
 
-    // The mock upstream.
+    // The mock upstream, over plain HTTP/1.1 and, on a second port, over TLS with HTTP/2 as
+    // Anthropic's API answers (with a certificate from a test CA crs is told to trust).
     let mock_port = free_port();
     let mock_addr: SocketAddr = format!("127.0.0.1:{mock_port}").parse()?;
+    let mock_tls_port = free_port();
+    let certs_dir = tempfile::tempdir()?;
+    let certs = tls::test_certs();
+    let (ca_file, cert_file, key_file) = (
+        certs_dir.path().join("ca.pem"),
+        certs_dir.path().join("cert.pem"),
+        certs_dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca_file, &certs.ca)?;
+    std::fs::write(&cert_file, &certs.cert)?;
+    std::fs::write(&key_file, &certs.key)?;
     let _mock = Proc(
         Command::new(&o.crs_bin)
             .args([
@@ -465,19 +499,26 @@ async fn main() -> anyhow::Result<()> {
                 "--no-record",
                 "--listen",
                 &mock_addr.to_string(),
+                "--tls-listen",
+                &format!("127.0.0.1:{mock_tls_port}"),
             ])
+            .arg("--tls-cert")
+            .arg(&cert_file)
+            .arg("--tls-key")
+            .arg(&key_file)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,
     );
     wait_listening(mock_addr).await;
+    wait_listening(format!("127.0.0.1:{mock_tls_port}").parse()?).await;
 
     // crs on a fresh data directory, one console account, one key.
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let crs_proc = spawn_crs(&o.crs_bin, dir.path(), port);
+    let crs_proc = spawn_crs(&o.crs_bin, dir.path(), port, Some(&ca_file));
     let pid = crs_proc.0.id();
     wait_ready(addr, "/health").await;
     let login = admin(
@@ -488,13 +529,26 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     let token = login["token"].as_str().unwrap().to_owned();
-    admin(
+    let account = admin(
         addr,
         &token,
         "/admin/claude-console-accounts",
         json!({"name": "mock", "apiUrl": format!("http://{mock_addr}"), "apiKey": UPSTREAM_KEY}),
     )
-    .await;
+    .await["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // From here on the account's upstream is the mock's HTTPS listener (HTTP/2).
+    let use_https_upstream = || {
+        admin_with(
+            hyper::Method::PUT,
+            addr,
+            &token,
+            &format!("/admin/claude-console-accounts/{account}"),
+            json!({"apiUrl": format!("https://localhost:{mock_tls_port}")}),
+        )
+    };
     let key =
         admin(addr, &token, "/admin/api-keys", json!({"name": "bench"})).await["data"]["apiKey"]
             .as_str()
@@ -558,6 +612,11 @@ async fn main() -> anyhow::Result<()> {
     // they run (for memory profiling).
     if let Some(i) = args.iter().position(|a| a == "--streams") {
         let n: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        // `--h2`: with the upstream over TLS and HTTP/2.
+        if args.iter().any(|a| a == "--h2") {
+            let v = use_https_upstream().await;
+            anyhow::ensure!(v["success"] == true, "switching the upstream: {v}");
+        }
         println!(
             "crs pid {pid}: {n} slow streams (RSS idle {:.1} MiB)",
             mib(rss_idle)
@@ -726,6 +785,18 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(SETTLE_SECS)).await;
         (rss_kib(pid), anon_kib(pid))
     };
+    // The same streams with the upstream over TLS and HTTP/2, as Anthropic's API answers:
+    // many streams share each upstream connection (`providers::http::Lanes`), so only the
+    // client connections count, one descriptor a stream in crs.
+    let many_h2 = 10_000.min(nofile.saturating_sub(1_000) as usize);
+    let h2 = if o.quick || many_h2 < 2_000 {
+        None
+    } else {
+        let v = use_https_upstream().await;
+        anyhow::ensure!(v["success"] == true, "switching the upstream: {v}");
+        let (rss, r) = slow_streams(&relay, pid, many_h2, 8).await?;
+        Some((rss[7], r))
+    };
     println!();
     println!("| crs memory (RSS) | MiB | of which heap (anonymous) |");
     println!("|---|---:|---:|");
@@ -756,6 +827,20 @@ async fn main() -> anyhow::Result<()> {
             mib(anon_settled)
         );
     }
+    if let Some((rss, _)) = &h2 {
+        println!(
+            "| during {many_h2} concurrent slow streams, upstream over TLS and HTTP/2 | {:.1} | |",
+            mib(*rss)
+        );
+    }
+    if let Some((_, r)) = &h2 {
+        println!(
+            "\n{many_h2} slow streams over HTTP/2: {} completed, {} errors, time to first byte p50 {:.2} ms",
+            r.requests,
+            r.errors,
+            r.ttfb_p50()
+        );
+    }
     if let Some(r) = &s10k {
         println!(
             "\n{many} slow streams: {} completed, {} errors, time to first byte p50 {:.2} ms",
@@ -778,7 +863,11 @@ async fn main() -> anyhow::Result<()> {
                "anonymous": {"idle": mib(anon_idle), "after_load": mib(anon_after_load),
                              "settled": (!o.quick).then(|| mib(anon_settled))},
                "slow_streams_many_completed": s10k.as_ref().map(|r| r.requests),
-               "slow_streams_many_errors": s10k.as_ref().map(|r| r.errors)}),
+               "slow_streams_many_errors": s10k.as_ref().map(|r| r.errors),
+               "slow_streams_h2": h2.as_ref().map(|(rss, _)| mib(*rss)),
+               "slow_streams_h2_count": h2.as_ref().map(|_| many_h2),
+               "slow_streams_h2_completed": h2.as_ref().map(|(_, r)| r.requests),
+               "slow_streams_h2_errors": h2.as_ref().map(|(_, r)| r.errors)}),
     );
     drop(crs_proc);
 
@@ -790,7 +879,7 @@ async fn main() -> anyhow::Result<()> {
         let port = free_port();
         let a: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let t = Instant::now();
-        let p = spawn_crs(&o.crs_bin, dir2.path(), port);
+        let p = spawn_crs(&o.crs_bin, dir2.path(), port, None);
         wait_ready(a, "/health").await;
         readies.push(t.elapsed());
         drop(p);

@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub metrics_allow: Option<Vec<String>>,
     pub pricing_url: Option<String>,
     pub log_dir: Option<PathBuf>,
+    pub upstream_ca_file: Option<PathBuf>,
     pub log_max_size: Option<String>,
     pub log_max_files: Option<usize>,
     pub max_connections: Option<usize>,
@@ -113,6 +114,9 @@ pub struct Config {
     pub upstream_idle_connections: usize,
     /// How long an idle upstream connection is kept.
     pub upstream_idle: Duration,
+    /// PEM certificates trusted for upstream HTTPS besides the system's (a private gateway's
+    /// CA, or the CA of a proxy that inspects TLS).
+    pub upstream_ca_file: Option<PathBuf>,
     /// Client connections open at once; more wait in the listen backlog. `None`: sized from
     /// the open-file limit (`listener::default_max_connections`).
     pub max_connections: Option<usize>,
@@ -335,6 +339,7 @@ impl Config {
             store_cache_bytes: DEFAULT_STORE_CACHE_MB * 1024 * 1024,
             upstream_idle_connections: 1024,
             upstream_idle: Duration::from_secs(30),
+            upstream_ca_file: None,
             max_connections: None,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
@@ -630,6 +635,9 @@ impl Config {
         c.log_dir = env_nonempty("CRS_LOG_DIR")
             .map(PathBuf::from)
             .or(file.log_dir);
+        c.upstream_ca_file = env_nonempty("CRS_UPSTREAM_CA_FILE")
+            .map(PathBuf::from)
+            .or(file.upstream_ca_file);
         if let Some(v) = env_nonempty("LOG_MAX_SIZE").or(file.log_max_size) {
             c.log_max_bytes = parse_size(&v)
                 .filter(|n| *n > 0)
@@ -696,10 +704,15 @@ mod tests {
                 ("LOG_MAX_SIZE", "1m"),
                 ("LOG_MAX_FILES", "3"),
                 ("CRS_LOG_DIR", "/var/log/crs"),
+                ("CRS_UPSTREAM_CA_FILE", "/etc/crs/gateway-ca.pem"),
             ],
             CliOverrides::default(),
         )
         .unwrap();
+        assert_eq!(
+            c.upstream_ca_file,
+            Some(PathBuf::from("/etc/crs/gateway-ca.pem"))
+        );
         assert_eq!(c.metrics_allow.len(), 2);
         assert_eq!(c.log_max_bytes, 1 << 20);
         assert_eq!(c.log_max_files, 3);

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crs::config::{CliOverrides, Config};
@@ -157,6 +158,15 @@ enum Command {
         /// Keep no copy of requests (for benchmarks).
         #[arg(long)]
         no_record: bool,
+        /// Also serve HTTPS here (HTTP/2 and HTTP/1.1 by ALPN), with `--tls-cert` and `--tls-key`.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Option<String>,
+        /// PEM certificate chain for `--tls-listen`.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for `--tls-listen`.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -362,16 +372,34 @@ fn run() -> anyhow::Result<()> {
             force,
             json,
         } => ops::restore(dir.load()?, &from, force, json),
-        Command::MockUpstream { listen, no_record } => {
+        Command::MockUpstream {
+            listen,
+            no_record,
+            tls_listen,
+            tls_cert,
+            tls_key,
+        } => {
             crs::init_logging("info", crs::config::LogFormat::Text);
+            crs::init_tls();
             rt.block_on(async move {
-                let mock = crs::mock::MockUpstream::start_on(&listen).await?;
-                if no_record {
-                    mock.state
-                        .record
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                let mut mocks = vec![crs::mock::MockUpstream::start_on(&listen).await?];
+                if let (Some(at), Some(cert), Some(key)) = (tls_listen, tls_cert, tls_key) {
+                    let read = |p: &PathBuf| {
+                        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                    };
+                    mocks.push(
+                        crs::mock::MockUpstream::start_tls_on(&at, &read(&cert)?, &read(&key)?)
+                            .await?,
+                    );
                 }
-                tracing::info!(url = %mock.url(), "mock upstream listening");
+                for mock in &mocks {
+                    if no_record {
+                        mock.state
+                            .record
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tracing::info!(url = %mock.url(), "mock upstream listening");
+                }
                 tokio::signal::ctrl_c().await?;
                 Ok(())
             })

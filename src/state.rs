@@ -86,6 +86,8 @@ pub fn state(depot: &Depot) -> Arc<AppState> {
 
 impl AppState {
     pub fn new(config: Config, secrets: Secrets, store: Arc<Store>) -> Result<Arc<Self>> {
+        // First: a CA file that cannot be used stops the start before anything is running.
+        let http = HttpClients::new(&config)?;
         let secrets = Arc::new(secrets);
         let clock = Clock::new(config.tz_offset_minutes);
         let ledger = Ledger::start(store.clone(), clock, config.ledger_flush);
@@ -105,7 +107,7 @@ impl AppState {
             store.clone(),
             secrets.clone(),
             clock,
-            HttpClients::new(&config),
+            http,
             OAuthState::new(&config),
             admin_lock.clone(),
         )?;

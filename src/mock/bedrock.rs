@@ -23,7 +23,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::stream::sse_body;
-use super::{MockState, SeenRequest, directives};
+use super::{MockState, directives};
 use crate::providers::bedrock::{self as wire, Credentials};
 
 /// Credentials every mock accepts.
@@ -353,18 +353,7 @@ impl Handler for Invoke {
             "x-amzn-requestid",
             HeaderValue::from_str(&rid).expect("ascii"),
         );
-        if state.record.load(std::sync::atomic::Ordering::Relaxed) {
-            state.seen.lock().push(SeenRequest {
-                path: req.uri().path().to_owned(),
-                query: req.uri().query().map(str::to_owned),
-                headers: req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                    .collect(),
-                body: body.clone(),
-            });
-        }
+        super::record(state, req, &body);
         if let Err((status, t, msg)) = verify_signature(req, &body) {
             return bedrock_error(res, status, t, &msg);
         }

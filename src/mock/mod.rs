@@ -40,6 +40,8 @@ pub struct SeenRequest {
     pub query: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The HTTP version the request came over.
+    pub version: salvo::http::Version,
 }
 
 impl SeenRequest {
@@ -131,6 +133,7 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     pub state: Arc<MockState>,
     handle: salvo::server::ServerHandle,
+    tls: bool,
 }
 
 impl MockUpstream {
@@ -139,18 +142,36 @@ impl MockUpstream {
     }
 
     pub async fn start_on(listen: &str) -> Result<Self> {
-        let state = Arc::new(MockState::default());
-        state.record.store(true, Ordering::Relaxed);
-        state.oauth_expires_in.store(28_800, Ordering::Relaxed);
         let acceptor = TcpListener::new(listen.to_owned())
             .try_bind()
             .await
             .with_context(|| format!("mock upstream cannot listen on {listen}"))?;
+        Ok(Self::serve(acceptor, false))
+    }
+
+    /// Over TLS with this certificate chain and key (PEM), offering HTTP/2 and HTTP/1.1 by
+    /// ALPN as Anthropic's and OpenAI's APIs do (both answer `h2` to a client that offers it).
+    pub async fn start_tls_on(listen: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        use salvo::conn::rustls::{Keycert, RustlsConfig};
+        let config = RustlsConfig::new(Keycert::new().cert(cert_pem).key(key_pem))
+            .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let acceptor = TcpListener::new(listen.to_owned())
+            .rustls(config)
+            .try_bind()
+            .await
+            .with_context(|| format!("mock upstream cannot listen on {listen} (TLS)"))?;
+        Ok(Self::serve(acceptor, true))
+    }
+
+    fn serve(acceptor: impl Acceptor + 'static, tls: bool) -> Self {
+        let state = Arc::new(MockState::default());
+        state.record.store(true, Ordering::Relaxed);
+        state.oauth_expires_in.store(28_800, Ordering::Relaxed);
         let addr = acceptor
             .holdings()
             .first()
             .and_then(|h| h.local_addr.clone().into_std())
-            .context("mock has no address")?;
+            .expect("a bound listener has an address");
         let router = Router::new()
             .push(anthropic::routes(&state))
             .push(bedrock::routes(&state))
@@ -163,15 +184,21 @@ impl MockUpstream {
         let server = Server::new(acceptor);
         let handle = server.handle();
         tokio::spawn(server.serve(router));
-        Ok(MockUpstream {
+        MockUpstream {
             addr,
             state,
             handle,
-        })
+            tls,
+        }
     }
 
+    /// The base URL; over TLS by the name `localhost`, which the certificate must carry.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn stop(&self) {
@@ -344,6 +371,7 @@ pub(crate) fn record(state: &MockState, req: &Request, body: &Bytes) {
                 .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
                 .collect(),
             body: body.clone(),
+            version: req.version(),
         });
     }
 }

@@ -13,6 +13,7 @@
 //! memory (each client holds its own TLS settings and resolver).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -32,15 +33,20 @@ pub const MAX_LANES: usize = 64;
 /// One set of lanes per distinct proxy (and one without a proxy).
 pub struct HttpClients {
     config: Config,
+    /// The TLS settings every client is built with (one certificate verifier for all).
+    tls: rustls::ClientConfig,
     by_proxy: Mutex<HashMap<String, Arc<Lanes>>>,
 }
 
 impl HttpClients {
-    pub fn new(config: &Config) -> Self {
-        HttpClients {
+    /// Fails when the CA file the configuration names (`upstream_ca_file`) cannot be read or
+    /// holds no certificate.
+    pub fn new(config: &Config) -> Result<Self> {
+        Ok(HttpClients {
             config: config.clone(),
+            tls: upstream_tls(config.upstream_ca_file.as_deref())?,
             by_proxy: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The lanes for a proxy URL ("" = direct). Built once, shared by every account using it.
@@ -50,9 +56,10 @@ impl HttpClients {
             return Ok(c.clone());
         }
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let proxy = proxy_url.to_owned();
         let lanes = Arc::new(Lanes::new(LANE_REQUESTS, MAX_LANES, move || {
-            build_client(&config, &proxy)
+            build_client(&config, &tls, &proxy)
         })?);
         map.insert(proxy_url.to_owned(), lanes.clone());
         Ok(lanes)
@@ -70,8 +77,46 @@ impl HttpClients {
     }
 }
 
-fn build_client(config: &Config, proxy_url: &str) -> Result<reqwest::Client> {
+/// TLS for upstream connections: the platform's trust store (what reqwest would use), plus
+/// the certificates of `ca_file` when set (a private gateway's or a TLS-inspecting proxy's
+/// CA); ALPN offers HTTP/2 first, as reqwest does. Built once: the verifier (and the system
+/// roots it loads) is shared by every lane and proxy instead of built again per client.
+pub fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use rustls_platform_verifier::Verifier;
+    crate::init_tls();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = match ca_file {
+        None => Verifier::new(provider.clone()),
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("reading CA certificates from {}", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("{} holds no PEM certificate", path.display());
+            }
+            Verifier::new_with_extra_roots(certs, provider.clone())
+        }
+    }
+    .context("setting up TLS certificate verification")?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+fn build_client(
+    config: &Config,
+    tls: &rustls::ClientConfig,
+    proxy_url: &str,
+) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
         .connect_timeout(config.connect_timeout)
         .pool_idle_timeout(config.upstream_idle)
         .pool_max_idle_per_host(config.upstream_idle_connections)

@@ -343,7 +343,10 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let what = if e.is_connect() { "connect" } else { "request" };
-                tracing::warn!(account_id = %acc.rec.id, error = %e, attempt, "upstream {what} error");
+                // With its causes: reqwest's own text says only that sending failed, the cause
+                // says why (refused, DNS, a certificate not trusted).
+                let error = format!("{:#}", anyhow::Error::from(e));
+                tracing::warn!(account_id = %acc.rec.id, %error, attempt, "upstream {what} error");
                 apply(
                     &st,
                     &acc,

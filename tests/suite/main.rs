@@ -35,6 +35,7 @@ mod robustness;
 mod scheduler;
 mod stats;
 mod subscription;
+mod tls;
 mod upgrade;
 mod webhook;
 mod windows;

@@ -9,6 +9,8 @@ use crs::mock::MockUpstream;
 use crs::server::Running;
 use serde_json::{Value, json};
 
+pub mod tls;
+
 pub const ADMIN_USER: &str = "root";
 pub const ADMIN_PASS: &str = "correct-horse-battery";
 pub const UPSTREAM_KEY: &str = "sk-ant-api03-upstream-secret-0001";
