@@ -540,12 +540,13 @@ async fn main() -> anyhow::Result<()> {
         .unwrap()
         .to_owned();
     // From here on the account's upstream is the mock's HTTPS listener (HTTP/2).
+    let account_path = format!("/admin/claude-console-accounts/{account}");
     let use_https_upstream = || {
         admin_with(
             hyper::Method::PUT,
             addr,
             &token,
-            &format!("/admin/claude-console-accounts/{account}"),
+            &account_path,
             json!({"apiUrl": format!("https://localhost:{mock_tls_port}")}),
         )
     };

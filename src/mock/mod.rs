@@ -132,8 +132,33 @@ impl MockState {
 pub struct MockUpstream {
     pub addr: SocketAddr,
     pub state: Arc<MockState>,
-    handle: salvo::server::ServerHandle,
-    tls: bool,
+    stop: Stop,
+}
+
+/// How a mock stops serving.
+enum Stop {
+    Server(salvo::server::ServerHandle),
+    /// The TLS accept loop, which owns its connections' tasks.
+    Task(tokio::task::AbortHandle),
+}
+
+fn router(state: &Arc<MockState>) -> Router {
+    Router::new()
+        .push(anthropic::routes(state))
+        .push(bedrock::routes(state))
+        .push(openai::routes(state))
+        .push(gemini::routes(state))
+        .push(oauth::routes(state))
+        .push(codex::routes(state))
+        // Last: Code Assist's `/v1internal:{method}` is one path segment.
+        .push(codeassist::routes(state))
+}
+
+fn new_state() -> Arc<MockState> {
+    let state = Arc::new(MockState::default());
+    state.record.store(true, Ordering::Relaxed);
+    state.oauth_expires_in.store(28_800, Ordering::Relaxed);
+    state
 }
 
 impl MockUpstream {
@@ -146,63 +171,102 @@ impl MockUpstream {
             .try_bind()
             .await
             .with_context(|| format!("mock upstream cannot listen on {listen}"))?;
-        Ok(Self::serve(acceptor, false))
-    }
-
-    /// Over TLS with this certificate chain and key (PEM), offering HTTP/2 and HTTP/1.1 by
-    /// ALPN as Anthropic's and OpenAI's APIs do (both answer `h2` to a client that offers it).
-    pub async fn start_tls_on(listen: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
-        use salvo::conn::rustls::{Keycert, RustlsConfig};
-        let config = RustlsConfig::new(Keycert::new().cert(cert_pem).key(key_pem))
-            .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()]);
-        let acceptor = TcpListener::new(listen.to_owned())
-            .rustls(config)
-            .try_bind()
-            .await
-            .with_context(|| format!("mock upstream cannot listen on {listen} (TLS)"))?;
-        Ok(Self::serve(acceptor, true))
-    }
-
-    fn serve(acceptor: impl Acceptor + 'static, tls: bool) -> Self {
-        let state = Arc::new(MockState::default());
-        state.record.store(true, Ordering::Relaxed);
-        state.oauth_expires_in.store(28_800, Ordering::Relaxed);
         let addr = acceptor
             .holdings()
             .first()
             .and_then(|h| h.local_addr.clone().into_std())
-            .expect("a bound listener has an address");
-        let router = Router::new()
-            .push(anthropic::routes(&state))
-            .push(bedrock::routes(&state))
-            .push(openai::routes(&state))
-            .push(gemini::routes(&state))
-            .push(oauth::routes(&state))
-            .push(codex::routes(&state))
-            // Last: Code Assist's `/v1internal:{method}` is one path segment.
-            .push(codeassist::routes(&state));
+            .context("mock has no address")?;
+        let state = new_state();
         let server = Server::new(acceptor);
         let handle = server.handle();
-        tokio::spawn(server.serve(router));
-        MockUpstream {
+        tokio::spawn(server.serve(router(&state)));
+        Ok(MockUpstream {
             addr,
             state,
-            handle,
-            tls,
-        }
+            stop: Stop::Server(handle),
+        })
+    }
+
+    /// Over TLS with this certificate chain and key (PEM), offering HTTP/2 and HTTP/1.1 by
+    /// ALPN as Anthropic's and OpenAI's APIs do (both answer `h2` to a client that offers it).
+    /// Served by hyper directly: crs's own server speaks only HTTP/1.1.
+    pub async fn start_tls_on(listen: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        crate::init_tls();
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the mock's TLS certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).context("the mock's TLS key")?;
+        let mut tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("the mock's TLS certificate and key")?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("mock upstream cannot listen on {listen} (TLS)"))?;
+        let addr = listener.local_addr()?;
+        let state = new_state();
+        let service = Arc::new(salvo::Service::new(router(&state)));
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                while conns.try_join_next().is_some() {}
+                let Ok((tcp, remote)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (tls, service) = (tls.clone(), service.clone());
+                conns.spawn(async move {
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let handler = service.hyper_handler(
+                        addr.into(),
+                        remote.into(),
+                        salvo::http::uri::Scheme::HTTPS,
+                        None,
+                        salvo::conn::ConnCtrl::new(),
+                        None,
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = if h2 {
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, handler)
+                        .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, handler)
+                            .await
+                    };
+                });
+            }
+        });
+        Ok(MockUpstream {
+            addr,
+            state,
+            stop: Stop::Task(task.abort_handle()),
+        })
     }
 
     /// The base URL; over TLS by the name `localhost`, which the certificate must carry.
     pub fn url(&self) -> String {
-        if self.tls {
-            format!("https://localhost:{}", self.addr.port())
-        } else {
-            format!("http://{}", self.addr)
+        match self.stop {
+            Stop::Task(_) => format!("https://localhost:{}", self.addr.port()),
+            Stop::Server(_) => format!("http://{}", self.addr),
         }
     }
 
     pub fn stop(&self) {
-        self.handle.stop_forceful();
+        match &self.stop {
+            Stop::Server(h) => h.stop_forceful(),
+            Stop::Task(t) => t.abort(),
+        }
     }
 }
 

@@ -601,8 +601,13 @@ async fn respond(
         let tap = acc.kind().stream_stage(call.op, tap);
         let st2 = st.clone();
         let service = call.service;
-        // The admission, the account slot and the lane ticket live until the stream is over.
-        let adm = call.adm;
+        // The admission, the account slot and the lane ticket live until the stream is over;
+        // the request body went upstream and is let go now, and with it its room in the budget
+        // of bodies held in memory (held to the end, long streams with large bodies would
+        // refuse new requests while no body is in memory).
+        call.body = Bytes::new();
+        let mut adm = call.adm;
+        adm.body_budget = None;
         let slot = pick.slot;
         let mut stream = pump(
             up,

@@ -199,6 +199,39 @@ async fn bodies_in_flight_are_bounded_across_keys() {
 }
 
 #[tokio::test]
+async fn a_running_stream_gives_its_body_room_back() {
+    let env = Env::start_with(|c| c.max_inflight_body_bytes = 1024 * 1024).await;
+    env.create_account(json!({})).await;
+    let (_, key) = env.create_key(json!({"name": "k"})).await;
+    // A 700 KB request whose answer streams for a few seconds: once the body went upstream it
+    // is no longer held, so another 700 KB request fits beside the running stream.
+    let padding = "x".repeat(700_000);
+    let big = |stream: bool, directives: &str| {
+        msg_body(
+            "claude-sonnet-4-5-20250929",
+            stream,
+            &format!("{directives} {padding}"),
+        )
+    };
+    // The stream runs for 8 s, longer than a request waits for room (5 s).
+    let r = env
+        .messages(&key, big(true, "mock:chunks=80 mock:delay_ms=100"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let first = futures_util::StreamExt::next(&mut stream).await;
+    assert!(first.is_some_and(|c| c.is_ok()), "the stream started");
+    let r = env.messages(&key, big(false, "")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let more = futures_util::StreamExt::next(&mut stream).await;
+    assert!(more.is_some_and(|c| c.is_ok()), "the stream still runs");
+    drop(stream);
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_hangs_up_before_a_non_stream_answer_is_still_billed() {
     let env = Env::start().await;
     env.create_account(json!({})).await;
