@@ -257,7 +257,7 @@ pub async fn upstream_request_keyed(
     let up = Upstream {
         rec,
         credential: &acc.credential,
-        client,
+        client: &client,
         token: token.as_ref(),
         identity: identity.as_deref(),
         endpoint: if rec.platform == Platform::Gemini {

@@ -14,10 +14,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 
 use crate::config::Config;
@@ -74,6 +76,14 @@ impl HttpClients {
     /// Upstream requests whose answers are still being read, over all lanes.
     pub fn in_flight(&self) -> usize {
         self.by_proxy.lock().values().map(|l| l.in_flight()).sum()
+    }
+
+    /// Close every lane past a proxy's first that carried nothing for `idle` (called
+    /// periodically with the pool's idle time, so that after a burst of HTTP/2 streams the
+    /// clients it opened go as their connections would).
+    pub fn retire_idle(&self, idle: Duration) -> usize {
+        let all: Vec<_> = self.by_proxy.lock().values().cloned().collect();
+        all.iter().map(|l| l.retire_idle(idle)).sum()
     }
 }
 
@@ -138,22 +148,40 @@ pub struct Lanes {
     per_lane: usize,
     /// An answer came over HTTP/2: only then do more lanes than the first open.
     multiplexed: AtomicBool,
-    /// Built on first need; the first one at once (it also checks the settings build).
-    lanes: Box<[OnceLock<Lane>]>,
+    /// Built at once (it also checks that the settings build).
+    first: Arc<Lane>,
+    /// Opened when every open lane is full; closed by `retire_idle` once idle.
+    more: Box<[ArcSwapOption<Lane>]>,
+    /// Held while a lane is built, so that two requests do not build the same one.
+    opening: Mutex<()>,
 }
 
 struct Lane {
     client: reqwest::Client,
-    in_flight: Arc<AtomicUsize>,
+    load: Arc<LaneLoad>,
+}
+
+/// Requests a lane carries, and when it last took or gave back one (ms since `EPOCH`).
+#[derive(Debug, Default)]
+struct LaneLoad {
+    in_flight: AtomicUsize,
+    last_used: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
 }
 
 /// A request counted on its lane until this is dropped: keep it as long as the answer is read.
 #[derive(Debug)]
-pub struct LaneTicket(Arc<AtomicUsize>);
+pub struct LaneTicket(Arc<LaneLoad>);
 
 impl Drop for LaneTicket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_used.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -161,13 +189,18 @@ impl Lane {
     fn new(client: reqwest::Client) -> Self {
         Lane {
             client,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            load: Arc::default(),
         }
     }
 
-    fn take(&self) -> (&reqwest::Client, LaneTicket) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        (&self.client, LaneTicket(self.in_flight.clone()))
+    fn in_flight(&self) -> usize {
+        self.load.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn take(&self) -> (reqwest::Client, LaneTicket) {
+        self.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.load.last_used.store(now_ms(), Ordering::Relaxed);
+        (self.client.clone(), LaneTicket(self.load.clone()))
     }
 }
 
@@ -178,24 +211,20 @@ impl Lanes {
         max: usize,
         build: impl Fn() -> Result<reqwest::Client> + Send + Sync + 'static,
     ) -> Result<Self> {
-        let lanes: Box<[OnceLock<Lane>]> = (0..max.max(1)).map(|_| OnceLock::new()).collect();
-        let _ = lanes[0].set(Lane::new(build()?));
         Ok(Lanes {
+            first: Arc::new(Lane::new(build()?)),
+            more: (1..max.max(1)).map(|_| ArcSwapOption::empty()).collect(),
             build: Box::new(build),
             per_lane: per_lane.max(1),
             multiplexed: AtomicBool::new(false),
-            lanes,
+            opening: Mutex::new(()),
         })
-    }
-
-    fn first_lane(&self) -> &Lane {
-        self.lanes[0].get().expect("the first lane is built in new")
     }
 
     /// The first lane's client, for calls outside the request path (token refreshes, usage
     /// polls), which are few and short.
     pub fn first(&self) -> &reqwest::Client {
-        &self.first_lane().client
+        &self.first.client
     }
 
     /// Report the HTTP version an answer came in: HTTP/2 lets further lanes open.
@@ -206,54 +235,86 @@ impl Lanes {
     }
 
     /// A client for one request and its ticket: the first lane with room, a new lane when all
-    /// built ones are full, the least busy when no more may open; the first lane until an
+    /// open ones are full, the least busy when no more may open; the first lane until an
     /// answer came over HTTP/2.
-    pub fn take(&self) -> (&reqwest::Client, LaneTicket) {
-        let first = self.first_lane();
-        if !self.multiplexed.load(Ordering::Relaxed) {
-            return first.take();
+    pub fn take(&self) -> (reqwest::Client, LaneTicket) {
+        let n = self.first.in_flight();
+        if !self.multiplexed.load(Ordering::Relaxed) || n < self.per_lane {
+            return self.first.take();
         }
-        let mut least: Option<(&Lane, usize)> = None;
-        for slot in self.lanes.iter() {
-            let lane = match slot.get() {
+        let mut least: Option<(Arc<Lane>, usize)> = None;
+        for slot in self.more.iter() {
+            let lane = match slot.load_full() {
                 Some(l) => l,
-                None => {
-                    // Two requests may build the same lane at once; one client is kept.
-                    match (self.build)() {
-                        Ok(c) => {
-                            let _ = slot.set(Lane::new(c));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not open another upstream client lane");
-                            break;
-                        }
-                    }
-                    slot.get().expect("set above or by a racing request")
-                }
+                None => match self.open(slot) {
+                    Some(l) => l,
+                    None => break,
+                },
             };
-            let n = lane.in_flight.load(Ordering::Relaxed);
-            if n < self.per_lane {
+            let m = lane.in_flight();
+            if m < self.per_lane {
                 return lane.take();
             }
-            if least.is_none_or(|(_, m)| n < m) {
-                least = Some((lane, n));
+            if least.as_ref().is_none_or(|(_, k)| m < *k) {
+                least = Some((lane, m));
             }
         }
-        least.map_or(first, |(l, _)| l).take()
+        match least {
+            Some((lane, m)) if m < n => lane.take(),
+            _ => self.first.take(),
+        }
+    }
+
+    /// Build the lane of an empty slot (or find the one a racing request built).
+    fn open(&self, slot: &ArcSwapOption<Lane>) -> Option<Arc<Lane>> {
+        let _one_at_a_time = self.opening.lock();
+        if let Some(l) = slot.load_full() {
+            return Some(l);
+        }
+        match (self.build)() {
+            Ok(c) => {
+                let lane = Arc::new(Lane::new(c));
+                slot.store(Some(lane.clone()));
+                Some(lane)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open another upstream client lane");
+                None
+            }
+        }
+    }
+
+    /// Close the lanes past the first that carried nothing for `idle`: their client, its
+    /// pool and connections go. (A request that took such a lane just before keeps its client
+    /// until its answer is read.)
+    pub fn retire_idle(&self, idle: Duration) -> usize {
+        let cutoff = now_ms().saturating_sub(idle.as_millis() as u64);
+        let mut retired = 0;
+        for slot in self.more.iter() {
+            let idle_lane = slot.load().as_ref().is_some_and(|l| {
+                l.in_flight() == 0 && l.load.last_used.load(Ordering::Relaxed) <= cutoff
+            });
+            if idle_lane {
+                slot.store(None);
+                retired += 1;
+            }
+        }
+        retired
     }
 
     /// Requests in flight over all lanes.
     pub fn in_flight(&self) -> usize {
-        self.lanes
-            .iter()
-            .filter_map(|l| l.get())
-            .map(|l| l.in_flight.load(Ordering::Relaxed))
-            .sum()
+        self.first.in_flight()
+            + self
+                .more
+                .iter()
+                .filter_map(|l| l.load().as_ref().map(|l| l.in_flight()))
+                .sum::<usize>()
     }
 
-    /// Lanes opened so far.
+    /// Lanes open now.
     pub fn opened(&self) -> usize {
-        self.lanes.iter().filter(|l| l.get().is_some()).count()
+        1 + self.more.iter().filter(|l| l.load().is_some()).count()
     }
 }
 
@@ -379,11 +440,38 @@ mod tests {
     }
 
     fn counts(l: &Lanes) -> Vec<usize> {
-        l.lanes
-            .iter()
-            .filter_map(|s| s.get())
-            .map(|l| l.in_flight.load(Ordering::SeqCst))
+        std::iter::once(l.first.in_flight())
+            .chain(
+                l.more
+                    .iter()
+                    .filter_map(|s| s.load().as_ref().map(|l| l.in_flight())),
+            )
             .collect()
+    }
+
+    #[test]
+    fn idle_lanes_past_the_first_close_and_busy_ones_stay() {
+        crate::init_tls();
+        let lanes = Lanes::new(1, 3, || Ok(reqwest::Client::new())).unwrap();
+        lanes.answered_over(reqwest::Version::HTTP_2);
+        let (a, b, c) = (lanes.take().1, lanes.take().1, lanes.take().1);
+        assert_eq!(lanes.opened(), 3);
+        drop(c);
+        assert_eq!(
+            lanes.retire_idle(Duration::from_secs(60)),
+            0,
+            "the third lane carried a request just now"
+        );
+        assert_eq!(lanes.retire_idle(Duration::ZERO), 1);
+        assert_eq!(counts(&lanes), vec![1, 1]);
+        drop((a, b));
+        assert_eq!(lanes.retire_idle(Duration::ZERO), 1);
+        // The first lane stays, whatever its load.
+        assert_eq!(lanes.opened(), 1);
+        // Demand opens them again.
+        let again: Vec<_> = (0..3).map(|_| lanes.take().1).collect();
+        assert_eq!(counts(&lanes), vec![1, 1, 1]);
+        drop(again);
     }
 
     #[test]

@@ -85,6 +85,12 @@ async fn an_upstream_signed_by_the_configured_ca_answers_over_http2() {
     .expect("the streams end");
     assert!(bodies.iter().all(|b| b.contains("message_stop")));
     assert_eq!(lanes(), 2);
+    // Once idle, the second lane closes (the server does this every 5 s with the pool's idle
+    // time); the first stays.
+    let http = &env.crs.as_ref().unwrap().state.accounts.http;
+    assert_eq!(http.retire_idle(Duration::from_secs(3600)), 0);
+    assert_eq!(http.retire_idle(Duration::ZERO), 1);
+    assert_eq!(lanes(), 1);
     env.stop().await;
 }
 
