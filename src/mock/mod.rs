@@ -193,12 +193,14 @@ impl MockUpstream {
     pub async fn start_tls_on(listen: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        crate::init_tls();
         let certs = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .context("the mock's TLS certificate")?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).context("the mock's TLS key")?;
-        let mut tls = rustls::ServerConfig::builder()
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .context("the mock's TLS certificate and key")?;

@@ -95,7 +95,6 @@ pub fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     use rustls_platform_verifier::Verifier;
-    crate::init_tls();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = match ca_file {
         None => Verifier::new(provider.clone()),
