@@ -217,6 +217,8 @@ impl MockUpstream {
             loop {
                 while conns.try_join_next().is_some() {}
                 let Ok((tcp, remote)) = listener.accept().await else {
+                    // Out of descriptors, say: wait a little instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);

@@ -91,7 +91,7 @@ impl HttpClients {
 /// the certificates of `ca_file` when set (a private gateway's or a TLS-inspecting proxy's
 /// CA); ALPN offers HTTP/2 first, as reqwest does. Built once: the verifier (and the system
 /// roots it loads) is shared by every lane and proxy instead of built again per client.
-pub fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
+fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     use rustls_platform_verifier::Verifier;
@@ -160,7 +160,7 @@ struct Lane {
     load: Arc<LaneLoad>,
 }
 
-/// Requests a lane carries, and when it last took or gave back one (ms since `EPOCH`).
+/// Requests a lane carries, and when it last gave one back (ms since `EPOCH`).
 #[derive(Debug, Default)]
 struct LaneLoad {
     in_flight: AtomicUsize,
@@ -169,8 +169,10 @@ struct LaneLoad {
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// At least 1, so that a lane given back in the first millisecond is not taken for one that
+/// was idle since the start.
 fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
+    EPOCH.elapsed().as_millis() as u64 + 1
 }
 
 /// A request counted on its lane until this is dropped: keep it as long as the answer is read.
@@ -196,9 +198,10 @@ impl Lane {
         self.load.in_flight.load(Ordering::Relaxed)
     }
 
+    /// No clock read here: a lane carrying requests is never idle, and the ticket that
+    /// brings it back to none stamps the time.
     fn take(&self) -> (reqwest::Client, LaneTicket) {
         self.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.load.last_used.store(now_ms(), Ordering::Relaxed);
         (self.client.clone(), LaneTicket(self.load.clone()))
     }
 }
