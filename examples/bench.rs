@@ -224,6 +224,8 @@ struct Target {
 struct Run {
     requests: u64,
     errors: u64,
+    /// What the failures were: `status 502`, or the I/O error's text, with how many of each.
+    error_kinds: std::collections::BTreeMap<String, u64>,
     elapsed: Duration,
     latencies: Vec<Duration>,
     ttfb: Vec<Duration>,
@@ -231,6 +233,19 @@ struct Run {
 }
 
 impl Run {
+    /// The failures by kind, as ` (status 502: 3; ...)`, or nothing without failures.
+    fn error_kinds_text(&self) -> String {
+        if self.error_kinds.is_empty() {
+            return String::new();
+        }
+        let kinds: Vec<String> = self
+            .error_kinds
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        format!(" ({})", kinds.join("; "))
+    }
+
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
@@ -277,6 +292,7 @@ async fn load(
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             let (mut lat, mut ttfb, mut errors, mut bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
+            let mut kinds = std::collections::BTreeMap::<String, u64>::new();
             loop {
                 if let Some(n) = count {
                     if done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n {
@@ -291,27 +307,36 @@ async fn load(
                         ttfb.push(first);
                         bytes += n as u64;
                     }
-                    _ => {
+                    other => {
                         errors += 1;
+                        let kind = match other {
+                            Ok((status, ..)) => format!("status {status}"),
+                            Err(e) => format!("{e:#}"),
+                        };
+                        *kinds.entry(kind).or_default() += 1;
                         if let Ok(nc) = Conn::open(t.addr).await {
                             c = nc;
                         }
                     }
                 }
             }
-            (lat, ttfb, errors, bytes)
+            (lat, ttfb, errors, bytes, kinds)
         }));
     }
     let mut run = Run {
         requests: 0,
         errors: 0,
+        error_kinds: Default::default(),
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         ttfb: Vec::new(),
         bytes: 0,
     };
     for task in tasks {
-        let (l, f, e, b) = task.await.unwrap();
+        let (l, f, e, b, k) = task.await.unwrap();
+        for (kind, n) in k {
+            *run.error_kinds.entry(kind).or_default() += n;
+        }
         run.requests += l.len() as u64;
         run.latencies.extend(l);
         run.ttfb.extend(f);
@@ -601,10 +626,11 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         println!(
-            "{:.0} req/s, p99 {:.2} ms, {} errors",
+            "{:.0} req/s, p99 {:.2} ms, {} errors{}",
             r.rps(),
             r.p99(),
-            r.errors
+            r.errors,
+            r.error_kinds_text()
         );
         return Ok(());
     }
@@ -626,7 +652,12 @@ async fn main() -> anyhow::Result<()> {
         for kib in rss {
             println!("RSS {:.1} MiB", mib(kib));
         }
-        println!("{} completed, {} errors", r.requests, r.errors);
+        println!(
+            "{} completed, {} errors{}",
+            r.requests,
+            r.errors,
+            r.error_kinds_text()
+        );
         // `--watch W`: then RSS every second for W s (idle connections expiring).
         let watch: u64 = args
             .iter()
@@ -836,23 +867,27 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some((_, r)) = &h2 {
         println!(
-            "\n{many_h2} slow streams over HTTP/2: {} completed, {} errors, time to first byte p50 {:.2} ms",
+            "\n{many_h2} slow streams over HTTP/2: {} completed, {} errors{}, time to first byte p50 {:.2} ms",
             r.requests,
             r.errors,
+            r.error_kinds_text(),
             r.ttfb_p50()
         );
     }
     if let Some(r) = &s10k {
         println!(
-            "\n{many} slow streams: {} completed, {} errors, time to first byte p50 {:.2} ms",
+            "\n{many} slow streams: {} completed, {} errors{}, time to first byte p50 {:.2} ms",
             r.requests,
             r.errors,
+            r.error_kinds_text(),
             r.ttfb_p50()
         );
     }
     println!(
-        "\n1,000 slow streams: {} completed, {} errors",
-        s.requests, s.errors
+        "\n1,000 slow streams: {} completed, {} errors{}",
+        s.requests,
+        s.errors,
+        s.error_kinds_text()
     );
     out.insert(
         "rss_mib".into(),
