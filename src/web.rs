@@ -134,7 +134,13 @@ async fn read_unpaced(req: &mut Request, max: usize) -> Result<bytes::Bytes, Bod
 pub fn discard_body(body: salvo::http::ReqBody, max: usize, time: std::time::Duration) {
     use futures_util::StreamExt;
     use salvo::http::Body;
-    if body.is_end_stream() {
+    // A body held in memory (`read_body` puts what it read back as one) has nothing left on
+    // the connection: no task, no timer.
+    if matches!(
+        body,
+        salvo::http::ReqBody::None | salvo::http::ReqBody::Once(_)
+    ) || body.is_end_stream()
+    {
         return;
     }
     tokio::spawn(async move {
@@ -352,5 +358,33 @@ mod tests {
         assert!(v.is_none());
         assert_eq!(res.status_code, Some(StatusCode::REQUEST_TIMEOUT));
         assert_eq!(res.headers().get(header::CONNECTION).unwrap(), "close");
+    }
+
+    #[tokio::test]
+    async fn only_a_body_still_on_the_connection_is_drained_by_a_task() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        // What `read_body` leaves behind: the bytes it read, in memory.
+        let mut req = request(&["{\"model\":\"x\"}"], false, Duration::from_secs(60));
+        let bytes = read_body(&mut req, 1024).await.unwrap();
+        assert_eq!(&bytes[..], b"{\"model\":\"x\"}");
+        discard_body(req.take_body(), 1024, Duration::from_secs(10));
+        discard_body(ReqBody::None, 1024, Duration::from_secs(10));
+        assert_eq!(tasks(), 0);
+        // A body refused before it was read is still arriving: drained, then let go.
+        let mut req = request(&["12345"], true, Duration::from_secs(60));
+        discard_body(req.take_body(), 1024, Duration::from_millis(30));
+        assert_eq!(tasks(), 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tasks() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the drain never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
