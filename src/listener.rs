@@ -14,6 +14,10 @@
 //!   never hands such an error to salvo, which would log every one of them.
 //! - `ListenerCloser::close` drops the listening socket at once (a graceful stop): new
 //!   connections are refused while accepted ones finish.
+//! - `serve` runs the connections, each on a task of its own that is freed when it ends.
+//!   salvo's `Server` collects finished connection tasks only when it accepts the next
+//!   connection: after a burst of 10,000 streams, 3 MiB of finished tasks stayed until a new
+//!   client came, and the allocator pages they were spread over stayed resident with them.
 //!
 //! Logs: the start of an episode (accepts failing, or the cap reached) is one warn line and its
 //! end one info line; within a minute of a logged start, further episodes are only counted and
@@ -28,14 +32,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use salvo::Service;
 use salvo::conn::tcp::TcpCoupler;
-use salvo::conn::{Accepted, Acceptor, ConnCtrl, Holding, StraightStream};
-use salvo::fuse::{ArcFusePolicy, FuseAction, FuseInfo, TransProto};
+use salvo::conn::{Accepted, Acceptor, ConnCtrl, Coupler, Holding, HttpBuilder, StraightStream};
+use salvo::fuse::{ArcFusePolicy, FuseAction, FuseConfig, FuseInfo, TransProto};
 use salvo::http::Version;
 use salvo::http::uri::Scheme;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The listening socket, shared with `ListenerCloser`; `None` once closed.
 type Slot = Arc<Mutex<Option<TcpListener>>>;
@@ -49,6 +56,96 @@ pub struct NoDelayAcceptor {
     pending: Option<(Counted<TcpStream>, StdSocketAddr)>,
     failing: Episode,
     full: Episode,
+}
+
+/// Stops `serve`.
+#[derive(Clone, Default)]
+pub struct ServeHandle {
+    graceful: CancellationToken,
+    force: CancellationToken,
+}
+
+impl ServeHandle {
+    /// Accept no more connections; open ones finish the request in flight and close (hyper's
+    /// graceful shutdown). After `timeout`, connections still open are dropped.
+    pub fn stop_graceful(&self, timeout: Option<Duration>) {
+        self.graceful.cancel();
+        if let Some(timeout) = timeout {
+            let force = self.force.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                force.cancel();
+            });
+        }
+    }
+}
+
+/// Serve `service` on the connections `acceptor` gives until `handle` stops it; returns once
+/// every connection has ended (or the graceful stop's timeout passed).
+pub async fn serve(
+    mut acceptor: NoDelayAcceptor,
+    service: Service,
+    fuse: FuseConfig,
+    handle: ServeHandle,
+) {
+    let builder = Arc::new(HttpBuilder::new());
+    let policy: ArcFusePolicy = Arc::new(fuse);
+    // Counts the connection tasks (for the graceful stop) without keeping them once ended.
+    let tasks = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = handle.graceful.cancelled() => break,
+            accepted = acceptor.accept(Some(policy.clone())) => accepted,
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            // The acceptor waits out failures itself; this is not expected.
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Accepted {
+            coupler,
+            stream,
+            fuse_config,
+            conn_ctrl,
+            local_addr,
+            remote_addr,
+            http_scheme,
+        } = accepted;
+        let handler = service.hyper_handler(
+            local_addr,
+            remote_addr,
+            http_scheme,
+            fuse_config,
+            conn_ctrl,
+            None,
+        );
+        let builder = builder.clone();
+        let (graceful, force) = (handle.graceful.clone(), handle.force.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                // Errors are the client's (a reset, a malformed head): hyper answered what
+                // it could.
+                _ = coupler.couple(stream, handler, builder, Some(graceful)) => {}
+                _ = force.cancelled() => {}
+            }
+        });
+    }
+    tasks.close();
+    if !tasks.is_empty() {
+        tracing::info!(
+            connections = tasks.len(),
+            "waiting for open connections to finish"
+        );
+    }
+    tokio::select! {
+        _ = tasks.wait() => {}
+        _ = handle.force.cancelled() => {}
+    }
 }
 
 /// Closes the listening socket of a `NoDelayAcceptor`: connections not yet accepted are
@@ -507,6 +604,67 @@ pub fn raise_nofile_limit() -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` connections open at once, one request on each, then all closed.
+    async fn ask(addr: StdSocketAddr, n: usize) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(TcpStream::connect(addr).await.unwrap());
+        }
+        for c in &mut conns {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        for c in &mut conns {
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn connections_that_ended_leave_no_memory_behind() {
+        #[salvo::handler]
+        async fn hello() -> &'static str {
+            "hello"
+        }
+        // One thread: everything the server and the clients allocate is counted here.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let acceptor = NoDelayAcceptor::bind("127.0.0.1", 0, 1024).await.unwrap();
+            let addr = acceptor.local_addr().unwrap();
+            let handle = ServeHandle::default();
+            let service = Service::new(salvo::Router::new().get(hello));
+            let server = tokio::spawn(serve(
+                acceptor,
+                service,
+                FuseConfig::default(),
+                handle.clone(),
+            ));
+            // What a burst builds once (the runtime's timer wheel and I/O registrations,
+            // lazily sized state); a last connection after it.
+            ask(addr, 300).await;
+            ask(addr, 1).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let before = crate::test_alloc::live_here();
+            // A burst, and no connection after it.
+            ask(addr, 300).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let grown = crate::test_alloc::live_here() - before;
+            // Finished tasks kept until the next accept cost about 350 bytes a connection.
+            assert!(
+                grown < 16 * 1024,
+                "300 ended connections left {grown} bytes behind"
+            );
+            handle.stop_graceful(Some(Duration::from_secs(1)));
+            server.await.unwrap();
+        });
+    }
 
     #[test]
     fn default_cap_follows_the_open_file_limit() {

@@ -8,13 +8,12 @@ use anyhow::{Context, Result};
 use salvo::fuse::FuseConfig;
 use salvo::http::StatusCode;
 use salvo::prelude::*;
-use salvo::server::ServerHandle;
 
 use crate::admin::session::{change_password, current_user, login, logout};
 use crate::auth::admin::{ensure_admin, prune_revoked};
 use crate::config::Config;
 use crate::crypto::Secrets;
-use crate::listener::ListenerCloser;
+use crate::listener::{ListenerCloser, ServeHandle};
 use crate::state::AppState;
 use crate::state::StateHoop;
 use crate::store::Store;
@@ -24,7 +23,7 @@ use crate::web::{BodyPace, json};
 pub struct Running {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
-    handle: ServerHandle,
+    handle: ServeHandle,
     listener: ListenerCloser,
     join: tokio::task::JoinHandle<()>,
 }
@@ -238,15 +237,19 @@ pub async fn start(config: Config) -> Result<Running> {
         .context("listener has no local address")?;
     let _ = state.self_url.set(self_url(addr));
     let listener = acceptor.closer();
-    let server = Server::new(acceptor).fuse_config(fuse);
-    let handle = server.handle();
+    let handle = ServeHandle::default();
     let service = Service::new(router(state.clone()))
         .hoop(CountRequests(state.clone()))
         .hoop(DiscardUnread {
             max: state.config.max_body_bytes.saturating_mul(4),
         })
         .catcher(salvo::catcher::Catcher::new(catcher));
-    let join = tokio::spawn(server.serve(service));
+    let join = tokio::spawn(crate::listener::serve(
+        acceptor,
+        service,
+        fuse,
+        handle.clone(),
+    ));
     crate::accounts::oauth::spawn_refresher(&state.accounts);
     crate::accounts::usage_poll::spawn(&state.accounts, state.config.health.usage_poll);
     crate::accounts::health::spawn(
