@@ -68,15 +68,13 @@ pub struct ServeHandle {
 impl ServeHandle {
     /// Accept no more connections; open ones finish the request in flight and close (hyper's
     /// graceful shutdown). After `timeout`, connections still open are dropped.
-    pub fn stop_graceful(&self, timeout: Option<Duration>) {
+    pub fn stop_graceful(&self, timeout: Duration) {
         self.graceful.cancel();
-        if let Some(timeout) = timeout {
-            let force = self.force.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                force.cancel();
-            });
-        }
+        let force = self.force.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            force.cancel();
+        });
     }
 }
 
@@ -661,7 +659,7 @@ mod tests {
                 grown < 16 * 1024,
                 "300 ended connections left {grown} bytes behind"
             );
-            handle.stop_graceful(Some(Duration::from_secs(1)));
+            handle.stop_graceful(Duration::from_secs(1));
             server.await.unwrap();
         });
     }

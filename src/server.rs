@@ -37,7 +37,7 @@ impl Running {
     /// The listening socket closes at once, so new connections are refused, not left waiting.
     pub async fn shutdown(self, grace: Duration) {
         self.listener.close();
-        self.handle.stop_graceful(Some(grace));
+        self.handle.stop_graceful(grace);
         let _ = self.join.await;
         self.state.ledger.shutdown().await;
         // Let background tasks that still hold the state finish, so the store file is closed

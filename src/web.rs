@@ -136,11 +136,7 @@ pub fn discard_body(body: salvo::http::ReqBody, max: usize, time: std::time::Dur
     use salvo::http::Body;
     // A body held in memory (`read_body` puts what it read back as one) has nothing left on
     // the connection: no task, no timer.
-    if matches!(
-        body,
-        salvo::http::ReqBody::None | salvo::http::ReqBody::Once(_)
-    ) || body.is_end_stream()
-    {
+    if matches!(body, salvo::http::ReqBody::Once(_)) || body.is_end_stream() {
         return;
     }
     tokio::spawn(async move {
