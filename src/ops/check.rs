@@ -67,7 +67,10 @@ fn parse_row(table: &str, v: &[u8]) -> Result<(), String> {
         "account_groups" => parses::<AccountGroup>(v),
         "sticky_sessions" => parses::<StickyEntry>(v),
         "revoked_tokens" => parses::<i64>(v),
-        "records" | "recent_records" => parses::<RequestRecord>(v),
+        // One record, or several of one commit (store schema 3).
+        "records" | "recent_records" => {
+            parses::<RequestRecord>(v).or_else(|_| parses::<Vec<RequestRecord>>(v))
+        }
         "usage" => Counters::decode(v).map(|_| ()).map_err(|e| e.to_string()),
         "meta" => Ok(()),
         _ => parses::<Value>(v),

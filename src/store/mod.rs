@@ -9,7 +9,10 @@
 //! (`{file}.schema-{old}.bak`, next to it) and then converts it in one transaction.
 //!
 //! Schemas: 1 kept usage costs in micro-dollars; 2 keeps them in pico-dollars (bucket records
-//! tagged `V2`, request records with `realCostPicos` / `ratedCostPicos`).
+//! tagged `V2`, request records with `realCostPicos` / `ratedCostPicos`); 3 lets a request
+//! record row hold the records of one commit for one key (an array; the row's key counts
+//! them), where 2 held one record a row. Rows of 2 are read as they are, so the upgrade from 2
+//! converts nothing; an older crs would not read the new rows, hence the new number.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +28,7 @@ pub mod backup;
 mod rows;
 pub use rows::{Counters, RequestRecord, TokenUsage};
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
@@ -43,10 +46,192 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// seconds). A row is useless once its token expired; `auth::admin` prunes those.
 const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_tokens");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
-/// Request records per key: `{key_id}|{newest-first order}` -> JSON.
+/// Request records per key: `{key_id}|{order}` -> JSON, one record (an object) or several of
+/// one commit, newest first (an array). `order` sorts rows newest first and counts the row's
+/// records (`row_order`).
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
-/// Recent request records of all keys: `{newest-first order}|{key_id}` -> JSON.
+/// Recent request records of all keys: `{order}|{key_id}` -> the same rows as `RECORDS`.
 const RECENT: TableDefinition<&str, &[u8]> = TableDefinition::new("recent_records");
+/// The `meta` row holding how many records the rows of `RECENT` hold (u64, little-endian);
+/// absent when unknown (counted again by the next commit).
+const RECENT_COUNT: &str = "recent_records_count";
+
+/// The part of a request record row's key that orders rows newest first: the newest record's
+/// time and a sequence number, inverted, in fixed-width hex (24 digits), then `+{n}` when the
+/// row holds `n > 1` records. Rows written before schema 3 hold one record each and have no
+/// count.
+fn row_order(newest_ms: u64, seq: u32, n: usize) -> String {
+    if n > 1 {
+        format!("{:016x}{:08x}+{n}", u64::MAX - newest_ms, u32::MAX - seq)
+    } else {
+        format!("{:016x}{:08x}", u64::MAX - newest_ms, u32::MAX - seq)
+    }
+}
+
+/// How many records the row whose key begins with `order` (a `RECORDS` key past its
+/// `{key_id}|`, or a `RECENT` key) holds.
+fn row_count(order: &str) -> usize {
+    let Some(rest) = order.get(24..).and_then(|r| r.strip_prefix('+')) else {
+        return 1;
+    };
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().unwrap_or(1).max(1)
+}
+
+/// The records of a row, newest first; none when it does not parse (left as it is).
+fn row_records(v: &[u8]) -> Vec<RequestRecord> {
+    if v.first() == Some(&b'[') {
+        serde_json::from_slice(v).unwrap_or_default()
+    } else {
+        serde_json::from_slice(v)
+            .map(|r| vec![r])
+            .unwrap_or_default()
+    }
+}
+
+/// When a record was made, in ms since the epoch (0 when unknown, sorting it last).
+fn record_ms(r: &RequestRecord) -> u64 {
+    r.timestamp
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
+/// Records read row by row, newest first and at most `limit`: rows are ordered by their
+/// newest record, so a record of a long request that ended in a later commit than a newer
+/// one is put back in its place.
+fn newest_first(mut records: Vec<RequestRecord>, limit: usize) -> Vec<RequestRecord> {
+    records.sort_by_key(|r| std::cmp::Reverse(record_ms(r)));
+    records.truncate(limit);
+    records
+}
+
+/// Trim the rows of `table` whose keys begin with `prefix` (then the order part, then
+/// anything) to `cap` records: rows are counted by their keys, newest first, values untouched;
+/// the row that crosses the cap is cut to the newest records that fit, the rows past it go.
+/// `known` is how many records those rows hold, when known (then only the oldest rows are
+/// read). Returns how many they hold now.
+fn trim_rows(
+    table: &mut redb::Table<&str, &[u8]>,
+    prefix: &str,
+    cap: usize,
+    known: Option<u64>,
+) -> Result<u64> {
+    let cap = cap as u64;
+    let mut total = match known {
+        Some(n) => n,
+        None => {
+            let mut n = 0u64;
+            for row in table.range(prefix..)? {
+                let (k, _) = row?;
+                let Some(order) = k.value().strip_prefix(prefix) else {
+                    break;
+                };
+                n += row_count(order) as u64;
+            }
+            n
+        }
+    };
+    // Oldest first: the last rows under the prefix.
+    while total > cap {
+        let oldest = {
+            let mut rows = if prefix.is_empty() {
+                table.iter()?
+            } else {
+                table.range(prefix..prefix_end(prefix).as_str())?
+            };
+            match rows.next_back() {
+                Some(row) => row?.0.value().to_owned(),
+                None => break,
+            }
+        };
+        let order = &oldest[prefix.len()..];
+        let n = row_count(order) as u64;
+        let rest = total - n.min(total);
+        if rest >= cap {
+            table.remove(oldest.as_str())?;
+            total = rest;
+            continue;
+        }
+        let keep = (cap - rest) as usize;
+        let suffix = order.find('|').map_or("", |i| &order[i..]);
+        let records = match table.remove(oldest.as_str())? {
+            Some(v) => row_records(v.value()),
+            None => Vec::new(),
+        };
+        total = rest;
+        let kept: Vec<&RequestRecord> = records.iter().take(keep).collect();
+        if let Some((order, bytes)) = row_again(order, &kept)? {
+            table.insert(
+                format!("{prefix}{order}{suffix}").as_str(),
+                bytes.as_slice(),
+            )?;
+            total += kept.len() as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// A row's order part and value.
+type Row = (String, Vec<u8>);
+
+/// A row written again with only the records `kept` (newest first), in the place of the row
+/// whose order part is `order`: the same time and sequence, the new count. `None` when no
+/// record is kept.
+fn row_again(order: &str, kept: &[&RequestRecord]) -> Result<Option<Row>> {
+    let stamp = order.get(..24).unwrap_or(order);
+    Ok(match kept {
+        [] => None,
+        [one] => Some((stamp.to_owned(), serde_json::to_vec(one)?)),
+        many => Some((format!("{stamp}+{}", many.len()), serde_json::to_vec(many)?)),
+    })
+}
+
+/// The first key past every key that begins with `prefix` (which ends in `|`).
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.to_owned();
+    end.pop();
+    end.push(char::from(b'|' + 1));
+    end
+}
+
+/// Take the records of `keys` out of `RECENT` (before an import writes them anew): rows of
+/// one of them go, rows that also hold others are written again without them.
+fn remove_from_recent(
+    recent: &mut redb::Table<&str, &[u8]>,
+    keys: &std::collections::HashSet<&str>,
+) -> Result<()> {
+    let mut changes: Vec<(String, Option<Row>)> = Vec::new();
+    for row in recent.iter()? {
+        let (k, v) = row?;
+        let key = k.value();
+        // Rows of schema 2 name their key after the order part.
+        if let Some((_, id)) = key.split_once('|') {
+            if keys.contains(id) {
+                changes.push((key.to_owned(), None));
+            }
+            continue;
+        }
+        let records = row_records(v.value());
+        if !records.iter().any(|r| keys.contains(r.key_id.as_str())) {
+            continue;
+        }
+        let kept: Vec<&RequestRecord> = records
+            .iter()
+            .filter(|r| !keys.contains(r.key_id.as_str()))
+            .collect();
+        changes.push((key.to_owned(), row_again(key, &kept)?));
+    }
+    for (old, new) in changes {
+        recent.remove(old.as_str())?;
+        if let Some((k, v)) = new {
+            recent.insert(k.as_str(), v.as_slice())?;
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -475,20 +660,16 @@ impl Store {
                 .collect();
             for k in old {
                 per_key.remove(k.as_str())?;
-                let order = &k[prefix.len()..];
-                recent.remove(format!("{order}|{key_id}").as_str())?;
             }
+            remove_from_recent(&mut recent, &[key_id].into_iter().collect())?;
             for (i, r) in records.iter().enumerate() {
-                let ts = r
-                    .timestamp
-                    .map(|t| t.timestamp_millis())
-                    .unwrap_or(0)
-                    .max(0) as u64;
-                let order = format!("{:016x}{:08x}", u64::MAX - ts, i as u32);
+                let order = format!("{:016x}{:08x}", u64::MAX - record_ms(r), i as u32);
                 let bytes = serde_json::to_vec(r)?;
                 per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
                 recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
             }
+            // Counted again by the next commit.
+            txn.open_table(META)?.remove(RECENT_COUNT)?;
         }
         txn.commit()?;
         Ok(())
@@ -501,11 +682,12 @@ impl Store {
         items: &[(String, Vec<RequestRecord>)],
         recent_cap: usize,
     ) -> Result<()> {
-        use redb::ReadableTableMetadata;
         let txn = self.db()?.begin_write()?;
         {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
+            let keys = items.iter().map(|(k, _)| k.as_str()).collect();
+            remove_from_recent(&mut recent, &keys)?;
             for (key_id, records) in items {
                 let prefix = format!("{key_id}|");
                 let mut old = Vec::new();
@@ -518,26 +700,18 @@ impl Store {
                 }
                 for k in old {
                     per_key.remove(k.as_str())?;
-                    recent.remove(format!("{}|{key_id}", &k[prefix.len()..]).as_str())?;
                 }
                 for (i, r) in records.iter().enumerate() {
-                    let ts = r
-                        .timestamp
-                        .map(|t| t.timestamp_millis())
-                        .unwrap_or(0)
-                        .max(0) as u64;
                     // Newest first, also among records of the same millisecond.
-                    let order = format!("{:016x}{:08x}", u64::MAX - ts, i as u32);
+                    let order = format!("{:016x}{:08x}", u64::MAX - record_ms(r), i as u32);
                     let bytes = serde_json::to_vec(r)?;
                     per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
                     recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
                 }
             }
-            while recent.len()? > recent_cap as u64 {
-                if recent.pop_last()?.is_none() {
-                    break;
-                }
-            }
+            let count = trim_rows(&mut recent, "", recent_cap, None)?;
+            txn.open_table(META)?
+                .insert(RECENT_COUNT, count.to_le_bytes().as_slice())?;
         }
         txn.commit()?;
         Ok(())
@@ -620,7 +794,6 @@ impl Store {
         per_key_cap: usize,
         global_cap: usize,
     ) -> Result<()> {
-        use std::sync::atomic::Ordering;
         let mut txn = self.db()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -635,73 +808,80 @@ impl Store {
             }
         }
         if !records.is_empty() {
-            let mut per_key = txn.open_table(RECORDS)?;
-            let mut recent = txn.open_table(RECENT)?;
-            let mut touched: Vec<&str> = Vec::new();
-            // Records older than the caps would be trimmed at once: within a batch only the
-            // newest `per_key_cap` of each key and `global_cap` overall are written.
-            let mut per_key_left: std::collections::HashMap<&str, usize> = Default::default();
-            let keep_key: Vec<bool> = {
-                let mut v = vec![false; records.len()];
-                for (i, r) in records.iter().enumerate().rev() {
-                    let left = per_key_left.entry(r.key_id.as_str()).or_insert(per_key_cap);
-                    if *left > 0 {
-                        *left -= 1;
-                        v[i] = true;
-                    }
-                }
-                v
-            };
-            let first_global = records.len().saturating_sub(global_cap);
-            for (i, r) in records.iter().enumerate() {
-                if !keep_key[i] && i < first_global {
-                    continue;
-                }
-                let ts = r
-                    .timestamp
-                    .map(|t| t.timestamp_millis())
-                    .unwrap_or(0)
-                    .max(0) as u64;
-                let seq = self.record_seq.fetch_add(1, Ordering::Relaxed);
-                let order = format!("{:016x}{:08x}", u64::MAX - ts, u32::MAX - seq);
-                let bytes = serde_json::to_vec(r)?;
-                if keep_key[i] {
-                    per_key.insert(format!("{}|{order}", r.key_id).as_str(), bytes.as_slice())?;
-                }
-                if i >= first_global {
-                    recent.insert(format!("{order}|{}", r.key_id).as_str(), bytes.as_slice())?;
-                }
-                if !touched.contains(&r.key_id.as_str()) {
-                    touched.push(&r.key_id);
-                }
-            }
-            for key_id in touched {
-                let prefix = format!("{key_id}|");
-                // Newest first: only what lies past the cap is copied out, to be removed.
-                let mut stale = Vec::new();
-                for (n, row) in per_key.range(prefix.as_str()..)?.enumerate() {
-                    let (k, _) = row?;
-                    let k = k.value();
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    if n >= per_key_cap {
-                        stale.push(k.to_owned());
-                    }
-                }
-                for k in &stale {
-                    per_key.remove(k.as_str())?;
-                }
-            }
-            use redb::ReadableTableMetadata;
-            while recent.len()? > global_cap as u64 {
-                if recent.pop_last()?.is_none() {
-                    break;
-                }
-            }
+            self.append_records(&txn, records, per_key_cap, global_cap)?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Write a batch of request records (oldest first, as they finished): in `RECORDS` one row
+    /// a key holding that key's records of the batch (at most `per_key_cap`, the newest), in
+    /// `RECENT` one row holding the batch's newest `global_cap`. Then trim each touched key to
+    /// `per_key_cap` records and the recent list to `global_cap`: whole rows go, oldest first,
+    /// and the row that crosses the cap is cut to its newest records that fit.
+    ///
+    /// A row a batch, not a row a record: under load a 100 ms batch holds hundreds of records,
+    /// and a row each (inserted into two B-trees, then as many trimmed) was most of what a
+    /// commit cost.
+    fn append_records(
+        &self,
+        txn: &WriteTransaction,
+        records: &[RequestRecord],
+        per_key_cap: usize,
+        global_cap: usize,
+    ) -> Result<()> {
+        let per_key_cap = per_key_cap.max(1);
+        let global_cap = global_cap.max(1);
+        let mut per_key = txn.open_table(RECORDS)?;
+        let mut recent = txn.open_table(RECENT)?;
+        let mut meta = txn.open_table(META)?;
+        // The batch by key, in the order keys first appear, newest record first.
+        let mut index: std::collections::HashMap<&str, usize> = Default::default();
+        let mut by_key: Vec<(&str, Vec<&RequestRecord>)> = Vec::new();
+        for r in records.iter().rev() {
+            let i = *index.entry(r.key_id.as_str()).or_insert_with(|| {
+                by_key.push((r.key_id.as_str(), Vec::new()));
+                by_key.len() - 1
+            });
+            let rows = &mut by_key[i].1;
+            if rows.len() < per_key_cap {
+                rows.push(r);
+            }
+        }
+        for (key_id, recs) in by_key {
+            let (order, bytes) = self.new_row(recs)?;
+            per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
+            let prefix = format!("{key_id}|");
+            trim_rows(&mut per_key, &prefix, per_key_cap, None)?;
+        }
+        let (order, bytes) = self.new_row(records.iter().rev().take(global_cap).collect())?;
+        recent.insert(order.as_str(), bytes.as_slice())?;
+        let count = meta
+            .get(RECENT_COUNT)?
+            .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])));
+        let count = trim_rows(
+            &mut recent,
+            "",
+            global_cap,
+            count.map(|n| n + row_count(&order) as u64),
+        )?;
+        meta.insert(RECENT_COUNT, count.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+
+    /// A new row of request records: its order part (`row_order`) and its value, the records
+    /// newest first.
+    fn new_row(&self, mut recs: Vec<&RequestRecord>) -> Result<(String, Vec<u8>)> {
+        recs.sort_by_key(|r| std::cmp::Reverse(record_ms(r)));
+        let seq = self
+            .record_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let newest = recs.first().map_or(0, |r| record_ms(r));
+        let bytes = match recs.as_slice() {
+            [one] => serde_json::to_vec(one)?,
+            many => serde_json::to_vec(many)?,
+        };
+        Ok((row_order(newest, seq, recs.len()), bytes))
     }
 
     /// A key's request records, newest first.
@@ -715,11 +895,9 @@ impl Store {
             if !k.value().starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            if let Ok(r) = serde_json::from_slice(v.value()) {
-                out.push(r);
-            }
+            out.extend(row_records(v.value()));
         }
-        Ok(out)
+        Ok(newest_first(out, limit))
     }
 
     /// Recent request records of all keys, newest first.
@@ -732,11 +910,9 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            if let Ok(r) = serde_json::from_slice(v.value()) {
-                out.push(r);
-            }
+            out.extend(row_records(v.value()));
         }
-        Ok(out)
+        Ok(newest_first(out, limit))
     }
 
     /// Delete usage buckets whose key sorts between `h:` and `before` (old hourly buckets).
@@ -797,6 +973,16 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::ApiKey;
+
+    /// A write transaction on `s` that marks it as written by store schema `v`.
+    pub(super) fn write_as_schema(s: &Store, v: u32) -> WriteTransaction {
+        let txn = s.db().unwrap().begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", v.to_le_bytes().as_slice())
+            .unwrap();
+        txn
+    }
 
     #[test]
     fn records_round_trip_and_survive_reopen() {
@@ -881,11 +1067,7 @@ mod tests {
         let p = dir.path().join("crs.redb");
         {
             let s = Store::open(&p).unwrap();
-            let txn = s.db().unwrap().begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert("schema_version", 99u32.to_le_bytes().as_slice())
-                .unwrap();
+            let txn = write_as_schema(&s, 99);
             txn.commit().unwrap();
         }
         let e = Store::open(&p).unwrap_err();
@@ -911,11 +1093,7 @@ mod tests {
         };
         {
             let s = Store::open(&p).unwrap();
-            let txn = s.db().unwrap().begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert("schema_version", 1u32.to_le_bytes().as_slice())
-                .unwrap();
+            let txn = write_as_schema(&s, 1);
             {
                 let mut u = txn.open_table(USAGE).unwrap();
                 for key in ["t|k|k1", "d:2026-11-22|g"] {
@@ -1024,6 +1202,7 @@ mod tests {
 
 #[cfg(test)]
 mod prune_tests {
+    use super::tests::write_as_schema;
     use super::*;
 
     #[test]
@@ -1047,5 +1226,224 @@ mod prune_tests {
         assert!(s.usage_get("d:2026-10-01|g").unwrap().is_some());
         assert!(s.usage_get("t|g").unwrap().is_some());
         assert!(s.usage_get("h:2026-10-01T05|g").unwrap().is_none());
+    }
+
+    /// A request record of `key` numbered `id` (its input tokens), made `id` ms after a
+    /// fixed time: later ids are newer.
+    fn rec(key: &str, id: u64) -> RequestRecord {
+        RequestRecord {
+            timestamp: Some(
+                chrono::DateTime::from_timestamp_millis(1_790_000_000_000 + id as i64).unwrap(),
+            ),
+            key_id: key.into(),
+            input_tokens: id,
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    fn ids(records: &[RequestRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.input_tokens).collect()
+    }
+
+    /// Rows of a table, and the records they hold by their keys (the count in `meta`, for
+    /// `RECENT`).
+    fn rows(s: &Store, def: TableDefinition<&str, &[u8]>) -> (usize, u64) {
+        let per_key = def.to_string() == RECORDS.to_string();
+        let txn = s.db().unwrap().begin_read().unwrap();
+        let t = txn.open_table(def).unwrap();
+        let keys: Vec<String> = t
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_owned())
+            .collect();
+        let counted = keys
+            .iter()
+            .map(|k| {
+                let order = if per_key {
+                    k.split_once('|').unwrap().1
+                } else {
+                    k.as_str()
+                };
+                row_count(order) as u64
+            })
+            .sum();
+        (keys.len(), counted)
+    }
+
+    fn recent_count(s: &Store) -> Option<u64> {
+        let txn = s.db().unwrap().begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get(RECENT_COUNT)
+            .unwrap()
+            .map(|v| u64::from_le_bytes(v.value().try_into().unwrap()))
+    }
+
+    #[test]
+    fn a_commit_writes_a_row_a_key_and_the_caps_hold_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("crs.redb")).unwrap();
+        // 500 requests of a and 150 of b, interleaved, in one commit; caps 200 and 300.
+        let batch: Vec<RequestRecord> = (0..650)
+            .map(|i| rec(if i % 13 < 10 { "a" } else { "b" }, i))
+            .collect();
+        s.commit_usage([], &batch, 200, 300).unwrap();
+        let newest = |key: &str, n: usize| -> Vec<u64> {
+            let mut v: Vec<u64> = batch
+                .iter()
+                .filter(|r| key.is_empty() || r.key_id == key)
+                .map(|r| r.input_tokens)
+                .collect();
+            v.reverse();
+            v.truncate(n);
+            v
+        };
+        assert_eq!(
+            ids(&s.records_for_key("a", usize::MAX).unwrap()),
+            newest("a", 200)
+        );
+        assert_eq!(
+            ids(&s.records_for_key("b", usize::MAX).unwrap()),
+            newest("b", 200)
+        );
+        assert_eq!(ids(&s.recent_records(usize::MAX).unwrap()), newest("", 300));
+        // One row for each key, one for the recent list.
+        assert_eq!(rows(&s, RECORDS), (2, 350));
+        assert_eq!(rows(&s, RECENT), (1, 300));
+        assert_eq!(recent_count(&s), Some(300));
+
+        // 50 more of a: the old row of a is cut to the 150 that still fit.
+        let more: Vec<RequestRecord> = (650..700).map(|i| rec("a", i)).collect();
+        s.commit_usage([], &more, 200, 300).unwrap();
+        let a = ids(&s.records_for_key("a", usize::MAX).unwrap());
+        assert_eq!(a.len(), 200);
+        assert_eq!(
+            a[..50],
+            newest("", 0)
+                .into_iter()
+                .chain((650..700).rev())
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(a[50..], newest("a", 150)[..]);
+        assert_eq!(rows(&s, RECORDS), (3, 350));
+        let all = ids(&s.recent_records(usize::MAX).unwrap());
+        assert_eq!(all.len(), 300);
+        assert_eq!(all[..50], a[..50]);
+        assert_eq!(all[50..], newest("", 250)[..]);
+        assert_eq!(rows(&s, RECENT), (2, 300));
+        assert_eq!(recent_count(&s), Some(300));
+        // A limit takes the newest.
+        assert_eq!(s.records_for_key("a", 3).unwrap().len(), 3);
+        assert_eq!(ids(&s.recent_records(2).unwrap()), vec![699, 698]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever the batches and caps, each key keeps exactly its newest `per_key` records
+        /// and the recent list the newest `global` overall, newest first; the count kept in
+        /// `meta` matches the rows.
+        #[test]
+        fn record_caps_keep_exactly_the_newest(
+            batches in proptest::collection::vec(
+                proptest::collection::vec(0usize..3, 0..40), 1..12),
+            per_key in 1usize..25,
+            global in 1usize..60,
+            forget_count in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open(&dir.path().join("crs.redb")).unwrap();
+            let keys = ["k0", "k1", "k2"];
+            let mut all: Vec<RequestRecord> = Vec::new();
+            for batch in batches {
+                let recs: Vec<RequestRecord> = batch
+                    .iter()
+                    .map(|&k| rec(keys[k], all.len() as u64 + 1).clone())
+                    .enumerate()
+                    .map(|(i, mut r)| {
+                        r.input_tokens = (all.len() + i + 1) as u64;
+                        r.timestamp = rec("", r.input_tokens).timestamp;
+                        r
+                    })
+                    .collect();
+                all.extend(recs.iter().cloned());
+                if forget_count {
+                    let txn = s.db().unwrap().begin_write().unwrap();
+                    txn.open_table(META).unwrap().remove(RECENT_COUNT).unwrap();
+                    txn.commit().unwrap();
+                }
+                s.commit_usage([], &recs, per_key, global).unwrap();
+                for key in keys {
+                    let want: Vec<u64> = all
+                        .iter()
+                        .rev()
+                        .filter(|r| r.key_id == key)
+                        .take(per_key)
+                        .map(|r| r.input_tokens)
+                        .collect();
+                    proptest::prop_assert_eq!(
+                        ids(&s.records_for_key(key, usize::MAX).unwrap()), want);
+                }
+                let want: Vec<u64> = all.iter().rev().take(global).map(|r| r.input_tokens).collect();
+                proptest::prop_assert_eq!(ids(&s.recent_records(usize::MAX).unwrap()), want.clone());
+                if !recs.is_empty() || recent_count(&s).is_some() {
+                    proptest::prop_assert_eq!(recent_count(&s), Some(rows(&s, RECENT).1));
+                }
+                proptest::prop_assert_eq!(rows(&s, RECENT).1, want.len() as u64);
+            }
+        }
+    }
+
+    /// Rows as schema 2 wrote them (one record each, the recent ones named after their key)
+    /// are read, trimmed and replaced alongside the rows of schema 3; an import replacing a
+    /// key's records takes them out of the shared recent rows too.
+    #[test]
+    fn schema_2_rows_live_on_beside_batched_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("crs.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = write_as_schema(&s, 2);
+            {
+                let mut per_key = txn.open_table(RECORDS).unwrap();
+                let mut recent = txn.open_table(RECENT).unwrap();
+                for id in 1..=4u64 {
+                    let r = rec(if id % 2 == 0 { "b" } else { "a" }, id);
+                    let order = format!(
+                        "{:016x}{:08x}",
+                        u64::MAX - record_ms(&r),
+                        u32::MAX - id as u32
+                    );
+                    let v = serde_json::to_vec(&r).unwrap();
+                    per_key
+                        .insert(format!("{}|{order}", r.key_id).as_str(), v.as_slice())
+                        .unwrap();
+                    recent
+                        .insert(format!("{order}|{}", r.key_id).as_str(), v.as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert!(dir.path().join("crs.redb.schema-2.bak").exists());
+        assert_eq!(ids(&s.records_for_key("a", 10).unwrap()), vec![3, 1]);
+        assert_eq!(ids(&s.recent_records(10).unwrap()), vec![4, 3, 2, 1]);
+        let batch: Vec<RequestRecord> = (5..=8)
+            .map(|i| rec(if i % 2 == 0 { "b" } else { "a" }, i))
+            .collect();
+        s.commit_usage([], &batch, 3, 5).unwrap();
+        assert_eq!(ids(&s.records_for_key("a", 10).unwrap()), vec![7, 5, 3]);
+        assert_eq!(ids(&s.records_for_key("b", 10).unwrap()), vec![8, 6, 4]);
+        assert_eq!(ids(&s.recent_records(10).unwrap()), vec![8, 7, 6, 5, 4]);
+        // An import of a's records: none of the old ones stay in the recent list, b's do.
+        s.records_replace("a", &[rec("a", 100)]).unwrap();
+        assert_eq!(ids(&s.records_for_key("a", 10).unwrap()), vec![100]);
+        assert_eq!(ids(&s.recent_records(10).unwrap()), vec![100, 8, 6, 4]);
+        assert_eq!(recent_count(&s), None, "counted again by the next commit");
+        s.commit_usage([], &[rec("b", 101)], 3, 5).unwrap();
+        assert_eq!(ids(&s.recent_records(10).unwrap()), vec![101, 100, 8, 6, 4]);
+        assert_eq!(recent_count(&s), Some(5));
+        assert_eq!(ids(&s.records_for_key("b", 10).unwrap()), vec![101, 8, 6]);
     }
 }
