@@ -157,21 +157,88 @@ fn trim_rows(
         }
         let keep = (cap - rest) as usize;
         let suffix = order.find('|').map_or("", |i| &order[i..]);
-        let records = match table.remove(oldest.as_str())? {
-            Some(v) => row_records(v.value()),
-            None => Vec::new(),
+        let cut = match table.remove(oldest.as_str())? {
+            Some(v) => cut_value(v.value(), keep),
+            None => None,
         };
         total = rest;
-        let kept: Vec<&RequestRecord> = records.iter().take(keep).collect();
-        if let Some((order, bytes)) = row_again(order, &kept)? {
+        if let Some((value, kept)) = cut {
+            let stamp = order.get(..24).unwrap_or(order);
+            let count = if kept > 1 {
+                format!("+{kept}")
+            } else {
+                String::new()
+            };
             table.insert(
-                format!("{prefix}{order}{suffix}").as_str(),
-                bytes.as_slice(),
+                format!("{prefix}{stamp}{count}{suffix}").as_str(),
+                value.as_slice(),
             )?;
-            total += kept.len() as u64;
+            total += kept as u64;
         }
     }
     Ok(total)
+}
+
+/// A row's value from the JSON of its records, newest first: the record itself when it is
+/// one, else an array of them, one a line (`[a,\nb,\nc]`). Compact JSON never holds a raw
+/// newline, so a row is cut to its newest records without being parsed (`cut_value`).
+fn row_value<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for p in pieces {
+        out.extend_from_slice(if n == 0 { b"[" } else { b",\n" });
+        out.extend_from_slice(p);
+        n += 1;
+    }
+    match n {
+        0 => b"[]".to_vec(),
+        1 => out.split_off(1),
+        _ => {
+            out.push(b']');
+            out
+        }
+    }
+}
+
+/// The value of a row holding more than `keep` records cut to its first (newest) `keep`, and
+/// how many it holds then; `None` when `keep` is 0. A value that does not split into lines as
+/// `row_value` writes them is parsed and written again.
+fn cut_value(v: &[u8], keep: usize) -> Option<(Vec<u8>, usize)> {
+    if keep == 0 {
+        return None;
+    }
+    if v.first() != Some(&b'[') {
+        return Some((v.to_vec(), 1));
+    }
+    let mut at = 1;
+    let mut seps = Vec::with_capacity(keep);
+    while seps.len() < keep {
+        match v[at..].windows(2).position(|w| w == b",\n") {
+            Some(i) => {
+                seps.push(at + i);
+                at += i + 2;
+            }
+            None => break,
+        }
+    }
+    if seps.len() < keep {
+        // Called for a row that holds more than `keep`: this one was not written a record a
+        // line.
+        let json: Vec<Vec<u8>> = row_records(v)
+            .iter()
+            .take(keep)
+            .filter_map(|r| serde_json::to_vec(r).ok())
+            .collect();
+        return (!json.is_empty()).then(|| (row_value(json.iter().map(Vec::as_slice)), json.len()));
+    }
+    let end = seps[keep - 1];
+    Some(if keep == 1 {
+        (v[1..end].to_vec(), 1)
+    } else {
+        let mut out = v[..end].to_vec();
+        out.push(b']');
+        (out, keep)
+    })
 }
 
 /// A row's order part and value.
@@ -182,10 +249,17 @@ type Row = (String, Vec<u8>);
 /// record is kept.
 fn row_again(order: &str, kept: &[&RequestRecord]) -> Result<Option<Row>> {
     let stamp = order.get(..24).unwrap_or(order);
-    Ok(match kept {
-        [] => None,
-        [one] => Some((stamp.to_owned(), serde_json::to_vec(one)?)),
-        many => Some((format!("{stamp}+{}", many.len()), serde_json::to_vec(many)?)),
+    let json = kept
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match json.len() {
+        0 => None,
+        1 => Some((stamp.to_owned(), row_value(json.iter().map(Vec::as_slice)))),
+        n => Some((
+            format!("{stamp}+{n}"),
+            row_value(json.iter().map(Vec::as_slice)),
+        )),
     })
 }
 
@@ -835,26 +909,29 @@ impl Store {
         let mut per_key = txn.open_table(RECORDS)?;
         let mut recent = txn.open_table(RECENT)?;
         let mut meta = txn.open_table(META)?;
-        // The batch by key, in the order keys first appear, newest record first.
+        // The batch by key, in the order keys first appear, newest record first (indices).
         let mut index: std::collections::HashMap<&str, usize> = Default::default();
-        let mut by_key: Vec<(&str, Vec<&RequestRecord>)> = Vec::new();
-        for r in records.iter().rev() {
-            let i = *index.entry(r.key_id.as_str()).or_insert_with(|| {
+        let mut by_key: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, r) in records.iter().enumerate().rev() {
+            let k = *index.entry(r.key_id.as_str()).or_insert_with(|| {
                 by_key.push((r.key_id.as_str(), Vec::new()));
                 by_key.len() - 1
             });
-            let rows = &mut by_key[i].1;
+            let rows = &mut by_key[k].1;
             if rows.len() < per_key_cap {
-                rows.push(r);
+                rows.push(i);
             }
         }
-        for (key_id, recs) in by_key {
-            let (order, bytes) = self.new_row(recs)?;
+        // Each record's JSON, made once for both tables.
+        let mut json: Vec<Option<Vec<u8>>> = vec![None; records.len()];
+        for (key_id, idx) in by_key {
+            let (order, bytes) = self.new_row(records, &mut json, idx)?;
             per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
             let prefix = format!("{key_id}|");
             trim_rows(&mut per_key, &prefix, per_key_cap, None)?;
         }
-        let (order, bytes) = self.new_row(records.iter().rev().take(global_cap).collect())?;
+        let newest = (0..records.len()).rev().take(global_cap).collect();
+        let (order, bytes) = self.new_row(records, &mut json, newest)?;
         recent.insert(order.as_str(), bytes.as_slice())?;
         let count = meta
             .get(RECENT_COUNT)?
@@ -869,19 +946,26 @@ impl Store {
         Ok(())
     }
 
-    /// A new row of request records: its order part (`row_order`) and its value, the records
-    /// newest first.
-    fn new_row(&self, mut recs: Vec<&RequestRecord>) -> Result<(String, Vec<u8>)> {
-        recs.sort_by_key(|r| std::cmp::Reverse(record_ms(r)));
+    /// A new row of the records `idx` of `records`: its order part (`row_order`) and its
+    /// value, the records newest first. `json` keeps each record's JSON once made.
+    fn new_row(
+        &self,
+        records: &[RequestRecord],
+        json: &mut [Option<Vec<u8>>],
+        mut idx: Vec<usize>,
+    ) -> Result<(String, Vec<u8>)> {
+        idx.sort_by_key(|&i| std::cmp::Reverse(record_ms(&records[i])));
+        for &i in &idx {
+            if json[i].is_none() {
+                json[i] = Some(serde_json::to_vec(&records[i])?);
+            }
+        }
         let seq = self
             .record_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let newest = recs.first().map_or(0, |r| record_ms(r));
-        let bytes = match recs.as_slice() {
-            [one] => serde_json::to_vec(one)?,
-            many => serde_json::to_vec(many)?,
-        };
-        Ok((row_order(newest, seq, recs.len()), bytes))
+        let newest = idx.first().map_or(0, |&i| record_ms(&records[i]));
+        let bytes = row_value(idx.iter().filter_map(|&i| json[i].as_deref()));
+        Ok((row_order(newest, seq, idx.len()), bytes))
     }
 
     /// A key's request records, newest first.
@@ -1277,6 +1361,46 @@ mod prune_tests {
         meta.get(RECENT_COUNT)
             .unwrap()
             .map(|v| u64::from_le_bytes(v.value().try_into().unwrap()))
+    }
+
+    /// A row's value is JSON (an object, or an array a record a line) and is cut to its
+    /// newest records without being parsed; a compact array (not written so) is cut too.
+    #[test]
+    fn row_values_are_json_and_cut_by_lines() {
+        let recs: Vec<RequestRecord> = (1..=4)
+            .map(|i| {
+                let mut r = rec("k", i);
+                r.model = "a \"quoted\",\nmodel\n".into();
+                r
+            })
+            .collect();
+        let json: Vec<Vec<u8>> = recs
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap())
+            .collect();
+        let v = row_value(json.iter().map(Vec::as_slice));
+        assert_eq!(ids(&row_records(&v)), vec![1, 2, 3, 4]);
+        assert_eq!(row_records(&v)[0].model, recs[0].model);
+        for keep in 1..=3 {
+            let (cut, n) = cut_value(&v, keep).unwrap();
+            assert_eq!(n, keep);
+            assert_eq!(
+                ids(&row_records(&cut)),
+                (1..=keep as u64).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                cut.first() == Some(&b'['),
+                keep > 1,
+                "one record is an object"
+            );
+        }
+        assert!(cut_value(&v, 0).is_none());
+        let one = row_value([json[0].as_slice()]);
+        assert_eq!(one, json[0]);
+        let compact = serde_json::to_vec(&recs).unwrap();
+        let (cut, n) = cut_value(&compact, 2).unwrap();
+        assert_eq!((n, ids(&row_records(&cut))), (2, vec![1, 2]));
+        assert_eq!(row_value(std::iter::empty()), b"[]");
     }
 
     #[test]
