@@ -1286,7 +1286,6 @@ mod tests {
 
 #[cfg(test)]
 mod prune_tests {
-    use super::tests::write_as_schema;
     use super::*;
 
     #[test]
@@ -1311,6 +1310,13 @@ mod prune_tests {
         assert!(s.usage_get("t|g").unwrap().is_some());
         assert!(s.usage_get("h:2026-10-01T05|g").unwrap().is_none());
     }
+}
+
+/// Request record rows: batches, caps, the row format.
+#[cfg(test)]
+mod records_tests {
+    use super::tests::write_as_schema;
+    use super::*;
 
     /// A request record of `key` numbered `id` (its input tokens), made `id` ms after a
     /// fixed time: later ids are newer.
