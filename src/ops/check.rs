@@ -147,6 +147,13 @@ mod tests {
         assert!(parse_row("revoked_tokens", b"12").is_ok());
         assert!(parse_row("usage", b"nonsense").is_err());
         assert!(parse_row("settings", b"{").is_err());
+        // A request record row holds one record or, since store schema 3, several.
+        let one = br#"{"keyId":"k","model":"m","status":200}"#;
+        assert!(parse_row("records", one).is_ok());
+        let many = br#"[{"keyId":"k","status":200},
+{"keyId":"k","status":529}]"#;
+        assert!(parse_row("recent_records", many).is_ok());
+        assert!(parse_row("records", br#"[{"keyId":5}]"#).is_err());
     }
 
     #[test]
