@@ -50,7 +50,8 @@ const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// one commit, newest first (an array). `order` sorts rows newest first and counts the row's
 /// records (`row_order`).
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
-/// Recent request records of all keys: `{order}|{key_id}` -> the same rows as `RECORDS`.
+/// Recent request records of all keys: `{order}` -> one commit's newest records, in the row
+/// form of `RECORDS` (schema 2 keyed its one-record rows `{order}|{key_id}`).
 const RECENT: TableDefinition<&str, &[u8]> = TableDefinition::new("recent_records");
 /// The `meta` row holding how many records the rows of `RECENT` hold (u64, little-endian);
 /// absent when unknown (counted again by the next commit).
@@ -61,10 +62,18 @@ const RECENT_COUNT: &str = "recent_records_count";
 /// row holds `n > 1` records. Rows written before schema 3 hold one record each and have no
 /// count.
 fn row_order(newest_ms: u64, seq: u32, n: usize) -> String {
+    counted(
+        &format!("{:016x}{:08x}", u64::MAX - newest_ms, u32::MAX - seq),
+        n,
+    )
+}
+
+/// An order part: the 24-digit `stamp`, then `+{n}` when the row holds `n > 1` records.
+fn counted(stamp: &str, n: usize) -> String {
     if n > 1 {
-        format!("{:016x}{:08x}+{n}", u64::MAX - newest_ms, u32::MAX - seq)
+        format!("{stamp}+{n}")
     } else {
-        format!("{:016x}{:08x}", u64::MAX - newest_ms, u32::MAX - seq)
+        stamp.to_owned()
     }
 }
 
@@ -163,14 +172,9 @@ fn trim_rows(
         };
         total = rest;
         if let Some((value, kept)) = cut {
-            let stamp = order.get(..24).unwrap_or(order);
-            let count = if kept > 1 {
-                format!("+{kept}")
-            } else {
-                String::new()
-            };
+            let order = counted(order.get(..24).unwrap_or(order), kept);
             table.insert(
-                format!("{prefix}{stamp}{count}{suffix}").as_str(),
+                format!("{prefix}{order}{suffix}").as_str(),
                 value.as_slice(),
             )?;
             total += kept as u64;
@@ -253,14 +257,12 @@ fn row_again(order: &str, kept: &[&RequestRecord]) -> Result<Option<Row>> {
         .iter()
         .map(serde_json::to_vec)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(match json.len() {
-        0 => None,
-        1 => Some((stamp.to_owned(), row_value(json.iter().map(Vec::as_slice)))),
-        n => Some((
-            format!("{stamp}+{n}"),
+    Ok((!json.is_empty()).then(|| {
+        (
+            counted(stamp, json.len()),
             row_value(json.iter().map(Vec::as_slice)),
-        )),
-    })
+        )
+    }))
 }
 
 /// The first key past every key that begins with `prefix` (which ends in `|`).
