@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -307,13 +308,14 @@ async fn load(
                         ttfb.push(first);
                         bytes += n as u64;
                     }
-                    other => {
+                    Ok((status, ..)) => {
+                        // An error answer, on a connection that stays open.
                         errors += 1;
-                        let kind = match other {
-                            Ok((status, ..)) => format!("status {status}"),
-                            Err(e) => format!("{e:#}"),
-                        };
-                        *kinds.entry(kind).or_default() += 1;
+                        *kinds.entry(format!("status {status}")).or_default() += 1;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        *kinds.entry(format!("{e:#}")).or_default() += 1;
                         if let Ok(nc) = Conn::open(t.addr).await {
                             c = nc;
                         }
@@ -597,37 +599,74 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_idle, anon_idle) = (rss_kib(pid), anon_kib(pid));
 
-    // `--soak SECS [C] [WATCH] [--sse]`: only load crs at concurrency C (32) for SECS, print the rate and the
-    // RSS every second for WATCH s (20) after (for profiling).
+    // `--soak SECS [C] [WATCH] [--sse] [--direct | --bad-key | --via PROXY]`: only load crs at
+    // concurrency C (32) for SECS, print crs's CPU time a request, the rate and latency, and
+    // the RSS every second for WATCH s (20) after (for profiling). `--direct` loads the mock
+    // alone; `--bad-key` sends a key crs refuses (the cost of ingress and a 401); `--via PROXY`
+    // starts `PROXY LISTEN UPSTREAM` (`examples/floor_proxy.rs`) in front of the mock and loads
+    // that instead of crs, its CPU time measured.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let secs: u64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(20);
         let c: usize = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(32);
         let watch: u64 = args.get(i + 3).and_then(|s| s.parse().ok()).unwrap_or(20);
-        println!("crs pid {pid}: loading at c={c} for {secs} s, then RSS for {watch} s");
         // With `--sse`, 5-event streams instead of JSON answers.
         let b = if args.iter().any(|a| a == "--sse") {
             body(true, "mock:chunks=5")
         } else {
             body(false, "")
         };
-        let cpu0 = cpu_ticks(pid);
-        let r = load(&relay, c, b, None, Duration::from_secs(secs)).await;
-        // CPU time crs spent per request (user and system), steadier than rates on a shared
+        let via = match args.iter().position(|a| a == "--via") {
+            Some(i) => {
+                let port = free_port();
+                let proxy_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+                let proxy = args.get(i + 1).context("--via needs a program")?;
+                let p = Proc(
+                    Command::new(proxy)
+                        .args([proxy_addr.to_string(), mock_addr.to_string()])
+                        .spawn()?,
+                );
+                wait_listening(proxy_addr).await;
+                Some((p, proxy_addr))
+            }
+            None => None,
+        };
+        let (target, measured) = if args.iter().any(|a| a == "--direct") {
+            (direct.clone(), pid)
+        } else if args.iter().any(|a| a == "--bad-key") {
+            let refused = Target {
+                addr,
+                headers: direct.headers.clone(),
+            };
+            (refused, pid)
+        } else if let Some((p, proxy_addr)) = &via {
+            let through = Target {
+                addr: *proxy_addr,
+                headers: direct.headers.clone(),
+            };
+            (through, p.0.id())
+        } else {
+            (relay.clone(), pid)
+        };
+        println!("loading pid {measured} at c={c} for {secs} s, then crs's RSS for {watch} s");
+        let cpu0 = cpu_ticks(measured);
+        let r = load(&target, c, b, None, Duration::from_secs(secs)).await;
+        // CPU time spent per request (user and system), steadier than rates on a shared
         // machine.
-        let ticks = cpu_ticks(pid).saturating_sub(cpu0);
+        let ticks = cpu_ticks(measured).saturating_sub(cpu0);
         println!(
-            "crs CPU {:.1} us a request ({} requests)",
-            ticks as f64 * 10_000.0 / r.requests.max(1) as f64,
-            r.requests
+            "CPU {:.1} us a request ({} requests)",
+            ticks as f64 * 10_000.0 / (r.requests + r.errors).max(1) as f64,
+            r.requests + r.errors
         );
         for _ in 0..watch {
             println!("RSS {:.1} MiB", mib(rss_kib(pid)));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         println!(
-            "{:.0} req/s, p99 {:.2} ms, {} errors{}",
+            "{:.0} req/s, p50 {:.3} ms, p99 {:.2} ms, {} errors{}",
             r.rps(),
+            r.p50(),
             r.p99(),
             r.errors,
             r.error_kinds_text()

@@ -337,15 +337,15 @@ async fn serve(st: Arc<AppState>, call: Call, res: &mut Response) {
             }
         };
         let (rb, pool_key, lane) = (built.request, built.pool_key, built.lane);
-        let sent = tokio::time::timeout(st.config.upstream_timeout, rb.send()).await;
+        let sent = tokio::time::timeout(st.config.upstream_timeout, lane.send(rb)).await;
         let now_ms = Utc::now().timestamp_millis();
         let up = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                let what = if e.is_connect() { "connect" } else { "request" };
-                // With its causes: reqwest's own text says only that sending failed, the cause
-                // says why (refused, DNS, a certificate not trusted).
-                let error = format!("{:#}", anyhow::Error::from(e));
+                let what = if e.connect { "connect" } else { "request" };
+                // With its causes: the client's own text says only that sending failed, the
+                // cause says why (refused, DNS, a certificate not trusted).
+                let error = format!("{:#}", e.error);
                 tracing::warn!(account_id = %acc.rec.id, %error, attempt, "upstream {what} error");
                 apply(
                     &st,
