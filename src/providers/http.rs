@@ -507,6 +507,83 @@ mod tests {
 
     use futures_util::StreamExt;
 
+    /// A server answering every request with `body` gzip-compressed (as an upstream may,
+    /// although asked for `identity`), and the headers of the last request it saw.
+    async fn gzip_server(body: &'static str) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        use std::io::Write;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let kept = kept.clone();
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    *kept.lock() = req.headers().keys().map(|k| k.to_string()).collect();
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    gz.write_all(body.as_bytes()).unwrap();
+                    let bytes = bytes::Bytes::from(gz.finish().unwrap());
+                    async move {
+                        hyper::Response::builder()
+                            .header("content-encoding", "gzip")
+                            .body(http_body_util::Full::new(bytes))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn a_lane_without_a_proxy_sends_through_hyper_and_decodes_compressed_answers() {
+        crate::init_tls();
+        let config = Config::load_with_env(&Default::default(), &|_| None).unwrap();
+        let clients = HttpClients::new(&config).unwrap();
+        let direct = clients.get("").unwrap();
+        assert!(direct.first.direct.is_some());
+        let proxied = clients.get("http://127.0.0.1:9").unwrap();
+        assert!(
+            proxied.first.direct.is_none(),
+            "a proxy is reqwest's to speak"
+        );
+
+        let (addr, seen) = gzip_server("{\"usage\":{\"output_tokens\":5}}").await;
+        let (client, ticket) = direct.take();
+        let rb = client
+            .post(format!("http://{addr}/v1/messages"))
+            .header("accept-encoding", "identity")
+            .body("{}");
+        let r = ticket.send(rb).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers().get("content-encoding"), None);
+        assert_eq!(r.text().await.unwrap(), "{\"usage\":{\"output_tokens\":5}}");
+        // reqwest's own default header (`accept: */*`) is not added: the request went out
+        // through hyper's client as it was built.
+        let headers = seen.lock().clone();
+        assert!(
+            headers.contains(&"content-length".to_owned()),
+            "{headers:?}"
+        );
+        assert!(!headers.contains(&"accept".to_owned()), "{headers:?}");
+        drop(ticket);
+        assert_eq!(direct.in_flight(), 0);
+
+        // A port nobody listens on: a connect error, which fails the account over.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let (client, ticket) = direct.take();
+        let e = ticket
+            .send(client.post(format!("http://127.0.0.1:{port}/v1/messages")))
+            .await
+            .unwrap_err();
+        assert!(e.connect, "{:#}", e.error);
+    }
+
     #[tokio::test]
     async fn a_full_http2_connection_does_not_hold_back_the_next_request() {
         let (addr, conns) = h2_server_two_streams().await;
