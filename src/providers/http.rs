@@ -207,13 +207,11 @@ impl Direct {
         let mut client = self.0.clone();
         // hyper's client is always ready (it queues requests itself); asked all the same, as
         // a tower service must be.
-        let ready = std::future::poll_fn(|cx| client.poll_ready(cx)).await;
-        match async {
-            ready?;
-            client.call(req).await
-        }
-        .await
-        {
+        let sent = match std::future::poll_fn(|cx| client.poll_ready(cx)).await {
+            Ok(()) => client.call(req).await,
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(r) => Ok(reqwest::Response::from(r.map(reqwest::Body::wrap))),
             Err(e) => Err(SendError {
                 connect: e.is_connect(),

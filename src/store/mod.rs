@@ -62,10 +62,13 @@ const RECENT_COUNT: &str = "recent_records_count";
 /// row holds `n > 1` records. Rows written before schema 3 hold one record each and have no
 /// count.
 fn row_order(newest_ms: u64, seq: u32, n: usize) -> String {
-    counted(
-        &format!("{:016x}{:08x}", u64::MAX - newest_ms, u32::MAX - seq),
-        n,
-    )
+    counted(&stamp(newest_ms, u32::MAX - seq), n)
+}
+
+/// The 24 hex digits that sort rows newest first: the time inverted, then `tie` (lower
+/// first among rows of the same millisecond).
+fn stamp(ms: u64, tie: u32) -> String {
+    format!("{:016x}{tie:08x}", u64::MAX - ms)
 }
 
 /// An order part: the 24-digit `stamp`, then `+{n}` when the row holds `n > 1` records.
@@ -271,6 +274,37 @@ fn prefix_end(prefix: &str) -> String {
     end.pop();
     end.push(char::from(b'|' + 1));
     end
+}
+
+/// Replace the rows of `key_id` in `RECORDS` with `records` (newest first), a row each, and
+/// add them to `RECENT` as rows of their own (an import: the caller has taken the key's old
+/// records out of `RECENT`).
+fn replace_key_records(
+    per_key: &mut redb::Table<&str, &[u8]>,
+    recent: &mut redb::Table<&str, &[u8]>,
+    key_id: &str,
+    records: &[RequestRecord],
+) -> Result<()> {
+    let prefix = format!("{key_id}|");
+    let mut old = Vec::new();
+    for row in per_key.range(prefix.as_str()..)? {
+        let (k, _) = row?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        old.push(k.value().to_owned());
+    }
+    for k in old {
+        per_key.remove(k.as_str())?;
+    }
+    for (i, r) in records.iter().enumerate() {
+        // Newest first, also among records of the same millisecond.
+        let order = stamp(record_ms(r), i as u32);
+        let bytes = serde_json::to_vec(r)?;
+        per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
+        recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Take the records of `keys` out of `RECENT` (before an import writes them anew): rows of
@@ -725,25 +759,8 @@ impl Store {
         {
             let mut per_key = txn.open_table(RECORDS)?;
             let mut recent = txn.open_table(RECENT)?;
-            let prefix = format!("{key_id}|");
-            let old: Vec<String> = per_key
-                .range(prefix.as_str()..)?
-                .map_while(|r| {
-                    r.ok()
-                        .map(|(k, _)| k.value().to_owned())
-                        .filter(|k| k.starts_with(&prefix))
-                })
-                .collect();
-            for k in old {
-                per_key.remove(k.as_str())?;
-            }
             remove_from_recent(&mut recent, &[key_id].into_iter().collect())?;
-            for (i, r) in records.iter().enumerate() {
-                let order = format!("{:016x}{:08x}", u64::MAX - record_ms(r), i as u32);
-                let bytes = serde_json::to_vec(r)?;
-                per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
-                recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
-            }
+            replace_key_records(&mut per_key, &mut recent, key_id, records)?;
             // Counted again by the next commit.
             txn.open_table(META)?.remove(RECENT_COUNT)?;
         }
@@ -765,25 +782,7 @@ impl Store {
             let keys = items.iter().map(|(k, _)| k.as_str()).collect();
             remove_from_recent(&mut recent, &keys)?;
             for (key_id, records) in items {
-                let prefix = format!("{key_id}|");
-                let mut old = Vec::new();
-                for row in per_key.range(prefix.as_str()..)? {
-                    let (k, _) = row?;
-                    if !k.value().starts_with(&prefix) {
-                        break;
-                    }
-                    old.push(k.value().to_owned());
-                }
-                for k in old {
-                    per_key.remove(k.as_str())?;
-                }
-                for (i, r) in records.iter().enumerate() {
-                    // Newest first, also among records of the same millisecond.
-                    let order = format!("{:016x}{:08x}", u64::MAX - record_ms(r), i as u32);
-                    let bytes = serde_json::to_vec(r)?;
-                    per_key.insert(format!("{key_id}|{order}").as_str(), bytes.as_slice())?;
-                    recent.insert(format!("{order}|{key_id}").as_str(), bytes.as_slice())?;
-                }
+                replace_key_records(&mut per_key, &mut recent, key_id, records)?;
             }
             let count = trim_rows(&mut recent, "", recent_cap, None)?;
             txn.open_table(META)?
