@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub log_max_size: Option<String>,
     pub log_max_files: Option<usize>,
     pub max_connections: Option<usize>,
+    pub serving_threads: Option<usize>,
     pub header_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub body_min_rate: Option<u64>,
@@ -120,6 +121,10 @@ pub struct Config {
     /// Client connections open at once; more wait in the listen backlog. `None`: sized from
     /// the open-file limit (`listener::default_max_connections`).
     pub max_connections: Option<usize>,
+    /// Threads serving connections, each with a single-threaded runtime of its own
+    /// (`runtime`); one a core by default. 0: connections run on the main runtime's
+    /// work-stealing workers instead.
+    pub serving_threads: usize,
     /// Time for a client to send a request's headers (and to start the next request on an
     /// idle keep-alive connection).
     pub header_timeout: Duration,
@@ -341,6 +346,7 @@ impl Config {
             upstream_idle: Duration::from_secs(30),
             upstream_ca_file: None,
             max_connections: None,
+            serving_threads: crate::runtime::cores(),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             body_min_rate: DEFAULT_BODY_MIN_RATE,
@@ -581,6 +587,9 @@ impl Config {
                 );
             }
             c.max_connections = Some(n);
+        }
+        if let Some(n) = count("CRS_SERVING_THREADS", file.serving_threads)? {
+            c.serving_threads = n.min(256);
         }
         c.header_timeout = secs(
             "CRS_HEADER_TIMEOUT_SECS",
@@ -836,6 +845,7 @@ mod tests {
     fn connection_limits_and_timeouts_from_file_and_env() {
         let c = load(&[], CliOverrides::default()).unwrap();
         assert_eq!(c.max_connections, None);
+        assert_eq!(c.serving_threads, crate::runtime::cores());
         assert_eq!(c.header_timeout, Duration::from_secs(30));
         assert_eq!(c.body_timeout, Duration::from_secs(30));
         assert_eq!(c.body_min_rate, DEFAULT_BODY_MIN_RATE);
@@ -843,7 +853,7 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "max_connections = 100\nheader_timeout_secs = 5\nbody_timeout_secs = 7\nbody_min_rate = 0\n",
+            "max_connections = 100\nserving_threads = 3\nheader_timeout_secs = 5\nbody_timeout_secs = 7\nbody_min_rate = 0\n",
         )
         .unwrap();
         let cli = CliOverrides {
@@ -852,6 +862,13 @@ mod tests {
         };
         let c = load(&[("CRS_BODY_TIMEOUT_SECS", "9")], cli).unwrap();
         assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.serving_threads, 3);
+        assert_eq!(
+            load(&[("CRS_SERVING_THREADS", "0")], CliOverrides::default())
+                .unwrap()
+                .serving_threads,
+            0
+        );
         assert_eq!(c.header_timeout, Duration::from_secs(5));
         assert_eq!(c.body_timeout, Duration::from_secs(9));
         assert_eq!(c.body_min_rate, 0);

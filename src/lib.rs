@@ -19,6 +19,7 @@ pub mod notify;
 pub mod ops;
 pub mod providers;
 pub mod relay;
+pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod state;

@@ -28,6 +28,7 @@ use std::io::Result as IoResult;
 use std::net::SocketAddr as StdSocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,18 +45,31 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// The listening socket, shared with `ListenerCloser`; `None` once closed.
+/// One thread's handle on the listening socket, shared with `ListenerCloser`; `None` once
+/// closed.
 type Slot = Arc<Mutex<Option<TcpListener>>>;
+
+/// Every thread's handle on the listening socket (duplicates of one descriptor): the socket
+/// stops taking connections once all are closed.
+#[derive(Default)]
+struct Listening {
+    slots: Vec<Slot>,
+    closed: bool,
+}
 
 pub struct NoDelayAcceptor {
     listener: Slot,
+    listening: Arc<Mutex<Listening>>,
     holdings: Vec<Holding>,
     slots: Arc<Semaphore>,
     max_connections: usize,
     /// A connection accepted by a call that was cancelled while its fuse was being decided.
     pending: Option<(Counted<TcpStream>, StdSocketAddr)>,
-    failing: Episode,
-    full: Episode,
+    /// Shared by every serving thread's acceptor, so an episode is logged once.
+    failing: Arc<Mutex<Episode>>,
+    full: Arc<Mutex<Episode>>,
+    /// Slots taken by acceptors still waiting for a connection to hold them.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// Stops `serve`.
@@ -78,23 +92,98 @@ impl ServeHandle {
     }
 }
 
+/// What every serving thread shares.
+struct Serving {
+    service: Service,
+    builder: Arc<HttpBuilder>,
+    policy: ArcFusePolicy,
+    /// Counts the connection tasks of every thread (for the graceful stop) without keeping
+    /// them once ended.
+    tasks: TaskTracker,
+    /// The wait for open connections at a stop has been logged.
+    logged: std::sync::atomic::AtomicBool,
+}
+
 /// Serve `service` on the connections `acceptor` gives until `handle` stops it; returns once
-/// every connection has ended (or the graceful stop's timeout passed).
+/// every connection has ended (or the graceful stop's timeout passed). The connections are
+/// served by `threads` threads of their own (see `runtime`), each accepting on a duplicate of
+/// the listening socket; with 0, on the calling runtime.
 pub async fn serve(
-    mut acceptor: NoDelayAcceptor,
+    acceptor: NoDelayAcceptor,
     service: Service,
     fuse: FuseConfig,
     handle: ServeHandle,
+    threads: usize,
 ) {
-    let builder = Arc::new(HttpBuilder::new());
-    let policy: ArcFusePolicy = Arc::new(fuse);
-    // Counts the connection tasks (for the graceful stop) without keeping them once ended.
-    let tasks = TaskTracker::new();
+    let serving = Arc::new(Serving {
+        service,
+        builder: Arc::new(HttpBuilder::new()),
+        policy: Arc::new(fuse),
+        tasks: TaskTracker::new(),
+        logged: Default::default(),
+    });
+    if threads == 0 {
+        return accept_and_serve(acceptor, serving, handle).await;
+    }
+    let parts = match acceptor.split(threads) {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!(error = %e, "sharing the listening socket failed");
+            return;
+        }
+    };
+    let mut ended = Vec::with_capacity(parts.len());
+    // The serving threads log where the caller does (a test's own subscriber, too).
+    let logs = tracing::dispatcher::get_default(|d| d.clone());
+    for (i, part) in parts.into_iter().enumerate() {
+        let n = i + 1;
+        let (serving, handle, logs) = (serving.clone(), handle.clone(), logs.clone());
+        let (done, end) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("crs-serve-{n}"))
+            .spawn(move || {
+                let _logs = tracing::dispatcher::set_default(&logs);
+                let (rt, _registered) = match crate::runtime::serving_runtime(
+                    n,
+                    crate::on_worker_park,
+                ) {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, thread = n, "starting a serving thread failed");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match part.register() {
+                        Ok(acceptor) => accept_and_serve(acceptor, serving, handle).await,
+                        Err(e) => tracing::error!(error = %e, thread = n, "listening failed"),
+                    }
+                });
+                drop(rt);
+                drop(done);
+            });
+        match spawned {
+            Ok(_) => ended.push(end),
+            Err(e) => tracing::error!(error = %e, "starting a serving thread failed"),
+        }
+    }
+    for end in ended {
+        let _ = end.await;
+    }
+}
+
+/// One thread's accept loop: a task for each connection it accepts, on the calling runtime.
+/// After a stop, waits until the connections of every thread have ended.
+async fn accept_and_serve(
+    mut acceptor: NoDelayAcceptor,
+    serving: Arc<Serving>,
+    handle: ServeHandle,
+) {
     loop {
         let accepted = tokio::select! {
             biased;
             _ = handle.graceful.cancelled() => break,
-            accepted = acceptor.accept(Some(policy.clone())) => accepted,
+            accepted = acceptor.accept(Some(serving.policy.clone())) => accepted,
         };
         let accepted = match accepted {
             Ok(a) => a,
@@ -114,7 +203,7 @@ pub async fn serve(
             remote_addr,
             http_scheme,
         } = accepted;
-        let handler = service.hyper_handler(
+        let handler = serving.service.hyper_handler(
             local_addr,
             remote_addr,
             http_scheme,
@@ -122,19 +211,27 @@ pub async fn serve(
             conn_ctrl,
             None,
         );
-        let builder = builder.clone();
-        let (graceful, force) = (handle.graceful.clone(), handle.force.clone());
-        tasks.spawn(async move {
+        let force = handle.force.clone();
+        let graceful = Some(handle.graceful.clone());
+        let conn = coupler.couple(stream, handler, serving.builder.clone(), graceful);
+        serving.tasks.spawn(async move {
             tokio::select! {
                 // Errors are the client's (a reset, a malformed head): hyper answered what
                 // it could.
-                _ = coupler.couple(stream, handler, builder, Some(graceful)) => {}
+                _ = conn => {}
                 _ = force.cancelled() => {}
             }
         });
     }
+    // Dropped here, so the socket this thread accepted on is closed.
+    drop(acceptor);
+    let tasks = &serving.tasks;
     tasks.close();
-    if !tasks.is_empty() {
+    if !tasks.is_empty()
+        && !serving
+            .logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
         tracing::info!(
             connections = tasks.len(),
             "waiting for open connections to finish"
@@ -149,23 +246,30 @@ pub async fn serve(
 /// Closes the listening socket of a `NoDelayAcceptor`: connections not yet accepted are
 /// refused from then on.
 #[derive(Clone)]
-pub struct ListenerCloser(Slot);
+pub struct ListenerCloser(Arc<Mutex<Listening>>);
 
 impl ListenerCloser {
     pub fn close(&self) {
-        drop(self.0.lock().take());
+        let mut listening = self.0.lock();
+        listening.closed = true;
+        for slot in &listening.slots {
+            drop(slot.lock().take());
+        }
     }
 
     /// A duplicate of the listening socket that a child process inherits (no close-on-exec).
     #[cfg(unix)]
     pub fn inheritable(&self) -> IoResult<std::os::fd::OwnedFd> {
         use std::os::fd::{AsRawFd, FromRawFd};
-        let g = self.0.lock();
-        let l = g
-            .as_ref()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
-        // SAFETY: dup of an open descriptor; the new one is owned by the returned OwnedFd.
-        let fd = unsafe { libc::dup(l.as_raw_fd()) };
+        let listening = self.0.lock();
+        let open = listening.slots.iter().find_map(|s| {
+            let l = s.lock();
+            l.as_ref().map(|l| l.as_raw_fd())
+        });
+        let fd = open.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+        // SAFETY: dup of an open descriptor (its slot cannot be emptied while `listening` is
+        // locked); the new one is owned by the returned OwnedFd.
+        let fd = unsafe { libc::dup(fd) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -179,18 +283,25 @@ impl NoDelayAcceptor {
         let inner = listen(host, port).await?;
         let local = inner.local_addr()?;
         let max_connections = max_connections.max(1);
+        let listener: Slot = Arc::new(Mutex::new(Some(inner)));
+        let listening = Listening {
+            slots: vec![listener.clone()],
+            closed: false,
+        };
         Ok(NoDelayAcceptor {
             holdings: vec![Holding {
                 local_addr: local.into(),
                 http_versions: vec![Version::HTTP_11],
                 http_scheme: Scheme::HTTP,
             }],
-            listener: Arc::new(Mutex::new(Some(inner))),
+            listener,
+            listening: Arc::new(Mutex::new(listening)),
             slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             pending: None,
-            failing: Episode::default(),
-            full: Episode::default(),
+            failing: Default::default(),
+            full: Default::default(),
+            waiting: Default::default(),
         })
     }
 
@@ -202,19 +313,49 @@ impl NoDelayAcceptor {
     }
 
     pub fn closer(&self) -> ListenerCloser {
-        ListenerCloser(self.listener.clone())
+        ListenerCloser(self.listening.clone())
+    }
+
+    /// `n` acceptors on duplicates of this one's socket, each to be registered on a runtime of
+    /// its own (`Part::register`); connections count against the same cap. None if the socket
+    /// was closed already.
+    fn split(self, n: usize) -> IoResult<Vec<Part>> {
+        let Some(listener) = self.listener.lock().take() else {
+            return Ok(Vec::new());
+        };
+        let socket = listener.into_std()?;
+        let mut parts = Vec::with_capacity(n);
+        for _ in 1..n {
+            parts.push(socket.try_clone()?);
+        }
+        parts.push(socket);
+        Ok(parts
+            .into_iter()
+            .map(|socket| Part {
+                socket,
+                listening: self.listening.clone(),
+                holdings: self.holdings.clone(),
+                slots: self.slots.clone(),
+                max_connections: self.max_connections,
+                failing: self.failing.clone(),
+                full: self.full.clone(),
+                waiting: self.waiting.clone(),
+            })
+            .collect())
     }
 
     /// Connections open now (accepted and not yet ended).
     pub fn open_connections(&self) -> usize {
-        self.max_connections - self.slots.available_permits()
+        (self.max_connections - self.slots.available_permits())
+            .saturating_sub(self.waiting.load(Ordering::Relaxed))
     }
 
     /// A connection slot; at the cap, wait for one to be given back.
     async fn slot(&mut self) -> OwnedSemaphorePermit {
         let now = Instant::now();
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            if let Some(ended) = self.full.clear(now) {
+            let ended = self.full.lock().clear(now);
+            if let Some(ended) = ended {
                 tracing::info!(
                     max_connections = self.max_connections,
                     waited_ms = ended.duration.as_millis() as u64,
@@ -223,7 +364,15 @@ impl NoDelayAcceptor {
             }
             return permit;
         }
-        if let Some(earlier) = self.full.hit(now) {
+        // No slot left. The cap is reached only if every slot holds a connection: another
+        // thread's acceptor may hold the last one while it waits for a connection.
+        let full = self.open_connections() >= self.max_connections;
+        let hit = if full {
+            self.full.lock().hit(now)
+        } else {
+            None
+        };
+        if let Some(earlier) = hit {
             tracing::warn!(
                 max_connections = self.max_connections,
                 earlier_episodes = earlier,
@@ -239,7 +388,7 @@ impl NoDelayAcceptor {
 
     /// The next connection from the listening socket. Failures that concern one connection
     /// are skipped; resource failures are waited out with a growing pause.
-    async fn next_connection(&mut self) -> (TcpStream, StdSocketAddr) {
+    async fn next_connection(&self) -> (TcpStream, StdSocketAddr) {
         loop {
             let listener = &self.listener;
             let accepted = poll_fn(|cx: &mut Context<'_>| match listener.lock().as_ref() {
@@ -250,7 +399,8 @@ impl NoDelayAcceptor {
             .await;
             match accepted {
                 Ok(conn) => {
-                    if let Some(ended) = self.failing.clear(Instant::now()) {
+                    let ended = self.failing.lock().clear(Instant::now());
+                    if let Some(ended) = ended {
                         tracing::info!(
                             failed_accepts = ended.count,
                             paused_ms = ended.duration.as_millis() as u64,
@@ -265,7 +415,11 @@ impl NoDelayAcceptor {
                 }
                 Err(e) => {
                     let now = Instant::now();
-                    if let Some(earlier) = self.failing.hit(now) {
+                    let (hit, count) = {
+                        let mut failing = self.failing.lock();
+                        (failing.hit(now), failing.count)
+                    };
+                    if let Some(earlier) = hit {
                         tracing::warn!(
                             error = %e,
                             open_connections = self.open_connections(),
@@ -274,10 +428,49 @@ impl NoDelayAcceptor {
                             "accepting connections fails; pausing accepts until it works again"
                         );
                     }
-                    tokio::time::sleep(backoff(self.failing.count)).await;
+                    tokio::time::sleep(backoff(count)).await;
                 }
             }
         }
+    }
+}
+
+/// One serving thread's share of a `NoDelayAcceptor`, not yet registered with a runtime.
+struct Part {
+    socket: std::net::TcpListener,
+    listening: Arc<Mutex<Listening>>,
+    holdings: Vec<Holding>,
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    failing: Arc<Mutex<Episode>>,
+    full: Arc<Mutex<Episode>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Part {
+    /// The acceptor, its socket registered with the calling thread's runtime; its socket is
+    /// closed at once if the listener was closed meanwhile.
+    fn register(self) -> IoResult<NoDelayAcceptor> {
+        let listener = TcpListener::from_std(self.socket)?;
+        let slot: Slot = Arc::new(Mutex::new(None));
+        {
+            let mut listening = self.listening.lock();
+            if !listening.closed {
+                *slot.lock() = Some(listener);
+                listening.slots.push(slot.clone());
+            }
+        }
+        Ok(NoDelayAcceptor {
+            listener: slot,
+            listening: self.listening,
+            holdings: self.holdings,
+            slots: self.slots,
+            max_connections: self.max_connections,
+            pending: None,
+            failing: self.failing,
+            full: self.full,
+            waiting: self.waiting,
+        })
     }
 }
 
@@ -365,7 +558,9 @@ impl Acceptor for NoDelayAcceptor {
         loop {
             if self.pending.is_none() {
                 let slot = self.slot().await;
+                let waiting = Waiting::new(&self.waiting);
                 let (conn, remote) = self.next_connection().await;
+                drop(waiting);
                 // Best effort: a socket that refuses it still works, only slower.
                 let _ = conn.set_nodelay(true);
                 self.pending = Some((
@@ -409,6 +604,22 @@ impl Acceptor for NoDelayAcceptor {
                 http_scheme: Scheme::HTTP,
             });
         }
+    }
+}
+
+/// Counts a slot taken by an acceptor that waits for a connection, while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -622,6 +833,77 @@ mod tests {
         }
     }
 
+    /// `n` connections open at once, one `GET /` on each; their answers' bodies.
+    async fn bodies(addr: StdSocketAddr, n: usize) -> Vec<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut out = Vec::with_capacity(n);
+        for mut c in conns {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            out.push(answer.rsplit("\r\n\r\n").next().unwrap().to_owned());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn serving_threads_serve_every_connection_and_stop_together() {
+        #[salvo::handler]
+        async fn which() -> String {
+            crate::runtime::worker().to_string()
+        }
+        let acceptor = NoDelayAcceptor::bind("127.0.0.1", 0, 1024).await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let closer = acceptor.closer();
+        let handle = ServeHandle::default();
+        #[salvo::handler]
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "slow"
+        }
+        let router = salvo::Router::new()
+            .get(which)
+            .push(salvo::Router::with_path("slow").get(slow));
+        let service = Service::new(router);
+        let server = tokio::spawn(serve(
+            acceptor,
+            service,
+            FuseConfig::default(),
+            handle.clone(),
+            2,
+        ));
+        // Every connection is answered by serving thread 1 or 2, never by this one (0).
+        for answer in bodies(addr, 64).await {
+            assert!(answer == "1" || answer == "2", "{answer:?}");
+        }
+        // A request in flight across the stop still gets its answer.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut open = TcpStream::connect(addr).await.unwrap();
+        open.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closer.close();
+        handle.stop_graceful(Duration::from_secs(10));
+        // Every thread's duplicate of the socket is closed: new connections are refused.
+        assert!(TcpStream::connect(addr).await.is_err());
+        let mut answer = String::new();
+        open.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("slow"), "{answer}");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns once its connections ended")
+            .unwrap();
+    }
+
     #[test]
     fn connections_that_ended_leave_no_memory_behind() {
         #[salvo::handler]
@@ -638,11 +920,13 @@ mod tests {
             let addr = acceptor.local_addr().unwrap();
             let handle = ServeHandle::default();
             let service = Service::new(salvo::Router::new().get(hello));
+            // On this thread's runtime (no serving threads), so its allocations are counted.
             let server = tokio::spawn(serve(
                 acceptor,
                 service,
                 FuseConfig::default(),
                 handle.clone(),
+                0,
             ));
             // What a burst builds once (the runtime's timer wheel and I/O registrations,
             // lazily sized state); a last connection after it.

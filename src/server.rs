@@ -244,11 +244,13 @@ pub async fn start(config: Config) -> Result<Running> {
             max: state.config.max_body_bytes.saturating_mul(4),
         })
         .catcher(salvo::catcher::Catcher::new(catcher));
+    crate::runtime::set_main();
     let join = tokio::spawn(crate::listener::serve(
         acceptor,
         service,
         fuse,
         handle.clone(),
+        state.config.serving_threads,
     ));
     crate::accounts::oauth::spawn_refresher(&state.accounts);
     crate::accounts::usage_poll::spawn(&state.accounts, state.config.health.usage_poll);
@@ -266,6 +268,7 @@ pub async fn start(config: Config) -> Result<Running> {
         admin = %format!("http://{addr}/admin-next/"),
         data_dir = %state.config.data_dir.display(),
         max_connections,
+        serving_threads = state.config.serving_threads,
         "crs is listening"
     );
     Ok(Running {

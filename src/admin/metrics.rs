@@ -92,18 +92,17 @@ fn render(st: &AppState, today: &Counters) -> String {
 /// or a pooled upstream connection waiting to be reused; a number that keeps growing while the
 /// load does not is a leak) and worker threads.
 fn runtime(t: &mut Text) {
-    let m = tokio::runtime::Handle::current().metrics();
     t.single(
         "crs_runtime_alive_tasks",
         "gauge",
-        "Tasks alive in the async runtime.",
-        m.num_alive_tasks() as u64,
+        "Tasks alive in the async runtimes.",
+        crate::runtime::alive_tasks() as u64,
     );
     t.single(
         "crs_runtime_workers",
         "gauge",
-        "Worker threads of the async runtime.",
-        m.num_workers() as u64,
+        "Threads serving connections, each with an async runtime of its own.",
+        crate::runtime::serving() as u64,
     );
 }
 

@@ -154,15 +154,18 @@ fn build_client(
 ///
 /// An upstream that compresses its answer although asked for `identity` still has it decoded
 /// (the decompression layer reqwest uses, with the encodings reqwest is built with).
-#[derive(Clone)]
-pub struct Direct(
-    tower_http::decompression::Decompression<
-        hyper_util::client::legacy::Client<
-            hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-            reqwest::Body,
-        >,
+///
+/// One pool a serving thread (`runtime`): a connection's task runs on the thread that opened
+/// it, and a request takes only connections its own thread opened, so an answer never wakes
+/// another thread. Requests from any other thread share one more pool.
+pub struct Direct(Box<[DirectClient]>);
+
+type DirectClient = tower_http::decompression::Decompression<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        reqwest::Body,
     >,
-);
+>;
 
 impl Direct {
     /// The settings `build_client` gives reqwest, and reqwest's own defaults where crs sets
@@ -186,25 +189,27 @@ impl Direct {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.upstream_idle)
-            .pool_max_idle_per_host(config.upstream_idle_connections)
-            .build(https);
-        Direct(
+        let pool = || {
+            let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(config.upstream_idle)
+                .pool_max_idle_per_host(config.upstream_idle_connections)
+                .build(https.clone());
             tower_http::decompression::Decompression::new(client)
                 .gzip(true)
                 .br(true)
                 .deflate(true)
-                .no_zstd(),
-        )
+                .no_zstd()
+        };
+        Direct((0..=config.serving_threads).map(|_| pool()).collect())
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
         use tower_service::Service;
         let built = rb.build().map_err(SendError::reqwest)?;
         let req = hyper::Request::<reqwest::Body>::try_from(built).map_err(SendError::reqwest)?;
-        let mut client = self.0.clone();
+        let pools = &self.0;
+        let mut client = pools[crate::runtime::worker().min(pools.len() - 1)].clone();
         // hyper's client is always ready (it queues requests itself); asked all the same, as
         // a tower service must be.
         let sent = match std::future::poll_fn(|cx| client.poll_ready(cx)).await {
@@ -506,15 +511,25 @@ mod tests {
     use futures_util::StreamExt;
 
     /// A server answering every request with `body` gzip-compressed (as an upstream may,
-    /// although asked for `identity`), and the headers of the last request it saw.
-    async fn gzip_server(body: &'static str) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    /// although asked for `identity`), the headers of the last request it saw and the
+    /// connections it accepted.
+    async fn gzip_server(
+        body: &'static str,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<Mutex<Vec<String>>>,
+        Arc<AtomicUsize>,
+    ) {
         use std::io::Write;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let kept = seen.clone();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
                 let kept = kept.clone();
                 let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                     *kept.lock() = req.headers().keys().map(|k| k.to_string()).collect();
@@ -533,7 +548,7 @@ mod tests {
                 );
             }
         });
-        (addr, seen)
+        (addr, seen, conns)
     }
 
     #[tokio::test]
@@ -549,7 +564,7 @@ mod tests {
             "a proxy is reqwest's to speak"
         );
 
-        let (addr, seen) = gzip_server("{\"usage\":{\"output_tokens\":5}}").await;
+        let (addr, seen, _) = gzip_server("{\"usage\":{\"output_tokens\":5}}").await;
         let (client, ticket) = direct.take();
         let rb = client
             .post(format!("http://{addr}/v1/messages"))
@@ -580,6 +595,59 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.connect, "{:#}", e.error);
+    }
+
+    #[test]
+    fn each_serving_thread_sends_over_upstream_connections_of_its_own() {
+        crate::init_tls();
+        let config = Config::load_with_env(&Default::default(), &|_| None).unwrap();
+        let clients = HttpClients::new(&config).unwrap();
+        let lanes = clients.get("").unwrap();
+        let upstream = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, _, conns) = upstream.block_on(gzip_server("{}"));
+        let url = format!("http://{addr}/v1/messages");
+        let ask = |lanes: &Arc<Lanes>| {
+            let (client, ticket) = lanes.take();
+            let rb = client.post(&url).body("{}");
+            async move {
+                let r = tokio::time::timeout(Duration::from_secs(5), ticket.send(rb))
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                assert_eq!(r.bytes().await.unwrap(), "{}");
+            }
+        };
+        let (first_done, second_may) = tokio::sync::oneshot::channel::<()>();
+        let (second_done, first_may) = tokio::sync::oneshot::channel::<()>();
+        std::thread::scope(|s| {
+            // Serving thread 1 asks twice, and between its two requests (its connection idle
+            // in the pool, its runtime running) serving thread 2 asks twice.
+            s.spawn(|| {
+                let (rt, _registered) = crate::runtime::serving_runtime(1, || {}).unwrap();
+                rt.block_on(async {
+                    ask(&lanes).await;
+                    first_done.send(()).unwrap();
+                    first_may.await.unwrap();
+                    ask(&lanes).await;
+                });
+            });
+            s.spawn(|| {
+                let (rt, _registered) = crate::runtime::serving_runtime(2, || {}).unwrap();
+                rt.block_on(async {
+                    second_may.await.unwrap();
+                    ask(&lanes).await;
+                    ask(&lanes).await;
+                    second_done.send(()).unwrap();
+                });
+            });
+        });
+        // One connection each: thread 2 did not take thread 1's idle one (whose task runs on
+        // thread 1), and each reused its own.
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "data",
         &[
             "usage", "store", "model", "crypto", "config", "web", "metrics", "logfile", "events",
+            "runtime",
         ],
     ),
     ("mock", &["mock"]),

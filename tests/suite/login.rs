@@ -342,11 +342,13 @@ fn capture_logs() -> Logs {
     logs
 }
 
-// One thread (the default test runtime): the handlers' events are emitted on this thread.
+// One thread (the default test runtime, connections served on it rather than on serving
+// threads of their own): the handlers' events are emitted on this thread.
 #[tokio::test]
 async fn every_attempt_is_logged_with_name_address_and_reason_never_the_password() {
     let logs = capture_logs();
     let env = Env::start_with(|c| {
+        c.serving_threads = 0;
         c.login.free_failures = 2;
         c.login.base_delay = Duration::from_secs(30);
     })
