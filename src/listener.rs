@@ -154,6 +154,16 @@ pub async fn serve(
                     }
                 };
                 rt.block_on(async move {
+                    // `on_worker_park` gives this thread's freed memory back at most once a
+                    // second, so the last park after a burst can come too soon after the one
+                    // before; an idle thread also collects every 5 s.
+                    tokio::spawn(async {
+                        let mut tick = tokio::time::interval(Duration::from_secs(5));
+                        loop {
+                            tick.tick().await;
+                            crate::trim_allocator();
+                        }
+                    });
                     match part.register() {
                         Ok(acceptor) => accept_and_serve(acceptor, serving, handle).await,
                         Err(e) => tracing::error!(error = %e, thread = n, "listening failed"),

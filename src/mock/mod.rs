@@ -82,6 +82,8 @@ pub struct MockState {
     pub streams_completed: AtomicU64,
     /// Streams whose receiver went away before the end.
     pub streams_dropped: AtomicU64,
+    /// TLS connections accepted (the HTTPS listener only).
+    pub tls_connections: AtomicU64,
     /// The exact bytes of every stream sent to the end, in completion order.
     pub sent_streams: Mutex<Vec<Bytes>>,
     /// When set, every Messages / Responses request fails this way (to script an unhealthy
@@ -212,6 +214,7 @@ impl MockUpstream {
         let addr = listener.local_addr()?;
         let state = new_state();
         let service = Arc::new(salvo::Service::new(router(&state)));
+        let counted = state.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -222,6 +225,7 @@ impl MockUpstream {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                counted.tls_connections.fetch_add(1, Ordering::Relaxed);
                 let (tls, service) = (tls.clone(), service.clone());
                 conns.spawn(async move {
                     let Ok(stream) = tls.accept(tcp).await else {

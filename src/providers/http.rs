@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub struct HttpClients {
     /// The TLS settings every client is built with (one certificate verifier for all).
     tls: rustls::ClientConfig,
     by_proxy: Mutex<HashMap<String, Arc<Lanes>>>,
+    /// What each upstream host speaks, learned by the lanes without a proxy (`Direct`).
+    protocols: Arc<Protocols>,
 }
 
 impl HttpClients {
@@ -49,6 +51,7 @@ impl HttpClients {
             config: config.clone(),
             tls: upstream_tls(config.upstream_ca_file.as_deref())?,
             by_proxy: Mutex::new(HashMap::new()),
+            protocols: Default::default(),
         })
     }
 
@@ -61,11 +64,14 @@ impl HttpClients {
         let config = self.config.clone();
         let tls = self.tls.clone();
         let proxy = proxy_url.to_owned();
+        let protocols = self.protocols.clone();
         let lanes = Arc::new(Lanes::new(LANE_REQUESTS, MAX_LANES, move || {
             let client = build_client(&config, &tls, &proxy)?;
             // Through a proxy, reqwest carries the request (it speaks HTTP, HTTPS and SOCKS
             // proxies); without one, hyper's client does.
-            let direct = proxy.is_empty().then(|| Direct::new(&config, &tls));
+            let direct = proxy
+                .is_empty()
+                .then(|| Direct::new(&config, &tls, protocols.clone()));
             Ok((client, direct))
         })?);
         map.insert(proxy_url.to_owned(), lanes.clone());
@@ -158,19 +164,129 @@ fn build_client(
 /// One pool a serving thread (`runtime`): a connection's task runs on the thread that opened
 /// it, and a request takes only connections its own thread opened, so an answer never wakes
 /// another thread. Requests from any other thread share one more pool.
-pub struct Direct(Box<[DirectClient]>);
+///
+/// A host's first connection tells whether it speaks HTTP/2 (by ALPN; `Protocols`). Until
+/// then one request at a time connects to it and the others wait for that connection (at most
+/// the connect timeout); afterwards requests to an HTTP/2 host go through a client that knows
+/// it, which shares one connection among them. hyper's client cannot know it beforehand: with
+/// both protocols offered, every request that finds no connection in the pool opens its own,
+/// so a storm of 10,000 streams right after a start opened 6,800 TLS connections to an HTTP/2
+/// upstream, twice the memory of the streams themselves.
+pub struct Direct {
+    pools: Box<[DirectPool]>,
+    protocols: Arc<Protocols>,
+    /// How long a request waits for a host's first connection.
+    connect_timeout: Duration,
+}
+
+struct DirectPool {
+    /// Offers HTTP/2 and HTTP/1.1 (ALPN); for hosts not known to speak HTTP/2.
+    any: DirectClient,
+    /// HTTP/2 only; for hosts whose connections negotiated it.
+    h2: DirectClient,
+}
 
 type DirectClient = tower_http::decompression::Decompression<
-    hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        reqwest::Body,
-    >,
+    hyper_util::client::legacy::Client<Recording, reqwest::Body>,
 >;
+
+/// What each upstream host (scheme and authority) was found to speak.
+#[derive(Default)]
+pub struct Protocols(Mutex<HashMap<String, HostProtocol>>);
+
+enum HostProtocol {
+    /// Its first connection is being made; requests wait for it.
+    Connecting(Arc<tokio::sync::Notify>),
+    Http1,
+    Http2,
+}
+
+fn host_key(uri: &hyper::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    format!("{scheme}://{authority}")
+}
+
+impl Protocols {
+    /// Record what a connection to `key` negotiated and wake the requests waiting for it.
+    fn connected(&self, key: &str, h2: bool) {
+        let now = if h2 {
+            HostProtocol::Http2
+        } else {
+            HostProtocol::Http1
+        };
+        if let Some(HostProtocol::Connecting(waiting)) = self.0.lock().insert(key.to_owned(), now) {
+            waiting.notify_waiters();
+        }
+    }
+
+    /// A first connection failed or was given up: the next request tries again.
+    fn not_connected(&self, key: &str) {
+        let mut hosts = self.0.lock();
+        if let Some(HostProtocol::Connecting(waiting)) = hosts.get(key) {
+            waiting.notify_waiters();
+            hosts.remove(key);
+        }
+    }
+}
+
+/// The connector of `Direct`'s clients: records what each new connection negotiated.
+#[derive(Clone)]
+pub struct Recording {
+    inner: hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    protocols: Arc<Protocols>,
+}
+
+/// Ends a first connection's wait if the connect ends without a connection.
+struct Unfinished {
+    protocols: Arc<Protocols>,
+    key: Option<String>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.protocols.not_connected(key);
+        }
+    }
+}
+
+impl tower_service::Service<hyper::Uri> for Recording {
+    type Response = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        use hyper_util::client::legacy::connect::Connection;
+        let mut unfinished = Unfinished {
+            protocols: self.protocols.clone(),
+            key: Some(host_key(&uri)),
+        };
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let conn = connecting.await?;
+            if let Some(key) = unfinished.key.take() {
+                let h2 = conn.connected().is_negotiated_h2();
+                unfinished.protocols.connected(&key, h2);
+            }
+            Ok(conn)
+        })
+    }
+}
 
 impl Direct {
     /// The settings `build_client` gives reqwest, and reqwest's own defaults where crs sets
     /// none (TCP keep-alive probes after 15 s idle, every 15 s, three times).
-    pub fn new(config: &Config, tls: &rustls::ClientConfig) -> Direct {
+    pub fn new(config: &Config, tls: &rustls::ClientConfig, protocols: Arc<Protocols>) -> Direct {
         use hyper_util::client::legacy::connect::HttpConnector;
         use hyper_util::rt::{TokioExecutor, TokioTimer};
         let mut http = HttpConnector::new();
@@ -189,27 +305,80 @@ impl Direct {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let pool = || {
+        let connector = Recording {
+            inner: https,
+            protocols: protocols.clone(),
+        };
+        // The idle connections kept are shared out among the serving threads' pools.
+        let idle_per_pool = config
+            .upstream_idle_connections
+            .div_ceil(config.serving_threads.max(1));
+        let client = |h2_only: bool| {
             let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(config.upstream_idle)
-                .pool_max_idle_per_host(config.upstream_idle_connections)
-                .build(https.clone());
+                .pool_max_idle_per_host(idle_per_pool)
+                .http2_only(h2_only)
+                .build(connector.clone());
             tower_http::decompression::Decompression::new(client)
                 .gzip(true)
                 .br(true)
                 .deflate(true)
                 .no_zstd()
         };
-        Direct((0..=config.serving_threads).map(|_| pool()).collect())
+        let pools = (0..=config.serving_threads)
+            .map(|_| DirectPool {
+                any: client(false),
+                h2: client(true),
+            })
+            .collect();
+        Direct {
+            pools,
+            protocols,
+            connect_timeout: config.connect_timeout,
+        }
+    }
+
+    /// The client for a request to `uri`'s host: the HTTP/2 one once the host is known to
+    /// speak it. While the host's first connection is being made, waits for it.
+    async fn client_for(&self, uri: &hyper::Uri) -> DirectClient {
+        let pool = &self.pools[crate::runtime::worker().min(self.pools.len() - 1)];
+        let key = host_key(uri);
+        let waiting = {
+            let mut hosts = self.protocols.0.lock();
+            match hosts.get(&key) {
+                Some(HostProtocol::Http2) => return pool.h2.clone(),
+                Some(HostProtocol::Http1) => return pool.any.clone(),
+                Some(HostProtocol::Connecting(w)) => w.clone(),
+                None => {
+                    let w = Arc::new(tokio::sync::Notify::new());
+                    hosts.insert(key, HostProtocol::Connecting(w));
+                    return pool.any.clone();
+                }
+            }
+        };
+        let notified = waiting.notified();
+        tokio::pin!(notified);
+        // Registered before the lock is taken again, so a wake-up in between is not lost.
+        notified.as_mut().enable();
+        let still_connecting = matches!(
+            self.protocols.0.lock().get(&key),
+            Some(HostProtocol::Connecting(w)) if Arc::ptr_eq(w, &waiting)
+        );
+        if still_connecting {
+            let _ = tokio::time::timeout(self.connect_timeout, notified).await;
+        }
+        match self.protocols.0.lock().get(&key) {
+            Some(HostProtocol::Http2) => pool.h2.clone(),
+            _ => pool.any.clone(),
+        }
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
         use tower_service::Service;
         let built = rb.build().map_err(SendError::reqwest)?;
         let req = hyper::Request::<reqwest::Body>::try_from(built).map_err(SendError::reqwest)?;
-        let pools = &self.0;
-        let mut client = pools[crate::runtime::worker().min(pools.len() - 1)].clone();
+        let mut client = self.client_for(req.uri()).await;
         // hyper's client is always ready (it queues requests itself); asked all the same, as
         // a tower service must be.
         let sent = match std::future::poll_fn(|cx| client.poll_ready(cx)).await {
@@ -244,14 +413,20 @@ impl SendError {
     }
 }
 
+/// `Lanes::protocol` values.
+const UNKNOWN: u8 = 0;
+const HTTP_1: u8 = 1;
+const HTTP_2: u8 = 2;
+
 type BuildClient = Box<dyn Fn() -> Result<(reqwest::Client, Option<Direct>)> + Send + Sync>;
 
 /// Clients built alike, each with its own connection pool, and the requests each carries.
 pub struct Lanes {
     build: BuildClient,
     per_lane: usize,
-    /// An answer came over HTTP/2: only then do more lanes than the first open.
-    multiplexed: AtomicBool,
+    /// What the answers came over: `UNKNOWN` until the first, then `HTTP_1` until one came
+    /// over HTTP/2 (`HTTP_2` stays). Over HTTP/1.1 only the first lane is used.
+    protocol: AtomicU8,
     /// Built at once (it also checks that the settings build).
     first: Arc<Lane>,
     /// Opened when every open lane is full; closed by `retire_idle` once idle.
@@ -342,7 +517,7 @@ impl Lanes {
             more: (1..max.max(1)).map(|_| ArcSwapOption::empty()).collect(),
             build: Box::new(build),
             per_lane: per_lane.max(1),
-            multiplexed: AtomicBool::new(false),
+            protocol: AtomicU8::new(UNKNOWN),
             opening: Mutex::new(()),
         })
     }
@@ -353,19 +528,32 @@ impl Lanes {
         &self.first.client
     }
 
-    /// Report the HTTP version an answer came in: HTTP/2 lets further lanes open.
+    /// Report the HTTP version an answer came in: the first answer over HTTP/1.1 keeps
+    /// requests on the first lane, until one comes over HTTP/2.
     pub fn answered_over(&self, version: reqwest::Version) {
-        if version == reqwest::Version::HTTP_2 && !self.multiplexed.load(Ordering::Relaxed) {
-            self.multiplexed.store(true, Ordering::Relaxed);
+        if version == reqwest::Version::HTTP_2 {
+            if self.protocol.load(Ordering::Relaxed) != HTTP_2 {
+                self.protocol.store(HTTP_2, Ordering::Relaxed);
+            }
+        } else if self.protocol.load(Ordering::Relaxed) == UNKNOWN {
+            let _ = self.protocol.compare_exchange(
+                UNKNOWN,
+                HTTP_1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
     /// A client for one request and its ticket: the first lane with room, a new lane when all
-    /// open ones are full, the least busy when no more may open; the first lane until an
-    /// answer came over HTTP/2.
+    /// open ones are full, the least busy when no more may open; only the first lane once the
+    /// answers came over HTTP/1.1. Before the first answer the upstream may well speak
+    /// HTTP/2 (Anthropic's and OpenAI's APIs do): a storm of streams after a start, all on the
+    /// first lane, would queue past the server's stream limit on its one connection (10,000
+    /// streams: 7 s to the first byte and twice the memory).
     pub fn take(&self) -> (reqwest::Client, LaneTicket) {
         let n = self.first.in_flight();
-        if !self.multiplexed.load(Ordering::Relaxed) || n < self.per_lane {
+        if self.protocol.load(Ordering::Relaxed) == HTTP_1 || n < self.per_lane {
             return self.first.take();
         }
         let mut least: Option<(Arc<Lane>, usize)> = None;
@@ -766,14 +954,27 @@ mod tests {
     #[test]
     fn over_http_1_every_request_stays_on_the_first_lane() {
         crate::init_tls();
-        let lanes = Lanes::new(1, 3, || Ok((reqwest::Client::new(), None))).unwrap();
-        let tickets: Vec<_> = (0..5).map(|_| lanes.take().1).collect();
+        let lanes = Lanes::new(2, 3, || Ok((reqwest::Client::new(), None))).unwrap();
+        // Before any answer: as if the upstream multiplexed, a full lane opens the next.
+        let early: Vec<_> = (0..3).map(|_| lanes.take().1).collect();
+        assert_eq!(counts(&lanes), vec![2, 1]);
         lanes.answered_over(reqwest::Version::HTTP_11);
-        let (_, sixth) = lanes.take();
-        assert_eq!(counts(&lanes), vec![6]);
+        let tickets: Vec<_> = (0..5).map(|_| lanes.take().1).collect();
+        assert_eq!(counts(&lanes), vec![7, 1]);
+        drop(early);
+        // The lane opened early goes once idle; the first stays.
+        assert_eq!(lanes.retire_idle(Duration::ZERO), 1);
         assert_eq!(lanes.opened(), 1);
-        drop((tickets, sixth));
-        assert_eq!(counts(&lanes), vec![0]);
+        // An answer over HTTP/2 later (another host behind the same proxy) opens lanes again.
+        lanes.answered_over(reqwest::Version::HTTP_2);
+        let (_, more) = lanes.take();
+        assert_eq!(counts(&lanes), vec![5, 1]);
+        // And HTTP/1.1 answers after it do not close them off.
+        lanes.answered_over(reqwest::Version::HTTP_11);
+        let (_, again) = lanes.take();
+        assert_eq!(counts(&lanes), vec![5, 2]);
+        drop((tickets, more, again));
+        assert_eq!(counts(&lanes), vec![0, 0]);
     }
 
     #[test]

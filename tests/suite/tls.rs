@@ -1,6 +1,7 @@
 //! Upstreams over HTTPS: a private CA trusted through `upstream_ca_file`, HTTP/2 negotiated by
 //! ALPN as with Anthropic's API, and a certificate nobody vouched for refused.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::tls::test_certs;
@@ -18,6 +19,40 @@ async fn https_mock(dir: &std::path::Path) -> (MockUpstream, std::path::PathBuf)
         .unwrap();
     m.state.accepted_keys.lock().push(UPSTREAM_KEY.into());
     (m, ca_file)
+}
+
+#[tokio::test]
+async fn a_storm_of_streams_right_after_the_start_shares_http2_connections() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let (tls_mock, ca_file) = https_mock(certs_dir.path()).await;
+    let env = Env::start_with(|c| c.upstream_ca_file = Some(ca_file)).await;
+    let threads = crs::runtime::cores() as u64;
+    env.create_account(json!({"apiUrl": tls_mock.url()})).await;
+    let (_, key) = env.create_key(json!({"name": "k"})).await;
+    // 40 streams at once before crs knows what the upstream speaks.
+    let streams = (0..40).map(|_| {
+        let r = env.messages(
+            &key,
+            msg_body("claude-sonnet-4-5-20250929", true, "mock:chunks=5"),
+        );
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let events = sse_events(&r.text().await.unwrap());
+            assert_eq!(events.last().unwrap().0, "message_stop");
+        }
+    });
+    futures_util::future::join_all(streams).await;
+    assert_eq!(hits(&tls_mock, "/v1/messages"), 40);
+    // The first connection shows the upstream speaks HTTP/2; the others waited for it and
+    // then share one connection a serving thread. Without that, each stream that found no
+    // connection opened its own.
+    let opened = tls_mock.state.tls_connections.load(Ordering::Relaxed);
+    assert!(
+        (1..=1 + threads.max(1)).contains(&opened),
+        "{opened} TLS connections for 40 streams"
+    );
+    env.stop().await;
 }
 
 #[tokio::test]
