@@ -65,15 +65,18 @@ impl HttpClients {
         let tls = self.tls.clone();
         let proxy = proxy_url.to_owned();
         let protocols = self.protocols.clone();
-        let lanes = Arc::new(Lanes::new(LANE_REQUESTS, MAX_LANES, move || {
-            let client = build_client(&config, &tls, &proxy)?;
-            // Through a proxy, reqwest carries the request (it speaks HTTP, HTTPS and SOCKS
-            // proxies); without one, hyper's client does.
-            let direct = proxy
-                .is_empty()
-                .then(|| Direct::new(&config, &tls, protocols.clone()));
-            Ok((client, direct))
-        })?);
+        let lanes = Arc::new(
+            Lanes::new(LANE_REQUESTS, MAX_LANES, move || {
+                let client = build_client(&config, &tls, &proxy)?;
+                // Through a proxy, reqwest carries the request (it speaks HTTP, HTTPS and SOCKS
+                // proxies); without one, hyper's client does.
+                let direct = proxy
+                    .is_empty()
+                    .then(|| Direct::new(&config, &tls, protocols.clone()));
+                Ok((client, direct))
+            })?
+            .learning_from(self.protocols.clone()),
+        );
         map.insert(proxy_url.to_owned(), lanes.clone());
         Ok(lanes)
     }
@@ -192,7 +195,7 @@ type DirectClient = tower_http::decompression::Decompression<
 
 /// What each upstream host (scheme and authority) was found to speak.
 #[derive(Default)]
-pub struct Protocols(Mutex<HashMap<String, HostProtocol>>);
+pub struct Protocols(Mutex<HashMap<String, HostProtocol>>, AtomicUsize);
 
 enum HostProtocol {
     /// Its first connection is being made; requests wait for it.
@@ -208,6 +211,20 @@ fn host_key(uri: &hyper::Uri) -> String {
 }
 
 impl Protocols {
+    /// Hosts that speak HTTP/2 or whose first connection is being made: while there are any,
+    /// requests spread over client lanes as for HTTP/2 (`Lanes::take`).
+    fn multiplexing(&self) -> usize {
+        self.1.load(Ordering::Relaxed)
+    }
+
+    fn recount(&self, hosts: &HashMap<String, HostProtocol>) {
+        let n = hosts
+            .values()
+            .filter(|p| !matches!(p, HostProtocol::Http1))
+            .count();
+        self.1.store(n, Ordering::Relaxed);
+    }
+
     /// Record what a connection to `key` negotiated and wake the requests waiting for it.
     fn connected(&self, key: &str, h2: bool) {
         let now = if h2 {
@@ -215,7 +232,10 @@ impl Protocols {
         } else {
             HostProtocol::Http1
         };
-        if let Some(HostProtocol::Connecting(waiting)) = self.0.lock().insert(key.to_owned(), now) {
+        let mut hosts = self.0.lock();
+        let was = hosts.insert(key.to_owned(), now);
+        self.recount(&hosts);
+        if let Some(HostProtocol::Connecting(waiting)) = was {
             waiting.notify_waiters();
         }
     }
@@ -226,6 +246,7 @@ impl Protocols {
         if let Some(HostProtocol::Connecting(waiting)) = hosts.get(key) {
             waiting.notify_waiters();
             hosts.remove(key);
+            self.recount(&hosts);
         }
     }
 }
@@ -353,6 +374,7 @@ impl Direct {
                 None => {
                     let w = Arc::new(tokio::sync::Notify::new());
                     hosts.insert(key, HostProtocol::Connecting(w));
+                    self.protocols.recount(&hosts);
                     return pool.any.clone();
                 }
             }
@@ -427,6 +449,8 @@ pub struct Lanes {
     /// What the answers came over: `UNKNOWN` until the first, then `HTTP_1` until one came
     /// over HTTP/2 (`HTTP_2` stays). Over HTTP/1.1 only the first lane is used.
     protocol: AtomicU8,
+    /// What the hosts reached through these lanes speak, as their connections showed.
+    hosts: Arc<Protocols>,
     /// Built at once (it also checks that the settings build).
     first: Arc<Lane>,
     /// Opened when every open lane is full; closed by `retire_idle` once idle.
@@ -518,6 +542,7 @@ impl Lanes {
             build: Box::new(build),
             per_lane: per_lane.max(1),
             protocol: AtomicU8::new(UNKNOWN),
+            hosts: Default::default(),
             opening: Mutex::new(()),
         })
     }
@@ -526,6 +551,12 @@ impl Lanes {
     /// polls), which are few and short.
     pub fn first(&self) -> &reqwest::Client {
         &self.first.client
+    }
+
+    /// Share what `Direct` learns of hosts' protocols (`HttpClients` does for its lanes).
+    fn learning_from(mut self, hosts: Arc<Protocols>) -> Self {
+        self.hosts = hosts;
+        self
     }
 
     /// Report the HTTP version an answer came in: the first answer over HTTP/1.1 keeps
@@ -553,7 +584,11 @@ impl Lanes {
     /// streams: 7 s to the first byte and twice the memory).
     pub fn take(&self) -> (reqwest::Client, LaneTicket) {
         let n = self.first.in_flight();
-        if self.protocol.load(Ordering::Relaxed) == HTTP_1 || n < self.per_lane {
+        // A host speaking HTTP/2 (or not known yet) may have come after HTTP/1.1 answers:
+        // its requests must spread over lanes before they queue on one connection.
+        let single =
+            self.protocol.load(Ordering::Relaxed) == HTTP_1 && self.hosts.multiplexing() == 0;
+        if single || n < self.per_lane {
             return self.first.take();
         }
         let mut least: Option<(Arc<Lane>, usize)> = None;
@@ -965,6 +1000,23 @@ mod tests {
         // The lane opened early goes once idle; the first stays.
         assert_eq!(lanes.retire_idle(Duration::ZERO), 1);
         assert_eq!(lanes.opened(), 1);
+        // A new host whose first connection is being made (it may speak HTTP/2): a full lane
+        // opens the next again, before any answer from it.
+        let hosts = Arc::new(Protocols::default());
+        let lanes = lanes.learning_from(hosts.clone());
+        hosts.0.lock().insert(
+            "https://h2.example".into(),
+            HostProtocol::Connecting(Default::default()),
+        );
+        hosts.recount(&hosts.0.lock());
+        let (_, spread) = lanes.take();
+        assert_eq!(counts(&lanes), vec![5, 1]);
+        drop(spread);
+        hosts.connected("https://h2.example", false);
+        // It spoke HTTP/1.1: requests stay on the first lane again.
+        let (_, back) = lanes.take();
+        assert_eq!(counts(&lanes), vec![6, 0]);
+        drop(back);
         // An answer over HTTP/2 later (another host behind the same proxy) opens lanes again.
         lanes.answered_over(reqwest::Version::HTTP_2);
         let (_, more) = lanes.take();
