@@ -3,6 +3,7 @@
 //! - `secrets.json` (mode 0600) holds the data-encryption key (XChaCha20-Poly1305, for upstream
 //!   credentials at rest), the admin-session signing key and, unless `ENCRYPTION_KEY` is
 //!   configured, the key-hash secret.
+//! - `server_cert_verifier`: how TLS peers' certificates (upstreams, SMTP) are checked.
 //! - API keys are stored as `sha256(plaintext + key_hash_secret)` in lowercase hex: exactly v1's
 //!   scheme, so v1 keys keep working once imported with the same secret.
 
@@ -305,6 +306,50 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret({})", mask(&self.0))
     }
+}
+
+/// How crs checks the certificates of the servers it connects to (upstreams, SMTP): against
+/// the system's trust store, plus `extra` roots (a private gateway's or a TLS-inspecting
+/// proxy's CA). A system with no CA certificates at all (an empty container or chroot, a
+/// minimal image without a CA package) gets the Mozilla roots built into crs (webpki-roots)
+/// instead, with a warning, rather than a server that does not start.
+pub fn server_cert_verifier(
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> anyhow::Result<std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>> {
+    use rustls_platform_verifier::Verifier;
+    use std::sync::Arc;
+    let system = if extra.is_empty() {
+        Verifier::new(provider.clone())
+    } else {
+        Verifier::new_with_extra_roots(extra.clone(), provider.clone())
+    };
+    let error = match system {
+        Ok(v) => return Ok(Arc::new(v)),
+        Err(e) => e,
+    };
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            error = %error,
+            "no CA certificates found on this system: upstream certificates are checked against \
+             the Mozilla roots built into crs (install the system's CA package or set \
+             SSL_CERT_FILE to use its own)"
+        )
+    });
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let (_, unusable) = roots.add_parsable_certificates(extra);
+    anyhow::ensure!(
+        unusable == 0,
+        "{unusable} extra CA certificates are not usable"
+    );
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| anyhow::anyhow!("setting up TLS certificate verification: {e}"))?;
+    Ok(verifier)
 }
 
 #[cfg(test)]

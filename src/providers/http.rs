@@ -108,10 +108,9 @@ impl HttpClients {
 fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use rustls_platform_verifier::Verifier;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = match ca_file {
-        None => Verifier::new(provider.clone()),
+    let extra = match ca_file {
+        None => Vec::new(),
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -119,15 +118,16 @@ fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
             if certs.is_empty() {
                 anyhow::bail!("{} holds no PEM certificate", path.display());
             }
-            Verifier::new_with_extra_roots(certs, provider.clone())
+            certs
         }
-    }
-    .context("setting up TLS certificate verification")?;
+    };
+    let verifier = crate::crypto::server_cert_verifier(provider.clone(), extra)
+        .context("setting up TLS certificate verification")?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
@@ -195,19 +195,46 @@ type DirectClient = tower_http::decompression::Decompression<
 
 /// What each upstream host (scheme and authority) was found to speak.
 #[derive(Default)]
-pub struct Protocols(Mutex<HashMap<String, HostProtocol>>, AtomicUsize);
+pub struct Protocols(Mutex<Hosts>, AtomicUsize);
+
+/// The hosts by authority, plain HTTP first and HTTPS second: a request's host is looked up
+/// with its URI's parts as they are, without building a key.
+#[derive(Default)]
+struct Hosts([HashMap<Box<str>, HostProtocol>; 2]);
+
+/// A host: HTTPS or not, and its authority.
+#[derive(Clone, Copy)]
+struct Host<'a>(bool, &'a str);
+
+impl<'a> Host<'a> {
+    fn of(uri: &'a hyper::Uri) -> Host<'a> {
+        Host(
+            uri.scheme() == Some(&hyper::http::uri::Scheme::HTTPS),
+            uri.authority().map(|a| a.as_str()).unwrap_or(""),
+        )
+    }
+}
+
+impl Hosts {
+    fn get(&self, h: Host) -> Option<&HostProtocol> {
+        self.0[h.0 as usize].get(h.1)
+    }
+    fn insert(&mut self, h: Host, p: HostProtocol) -> Option<HostProtocol> {
+        self.0[h.0 as usize].insert(h.1.into(), p)
+    }
+    fn remove(&mut self, h: Host) {
+        self.0[h.0 as usize].remove(h.1);
+    }
+    fn values(&self) -> impl Iterator<Item = &HostProtocol> {
+        self.0.iter().flat_map(|m| m.values())
+    }
+}
 
 enum HostProtocol {
     /// Its first connection is being made; requests wait for it.
     Connecting(Arc<tokio::sync::Notify>),
     Http1,
     Http2,
-}
-
-fn host_key(uri: &hyper::Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    format!("{scheme}://{authority}")
 }
 
 impl Protocols {
@@ -217,7 +244,7 @@ impl Protocols {
         self.1.load(Ordering::Relaxed)
     }
 
-    fn recount(&self, hosts: &HashMap<String, HostProtocol>) {
+    fn recount(&self, hosts: &Hosts) {
         let n = hosts
             .values()
             .filter(|p| !matches!(p, HostProtocol::Http1))
@@ -226,14 +253,14 @@ impl Protocols {
     }
 
     /// Record what a connection to `key` negotiated and wake the requests waiting for it.
-    fn connected(&self, key: &str, h2: bool) {
+    fn connected(&self, key: Host, h2: bool) {
         let now = if h2 {
             HostProtocol::Http2
         } else {
             HostProtocol::Http1
         };
         let mut hosts = self.0.lock();
-        let was = hosts.insert(key.to_owned(), now);
+        let was = hosts.insert(key, now);
         self.recount(&hosts);
         if let Some(HostProtocol::Connecting(waiting)) = was {
             waiting.notify_waiters();
@@ -241,7 +268,7 @@ impl Protocols {
     }
 
     /// A first connection failed or was given up: the next request tries again.
-    fn not_connected(&self, key: &str) {
+    fn not_connected(&self, key: Host) {
         let mut hosts = self.0.lock();
         if let Some(HostProtocol::Connecting(waiting)) = hosts.get(key) {
             waiting.notify_waiters();
@@ -261,13 +288,14 @@ pub struct Recording {
 /// Ends a first connection's wait if the connect ends without a connection.
 struct Unfinished {
     protocols: Arc<Protocols>,
-    key: Option<String>,
+    /// HTTPS or not, and the authority.
+    key: Option<(bool, Box<str>)>,
 }
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some(key) = &self.key {
-            self.protocols.not_connected(key);
+        if let Some((https, authority)) = &self.key {
+            self.protocols.not_connected(Host(*https, authority));
         }
     }
 }
@@ -290,14 +318,17 @@ impl tower_service::Service<hyper::Uri> for Recording {
         use hyper_util::client::legacy::connect::Connection;
         let mut unfinished = Unfinished {
             protocols: self.protocols.clone(),
-            key: Some(host_key(&uri)),
+            key: Some({
+                let h = Host::of(&uri);
+                (h.0, h.1.into())
+            }),
         };
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let conn = connecting.await?;
-            if let Some(key) = unfinished.key.take() {
+            if let Some((https, authority)) = unfinished.key.take() {
                 let h2 = conn.connected().is_negotiated_h2();
-                unfinished.protocols.connected(&key, h2);
+                unfinished.protocols.connected(Host(https, &authority), h2);
             }
             Ok(conn)
         })
@@ -364,10 +395,10 @@ impl Direct {
     /// speak it. While the host's first connection is being made, waits for it.
     async fn client_for(&self, uri: &hyper::Uri) -> DirectClient {
         let pool = &self.pools[crate::runtime::worker().min(self.pools.len() - 1)];
-        let key = host_key(uri);
+        let key = Host::of(uri);
         let waiting = {
             let mut hosts = self.protocols.0.lock();
-            match hosts.get(&key) {
+            match hosts.get(key) {
                 Some(HostProtocol::Http2) => return pool.h2.clone(),
                 Some(HostProtocol::Http1) => return pool.any.clone(),
                 Some(HostProtocol::Connecting(w)) => w.clone(),
@@ -384,13 +415,13 @@ impl Direct {
         // Registered before the lock is taken again, so a wake-up in between is not lost.
         notified.as_mut().enable();
         let still_connecting = matches!(
-            self.protocols.0.lock().get(&key),
+            self.protocols.0.lock().get(key),
             Some(HostProtocol::Connecting(w)) if Arc::ptr_eq(w, &waiting)
         );
         if still_connecting {
             let _ = tokio::time::timeout(self.connect_timeout, notified).await;
         }
-        match self.protocols.0.lock().get(&key) {
+        match self.protocols.0.lock().get(key) {
             Some(HostProtocol::Http2) => pool.h2.clone(),
             _ => pool.any.clone(),
         }
@@ -987,6 +1018,30 @@ mod tests {
     }
 
     #[test]
+    fn a_host_is_its_scheme_and_authority() {
+        let uri = |s: &str| s.parse::<hyper::Uri>().unwrap();
+        let hosts = Protocols::default();
+        let tls = uri("https://api.example:443/v1/messages?beta=true");
+        hosts.connected(Host::of(&tls), true);
+        // The same host over plain HTTP is another host; the path does not count.
+        let plain = uri("http://api.example:443/v1/messages");
+        assert!(hosts.0.lock().get(Host::of(&plain)).is_none());
+        let other_path = uri("https://api.example:443/v1/complete");
+        assert!(matches!(
+            hosts.0.lock().get(Host::of(&other_path)),
+            Some(HostProtocol::Http2)
+        ));
+        hosts.connected(Host::of(&plain), false);
+        assert_eq!(hosts.multiplexing(), 1);
+        // A failed first connection is forgotten only while it is still being made.
+        hosts.not_connected(Host::of(&plain));
+        assert!(matches!(
+            hosts.0.lock().get(Host::of(&plain)),
+            Some(HostProtocol::Http1)
+        ));
+    }
+
+    #[test]
     fn over_http_1_every_request_stays_on_the_first_lane() {
         crate::init_tls();
         let lanes = Lanes::new(2, 3, || Ok((reqwest::Client::new(), None))).unwrap();
@@ -1004,15 +1059,16 @@ mod tests {
         // opens the next again, before any answer from it.
         let hosts = Arc::new(Protocols::default());
         let lanes = lanes.learning_from(hosts.clone());
-        hosts.0.lock().insert(
-            "https://h2.example".into(),
-            HostProtocol::Connecting(Default::default()),
-        );
+        let h2_host = Host(true, "h2.example");
+        hosts
+            .0
+            .lock()
+            .insert(h2_host, HostProtocol::Connecting(Default::default()));
         hosts.recount(&hosts.0.lock());
         let (_, spread) = lanes.take();
         assert_eq!(counts(&lanes), vec![5, 1]);
         drop(spread);
-        hosts.connected("https://h2.example", false);
+        hosts.connected(h2_host, false);
         // It spoke HTTP/1.1: requests stay on the first lane again.
         let (_, back) = lanes.take();
         assert_eq!(counts(&lanes), vec![6, 0]);

@@ -212,3 +212,34 @@ async fn log_files_beside_stderr_rotate_at_their_size() {
     assert!(all.contains("usage flushed; bye"), "{all}");
     assert!(all.contains("nobody"));
 }
+
+/// A system without CA certificates (an empty container or chroot) still gets a working crs:
+/// upstream certificates are checked against the roots built into the binary, with a warning.
+#[tokio::test]
+async fn starts_on_a_system_without_ca_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_file = dir.path().join("no-certs.pem");
+    std::fs::write(&empty_file, "").unwrap();
+    let empty_dir = dir.path().join("no-certs");
+    std::fs::create_dir(&empty_dir).unwrap();
+    // rustls-native-certs reads only these when they are set.
+    let mut p = spawn(
+        &dir.path().join("data"),
+        &[
+            ("SSL_CERT_FILE", empty_file.to_str().unwrap()),
+            ("SSL_CERT_DIR", empty_dir.to_str().unwrap()),
+        ],
+    );
+    let head = p.stderr_head.join("\n");
+    assert!(
+        head.contains("no CA certificates found on this system"),
+        "{head}"
+    );
+    let health = client()
+        .get(format!("{}/health", p.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(sigterm(&mut p).success());
+}
