@@ -606,6 +606,15 @@ async fn main() -> anyhow::Result<()> {
     // starts `PROXY LISTEN UPSTREAM` (`examples/floor_proxy.rs`) in front of the mock and loads
     // that instead of crs, its CPU time measured.
     let args: Vec<String> = std::env::args().collect();
+    // `--hold SECS`: print where the mock and crs listen and the key, then keep both running
+    // for SECS, for an outside load generator (`wrk`).
+    if let Some(i) = args.iter().position(|a| a == "--hold") {
+        let secs: u64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(60);
+        println!("mock {mock_addr} upstream key {UPSTREAM_KEY}");
+        println!("crs {addr} pid {pid} key {key}");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        return Ok(());
+    }
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let secs: u64 = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(20);
         let c: usize = args.get(i + 2).and_then(|s| s.parse().ok()).unwrap_or(32);
