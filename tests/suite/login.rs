@@ -1,8 +1,7 @@
 //! Admin sign-in defences: throttling per address and user name, the bound on concurrent
-//! password checks, the login log, and sign-out revoking the session.
+//! password checks, and sign-out revoking the session (the login log: `tests/login_log.rs`).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
@@ -17,27 +16,6 @@ fn client_from(last: u8) -> reqwest::Client {
         .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
         .build()
         .unwrap()
-}
-
-/// POST /web/auth/login; returns (status, retry-after, body).
-async fn try_login(
-    http: &reqwest::Client,
-    env: &Env,
-    user: &str,
-    pass: &str,
-) -> (u16, Option<u64>, Value) {
-    let r = http
-        .post(env.url("/web/auth/login"))
-        .json(&json!({"username": user, "password": pass}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
-    (status, retry, r.json().await.unwrap())
 }
 
 fn state(env: &Env) -> &crs::state::AppState {
@@ -288,136 +266,4 @@ async fn logout_revokes_the_session_on_admin_routes_and_current_user_also_after_
     assert_eq!(status("/web/auth/user", token).await, 401);
     assert_eq!(status("/admin/api-keys", other).await, 200);
     env.stop().await;
-}
-
-/// Formatted log lines of one test's thread.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-thread_local! {
-    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Writes into the calling thread's `Logs`, if it is capturing; drops everything else.
-struct ThreadWriter;
-
-impl std::io::Write for ThreadWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURE.with(|c| {
-            if let Some(logs) = &*c.borrow() {
-                logs.0.lock().unwrap().extend_from_slice(buf);
-            }
-        });
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Capture the log lines emitted on this thread. The subscriber is process-wide (a scoped one
-/// misses events whose call site another test's thread registered first); only capturing
-/// threads keep what it writes.
-fn capture_logs() -> Logs {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(|| ThreadWriter)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
-    });
-    let logs = Logs::default();
-    CAPTURE.with(|c| *c.borrow_mut() = Some(logs.clone()));
-    logs
-}
-
-// One thread (the default test runtime, connections served on it rather than on serving
-// threads of their own): the handlers' events are emitted on this thread.
-#[tokio::test]
-async fn every_attempt_is_logged_with_name_address_and_reason_never_the_password() {
-    let logs = capture_logs();
-    let env = Env::start_with(|c| {
-        c.serving_threads = 0;
-        c.login.free_failures = 2;
-        c.login.base_delay = Duration::from_secs(30);
-    })
-    .await;
-    let http = &env.http;
-    assert_eq!(
-        try_login(http, &env, ADMIN_USER, "first-secret-guess")
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        try_login(http, &env, "nobody", "second-secret-guess")
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        try_login(http, &env, "nobody", "third-secret-guess")
-            .await
-            .0,
-        429
-    );
-    env.stop().await;
-
-    let lines = logs.lines();
-    let find = |level: &str, parts: &[&str]| {
-        lines
-            .iter()
-            .find(|l| l.contains(level) && parts.iter().all(|p| l.contains(p)))
-            .unwrap_or_else(|| panic!("no {level} line with {parts:?} in {lines:#?}"))
-            .clone()
-    };
-    find(
-        "INFO",
-        &["admin logged in", "username=root", "client=127.0.0.1"],
-    );
-    find(
-        "WARN",
-        &[
-            "admin login failed",
-            "username=root",
-            "client=127.0.0.1",
-            "wrong password",
-        ],
-    );
-    let locked = find(
-        "WARN",
-        &[
-            "admin login failed",
-            "username=nobody",
-            "client=127.0.0.1",
-            "unknown user",
-        ],
-    );
-    assert!(locked.contains("locked_secs=30"), "{locked}");
-    find(
-        "WARN",
-        &[
-            "admin login failed",
-            "username=nobody",
-            "client=127.0.0.1",
-            "throttled",
-        ],
-    );
-    for secret in [ADMIN_PASS, "first-secret", "second-secret", "third-secret"] {
-        assert!(
-            !lines.iter().any(|l| l.contains(secret)),
-            "a password reached the log"
-        );
-    }
 }

@@ -20,6 +20,27 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// POST /web/auth/login; returns (status, retry-after, body).
+pub async fn try_login(
+    http: &reqwest::Client,
+    env: &Env,
+    user: &str,
+    pass: &str,
+) -> (u16, Option<u64>, Value) {
+    let r = http
+        .post(env.url("/web/auth/login"))
+        .json(&json!({"username": user, "password": pass}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    (status, retry, r.json().await.unwrap())
+}
+
 pub fn test_config(dir: &Path) -> Config {
     let mut c = Config::for_data_dir(dir);
     c.admin_username = Some(ADMIN_USER.into());
