@@ -3,7 +3,8 @@
 //! - `secrets.json` (mode 0600) holds the data-encryption key (XChaCha20-Poly1305, for upstream
 //!   credentials at rest), the admin-session signing key and, unless `ENCRYPTION_KEY` is
 //!   configured, the key-hash secret.
-//! - `server_cert_verifier`: how TLS peers' certificates (upstreams, SMTP) are checked.
+//! - `tls_client_config`: TLS for crs's own connections (upstreams, SMTP), and how the
+//!   servers' certificates are checked.
 //! - API keys are stored as `sha256(plaintext + key_hash_secret)` in lowercase hex: exactly v1's
 //!   scheme, so v1 keys keep working once imported with the same secret.
 
@@ -308,12 +309,30 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// How crs checks the certificates of the servers it connects to (upstreams, SMTP): against
-/// the system's trust store, plus `extra` roots (a private gateway's or a TLS-inspecting
-/// proxy's CA). A system with no CA certificates at all (an empty container or chroot, a
-/// minimal image without a CA package) gets the Mozilla roots built into crs (webpki-roots)
-/// instead, with a warning, rather than a server that does not start.
-pub fn server_cert_verifier(
+/// TLS settings for the connections crs makes (upstreams, SMTP): ring, the safe default
+/// protocol versions, no client certificate, and servers' certificates checked by
+/// `server_cert_verifier` against the system's roots plus `extra`.
+pub fn tls_client_config(
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    use anyhow::Context;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = server_cert_verifier(provider.clone(), extra)
+        .context("setting up TLS certificate verification")?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// How crs checks the certificates of the servers it connects to: against the system's trust
+/// store, plus `extra` roots (a private gateway's or a TLS-inspecting proxy's CA). A system
+/// with no CA certificates at all (an empty container or chroot, a minimal image without a CA
+/// package) gets the Mozilla roots built into crs (webpki-roots) instead, with a warning,
+/// rather than a server that does not start.
+fn server_cert_verifier(
     provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
     extra: Vec<rustls::pki_types::CertificateDer<'static>>,
 ) -> anyhow::Result<std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>> {
@@ -347,8 +366,7 @@ pub fn server_cert_verifier(
     );
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| anyhow::anyhow!("setting up TLS certificate verification: {e}"))?;
+            .build()?;
     Ok(verifier)
 }
 

@@ -17,13 +17,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Conn = BufStream<Box<dyn Io>>;
 
 fn tls() -> Result<tokio_rustls::TlsConnector> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = crate::crypto::server_cert_verifier(provider.clone(), Vec::new())?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let config = crate::crypto::tls_client_config(Vec::new())?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

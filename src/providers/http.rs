@@ -108,7 +108,6 @@ impl HttpClients {
 fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra = match ca_file {
         None => Vec::new(),
         Some(path) => {
@@ -121,14 +120,7 @@ fn upstream_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
             certs
         }
     };
-    let verifier = crate::crypto::server_cert_verifier(provider.clone(), extra)
-        .context("setting up TLS certificate verification")?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let mut tls = crate::crypto::tls_client_config(extra)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
@@ -219,6 +211,9 @@ impl Hosts {
     fn get(&self, h: Host) -> Option<&HostProtocol> {
         self.0[h.0 as usize].get(h.1)
     }
+    fn get_mut(&mut self, h: Host) -> Option<&mut HostProtocol> {
+        self.0[h.0 as usize].get_mut(h.1)
+    }
     fn insert(&mut self, h: Host, p: HostProtocol) -> Option<HostProtocol> {
         self.0[h.0 as usize].insert(h.1.into(), p)
     }
@@ -260,7 +255,10 @@ impl Protocols {
             HostProtocol::Http1
         };
         let mut hosts = self.0.lock();
-        let was = hosts.insert(key, now);
+        let was = match hosts.get_mut(key) {
+            Some(known) => Some(std::mem::replace(known, now)),
+            None => hosts.insert(key, now),
+        };
         self.recount(&hosts);
         if let Some(HostProtocol::Connecting(waiting)) = was {
             waiting.notify_waiters();
@@ -288,14 +286,14 @@ pub struct Recording {
 /// Ends a first connection's wait if the connect ends without a connection.
 struct Unfinished {
     protocols: Arc<Protocols>,
-    /// HTTPS or not, and the authority.
-    key: Option<(bool, Box<str>)>,
+    /// Where the connection goes.
+    to: Option<hyper::Uri>,
 }
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some((https, authority)) = &self.key {
-            self.protocols.not_connected(Host(*https, authority));
+        if let Some(uri) = &self.to {
+            self.protocols.not_connected(Host::of(uri));
         }
     }
 }
@@ -318,17 +316,14 @@ impl tower_service::Service<hyper::Uri> for Recording {
         use hyper_util::client::legacy::connect::Connection;
         let mut unfinished = Unfinished {
             protocols: self.protocols.clone(),
-            key: Some({
-                let h = Host::of(&uri);
-                (h.0, h.1.into())
-            }),
+            to: Some(uri.clone()),
         };
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let conn = connecting.await?;
-            if let Some((https, authority)) = unfinished.key.take() {
+            if let Some(uri) = unfinished.to.take() {
                 let h2 = conn.connected().is_negotiated_h2();
-                unfinished.protocols.connected(Host(https, &authority), h2);
+                unfinished.protocols.connected(Host::of(&uri), h2);
             }
             Ok(conn)
         })
