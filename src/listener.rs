@@ -105,9 +105,8 @@ struct Serving {
 }
 
 /// Serve `service` on the connections `acceptor` gives until `handle` stops it; returns once
-/// every connection has ended (or the graceful stop's timeout passed). The connections are
-/// served by `threads` threads of their own (see `runtime`), each accepting on a duplicate of
-/// the listening socket; with 0, on the calling runtime.
+/// every connection has ended (or the graceful stop's timeout passed). `prepare` and
+/// `Prepared::accept` in one step.
 pub async fn serve(
     acceptor: NoDelayAcceptor,
     service: Service,
@@ -115,6 +114,57 @@ pub async fn serve(
     handle: ServeHandle,
     threads: usize,
 ) {
+    let prepared = prepare(acceptor, service, fuse, handle, threads).await;
+    prepared.start.cancel();
+    prepared.served.await
+}
+
+/// The server, ready and not yet accepting: its serving threads are running, each with its
+/// duplicate of the listening socket registered. Whatever else needs a file descriptor at
+/// start (the run file) can have one before a flood of connections takes them all.
+pub struct Prepared {
+    /// Cancel to start accepting.
+    pub start: CancellationToken,
+    /// Accepts once `start` is cancelled; resolves once every connection has ended after
+    /// `handle` stopped it (or the graceful stop's timeout passed).
+    pub served: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// Start `threads` serving threads (see `runtime`), each to accept on a duplicate of the
+/// listening socket; with 0, connections are served on the calling runtime. A share of the
+/// socket whose thread could not start (out of descriptors or threads) is served on the
+/// calling runtime instead, so crs never listens without accepting.
+pub async fn prepare(
+    acceptor: NoDelayAcceptor,
+    service: Service,
+    fuse: FuseConfig,
+    handle: ServeHandle,
+    threads: usize,
+) -> Prepared {
+    prepare_with(
+        acceptor,
+        service,
+        fuse,
+        handle,
+        threads,
+        crate::runtime::serving_runtime,
+    )
+    .await
+}
+
+/// How a serving thread builds its runtime (`runtime::serving_runtime`; a failing one in
+/// tests).
+type BuildRuntime =
+    fn(usize, fn()) -> IoResult<(tokio::runtime::Runtime, crate::runtime::Registered)>;
+
+async fn prepare_with(
+    acceptor: NoDelayAcceptor,
+    service: Service,
+    fuse: FuseConfig,
+    handle: ServeHandle,
+    threads: usize,
+    build: BuildRuntime,
+) -> Prepared {
     let serving = Arc::new(Serving {
         service,
         builder: Arc::new(HttpBuilder::new()),
@@ -122,36 +172,46 @@ pub async fn serve(
         tasks: TaskTracker::new(),
         logged: Default::default(),
     });
-    if threads == 0 {
-        return accept_and_serve(acceptor, serving, handle).await;
-    }
-    let parts = match acceptor.split(threads) {
-        Ok(parts) => parts,
-        Err(e) => {
-            tracing::error!(error = %e, "sharing the listening socket failed");
-            return;
+    let start = CancellationToken::new();
+    let (parts, mut here) = if threads == 0 {
+        (Vec::new(), vec![acceptor])
+    } else {
+        match acceptor.split(threads) {
+            Ok(parts) => (parts, Vec::new()),
+            Err(e) => {
+                tracing::error!(error = %e, "sharing the listening socket failed");
+                (Vec::new(), Vec::new())
+            }
         }
     };
     let mut ended = Vec::with_capacity(parts.len());
+    let mut readies = Vec::with_capacity(parts.len());
+    let mut cells = Vec::with_capacity(parts.len());
     // The serving threads log where the caller does (a test's own subscriber, too).
     let logs = tracing::dispatcher::get_default(|d| d.clone());
     for (i, part) in parts.into_iter().enumerate() {
         let n = i + 1;
-        let (serving, handle, logs) = (serving.clone(), handle.clone(), logs.clone());
+        // The thread takes its part once its runtime runs; what is left here when the thread
+        // is ready (or gone) is served on the calling runtime.
+        let cell = Arc::new(Mutex::new(Some(part)));
+        let (ready, prepared) = tokio::sync::oneshot::channel::<()>();
         let (done, end) = tokio::sync::oneshot::channel::<()>();
+        let (serving, handle, logs, start) =
+            (serving.clone(), handle.clone(), logs.clone(), start.clone());
+        let mine = cell.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("crs-serve-{n}"))
             .spawn(move || {
                 let _logs = tracing::dispatcher::set_default(&logs);
-                let (rt, _registered) = match crate::runtime::serving_runtime(
-                    n,
-                    crate::on_worker_park,
-                ) {
+                let (rt, _registered) = match build(n, crate::on_worker_park) {
                     Ok(rt) => rt,
                     Err(e) => {
-                        tracing::error!(error = %e, thread = n, "starting a serving thread failed");
+                        tracing::error!(error = %e, thread = n, "starting a serving thread failed; the main runtime serves its share");
                         return;
                     }
+                };
+                let Some(part) = mine.lock().take() else {
+                    return;
                 };
                 rt.block_on(async move {
                     // `on_worker_park` gives this thread's freed memory back at most once a
@@ -164,22 +224,69 @@ pub async fn serve(
                             crate::trim_allocator();
                         }
                     });
-                    match part.register() {
-                        Ok(acceptor) => accept_and_serve(acceptor, serving, handle).await,
-                        Err(e) => tracing::error!(error = %e, thread = n, "listening failed"),
+                    let acceptor = match part.register() {
+                        Ok(acceptor) => acceptor,
+                        Err(e) => {
+                            tracing::error!(error = %e, thread = n, "listening failed");
+                            return;
+                        }
+                    };
+                    drop(ready);
+                    tokio::select! {
+                        biased;
+                        _ = handle.graceful.cancelled() => {}
+                        _ = start.cancelled() => {}
                     }
+                    accept_and_serve(acceptor, serving, handle).await
                 });
                 drop(rt);
                 drop(done);
             });
         match spawned {
-            Ok(_) => ended.push(end),
-            Err(e) => tracing::error!(error = %e, "starting a serving thread failed"),
+            Ok(_) => {
+                ended.push(end);
+                readies.push(prepared);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, thread = n, "starting a serving thread failed; the main runtime serves its share")
+            }
+        }
+        cells.push(cell);
+    }
+    // Each thread has registered its part, or given up on it.
+    for ready in readies {
+        let _ = ready.await;
+    }
+    for cell in cells {
+        let left = cell.lock().take();
+        if let Some(part) = left {
+            match part.register() {
+                Ok(acceptor) => here.push(acceptor),
+                Err(e) => tracing::error!(error = %e, "listening failed"),
+            }
         }
     }
-    for end in ended {
-        let _ = end.await;
-    }
+    let go = start.clone();
+    let served = Box::pin(async move {
+        tokio::select! {
+            biased;
+            _ = handle.graceful.cancelled() => {}
+            _ = go.cancelled() => {}
+        }
+        let local: Vec<_> = here
+            .into_iter()
+            .map(|acceptor| {
+                tokio::spawn(accept_and_serve(acceptor, serving.clone(), handle.clone()))
+            })
+            .collect();
+        for task in local {
+            let _ = task.await;
+        }
+        for end in ended {
+            let _ = end.await;
+        }
+    });
+    Prepared { start, served }
 }
 
 /// One thread's accept loop: a task for each connection it accepts, on the calling runtime.
@@ -912,6 +1019,81 @@ mod tests {
             .await
             .expect("serve returns once its connections ended")
             .unwrap();
+    }
+
+    /// A serving runtime that cannot be built for thread 1 (out of descriptors at start).
+    fn first_fails(
+        n: usize,
+        on_park: fn(),
+    ) -> IoResult<(tokio::runtime::Runtime, crate::runtime::Registered)> {
+        if n == 1 {
+            return Err(std::io::Error::from_raw_os_error(24));
+        }
+        crate::runtime::serving_runtime(n, on_park)
+    }
+
+    fn every_one_fails(
+        _: usize,
+        _: fn(),
+    ) -> IoResult<(tokio::runtime::Runtime, crate::runtime::Registered)> {
+        Err(std::io::Error::from_raw_os_error(24))
+    }
+
+    #[tokio::test]
+    async fn nothing_is_accepted_before_the_start_and_a_thread_that_failed_is_stood_in_for() {
+        #[salvo::handler]
+        async fn which() -> String {
+            crate::runtime::worker().to_string()
+        }
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (build, allowed) in [
+            (first_fails as BuildRuntime, &["0", "2"][..]),
+            (every_one_fails, &["0"][..]),
+        ] {
+            let acceptor = NoDelayAcceptor::bind("127.0.0.1", 0, 1024).await.unwrap();
+            let addr = acceptor.local_addr().unwrap();
+            let handle = ServeHandle::default();
+            let prepared = prepare_with(
+                acceptor,
+                Service::new(salvo::Router::new().get(which)),
+                FuseConfig::default(),
+                handle.clone(),
+                2,
+                build,
+            )
+            .await;
+            let server = tokio::spawn(prepared.served);
+            // Prepared: the connection waits in the backlog, unanswered.
+            let mut early = TcpStream::connect(addr).await.unwrap();
+            early
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut byte = [0u8; 1];
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), early.read(&mut byte))
+                    .await
+                    .is_err(),
+                "answered before the start"
+            );
+            prepared.start.cancel();
+            let mut answer = Vec::new();
+            early.read_to_end(&mut answer).await.unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+            // Every share of the socket is served: none of 64 connections is left waiting.
+            let answers = tokio::time::timeout(Duration::from_secs(10), bodies(addr, 64))
+                .await
+                .expect("every connection is answered");
+            for answer in &answers {
+                assert!(allowed.contains(&answer.as_str()), "{answer:?}");
+            }
+            assert!(answers.iter().any(|a| a == "0"), "{answers:?}");
+            handle.stop_graceful(Duration::from_secs(1));
+            tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .unwrap()
+                .unwrap();
+        }
     }
 
     #[test]

@@ -26,11 +26,30 @@ pub struct Running {
     handle: ServeHandle,
     listener: ListenerCloser,
     join: tokio::task::JoinHandle<()>,
+    /// Cancelled to start accepting (`accept`).
+    start: tokio_util::sync::CancellationToken,
+    max_connections: usize,
 }
 
 impl Running {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Start accepting connections (once; `start` does it at once).
+    fn accept(&self) {
+        if self.start.is_cancelled() {
+            return;
+        }
+        self.start.cancel();
+        tracing::info!(
+            url = %format!("http://{}", self.addr),
+            admin = %format!("http://{}/admin-next/", self.addr),
+            data_dir = %self.state.config.data_dir.display(),
+            max_connections = self.max_connections,
+            serving_threads = self.state.config.serving_threads,
+            "crs is listening"
+        );
     }
 
     /// Stop accepting, let in-flight requests finish (up to `grace`), then commit all usage.
@@ -220,7 +239,17 @@ fn self_url(addr: std::net::SocketAddr) -> String {
     format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
+/// Start the server: its state, its listening socket, its serving threads and its background
+/// tasks; it accepts connections when this returns.
 pub async fn start(config: Config) -> Result<Running> {
+    let running = prepare(config).await?;
+    running.accept();
+    Ok(running)
+}
+
+/// `start` without accepting yet: connections wait in the listen backlog until
+/// `Running::accept`. Whatever else needs a file descriptor at start gets one first.
+async fn prepare(config: Config) -> Result<Running> {
     let (host, port) = (config.host.clone(), config.port);
     let max_connections = config
         .max_connections
@@ -245,13 +274,15 @@ pub async fn start(config: Config) -> Result<Running> {
         })
         .catcher(salvo::catcher::Catcher::new(catcher));
     crate::runtime::set_main();
-    let join = tokio::spawn(crate::listener::serve(
+    let prepared = crate::listener::prepare(
         acceptor,
         service,
         fuse,
         handle.clone(),
         state.config.serving_threads,
-    ));
+    )
+    .await;
+    let join = tokio::spawn(prepared.served);
     crate::accounts::oauth::spawn_refresher(&state.accounts);
     crate::accounts::usage_poll::spawn(&state.accounts, state.config.health.usage_poll);
     crate::accounts::health::spawn(
@@ -263,20 +294,14 @@ pub async fn start(config: Config) -> Result<Running> {
     spawn_pricing_watch(&state);
     crate::notify::spawn(&state);
     crate::upgrade::spawn_handoff_intake(&state);
-    tracing::info!(
-        url = %format!("http://{addr}"),
-        admin = %format!("http://{addr}/admin-next/"),
-        data_dir = %state.config.data_dir.display(),
-        max_connections,
-        serving_threads = state.config.serving_threads,
-        "crs is listening"
-    );
     Ok(Running {
         addr,
         state,
         handle,
         listener,
         join,
+        start: prepared.start,
+        max_connections,
     })
 }
 
@@ -346,9 +371,10 @@ pub async fn serve(config: Config) -> Result<()> {
     let stop = shutdown_signal()?;
     tokio::pin!(stop);
     let mut upgrade = upgrade_signal()?;
-    let mut running = start(config).await?;
+    let mut running = prepare(config).await?;
     let data_dir = running.state.config.data_dir.clone();
     write_run_file(&running, None);
+    running.accept();
     crate::upgrade::signal_ready();
     enum Next {
         Stop,
