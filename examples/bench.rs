@@ -38,6 +38,7 @@ mod tls;
 struct Opts {
     quick: bool,
     crs_bin: PathBuf,
+    mock_bin: PathBuf,
     json_out: Option<PathBuf>,
 }
 
@@ -52,9 +53,15 @@ fn opts() -> Opts {
     let crs_bin = std::env::var("CRS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/crs"));
+    // `MOCK_BIN`: the binary that runs the mock upstream (default: `CRS_BIN`), so an older crs
+    // build can be measured against the same mock.
+    let mock_bin = std::env::var("MOCK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crs_bin.clone());
     Opts {
         quick,
         crs_bin,
+        mock_bin,
         json_out,
     }
 }
@@ -520,7 +527,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&cert_file, &certs.cert)?;
     std::fs::write(&key_file, &certs.key)?;
     let _mock = Proc(
-        Command::new(&o.crs_bin)
+        Command::new(&o.mock_bin)
             .args([
                 "mock-upstream",
                 "--no-record",
