@@ -722,7 +722,10 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
                     .encrypt_bedrock(&json!({"token": token}).to_string());
                 o.v("bearerToken", json!({"encrypted": encrypted, "iv": iv}));
             }
-            if a.aws_access_key_id.is_empty() && a.aws_secret_access_key.is_empty() {
+            if a.aws_access_key_id.is_empty()
+                && a.aws_secret_access_key.is_empty()
+                && a.aws_session_token.is_empty()
+            {
                 // A bearer-token account: v1 writes no awsCredentials.
             } else {
                 let mut creds = Map::new();
@@ -758,7 +761,9 @@ pub fn export_account(a: &Account, keys: &Keys) -> Result<Map<String, Value>> {
             };
             match serde_json::from_str::<Value>(&kept) {
                 Ok(Value::Object(mut blob)) => {
-                    if !access.is_empty() {
+                    // With an expiry but no token the blob still goes out: it is where an
+                    // expiry `expiresAt` cannot write (before year 0) comes back from.
+                    if !access.is_empty() || a.expires_at != 0 {
                         blob.insert("access_token".into(), json!(access));
                         blob.insert("refresh_token".into(), json!(refresh));
                         blob.insert("scope".into(), json!(a.scopes));
@@ -1341,26 +1346,36 @@ mod tests {
             a
         }
 
+        /// Imports one v1 record of the family `v1_type` with `fields`, exports it and imports
+        /// the export: the account imported first, the export, and the account imported again,
+        /// both accounts with their secrets in plaintext.
+        fn round_trip(
+            v1_type: &str,
+            fields: Map<String, Value>,
+        ) -> (Account, Map<String, Value>, Account) {
+            let (v1, crs) = crypto();
+            let k = Keys { v1, crs };
+            let fam = FAMILIES.iter().find(|f| f.v1_type == v1_type).unwrap();
+            let Ok(AccountOut::Account(a)) = import_account(fam, "a1", fields, &k) else {
+                panic!("import")
+            };
+            let out = export_account(&a, &k).unwrap();
+            let AccountOut::Account(b) = import_account(fam, "a1", out.clone(), &k).unwrap() else {
+                panic!("an exported account comes back as an account")
+            };
+            (plaintext(&a, crs), out, plaintext(&b, crs))
+        }
+
         /// A Droid pool key round trips (found by the property below: pool keys are
         /// encrypted afresh on each import, so they compare as plaintext).
         #[test]
         fn droid_key_without_hash_round_trips() {
-            let (v1, crs) = crypto();
-            let k = Keys { v1, crs };
-            let fam = FAMILIES.iter().find(|f| f.v1_type == "droid").unwrap();
             let mut fields = Map::new();
             fields.insert(
                 "apiKeys".into(),
                 json!("[{\"id\":\"e\",\"status\":\"active\",\"encryptedKey\":\"a\"}]"),
             );
-            let Ok(AccountOut::Account(a)) = import_account(fam, "a1", fields, &k) else {
-                panic!("import")
-            };
-            let out = export_account(&a, &k).unwrap();
-            let AccountOut::Account(b) = import_account(fam, "a1", out, &k).unwrap() else {
-                panic!()
-            };
-            let (mut want, got) = (plaintext(&a, crs), plaintext(&b, crs));
+            let (mut want, _, got) = round_trip("droid", fields);
             for name in ["apiKeyCount", "authenticationMethod"] {
                 if let Some(v) = got.extra.get(name) {
                     want.extra.entry(name.into()).or_insert_with(|| v.clone());
@@ -1368,6 +1383,37 @@ mod tests {
             }
             assert_eq!(got, want);
         }
+
+        /// A Bedrock record whose credentials hold only a session token keeps it through an
+        /// export (found by the property below: the export wrote no `awsCredentials` unless
+        /// the key id or the secret was set).
+        #[test]
+        fn bedrock_session_token_alone_round_trips() {
+            let mut fields = Map::new();
+            fields.insert(
+                "awsCredentials".into(),
+                json!("{\"accessKeyId\":\"\",\"secretAccessKey\":\"\",\"sessionToken\":\"a\"}"),
+            );
+            let (a, out, b) = round_trip("bedrock", fields);
+            assert_eq!(a.aws_session_token, "a");
+            assert!(out.get("awsCredentials").is_some(), "{out:?}");
+            assert_eq!(b, a);
+        }
+
+        /// A Gemini token blob with an expiry before year 0 and no tokens keeps the expiry
+        /// through an export (found by the property below: `expiresAt` cannot write such a
+        /// date, and the blob went out only with an access token).
+        #[test]
+        fn gemini_expiry_without_tokens_round_trips() {
+            let blob = json!({"access_token": "", "refresh_token": "",
+                "expiry_date": -62_167_219_200_001_i64, "scope": null, "token_type": "Bearer"});
+            let mut fields = Map::new();
+            fields.insert("geminiOauth".into(), json!(blob.to_string()));
+            let (a, _, b) = round_trip("gemini", fields);
+            assert_eq!(a.expires_at, -62_167_219_200_001);
+            assert_eq!(b, a);
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
