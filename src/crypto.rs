@@ -188,6 +188,14 @@ impl Secrets {
             })?;
         String::from_utf8(pt).context("decrypted value is not UTF-8")
     }
+
+    /// A stored secret, decrypted and masked for display ("" when none or unreadable).
+    pub fn masked(&self, stored: &str) -> String {
+        if stored.is_empty() {
+            return String::new();
+        }
+        self.decrypt(stored).map(|k| mask(&k)).unwrap_or_default()
+    }
 }
 
 /// Compare two secrets in time that depends on their lengths only.
@@ -498,5 +506,16 @@ mod tests {
     fn masking() {
         assert_eq!(mask("sk-ant-api03-abcdefghijkl"), "sk-ant...ijkl");
         assert_eq!(mask("short"), "*****");
+        // A stored secret is shown masked; nothing stored, or a value that does not decrypt
+        // with this directory's key, shows as nothing rather than as the stored text.
+        let s = Secrets::from_parts(random_bytes(), vec![1; 32], "x");
+        assert_eq!(
+            s.masked(&s.encrypt("sk-ant-api03-abcdefghijkl")),
+            "sk-ant...ijkl"
+        );
+        assert_eq!(s.masked(""), "");
+        assert_eq!(s.masked("sk-ant-api03-abcdefghijkl"), "");
+        let other = Secrets::from_parts(random_bytes(), vec![1; 32], "x");
+        assert_eq!(other.masked(&s.encrypt("sk-ant-api03-abcdefghijkl")), "");
     }
 }

@@ -574,20 +574,9 @@ fn chatgpt_fields(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> R
     Ok(())
 }
 
-/// A stored secret, decrypted and masked for display ("" when none or unreadable).
-pub(super) fn masked(st: &AppState, enc: &str) -> String {
-    if enc.is_empty() {
-        return String::new();
-    }
-    st.secrets
-        .decrypt(enc)
-        .map(|k| crate::crypto::mask(&k))
-        .unwrap_or_default()
-}
-
 /// The token state of an OAuth account (never the tokens).
 fn oauth_view(st: &AppState, a: &Account, v: &mut Value) {
-    v["accessTokenMasked"] = json!(masked(st, &a.access_token));
+    v["accessTokenMasked"] = json!(st.secrets.masked(&a.access_token));
     v["hasRefreshToken"] = json!(!a.refresh_token.is_empty());
     v["tokenExpiresAt"] = json!(a.expires_at);
     v["scopes"] = json!(a.scopes);
@@ -630,7 +619,7 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
     match a.platform {
         Platform::Claude => {
             oauth_view(st, a, &mut v);
-            v["emailMasked"] = json!(masked(st, &a.email));
+            v["emailMasked"] = json!(st.secrets.masked(&a.email));
             v["subscriptionInfo"] = json!(a.subscription_info);
             for f in EXTRA_FLAGS {
                 v[*f] = json!(a.extra_flag(f));
@@ -650,17 +639,17 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
                 "bearer_token"
             }));
             v["hasBearerToken"] = json!(!a.bearer_token.is_empty());
-            v["bearerTokenMasked"] = json!(masked(st, &a.bearer_token));
+            v["bearerTokenMasked"] = json!(st.secrets.masked(&a.bearer_token));
             v["defaultModel"] = json!(a.default_model);
             v["smallFastModel"] = json!(a.small_fast_model);
         }
         Platform::AzureOpenAI => {
-            v["apiKeyMasked"] = json!(masked(st, &a.api_key));
+            v["apiKeyMasked"] = json!(st.secrets.masked(&a.api_key));
             v["apiVersion"] = json!(a.api_version);
             v["deploymentName"] = json!(a.deployment_name);
         }
         Platform::OpenAIResponses => {
-            v["apiKeyMasked"] = json!(masked(st, &a.api_key));
+            v["apiKeyMasked"] = json!(st.secrets.masked(&a.api_key));
             v["providerEndpoint"] = json!(a.provider_endpoint);
         }
         Platform::Droid => super::droid::view(st, a, &mut v),
@@ -671,7 +660,7 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
             }
         }
         Platform::OpenAI => {
-            v["accessTokenMasked"] = json!(masked(st, &a.access_token));
+            v["accessTokenMasked"] = json!(st.secrets.masked(&a.access_token));
             v["hasRefreshToken"] = json!(!a.refresh_token.is_empty());
             v["hasIdToken"] = json!(a.extra.contains_key("idToken"));
             v["tokenExpiresAt"] = json!(
@@ -679,14 +668,14 @@ pub fn view(st: &AppState, a: &Account, usage: Option<&UsageTotals>) -> Value {
                     .then(|| chrono::DateTime::from_timestamp_millis(a.expires_at))
                     .flatten()
             );
-            v["emailMasked"] = json!(masked(st, &a.email));
+            v["emailMasked"] = json!(st.secrets.masked(&a.email));
             v["lastRefreshAt"] = json!(a.last_refresh_at);
             for k in CHATGPT_INFO {
                 v[*k] = a.extra.get(*k).cloned().unwrap_or(json!(""));
             }
             v["emailVerified"] = json!(a.extra_flag("emailVerified"));
         }
-        _ => v["apiKeyMasked"] = json!(masked(st, &a.api_key)),
+        _ => v["apiKeyMasked"] = json!(st.secrets.masked(&a.api_key)),
     }
     // Runtime state: cooldowns, concurrency, today's spend.
     let now_ms = Utc::now().timestamp_millis();

@@ -231,7 +231,7 @@ pub fn apply(st: &AppState, a: &mut Account, b: &Body, creating: bool) -> Result
 /// The Droid part of an account view: tokens and pool keys masked, key statuses as v1 keeps
 /// them.
 pub fn view(st: &AppState, a: &Account, v: &mut Value) {
-    let masked = |enc: &str| super::accounts::masked(st, enc);
+    let masked = |enc: &str| st.secrets.masked(enc);
     v["endpointType"] = json!(if a.endpoint_type.is_empty() {
         "anthropic"
     } else {

@@ -744,12 +744,37 @@ pub fn completions_request(body: &[u8]) -> Result<(Vec<u8>, Chat), Invalid> {
 
 /// Gemini's `finishReason` as a Chat `finish_reason` (by way of Anthropic's stop reason).
 fn gemini_finish(reason: &str, tool_calls: bool) -> &'static str {
-    finish_reason(super::messages::gemini_stop(reason, tool_calls))
+    finish_reason(gemini_stop(reason, tool_calls))
 }
 
 /// A finished Responses object's Chat `finish_reason` (by way of Anthropic's stop reason).
 fn responses_finish(r: &Value, tool_calls: bool) -> &'static str {
-    finish_reason(super::messages::responses_stop(r, tool_calls))
+    finish_reason(responses_stop(r, tool_calls))
+}
+
+/// A finished Responses object's Anthropic `stop_reason`.
+pub(super) fn responses_stop(r: &Value, tool_use: bool) -> &'static str {
+    let truncated = r
+        .pointer("/incomplete_details/reason")
+        .and_then(Value::as_str)
+        .is_some_and(|w| w == "max_output_tokens");
+    if truncated {
+        "max_tokens"
+    } else if tool_use {
+        "tool_use"
+    } else {
+        "end_turn"
+    }
+}
+
+/// Gemini's `finishReason` as an Anthropic `stop_reason`.
+pub(super) fn gemini_stop(reason: &str, tool_use: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "max_tokens",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "refusal",
+        _ if tool_use => "tool_use",
+        _ => "end_turn",
+    }
 }
 
 /// Anthropic's `stop_reason` as a Chat `finish_reason`.

@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::chat::{gemini_schema, text_of};
+use super::chat::{gemini_schema, gemini_stop, responses_stop, text_of};
 use super::{Converter, ConvertingTap, Invalid};
 use crate::providers::StreamTap;
 use crate::usage::TokenUsage;
@@ -565,31 +565,6 @@ fn tool_input(args: &str) -> Value {
         return json!({});
     }
     serde_json::from_str(args).unwrap_or_else(|_| json!({"arguments": args}))
-}
-
-/// A finished Responses object's Anthropic `stop_reason`.
-pub(super) fn responses_stop(r: &Value, tool_use: bool) -> &'static str {
-    let truncated = r
-        .pointer("/incomplete_details/reason")
-        .and_then(Value::as_str)
-        .is_some_and(|w| w == "max_output_tokens");
-    if truncated {
-        "max_tokens"
-    } else if tool_use {
-        "tool_use"
-    } else {
-        "end_turn"
-    }
-}
-
-/// Gemini's `finishReason` as an Anthropic `stop_reason`.
-pub(super) fn gemini_stop(reason: &str, tool_use: bool) -> &'static str {
-    match reason {
-        "MAX_TOKENS" => "max_tokens",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "refusal",
-        _ if tool_use => "tool_use",
-        _ => "end_turn",
-    }
 }
 
 fn strip<'a>(id: &'a str, prefix: &str) -> &'a str {
