@@ -15,6 +15,8 @@
 //!    of rules 1-4 (a cycle through a forbidden edge goes when that edge does), so once those
 //!    rules hold it covers the whole graph.
 //! 6. Every top-level module has a layer in `LAYERS`.
+//! 7. Inside a module folder, no two files import each other, directly or round a loop
+//!    (`mod.rs` aside: it declares the files). What two files both need lives in one of them.
 //!
 //! Only non-test code counts: a file is read up to its first line that starts with
 //! `#[cfg(test)]`. Comments and string and char literals are blanked before paths are read.
@@ -59,7 +61,8 @@ fn src_follows_layering_rules() {
         "read no sources from {}",
         src.display()
     );
-    let violations = check(&modules, &edges);
+    let mut violations = check(&modules, &edges);
+    violations.extend(sibling_cycles(&sibling_edges(&src)));
     if !violations.is_empty() {
         panic!(
             "layering rules broken (see tests/suite/layering.rs and ARCHITECTURE.md):\n{}\n{} violation(s)",
@@ -156,6 +159,91 @@ fn module_path(parts: &[String]) -> Vec<String> {
         m.pop();
     }
     m
+}
+
+/// A reference from one file of a module folder to a sibling file of the same folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SiblingEdge {
+    file: String,
+    line: usize,
+    /// The folder's module path, `convert` or `providers::bedrock`.
+    folder: String,
+    from: String,
+    to: String,
+}
+
+/// Every reference between two files of one module folder (rule 7). A file's siblings are the
+/// other files and subfolders of its folder; `mod.rs` is not one.
+fn sibling_edges(src: &Path) -> Vec<SiblingEdge> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files.sort();
+    let module_of = |path: &Path| {
+        let parts: Vec<String> = path
+            .strip_prefix(src)
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        (format!("src/{}", parts.join("/")), module_path(&parts))
+    };
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f).1).collect();
+    let mut edges = BTreeSet::new();
+    for path in &files {
+        let (display, module) = module_of(path);
+        if module.len() < 2 || path.file_name().is_some_and(|n| n == "mod.rs") {
+            continue;
+        }
+        let (folder, name) = module.split_at(module.len() - 1);
+        let text = std::fs::read_to_string(path).unwrap();
+        for (line, r) in references(&text, &module, &["crate", "super", "self"]) {
+            if r.len() <= folder.len() || !r.starts_with(folder) {
+                continue;
+            }
+            let sibling = &r[folder.len()];
+            if sibling != &name[0] && modules.contains(&r[..=folder.len()]) {
+                edges.insert(SiblingEdge {
+                    file: display.clone(),
+                    line,
+                    folder: folder.join("::"),
+                    from: name[0].clone(),
+                    to: sibling.clone(),
+                });
+            }
+        }
+    }
+    edges.into_iter().collect()
+}
+
+/// Rule 7: every sibling edge that lies on a loop, with the shortest loop through it.
+fn sibling_cycles(edges: &[SiblingEdge]) -> Vec<String> {
+    let mut graphs: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
+    for e in edges {
+        graphs
+            .entry(&e.folder)
+            .or_default()
+            .entry(&e.from)
+            .or_default()
+            .insert(&e.to);
+    }
+    let mut out = Vec::new();
+    for e in edges {
+        if let Some(back) = shortest_path(&graphs[e.folder.as_str()], &e.to, &e.from) {
+            let mut cycle = vec![e.from.as_str()];
+            cycle.extend(back);
+            out.push(format!(
+                "{}:{}: {}::{} -> {}::{}: rule 7: files of one folder import each other: {}",
+                e.file,
+                e.line,
+                e.folder,
+                e.from,
+                e.folder,
+                e.to,
+                cycle.join(" -> ")
+            ));
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,6 +686,33 @@ fn refs(text: &str, module: &[&str]) -> Vec<(usize, String)> {
         .into_iter()
         .map(|(line, p)| (line, p.join("::")))
         .collect()
+}
+
+#[test]
+fn rule_7_finds_files_of_one_folder_that_import_each_other() {
+    let edge = |folder: &str, from: &str, to: &str| SiblingEdge {
+        file: format!("src/{folder}/{from}.rs"),
+        line: 1,
+        folder: folder.into(),
+        from: from.into(),
+        to: to.into(),
+    };
+    // A chain, and the same names in another folder: no loop.
+    let chain = [
+        edge("convert", "messages", "chat"),
+        edge("convert", "chat", "images"),
+        edge("admin", "chat", "messages"),
+    ];
+    assert!(sibling_cycles(&chain).is_empty());
+    // Closing the loop names each of its edges.
+    let mut looped = chain.to_vec();
+    looped.push(edge("convert", "images", "messages"));
+    let found = sibling_cycles(&looped);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].contains("rule 7") && found[0].contains("messages -> chat -> images -> messages"),
+        "{found:?}"
+    );
 }
 
 #[test]
