@@ -55,14 +55,14 @@ const MIGRATE_MUST_NOT_USE: &[&str] = &["relay", "admin", "state", "server"];
 #[test]
 fn src_follows_layering_rules() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
-    let (modules, edges) = read_src(&src);
+    let (modules, edges, siblings) = read_src(&src);
     assert!(
         modules.contains_key("lib") && modules.contains_key("relay"),
         "read no sources from {}",
         src.display()
     );
     let mut violations = check(&modules, &edges);
-    violations.extend(sibling_cycles(&sibling_edges(&src)));
+    violations.extend(sibling_cycles(&siblings));
     if !violations.is_empty() {
         panic!(
             "layering rules broken (see tests/suite/layering.rs and ARCHITECTURE.md):\n{}\n{} violation(s)",
@@ -84,9 +84,10 @@ struct Edge {
     to: String,
 }
 
-/// The top-level modules found in `src/` (each with its first file, for messages) and every
-/// reference between two different top-level modules.
-fn read_src(src: &Path) -> (BTreeMap<String, String>, Vec<Edge>) {
+/// The top-level modules found in `src/` (each with its first file, for messages), every
+/// reference between two different top-level modules, and every reference between two files
+/// of one module folder (rule 7; `mod.rs` is no such file: it declares them).
+fn read_src(src: &Path) -> (BTreeMap<String, String>, Vec<Edge>, Vec<SiblingEdge>) {
     let mut files = Vec::new();
     rust_files(src, &mut files);
     files.sort();
@@ -105,18 +106,37 @@ fn read_src(src: &Path) -> (BTreeMap<String, String>, Vec<Edge>) {
             .entry(top.clone())
             .or_insert_with(|| display.clone());
         let text = std::fs::read_to_string(path).unwrap();
-        parsed.push((display, top, module_path(&parts), text));
+        let in_folder = parts.len() > 1 && parts.last().is_some_and(|p| p != "mod.rs");
+        parsed.push((display, top, module_path(&parts), in_folder, text));
     }
+    let files: BTreeSet<&[String]> = parsed.iter().map(|p| p.2.as_slice()).collect();
 
     let mut edges = BTreeSet::new();
-    for (display, top, module, text) in parsed {
+    let mut siblings = BTreeSet::new();
+    for (display, top, module, in_folder, text) in &parsed {
         // `main.rs` is the binary crate: its `crate::` is itself, the library is `crs::`.
-        let (roots, module): (&[&str], Vec<String>) = if top == "main" {
-            (&["crs"], Vec::new())
+        let (roots, module): (&[&str], &[String]) = if top == "main" {
+            (&["crs"], &[])
         } else {
             (&["crate", "super", "self"], module)
         };
-        for (line, path) in references(&text, &module, roots) {
+        for (line, path) in references(text, module, roots) {
+            if *in_folder {
+                let (folder, name) = module.split_at(module.len() - 1);
+                if path.len() > folder.len()
+                    && path.starts_with(folder)
+                    && path[folder.len()] != name[0]
+                    && files.contains(&path[..=folder.len()])
+                {
+                    siblings.insert(SiblingEdge {
+                        file: display.clone(),
+                        line,
+                        folder: folder.join("::"),
+                        from: name[0].clone(),
+                        to: path[folder.len()].clone(),
+                    });
+                }
+            }
             let Some(first) = path.first() else { continue };
             // A name that is no module is an item of the crate root, `lib.rs`.
             let to = if modules.contains_key(first) {
@@ -124,7 +144,7 @@ fn read_src(src: &Path) -> (BTreeMap<String, String>, Vec<Edge>) {
             } else {
                 "lib".to_string()
             };
-            if to != top {
+            if to != *top {
                 edges.insert(Edge {
                     file: display.clone(),
                     line,
@@ -134,7 +154,11 @@ fn read_src(src: &Path) -> (BTreeMap<String, String>, Vec<Edge>) {
             }
         }
     }
-    (modules, edges.into_iter().collect())
+    (
+        modules,
+        edges.into_iter().collect(),
+        siblings.into_iter().collect(),
+    )
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -172,49 +196,6 @@ struct SiblingEdge {
     to: String,
 }
 
-/// Every reference between two files of one module folder (rule 7). A file's siblings are the
-/// other files and subfolders of its folder; `mod.rs` is not one.
-fn sibling_edges(src: &Path) -> Vec<SiblingEdge> {
-    let mut files = Vec::new();
-    rust_files(src, &mut files);
-    files.sort();
-    let module_of = |path: &Path| {
-        let parts: Vec<String> = path
-            .strip_prefix(src)
-            .unwrap()
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        (format!("src/{}", parts.join("/")), module_path(&parts))
-    };
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f).1).collect();
-    let mut edges = BTreeSet::new();
-    for path in &files {
-        let (display, module) = module_of(path);
-        if module.len() < 2 || path.file_name().is_some_and(|n| n == "mod.rs") {
-            continue;
-        }
-        let (folder, name) = module.split_at(module.len() - 1);
-        let text = std::fs::read_to_string(path).unwrap();
-        for (line, r) in references(&text, &module, &["crate", "super", "self"]) {
-            if r.len() <= folder.len() || !r.starts_with(folder) {
-                continue;
-            }
-            let sibling = &r[folder.len()];
-            if sibling != &name[0] && modules.contains(&r[..=folder.len()]) {
-                edges.insert(SiblingEdge {
-                    file: display.clone(),
-                    line,
-                    folder: folder.join("::"),
-                    from: name[0].clone(),
-                    to: sibling.clone(),
-                });
-            }
-        }
-    }
-    edges.into_iter().collect()
-}
-
 /// Rule 7: every sibling edge that lies on a loop, with the shortest loop through it.
 fn sibling_cycles(edges: &[SiblingEdge]) -> Vec<String> {
     let mut graphs: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
@@ -228,18 +209,10 @@ fn sibling_cycles(edges: &[SiblingEdge]) -> Vec<String> {
     }
     let mut out = Vec::new();
     for e in edges {
-        if let Some(back) = shortest_path(&graphs[e.folder.as_str()], &e.to, &e.from) {
-            let mut cycle = vec![e.from.as_str()];
-            cycle.extend(back);
+        if let Some(cycle) = loop_through(&graphs[e.folder.as_str()], &e.from, &e.to) {
             out.push(format!(
                 "{}:{}: {}::{} -> {}::{}: rule 7: files of one folder import each other: {}",
-                e.file,
-                e.line,
-                e.folder,
-                e.from,
-                e.folder,
-                e.to,
-                cycle.join(" -> ")
+                e.file, e.line, e.folder, e.from, e.folder, e.to, cycle
             ));
         }
     }
@@ -325,10 +298,8 @@ fn check(modules: &BTreeMap<String, String>, edges: &[Edge]) -> Vec<String> {
         graph.entry(&e.from).or_default().insert(&e.to);
     }
     for e in allowed {
-        if let Some(back) = shortest_path(&graph, &e.to, &e.from) {
-            let mut cycle = vec![e.from.as_str()];
-            cycle.extend(back);
-            report(e, format!("rule 5: cycle {}", cycle.join(" -> ")));
+        if let Some(cycle) = loop_through(&graph, &e.from, &e.to) {
+            report(e, format!("rule 5: cycle {cycle}"));
         }
     }
 
@@ -347,6 +318,13 @@ fn check(modules: &BTreeMap<String, String>, edges: &[Edge]) -> Vec<String> {
 
     out.sort();
     out.into_iter().map(|(_, _, msg)| msg).collect()
+}
+
+/// The shortest loop through the edge `from -> to`, written `from -> to -> ... -> from`, if
+/// the graph has one.
+fn loop_through(graph: &BTreeMap<&str, BTreeSet<&str>>, from: &str, to: &str) -> Option<String> {
+    let back = shortest_path(graph, to, from)?;
+    Some(format!("{from} -> {}", back.join(" -> ")))
 }
 
 /// The shortest path from `from` to `to` (both included), if any.
